@@ -1,0 +1,31 @@
+"""Shared test helpers: polling with a deadline, never sleeping to synchronise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pykka
+import pytest
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_actors():
+    """Every test leaves no actor running, so one test's tree never leaks into the next."""
+    yield
+    pykka.ActorRegistry.stop_all(block=True, timeout=10)
