@@ -22,6 +22,7 @@ from supervisors._exceptions import (
 )
 from supervisors._exit import ExitKind, ExitReason
 from supervisors._intensity import RestartIntensity
+from supervisors._registry import NameTakenError, Registry, UnavailableError
 from supervisors._spec import ChildSpec, ChildType, Restart, Strategy
 from supervisors._supervisor import Supervisor
 
@@ -37,6 +38,8 @@ __all__ = [
     "InvalidSpecError",
     "Killed",
     "LinkedThreadError",
+    "NameTakenError",
+    "Registry",
     "Restart",
     "RestartIntensity",
     "StartError",
@@ -44,6 +47,7 @@ __all__ = [
     "SupervisedActor",
     "Supervisor",
     "SupervisorError",
+    "UnavailableError",
     "join",
     "kill",
     "monitor",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -56,6 +57,7 @@ class SupervisedActor(pykka.ThreadingActor):
         super().__init__(*args, **kwargs)
         self._lifecycle = register(self.actor_ref)
         self._exit_reason: ExitReason | None = None
+        self._timers: set[threading.Timer] = set()
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
@@ -116,6 +118,25 @@ class SupervisedActor(pykka.ThreadingActor):
         thread.start()
         return thread
 
+    def send_after(self, delay: float, message: Any) -> threading.Timer:
+        """Tell this actor ``message`` after ``delay`` seconds (Erlang's ``send_after``).
+
+        Returns the timer, whose ``cancel()`` withdraws it. Timers still
+        pending when the actor ends are cancelled; a message that finds the
+        actor gone is dropped.
+        """
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.actor_ref.tell(message)
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+        return timer
+
     # pykka's loop methods are wrapped, not replaced: they are the only places
     # that see every way an actor can end (pykka 4's Actor._actor_loop).
 
@@ -126,6 +147,8 @@ class SupervisedActor(pykka.ThreadingActor):
             self._record_failure(*sys.exc_info())
             raise
         finally:
+            for timer in list(self._timers):
+                timer.cancel()
             reason = self._exit_reason or ExitReason.normal()
             self._lifecycle.notify_exited(reason)
 

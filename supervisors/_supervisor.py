@@ -309,7 +309,8 @@ class Supervisor(SupervisedActor):
         if restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and reason.abnormal):
             self._restart(child)
             return
-        log = logger.error if reason.abnormal else logger.info
+        # A temporary child ending normally is routine (a receiver per association).
+        log = logger.error if reason.abnormal else logger.debug
         log("supervisor %r: %s child %r exited (%s); not restarted",
             self.name, restart, child_id, reason)  # fmt: skip
         if restart is Restart.TEMPORARY:

@@ -1,0 +1,99 @@
+"""Fixtures for black-box tests: a node subprocess between DCMTK peers on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from integration.peers import NodeProcess, StoreSCP
+from wolfpacs.simulate import free_port
+
+CLIENT_AE = "STHLM_SECRET"
+
+
+class Cluster:
+    """Two DCMTK workers, a DCMTK PACS, and a WolfPACS node between them."""
+
+    def __init__(self, root, **node: object) -> None:
+        self.root = root
+        self.outside, self.inside = free_port(), free_port()
+        self.workers = [StoreSCP(root, "GPU_A"), StoreSCP(root, "GPU_B")]
+        self.pacs = StoreSCP(root, "PACS")
+        settings = {"retry_initial": 0.1, "retry_max": 0.5, "idle_release": 0.5, **node}
+        extra = "\n".join(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())
+        self.node = NodeProcess(
+            root,
+            f"""
+            [node]
+            bind = "127.0.0.1"
+            outside_port = {self.outside}
+            inside_port = {self.inside}
+            data_dir = "data"
+            {extra}
+
+            [[destinations]]
+            name = "sthlm-pacs"
+            host = "127.0.0.1"
+            port = {self.pacs.port}
+            ae_title = "PACS"
+
+            [[clients]]
+            name = "stockholm"
+            ae_title = "{CLIENT_AE}"
+            calling_ae_titles = ["HOSPITAL"]
+            allow = ["127.0.0.0/8"]
+            destination = "sthlm-pacs"
+            pool = "stroke"
+
+            [[workers]]
+            name = "gpu-a"
+            host = "127.0.0.1"
+            port = {self.workers[0].port}
+            ae_title = "GPU_A"
+            pool = "stroke"
+
+            [[workers]]
+            name = "gpu-b"
+            host = "127.0.0.1"
+            port = {self.workers[1].port}
+            ae_title = "GPU_B"
+            pool = "stroke"
+            """.replace("\n            ", "\n"),
+        )
+        self.data = root / "data"
+
+    def start(self, workers: bool = True) -> Cluster:
+        if workers:
+            for worker in self.workers:
+                worker.start()
+        self.pacs.start()
+        self.node.start(self.outside, self.inside)
+        return self
+
+    def received(self) -> dict[str, dict]:
+        """Worker AE title → its received instances (SOPInstanceUID → path)."""
+        return {w.ae_title: w.received() for w in self.workers}
+
+    def delivered(self) -> int:
+        return sum(len(r) for r in self.received().values())
+
+    def stop(self) -> int | None:
+        code = self.node.stop() if self.node.proc is not None else None
+        for peer in (*self.workers, self.pacs):
+            peer.stop()
+        return code
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    clusters: list[Cluster] = []
+
+    def make(**node: object) -> Cluster:
+        clusters.append(Cluster(tmp_path / f"c{len(clusters)}", **node))
+        return clusters[-1]
+
+    yield make
+    for c in clusters:
+        running = c.node.proc is not None
+        code = c.stop()
+        if running:
+            assert code == 0, f"SIGTERM should stop the node cleanly:\n{c.node.logs()[-3000:]}"

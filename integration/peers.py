@@ -1,0 +1,162 @@
+"""Real peers for the black-box tests: DCMTK tools, and `wolfpacs run` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from wolfpacs.simulate import free_port
+
+DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
+# Without TCP_NODELAY DCMTK stalls ~40 ms per instance on loopback (Nagle).
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+# storescu's option that proposes each transfer syntax as it is in the file.
+PROPOSE = {
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1": "-xe",
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.5": "-xr",
+}
+
+
+def tool(name: str) -> str:
+    path = DCMTK / name
+    if not path.exists():  # pynetdicom installs scripts of the same names: never use those
+        pytest.fail(f"DCMTK's {name} is not in {DCMTK}: apt-get install -y dcmtk")
+    return str(path)
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    pytest.fail(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def storescu(
+    files: list[Path], port: int, called: str, calling: str = "HOSPITAL", *options: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("storescu"), "-v", *options, "-aet", calling, "-aec", called,
+         "127.0.0.1", str(port), *map(str, files)],
+        env=ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def echoscu(port: int, called: str, calling: str = "ECHOSCU") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("echoscu"), "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
+        env=ENV, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def acknowledged(output: str) -> list[str]:
+    """The files storescu -v reports a success response for, in order."""
+    done, current = [], None
+    for line in output.splitlines():
+        if "Sending file: " in line:
+            current = line.split("Sending file: ", 1)[1].strip()
+        elif "Received Store Response (Success)" in line and current:
+            done.append(current)
+            current = None
+    return done
+
+
+class StoreSCP:
+    """DCMTK storescp: a worker or a PACS that keeps what it gets, bit for bit."""
+
+    def __init__(self, root: Path, ae_title: str, port: int | None = None) -> None:
+        self.ae_title = ae_title
+        self.port = port or free_port()
+        self.dir = root / ae_title
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> StoreSCP:
+        self.proc = subprocess.Popen(
+            [tool("storescp"), "-aet", self.ae_title, "-od", str(self.dir), "+B", "+xa",
+             str(self.port)],
+            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def received(self) -> dict[str, Path]:
+        """SOPInstanceUID → file, for every complete file storescp has written."""
+        found = {}
+        for path in self.dir.iterdir():
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+            except (InvalidDicomError, OSError, ValueError, EOFError):
+                continue  # still being written
+            found[str(ds.SOPInstanceUID)] = path
+        return found
+
+    def studies(self) -> set[str]:
+        return {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID)
+                for p in self.received().values()}  # fmt: skip
+
+
+class NodeProcess:
+    """`python -m wolfpacs run --config FILE`, as an operator runs it."""
+
+    def __init__(self, root: Path, config_text: str) -> None:
+        self.root = root
+        self.config = root / "wolfpacs.toml"
+        self.config.write_text(textwrap.dedent(config_text))
+        self.log = root / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, outside_port: int, inside_port: int) -> NodeProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "wolfpacs", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                cwd=self.root,
+            )
+        wait_port(outside_port)
+        wait_port(inside_port)
+        return self
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager would; the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(60)
+        self.proc = None
+        return code
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")

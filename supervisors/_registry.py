@@ -1,0 +1,122 @@
+"""Registry: names for actors whose refs change with every restart (Erlang's register/whereis)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pykka
+from pykka.messages import ProxyCall
+
+from supervisors._exit import lifecycle_of
+
+__all__ = ["NameTakenError", "Registry", "UnavailableError"]
+
+
+class NameTakenError(RuntimeError):
+    """The name belongs to another live actor (Erlang's ``badarg`` from ``register/2``)."""
+
+
+class UnavailableError(RuntimeError):
+    """No actor under that name answered within the timeout (it is down or restarting)."""
+
+
+class Registry:
+    """A thread-safe map from names to the refs of running SupervisedActors.
+
+    An actor registers itself in ``on_start``; the name is freed when its
+    thread ends, before its supervisor hears of the exit, so that the
+    restarted actor can take the same name. Callers look a name up on every
+    call, never keep a ref: that is how they survive restarts.
+
+    One registry per tree (pass it to the actors) rather than a global one,
+    so that several trees can live in one process.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._refs: dict[str, pykka.ActorRef[Any]] = {}
+
+    def register(self, name: str, ref: pykka.ActorRef[Any]) -> None:
+        """Give ``ref`` the name ``name`` until its thread ends.
+
+        Raises:
+            NameTakenError: another live actor has that name.
+            TypeError: ``ref`` is not a SupervisedActor's.
+        """
+        lifecycle = lifecycle_of(ref)
+        with self._changed:
+            holder = self._refs.get(name)
+            if holder is not None and holder is not ref and holder.is_alive():
+                raise NameTakenError(f"{name!r} is registered to {holder}")
+            self._refs[name] = ref
+            self._changed.notify_all()
+        lifecycle.add_listener(lambda _reason: self.unregister(name, ref))
+
+    def unregister(self, name: str, ref: pykka.ActorRef[Any] | None = None) -> None:
+        """Free ``name`` (only if it still belongs to ``ref``, where one is given)."""
+        with self._changed:
+            if ref is None or self._refs.get(name) is ref:
+                self._refs.pop(name, None)
+                self._changed.notify_all()
+
+    def whereis(self, name: str) -> pykka.ActorRef[Any] | None:
+        """The ref registered under ``name``, or None."""
+        with self._changed:
+            return self._refs.get(name)
+
+    def wait_for(self, name: str, timeout: float) -> pykka.ActorRef[Any] | None:
+        """The ref under ``name``, waiting up to ``timeout`` s for one to register."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                ref = self._refs.get(name)
+                if ref is not None and ref.is_alive():
+                    return ref
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
+
+    def names(self) -> dict[str, pykka.ActorRef[Any]]:
+        """A snapshot of every registered name."""
+        with self._changed:
+            return dict(self._refs)
+
+    def call(self, name: str, method: str, *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
+        """Call ``method`` of the actor named ``name`` and return its result.
+
+        Waits through a restart: if the actor is missing or dies before it
+        takes the message, the call goes to its successor, until ``timeout``.
+        A message an actor has taken is never sent twice, so a method that
+        is not idempotent runs at most once.
+
+        Raises:
+            UnavailableError: no live actor took the call within ``timeout``.
+            Exception: whatever the method raised, unchanged.
+        """
+        deadline = time.monotonic() + timeout
+        message = ProxyCall((method,), args, kwargs)
+        while True:
+            remaining = deadline - time.monotonic()
+            ref = self.wait_for(name, max(remaining, 0.0))
+            if ref is None:
+                raise UnavailableError(f"{name} did not answer within {timeout} s")
+            try:
+                return ref.ask(message, timeout=max(deadline - time.monotonic(), 0.001))
+            except pykka.ActorDeadError:
+                continue  # it died before taking the message: ask its successor
+            except pykka.Timeout:
+                raise UnavailableError(f"{name} did not answer within {timeout} s") from None
+
+    def tell(self, name: str, message: Any) -> bool:
+        """Put ``message`` in the inbox of the actor named ``name``; False if there is none."""
+        ref = self.whereis(name)
+        if ref is None:
+            return False
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True

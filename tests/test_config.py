@@ -1,0 +1,167 @@
+"""The config loader: every error names the file, the line and the key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from wolfpacs.config import ConfigError, load, parse
+
+GOOD = textwrap.dedent(
+    """\
+    [node]
+    ae_title = "WOLFPACS"
+    data_dir = "data"
+
+    [[destinations]]
+    name = "sthlm-pacs"
+    host = "127.0.0.1"
+    port = 11120
+    ae_title = "STHLM_PACS"
+
+    [[clients]]
+    name = "stockholm"
+    ae_title = "STHLM_SECRET"
+    calling_ae_titles = ["STHLM_PACS"]
+    allow = ["127.0.0.0/8"]
+    destination = "sthlm-pacs"
+    pool = "stroke"
+
+    [[workers]]
+    name = "gpu-a"
+    host = "127.0.0.1"
+    port = 11130
+    ae_title = "GPU_A"
+    pool = "stroke"
+    capacity = 2
+
+    [[workers]]
+    name = "gpu-b"
+    host = "127.0.0.1"
+    port = 11131
+    ae_title = "GPU_B"
+    pool = "stroke"
+    """
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wolfpacs.toml"
+    path.write_text(text)
+    return path
+
+
+def error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as failed:
+        load(write(tmp_path, text), env=env or {})
+    return failed.value
+
+
+def test_a_good_file_loads_with_defaults_filled_in(tmp_path):
+    config = load(write(tmp_path, GOOD), env={})
+    assert config.node.outside_port == 11112 and config.node.inside_port == 11113
+    assert config.node.durability == "fsync" and config.node.study_idle_timeout == 600
+    assert config.node.data_dir == tmp_path / "data"  # relative to the file
+    assert [w.name for w in config.pool("stroke")] == ["gpu-a", "gpu-b"]
+    client = config.client("stockholm")
+    assert client.calling_ae_titles == ("STHLM_PACS",) and str(client.allow[0]) == "127.0.0.0/8"
+    assert config.worker("gpu-b").capacity == 1
+
+
+def test_env_overrides_the_ports(tmp_path):
+    env = {"WOLFPACS_OUTSIDE_PORT": "4242", "WOLFPACS_INSIDE_PORT": "4243"}
+    config = load(write(tmp_path, GOOD), env=env)
+    assert (config.node.outside_port, config.node.inside_port) == (4242, 4243)
+
+
+def test_a_bad_env_port_is_named(tmp_path):
+    failed = error(tmp_path, GOOD, env={"WOLFPACS_INSIDE_PORT": "eleven"})
+    assert "WOLFPACS_INSIDE_PORT" in str(failed) and "'eleven' is not a port" in str(failed)
+
+
+def test_toml_syntax_error_names_the_line(tmp_path):
+    failed = error(tmp_path, GOOD.replace("port = 11131", "port = = 11131"))
+    assert failed.line == 30 and str(failed).startswith(f"{tmp_path / 'wolfpacs.toml'}:30:")
+
+
+def test_unknown_key_names_key_and_line(tmp_path):
+    failed = error(tmp_path, GOOD.replace("capacity = 2", 'capacity = 2\ncolour = "red"'))
+    assert failed.key == "workers[0].colour" and failed.line == 26
+    assert "unknown key" in str(failed)
+
+
+def test_unknown_node_key(tmp_path):
+    failed = error(tmp_path, GOOD.replace('data_dir = "data"', 'data_dri = "data"'))
+    assert failed.key == "node.data_dri" and failed.line == 3
+
+
+def test_missing_field_names_the_table(tmp_path):
+    failed = error(tmp_path, GOOD.replace('ae_title = "GPU_B"\n', ""))
+    assert failed.key == "workers[1]" and failed.line == 27
+    assert "missing required key 'ae_title'" in str(failed)
+
+
+def test_client_naming_an_unknown_destination(tmp_path):
+    failed = error(tmp_path, GOOD.replace('destination = "sthlm-pacs"', 'destination = "nowhere"'))
+    assert failed.key == "clients[0].destination" and failed.line == 16
+    assert "unknown destination 'nowhere'" in str(failed)
+
+
+def test_client_naming_an_unknown_pool(tmp_path):
+    failed = error(
+        tmp_path, GOOD.replace('pool = "stroke"\n\n[[workers]]', 'pool = "lungs"\n\n[[workers]]', 1)
+    )
+    assert failed.key == "clients[0].pool" and "unknown pool 'lungs'" in str(failed)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "problem"),
+    [
+        ("port = 11120", "port = 70000", "destinations[0].port", "must be <= 65535"),
+        ("port = 11120", 'port = "11120"', "destinations[0].port", "must be an integer"),
+        (
+            'ae_title = "GPU_A"',
+            'ae_title = "A_TITLE_LONGER_THAN_16"',
+            "workers[0].ae_title",
+            "AE title",
+        ),
+        ("capacity = 2", "capacity = 0", "workers[0].capacity", "must be >= 1"),
+        (
+            'allow = ["127.0.0.0/8"]',
+            'allow = ["not-a-net"]',
+            "clients[0].allow",
+            "not an IP network",
+        ),
+        ('ae_title = "WOLFPACS"', 'ae_title = "WOLF\\\\PACS"', "node.ae_title", "AE title"),
+        ('data_dir = "data"', 'durability = "sometimes"', "node.durability", "fsync, os"),
+        ('name = "gpu-b"', 'name = "gpu-a"', "workers[1].name", "already the name"),
+        ('ae_title = "GPU_B"', 'ae_title = "GPU_A"', "workers[1].ae_title", "duplicate ae_title"),
+        ('name = "gpu-b"', 'name = "sthlm-pacs"', "workers[1].name", "already the name"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, old, new, key, problem):
+    assert old in GOOD
+    failed = error(
+        tmp_path, GOOD.replace(old, new, 1) if "gpu-b" not in old else GOOD.replace(old, new)
+    )
+    assert failed.key == key and problem in str(failed)
+    assert failed.line is not None
+
+
+def test_same_ports_are_refused(tmp_path):
+    failed = error(
+        tmp_path, GOOD.replace('data_dir = "data"', "outside_port = 5000\ninside_port = 5000")
+    )
+    assert failed.key == "node.inside_port"
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load(tmp_path / "missing.toml")
+
+
+def test_empty_config_is_valid_defaults():
+    config = parse("", env={})
+    assert config.clients == () and config.node.ae_title == "WOLFPACS"

@@ -1,0 +1,282 @@
+"""A whole node in-process, with pynetdicom peers: routing, return path, failures, recovery."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from supervisors import join, kill
+from tests.conftest import wait_until
+from wolfpacs.demo import CLIENT_AE, demo, demo_config
+from wolfpacs.node import Node
+from wolfpacs.simulate import SimulatedPACS, SimulatedWorker, free_port, send_files
+from wolfpacs.status import Status
+from wolfpacs.store import SQLiteStore
+from wolfpacs.synthetic import ct_instance, write, write_study
+
+
+class World:
+    def __init__(self, root: Path, **node_settings: object) -> None:
+        self.root = root
+        self.outside, self.inside = free_port(), free_port()
+        self.pacs = SimulatedPACS("PACS")
+        self.workers = [SimulatedWorker(f"GPU_{x}", self.inside, quiet=0.2) for x in "AB"]
+        config = demo_config(root / "data", self.pacs, self.workers, self.outside, self.inside)
+        settings = {"retry_initial": 0.05, "retry_max": 0.2, "idle_release": 0.2, **node_settings}
+        self.config = replace(config, node=replace(config.node, **settings))
+        self.node = Node(self.config)
+        for peer in (self.pacs, *self.workers):
+            peer.start()
+        self.node.start()
+
+    def study(self, name: str, **kwargs: object) -> list[Path]:
+        return write_study(self.root / name, **kwargs)
+
+    def send(self, files: list[Path], called: str = CLIENT_AE) -> list[int]:
+        return send_files(files, self.outside, called)
+
+    def at_workers(self) -> dict[str, set[str]]:
+        """Study → the workers (AE titles) that hold any of its instances."""
+        where: dict[str, set[str]] = {}
+        for worker in self.workers:
+            for item in worker.received:
+                where.setdefault(item.study_uid, set()).add(worker.ae_title)
+        return where
+
+    def delivered(self) -> int:
+        return sum(len(w.received) for w in self.workers)
+
+    def actor(self, name: str):
+        return self.node.registry.whereis(name)
+
+    def stop(self) -> None:
+        self.node.stop()
+        for peer in (*self.workers, self.pacs):
+            peer.stop()
+
+
+@pytest.fixture
+def world(tmp_path):
+    worlds: list[World] = []
+
+    def make(**settings: object) -> World:
+        worlds.append(World(tmp_path / f"w{len(worlds)}", **settings))
+        return worlds[-1]
+
+    yield make
+    for w in worlds:
+        w.stop()
+
+
+def digest_of_dataset(path: Path) -> str:
+    with open(path, "rb") as fp:
+        ds = dcmread(fp, stop_before_pixels=True)
+        fp.seek(132 + ds.file_meta.FileMetaInformationGroupLength + 12)
+        return hashlib.sha256(fp.read()).hexdigest()
+
+
+def test_the_demo_round_trip(capsys):
+    assert demo() == 0
+    out = capsys.readouterr().out
+    assert "-> worker gpu-" in out and "-> PACS DEMO_PACS" in out
+
+
+def test_studies_land_whole_on_one_worker_each_and_bytes_are_unchanged(world):
+    w = world()
+    studies = [w.study(f"s{n}", series=2, per_series=4) for n in range(4)]
+    for files in studies:
+        assert w.send(files[:5]) == [0] * 5
+    for files in studies:  # the rest of each study on a later association
+        assert w.send(files[5:]) == [0] * 3
+    wait_until(lambda: w.delivered() == 32)
+    where = w.at_workers()
+    assert all(len(workers) == 1 for workers in where.values()), where
+    assert {a for workers in where.values() for a in workers} == {"GPU_A", "GPU_B"}
+    sent = {digest_of_dataset(p) for files in studies for p in files}
+    assert {item.digest for wk in w.workers for item in wk.received} == sent
+
+
+def test_derived_series_return_to_the_clients_destination(world):
+    w = world()
+    files = w.study("s", series=1, per_series=3)
+    assert w.send(files) == [0, 0, 0]
+    assert w.pacs.wait_for(3, timeout=20)
+    assert {item.study_uid for item in w.pacs.received} == {dcmread(files[0]).StudyInstanceUID}
+
+
+def test_an_instance_without_study_uid_is_refused_with_a_c0xx_status(world, caplog):
+    w = world()
+    ds = ct_instance(generate_uid(), generate_uid(), 1)
+    del ds.StudyInstanceUID
+    assert w.send([write(ds, w.root / "bad.dcm")]) == [Status.NO_STUDY_UID]
+    assert "no StudyInstanceUID" in caplog.text
+    assert w.send(w.study("ok", series=1, per_series=1)) == [0]  # the node goes on
+
+
+def test_no_active_worker_is_out_of_resources(world):
+    w = world()
+    for worker in ("gpu-1", "gpu-2"):
+        w.node.registry.call("store", "set_worker_state", worker, "draining")
+    router = w.actor("router")
+    kill(router)  # the restarted router reads the states
+    join(router, timeout=10)
+    assert w.send(w.study("s", series=1, per_series=1)) == [Status.NO_WORKER]
+
+
+def test_a_worker_down_during_the_send_gets_everything_later(world):
+    w = world()
+    for worker in w.workers:
+        worker.stop()
+    files = w.study("s", series=1, per_series=5)
+    assert w.send(files) == [0] * 5  # acknowledged: spooled, owed to a worker
+    worker = next(wk for wk in w.workers if wk.ae_title in {"GPU_A", "GPU_B"})
+    for wk in w.workers:
+        wk.start()
+    assert wait_until(lambda: w.delivered() == 5, timeout=20)
+    assert sum(1 for wk in w.workers if wk.received) == 1 and worker
+
+
+def test_a_failure_status_is_retried_and_a_permanent_one_is_dead(world):
+    w = world(max_attempts=3)
+    answers = {"n": 0}
+
+    def flaky(_item):
+        answers["n"] += 1
+        return 0xA700 if answers["n"] <= 2 else 0x0000  # out of resources, twice
+
+    for wk in w.workers:
+        wk.answer = flaky
+    assert w.send(w.study("s1", series=1, per_series=1)) == [0]
+    wait_until(lambda: w.delivered() == 1)
+    for wk in w.workers:
+        wk.answer = lambda _item: 0xC123  # "cannot understand": never again
+    assert w.send(w.study("s2", series=1, per_series=1)) == [0]
+    dead = wait_until(w.node.spool.dead_letters)
+    assert dead[0]["status"] == 0xC123 and "refused with status 0xC123" in dead[0]["reason"]
+    assert list(w.node.spool.dead.glob("*.dcm"))
+
+
+def test_unknown_study_on_the_inside_port_is_refused_and_kept_in_dead(world):
+    w = world()
+    source = ct_instance(generate_uid(), generate_uid(), 1)
+    from wolfpacs.synthetic import derived_instance
+
+    path = write(derived_instance(source, generate_uid(), 1), w.root / "d.dcm")
+    assert send_files([path], w.inside, "WOLFPACS", calling_ae="GPU_A") == [Status.UNKNOWN_STUDY]
+    (record,) = w.node.spool.dead_letters()
+    assert record["study_uid"] == source.StudyInstanceUID and record["worker"] == "gpu-1"
+
+
+def test_strangers_are_rejected(world):
+    w = world()
+    with pytest.raises(ConnectionError):
+        w.send(w.study("s", series=1, per_series=1), called="NOT_A_CLIENT")
+    with pytest.raises(ConnectionError):
+        send_files(
+            w.study("t", series=1, per_series=1), w.inside, "WOLFPACS", calling_ae="STRANGER"
+        )
+
+
+@pytest.mark.parametrize(
+    "victim", ["router", "store", "sender:gpu-1", "sender:gpu-2", "listener:outside"]
+)
+def test_crashes_lose_nothing_and_keep_stickiness(world, victim):
+    w = world()
+    studies = [w.study(f"s{n}", series=1, per_series=6) for n in range(2)]
+    for files in studies:
+        assert w.send(files[:3]) == [0, 0, 0]
+    ref = w.actor(victim)
+    kill(ref)
+    join(ref, timeout=10)
+    wait_until(lambda: w.actor(victim) is not None and w.actor(victim) is not ref)
+    for files in studies:
+        assert w.send(files[3:]) == [0, 0, 0]
+    wait_until(lambda: w.delivered() >= 12, timeout=20)
+    assert all(len(ws) == 1 for ws in w.at_workers().values())
+    assert find(w.node.describe(), victim)["restarts"] == 1
+
+
+def find(tree: dict, child_id: str) -> dict:
+    """The entry of ``child_id`` anywhere in a describe() tree."""
+    for child in tree.get("children") or []:
+        if child["id"] == child_id:
+            return child
+        found = find(child, child_id)
+        if found:
+            return found
+    return {}
+
+
+def test_a_crashed_receiver_aborts_only_its_own_association(world):
+    w = world()
+    from pynetdicom import AE
+
+    from wolfpacs import dicom
+
+    ae = AE(ae_title="HOSPITAL")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    doomed = ae.associate("127.0.0.1", w.outside, ae_title=CLIENT_AE)
+    other = ae.associate("127.0.0.1", w.outside, ae_title=CLIENT_AE)
+    assert doomed.is_established and other.is_established
+    receivers = wait_until(lambda: len(w.node.registry.call("receivers", "which_children")) == 2)
+    assert receivers
+    first_id, first_ref, _ = w.node.registry.call("receivers", "which_children")[0]
+    kill(first_ref)
+    wait_until(lambda: doomed.is_aborted)
+    files = w.study("s", series=1, per_series=2)
+    dicom.configure_pynetdicom()
+    assert [int(other.send_c_store(p).Status) for p in files] == [0, 0]
+    other.release()
+    assert first_id.startswith("receiver:")
+
+
+def test_recovery_drops_rows_without_files_and_files_without_rows(tmp_path):
+    w = World(tmp_path / "a")
+    for wk in w.workers:
+        wk.stop()  # nothing is delivered: the queue keeps everything
+    assert w.send(w.study("s", series=1, per_series=3)) == [0, 0, 0]
+    w.node.stop()
+    spool, db = w.node.spool, w.node.db_path
+    store = SQLiteStore(db)
+    store.open()
+    queued = sorted(store.queued_paths())
+    store.close()
+    assert len(queued) == 3
+    spool.path(queued[0]).unlink()  # as if delivered, then a crash before the row went
+    torn = spool.path(queued[1]).with_name("torn.part")
+    torn.write_bytes(b"half a file")  # as if a copy was cut by a crash
+    stray = spool.path(queued[1]).with_name("stray.dcm")
+    stray.write_bytes(b"never acknowledged")
+    node = Node(w.config)
+    node.recover()
+    store.open()
+    assert sorted(store.queued_paths()) == queued[1:]
+    store.close()
+    assert not torn.exists() and not stray.exists()
+    assert all(spool.path(p).exists() for p in queued[1:])
+    for wk in w.workers:
+        wk.start()
+    node.start()
+    wait_until(lambda: w.delivered() == 2, timeout=20)
+    node.stop()
+    for peer in (*w.workers, w.pacs):
+        peer.stop()
+
+
+def test_describe_shows_the_tree(world):
+    w = world()
+    tree = w.node.describe()
+    assert [c["id"] for c in tree["children"]] == [
+        "store", "router", "senders", "receivers", "listener:outside", "listener:inside",
+    ]  # fmt: skip
+    senders = next(c for c in tree["children"] if c["id"] == "senders")
+    assert [c["id"] for c in senders["children"]] == [
+        "sender:gpu-1",
+        "sender:gpu-2",
+        "sender:demo-pacs",
+    ]

@@ -1,0 +1,70 @@
+"""The spool: admit, relocate, remove, bury, and what recovery finds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wolfpacs.spool import Spool
+
+
+@pytest.fixture(params=[True, False], ids=["fsync", "os"])
+def spool(request, tmp_path) -> Spool:
+    spool = Spool(tmp_path / "data", durable=request.param)
+    spool.prepare()
+    return spool
+
+
+def received(spool: Spool, content: bytes = b"DICM-ish bytes") -> object:
+    path = spool.incoming / "tmpabc.dcm"
+    path.write_bytes(content)
+    return path
+
+
+def test_admit_moves_the_file_into_its_targets_queue(spool):
+    src = received(spool, b"instance")
+    rel = spool.admit(src, "gpu-a", "1.2.3.4")
+    assert rel.startswith("spool/gpu-a/1.2.3.4.") and rel.endswith(".dcm")
+    assert spool.path(rel).read_bytes() == b"instance"
+    assert not src.exists()
+    assert spool.queued_files() == {rel}
+
+
+def test_hostile_uids_make_safe_file_names(spool):
+    rel = spool.admit(received(spool), "gpu-a", "../../etc/passwd" + "9" * 200)
+    assert spool.path(rel).parent == spool.queues / "gpu-a"
+    assert "/" not in rel.removeprefix("spool/gpu-a/")
+
+
+def test_two_copies_of_one_instance_do_not_collide(spool):
+    first = spool.admit(received(spool, b"one"), "gpu-a", "1.2.3")
+    second = spool.admit(received(spool, b"two"), "gpu-a", "1.2.3")
+    assert first != second and spool.path(first).read_bytes() == b"one"
+
+
+def test_relocate_and_remove(spool):
+    rel = spool.admit(received(spool), "gpu-a", "1.2.3")
+    moved = spool.relocate(rel, "gpu-b")
+    assert moved.startswith("spool/gpu-b/") and spool.path(moved).exists()
+    spool.remove(moved)
+    spool.remove(moved)  # removing twice is not an error
+    assert spool.queued_files() == set()
+
+
+def test_bury_keeps_the_file_and_its_reason(spool):
+    src = received(spool, b"unknown study")
+    dead = spool.bury(src, {"reason": "unknown study", "sop_instance_uid": "1.2.3"})
+    assert dead.read_bytes() == b"unknown study" and dead.parent == spool.dead
+    assert "1.2.3" in dead.name
+    (record,) = spool.dead_letters()
+    assert record["reason"] == "unknown study" and record["file"] == dead.name
+    assert json.loads(dead.with_suffix(".json").read_text())["at"] > 0
+
+
+def test_prepare_removes_interrupted_receives(tmp_path):
+    spool = Spool(tmp_path, durable=False)
+    spool.prepare()
+    (spool.incoming / "tmp-half.dcm").write_bytes(b"half a dataset")
+    spool.prepare()
+    assert list(spool.incoming.iterdir()) == []

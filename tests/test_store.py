@@ -1,0 +1,89 @@
+"""The SQLite store: idempotent writes, the queue, open studies."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from wolfpacs.store import DESTINATION, WORKER, QueueItem, SQLiteStore
+
+
+@pytest.fixture
+def store(tmp_path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "state.sqlite3", durable=False)
+    store.open()
+    yield store
+    store.close()
+
+
+def item(path: str, study: str = "1.2.1", target: str = "gpu-a", kind: str = WORKER) -> QueueItem:
+    return QueueItem(target, kind, path, study, "1.2.840.10008.5.1.4.1.1.2", "9." + path,
+                     "1.2.840.10008.1.2.1", 100, 1000.0)  # fmt: skip
+
+
+def test_a_route_is_insert_if_absent(store):
+    first = store.insert_route("1.2.1", "sthlm", "gpu-a", 10.0)
+    second = store.insert_route("1.2.1", "gbg", "gpu-b", 20.0)
+    assert first == second and second.worker == "gpu-a" and second.client == "sthlm"
+    assert store.get_route("9.9") is None
+
+
+def test_enqueue_is_idempotent_by_path_and_counts_once(store):
+    store.insert_route("1.2.1", "sthlm", "gpu-a", 10.0)
+    a = store.enqueue(item("spool/gpu-a/x.dcm"))
+    assert store.enqueue(item("spool/gpu-a/x.dcm")) == a
+    assert store.study("1.2.1")["instances_in"] == 2  # the count follows calls; the row does not
+    assert len(store.next_items("gpu-a")) == 1
+
+
+def test_queue_order_delivery_and_counters(store):
+    store.insert_route("1.2.1", "sthlm", "gpu-a", 10.0)
+    ids = [store.enqueue(item(f"spool/gpu-a/{n}.dcm")) for n in range(3)]
+    store.enqueue(item("spool/pacs/d.dcm", target="pacs", kind=DESTINATION))
+    assert [i.id for i in store.next_items("gpu-a")] == ids
+    assert [i.id for i in store.next_items("gpu-a", limit=1, after_id=ids[0])] == [ids[1]]
+    store.delivered(ids[0], at=50.0)
+    store.delivered(ids[0], at=51.0)  # twice: no double count
+    study = store.study("1.2.1")
+    assert study["instances_delivered"] == 1 and study["derived_in"] == 1
+    assert study["last_activity_at"] == 50.0
+    stats = store.queue_stats()
+    assert stats["gpu-a"]["instances"] == 2 and stats["pacs"]["kind"] == DESTINATION
+
+
+def test_failed_attempts_are_counted(store):
+    store.insert_route("1.2.1", "sthlm", "gpu-a", 10.0)
+    row = store.enqueue(item("spool/gpu-a/x.dcm"))
+    assert store.failed_attempt(row, "0xA700") == 1
+    assert store.failed_attempt(row, "0xA700") == 2
+    assert store.next_items("gpu-a")[0].last_error == "0xA700"
+
+
+def test_open_studies_counts_recent_or_queued(store):
+    store.insert_route("old-queued", "c", "gpu-a", 10.0)
+    store.insert_route("old-done", "c", "gpu-a", 10.0)
+    store.insert_route("recent", "c", "gpu-b", 500.0)
+    store.enqueue(replace(item("spool/gpu-a/q.dcm", study="old-queued"), enqueued_at=20.0))
+    assert store.open_studies(["gpu-a", "gpu-b", "gpu-c"], cutoff=100.0) == {
+        "gpu-a": 1, "gpu-b": 1, "gpu-c": 0,
+    }  # fmt: skip
+
+
+def test_worker_states_persist(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    store = SQLiteStore(path)
+    store.open()
+    store.set_worker_state("gpu-a", "draining")
+    store.close()
+    again = SQLiteStore(path)
+    again.open()
+    assert again.worker_states() == {"gpu-a": "draining"}
+    again.close()
+
+
+def test_drop_missing_rows(store):
+    store.enqueue(item("spool/gpu-a/gone.dcm"))
+    store.enqueue(item("spool/gpu-a/here.dcm"))
+    assert store.drop_missing({"spool/gpu-a/gone.dcm"}) == 1
+    assert store.queued_paths() == {"spool/gpu-a/here.dcm"}

@@ -1,0 +1,3 @@
+from wolfpacs.cli import main
+
+main()

@@ -1,0 +1,226 @@
+"""A listener: one port (outside or inside) served by a pynetdicom AE.
+
+The listener actor owns the server socket. The :class:`Gate` holds the
+event handlers pynetdicom calls from its association threads: it tells
+clients (by called AE title) and workers (by calling AE title) from
+strangers, rejects strangers with A-ASSOCIATE-RJ, starts a receiver for
+each accepted association and hands it every C-STORE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import itertools
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pykka
+from pynetdicom import evt
+
+from supervisors import ChildSpec, Registry, SupervisedActor
+from wolfpacs import dicom
+from wolfpacs.receiver import INSIDE, OUTSIDE, Peer, Receiver
+from wolfpacs.status import Status, response
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    from wolfpacs.config import Config
+    from wolfpacs.spool import Spool
+
+__all__ = ["Gate", "Listener"]
+
+logger = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not recognised
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
+REJECT_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service user, no reason given
+REJECT_BUSY = (0x02, 0x03, 0x01)  # transient, service provider, temporary congestion
+ASK_TIMEOUT = 30.0  # seconds a C-STORE waits for its receiver (it may be fsyncing)
+
+_receiver_ids = itertools.count(1)
+
+
+def _allowed(address: str, networks: tuple[Any, ...]) -> bool:
+    if not networks:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def _reject(assoc: Association, result_source_diagnostic: tuple[int, int, int]) -> None:
+    """Send an A-ASSOCIATE-RJ and wait until it is on the wire (as pynetdicom's own rejects do)."""
+    assoc.acse.send_reject(*result_source_diagnostic)
+    assoc.kill()
+
+
+class Gate:
+    """pynetdicom's event handlers for one listener; safe to call from any thread."""
+
+    def __init__(self, side: str, config: Config, registry: Registry, spool: Spool) -> None:
+        self.side = side
+        self.registry = registry
+        self.spool = spool
+        self.clients = {c.ae_title: c for c in config.clients}
+        self.workers = {w.ae_title: w for w in config.workers}
+        self._lock = threading.Lock()
+        self._receivers: dict[int, pykka.ActorRef[Receiver]] = {}
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_CONN_OPEN, dicom.set_nodelay),
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, lambda _event: Status.SUCCESS),
+            (evt.EVT_C_STORE, self.on_c_store),
+            (evt.EVT_CONN_CLOSE, self.on_closed),
+        ]
+
+    def open_associations(self) -> int:
+        with self._lock:
+            return len(self._receivers)
+
+    def identify(
+        self, calling: str, called: str, address: str, port: int
+    ) -> Peer | tuple[int, int, int]:
+        """The peer, or the A-ASSOCIATE-RJ to answer (and the reason is logged)."""
+        if self.side == OUTSIDE:
+            client = self.clients.get(called)
+            if client is None:
+                why, rj = f"called AE {called!r} is no client's", REJECT_CALLED_AE
+            elif client.calling_ae_titles and calling not in client.calling_ae_titles:
+                why, rj = (
+                    f"calling AE {calling!r} is not one of client {client.name}'s",
+                    REJECT_CALLING_AE,
+                )
+            elif not _allowed(address, client.allow):
+                why, rj = (
+                    f"address {address} is not in client {client.name}'s allow list",
+                    REJECT_NO_REASON,
+                )
+            else:
+                return Peer(OUTSIDE, client.name, calling, called, address, port)
+        else:
+            worker = self.workers.get(calling)
+            if worker is None:
+                why, rj = f"calling AE {calling!r} is no worker's", REJECT_CALLING_AE
+            elif not _allowed(address, worker.allow):
+                why, rj = (
+                    f"address {address} is not in worker {worker.name}'s allow list",
+                    REJECT_NO_REASON,
+                )
+            else:
+                return Peer(INSIDE, worker.name, calling, called, address, port)
+        logger.warning(
+            "%s association from %s@%s:%d to %r rejected: %s",
+            self.side, calling, address, port, called, why,
+            extra={"event": "association", "side": self.side, "outcome": "rejected", "why": why},
+        )  # fmt: skip
+        return rj
+
+    def on_requested(self, event: evt.Event) -> None:
+        assoc: Association = event.assoc
+        rq = assoc.requestor
+        calling = rq.primitive.calling_ae_title.strip() if rq.primitive else ""
+        called = rq.primitive.called_ae_title.strip() if rq.primitive else ""
+        peer = self.identify(calling, called, rq.address, rq.port)
+        if isinstance(peer, tuple):
+            _reject(assoc, peer)
+            return
+        spec = ChildSpec(
+            f"receiver:{next(_receiver_ids)}",
+            lambda: Receiver.start(self.registry, self.spool, peer, assoc),
+            restart="temporary",
+        )
+        try:
+            ref = self.registry.call("receivers", "start_child", spec, timeout=ASK_TIMEOUT)
+        except Exception as exc:  # UnavailableError or a failed start: no receiver, no association
+            logger.error("%s association from %s rejected: no receiver: %s", self.side, peer, exc)
+            _reject(assoc, REJECT_BUSY)
+            return
+        with self._lock:
+            self._receivers[id(assoc)] = ref
+
+    def on_c_store(self, event: evt.Event) -> Any:
+        with self._lock:
+            ref = self._receivers.get(id(event.assoc))
+        if ref is None:
+            return response(Status.BUSY, "no receiver for this association")
+        try:
+            return ref.ask(
+                pykka.messages.ProxyCall(
+                    ("store",), (str(event.dataset_path),),
+                    {"sop_instance_uid": str(event.request.AffectedSOPInstanceUID or "")},
+                ),
+                timeout=ASK_TIMEOUT,
+            )  # fmt: skip
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            logger.warning(
+                "%s: C-STORE refused: receiver unavailable (%s)", self.side, type(exc).__name__
+            )
+            return response(Status.BUSY, "receiver unavailable")
+        except Exception:
+            logger.exception("%s: C-STORE failed", self.side)
+            return response(Status.PROCESSING_FAILURE, "internal error, logged")
+
+    def on_closed(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        with self._lock:
+            ref = self._receivers.pop(id(assoc), None)
+        if ref is None:
+            return
+        how = "released" if assoc.is_released else "aborted" if assoc.is_aborted else "closed"
+        # A receiver already dead crashed before the peer closed; its crash was logged.
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(pykka.messages.ProxyCall(("closed",), (how,), {}))
+
+
+class Listener(SupervisedActor):
+    """Registered as ``listener:<side>``: binds in ``on_start`` (a busy port fails the start)."""
+
+    def __init__(self, side: str, config: Config, registry: Registry, spool: Spool) -> None:
+        super().__init__()
+        self.side = side
+        self.config = config
+        self.registry = registry
+        self.spool = spool
+        self.server: ThreadedAssociationServer | None = None
+        self.gate: Gate | None = None
+
+    @property
+    def port(self) -> int:
+        node = self.config.node
+        return node.outside_port if self.side == OUTSIDE else node.inside_port
+
+    def on_start(self) -> None:
+        self.gate = Gate(self.side, self.config, self.registry, self.spool)
+        ae = dicom.acceptor_ae(self.config.node)
+        self.server = ae.start_server(
+            (self.config.node.bind, self.port), block=False, evt_handlers=self.gate.handlers()
+        )
+        self.registry.register(f"listener:{self.side}", self.actor_ref)
+        logger.info("%s port listening on %s:%d", self.side, self.config.node.bind, self.port)
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.shutdown()  # stops accepting; open associations end with their receivers
+
+    def inspect(self) -> dict[str, Any]:
+        return {
+            "side": self.side,
+            "address": f"{self.config.node.bind}:{self.port}",
+            "open_associations": self.gate.open_associations() if self.gate else 0,
+        }

@@ -1,0 +1,51 @@
+"""Logging for the node: readable lines, or JSON lines with stable keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+__all__ = ["JsonFormatter", "setup"]
+
+# Keys an event may carry through ``extra=``: kept in JSON lines, as is.
+EVENT_KEYS = (
+    "event", "side", "peer", "outcome", "why", "instances", "bytes",
+    "study", "client", "worker", "destination",
+)  # fmt: skip
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, and event keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in EVENT_KEYS:
+            if key in record.__dict__:
+                line[key] = record.__dict__[key]
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup(level: str = "info", fmt: str = "text") -> None:
+    """Log to stderr at ``level`` as ``text`` or ``json``; pynetdicom only from warnings up."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # pynetdicom narrates every PDU at INFO; its warnings and errors still matter.
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
+    # pykka logs an exception returned to a caller at INFO; the caller decides.
+    logging.getLogger("pykka").setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,162 @@
+"""The router: the one actor that decides which worker a study goes to.
+
+It is the only writer of the study → worker table (in the store). A known
+study goes where it went before, whoever sends it; a new study goes to the
+least-loaded active worker of its client's pool. The return path looks up
+which client sent a study, to find that client's destination.
+
+Load (see README, "Routing"): a study is *open* on its worker from its
+routing until ``study_idle_timeout`` seconds have passed with none of its
+instances received or delivered, and none still queued for the worker. A
+worker's load is its open studies divided by its ``capacity``; ties go to
+the worker with fewer open studies, then to the first by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from supervisors import Registry, SupervisedActor
+
+if TYPE_CHECKING:
+    from wolfpacs.config import Config, Worker
+    from wolfpacs.store import Route
+
+__all__ = ["NoWorkerError", "Router", "choose_worker"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_SIZE = 100_000  # routes kept in memory; older ones are read back from the store
+ACTIVE = "active"
+
+
+class NoWorkerError(RuntimeError):
+    """The client's pool has no active worker: the instance cannot be taken now."""
+
+
+def choose_worker(candidates: list[Worker], open_studies: dict[str, int], down: set[str]) -> Worker:
+    """The least-loaded worker: open studies per unit of capacity, healthy ones first.
+
+    A worker known to be down is chosen only if every candidate is down (its
+    queue keeps the study until it comes back).
+    """
+    healthy = [w for w in candidates if w.name not in down] or candidates
+    return min(
+        healthy,
+        key=lambda w: (
+            open_studies.get(w.name, 0) / w.capacity,
+            open_studies.get(w.name, 0),
+            w.name,
+        ),
+    )
+
+
+class Router(SupervisedActor):
+    """Registered as ``"router"``. Its calls, through ``registry.call``:
+
+    - ``route(client, study_uid) -> worker``: raises :class:`NoWorkerError`.
+    - ``return_route(study_uid, worker) -> destination | None``.
+    - ``target_health(name, up)``: a sender's report (also as a tell).
+
+    A restarted router starts with an empty cache and reads routes back from
+    the store as they are asked for; nothing it knows lives only in memory.
+    """
+
+    def __init__(
+        self, registry: Registry, config: Config, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__()
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+        self._cache: OrderedDict[str, Route] = OrderedDict()
+        self._states: dict[str, str] = {}
+        self._down: set[str] = set()
+        self.decisions = 0
+
+    def on_start(self) -> None:
+        self._states = self._store("worker_states")
+        self.registry.register("router", self.actor_ref)
+
+    def _store(self, method: str, *args: Any) -> Any:
+        return self.registry.call("store", method, *args)
+
+    def _lookup(self, study_uid: str) -> Route | None:
+        route = self._cache.get(study_uid)
+        if route is None:
+            route = self._store("get_route", study_uid)
+            if route is not None:
+                self._remember(route)
+        else:
+            self._cache.move_to_end(study_uid)
+        return route
+
+    def _remember(self, route: Route) -> None:
+        self._cache[route.study_uid] = route
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def route(self, client: str, study_uid: str) -> str:
+        """The worker for this study: the one it already has, or a new choice."""
+        route = self._lookup(study_uid)
+        if route is not None:
+            if route.client != client:
+                logger.warning(
+                    "study %s from client %s was first sent by client %s: it stays on worker %s",
+                    study_uid, client, route.client, route.worker,
+                )  # fmt: skip
+            return route.worker
+        settings = self.config.client(client)
+        if settings is None:
+            raise NoWorkerError(f"unknown client {client!r}")
+        pool = [
+            w for w in self.config.pool(settings.pool)
+            if self._states.get(w.name, ACTIVE) == ACTIVE
+        ]  # fmt: skip
+        if not pool:
+            raise NoWorkerError(f"no active worker in pool {settings.pool!r}")
+        now = self.clock()
+        cutoff = now - self.config.node.study_idle_timeout
+        open_studies = self._store("open_studies", [w.name for w in pool], cutoff)
+        worker = choose_worker(pool, open_studies, self._down)
+        route = self._store("insert_route", study_uid, client, worker.name, now)
+        self._remember(route)
+        self.decisions += 1
+        logger.info(
+            "route: study %s from client %s -> worker %s (open studies %s)",
+            study_uid, client, route.worker,
+            ", ".join(f"{w.name}={open_studies.get(w.name, 0)}/{w.capacity}" for w in pool),
+            extra={"event": "route", "study": study_uid, "client": client, "worker": route.worker},
+        )  # fmt: skip
+        return route.worker
+
+    def return_route(self, study_uid: str, worker: str) -> str | None:
+        """The destination for a derived instance of ``study_uid``, or None if unknown."""
+        route = self._lookup(study_uid)
+        if route is None:
+            return None
+        if route.worker != worker:
+            logger.warning(
+                "derived instance of study %s came from worker %s, routed to %s",
+                study_uid, worker, route.worker,
+            )  # fmt: skip
+        client = self.config.client(route.client)
+        return client.destination if client is not None else None
+
+    def target_health(self, name: str, up: bool) -> None:
+        if up:
+            self._down.discard(name)
+        else:
+            self._down.add(name)
+
+    def inspect(self) -> dict[str, Any]:
+        return {
+            "cached_routes": len(self._cache),
+            "decisions": self.decisions,
+            "worker_states": dict(self._states),
+            "down": sorted(self._down),
+        }

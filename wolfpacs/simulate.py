@@ -1,0 +1,206 @@
+"""Simulated peers on loopback: AI workers, a hospital PACS, a hospital sending studies.
+
+They are real DICOM peers (pynetdicom), used by ``wolfpacs demo`` and the
+tests: a :class:`SimulatedWorker` stores what it receives and, once a study
+has been quiet for ``quiet`` seconds, sends back a derived series to the
+node's inside port; a :class:`SimulatedPACS` stores what it receives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    SecondaryCaptureImageStorage,
+    Verification,
+)
+
+from wolfpacs import dicom
+from wolfpacs.synthetic import derived_instance
+
+__all__ = ["Received", "SimulatedPACS", "SimulatedWorker", "free_port", "send_files"]
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Received:
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    digest: str  # sha256 of the dataset bytes as they arrived (file meta excluded)
+    calling_ae: str
+
+
+def _dataset_digest(path: Path) -> str:
+    """SHA-256 of a received file's dataset: what was on the wire, after the file meta."""
+    with open(path, "rb") as fp:
+        ds = dcmread(fp, stop_before_pixels=True)
+        offset = 132 + ds.file_meta.get("FileMetaInformationGroupLength", 0) + 12
+        fp.seek(offset)
+        return hashlib.sha256(fp.read()).hexdigest()
+
+
+class _StorageSCP:
+    """A pynetdicom storage SCP that records every instance it is given."""
+
+    def __init__(self, ae_title: str, port: int | None = None) -> None:
+        self.ae_title = ae_title
+        self.port = port or free_port()
+        # The status to answer each C-STORE with (before it is recorded); 0 records it.
+        self.answer: Callable[[Received], int] = lambda _item: 0x0000
+        self.received: list[Received] = []
+        self.changed = threading.Condition()
+        self._server: Any = None
+
+    def start(self) -> None:
+        dicom.configure_pynetdicom()
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = 131072
+        ae.add_supported_context(Verification, dicom.UNCOMPRESSED)
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_CONN_OPEN, dicom.set_nodelay)]
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def _on_store(self, event: evt.Event) -> int:
+        path = Path(event.dataset_path)
+        ds = dcmread(path, stop_before_pixels=True)
+        item = Received(
+            str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
+            _dataset_digest(path), event.assoc.requestor.primitive.calling_ae_title.strip(),
+        )  # fmt: skip
+        status = self.answer(item)
+        if status != 0x0000:
+            return status
+        with self.changed:
+            self.received.append(item)
+            self.changed.notify_all()
+        self.stored(item, path)
+        return 0x0000
+
+    def stored(self, item: Received, path: Path) -> None:
+        """Hook: called after each instance is recorded."""
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until at least ``count`` instances have arrived."""
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.received) >= count, timeout)
+
+    def series(self) -> dict[tuple[str, str], int]:
+        """(study, series) → instances received."""
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        with self.changed:
+            for item in self.received:
+                counts[(item.study_uid, item.series_uid)] += 1
+        return dict(counts)
+
+
+class SimulatedPACS(_StorageSCP):
+    """A hospital PACS: the destination of derived series."""
+
+
+class SimulatedWorker(_StorageSCP):
+    """An AI worker: for each study, once it has been quiet ``quiet`` s, a derived series back."""
+
+    def __init__(
+        self,
+        ae_title: str,
+        node_port: int,
+        port: int | None = None,
+        node_ae_title: str = "WOLFPACS",
+        quiet: float = 0.3,
+    ) -> None:
+        super().__init__(ae_title, port)
+        self.node_port = node_port
+        self.node_ae_title = node_ae_title
+        self.quiet = quiet
+        self.sent_back: list[str] = []
+        self._timers: dict[str, threading.Timer] = {}
+        self._sources: dict[str, list[Any]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def stored(self, item: Received, path: Path) -> None:
+        source = dcmread(path, stop_before_pixels=True)
+        with self._lock:
+            self._sources[item.study_uid].append(source)
+            old = self._timers.pop(item.study_uid, None)
+            if old is not None:
+                old.cancel()
+            timer = threading.Timer(self.quiet, self._answer, args=(item.study_uid,))
+            timer.daemon = True
+            self._timers[item.study_uid] = timer
+            timer.start()
+
+    def _answer(self, study_uid: str) -> None:
+        """Send one derived instance per source instance, in one new series."""
+        with self._lock:
+            sources = self._sources.pop(study_uid, [])
+            self._timers.pop(study_uid, None)
+        if not sources:
+            return
+        series_uid = generate_uid()
+        derived = [derived_instance(src, series_uid, n) for n, src in enumerate(sources, 1)]
+        ae = AE(ae_title=self.ae_title)
+        ae.add_requested_context(SecondaryCaptureImageStorage)
+        assoc = ae.associate("127.0.0.1", self.node_port, ae_title=self.node_ae_title,
+                             evt_handlers=dicom.nodelay_handlers())  # fmt: skip
+        if not assoc.is_established:
+            logger.error("%s: cannot send derived series of %s back", self.ae_title, study_uid)
+            return
+        try:
+            for ds in derived:
+                status = assoc.send_c_store(ds)
+                if status and int(status.Status) == 0:
+                    self.sent_back.append(str(ds.SOPInstanceUID))
+        finally:
+            assoc.release()
+
+
+def send_files(
+    paths: list[Path], port: int, called_ae: str, calling_ae: str = "HOSPITAL"
+) -> list[int]:
+    """Send files to ``127.0.0.1:port`` on one association, as a hospital would; their statuses."""
+    dicom.configure_pynetdicom()
+    ae = AE(ae_title=calling_ae)
+    pairs = []
+    for path in paths:  # one context per SOP class and transfer syntax, as the files are
+        meta = read_file_meta_info(path)
+        pair = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+        if pair not in pairs:
+            pairs.append(pair)
+    contexts = [dicom.context(sop, ts) for sop, ts in pairs]
+    assoc = ae.associate("127.0.0.1", port, contexts, ae_title=called_ae,
+                         evt_handlers=dicom.nodelay_handlers())  # fmt: skip
+    if not assoc.is_established:
+        raise ConnectionError(f"association with {called_ae}@127.0.0.1:{port} failed")
+    statuses = []
+    try:
+        for path in paths:
+            answer = assoc.send_c_store(path)
+            statuses.append(int(answer.Status) if "Status" in answer else -1)
+    finally:
+        assoc.release()
+    return statuses

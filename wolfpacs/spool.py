@@ -1,0 +1,160 @@
+"""The durable spool: instance files waiting for a target, and dead letters beside their reasons.
+
+Layout under ``data_dir``::
+
+    incoming/             pynetdicom's temporary files while a C-STORE arrives
+    spool/<target>/       one file per queued instance, named <SOPInstanceUID>.<random>.dcm
+    dead/                 <time>-<name>.dcm with <time>-<name>.json saying why
+
+A file enters the spool by rename within one file system (fsync of the
+file before and of its directory after, in ``fsync`` durability), so a
+file in ``spool/`` is always whole. The queue rows in the store say which
+files are owed to whom; a file without a row was never acknowledged.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Spool"]
+
+logger = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^0-9A-Za-z.]")
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """The files of ``data_dir``; thread-safe (every operation is a rename or an unlink).
+
+    ``durable=True`` (``durability = "fsync"``) fsyncs every file and directory
+    change so that it survives a power loss; ``False`` leaves that to the OS,
+    which survives a crash of the process but not of the machine.
+
+    Errors: every method raises ``OSError`` as the OS gave it (``ENOSPC``...);
+    callers turn that into a DICOM status or a retry.
+    """
+
+    def __init__(self, data_dir: Path, durable: bool = True) -> None:
+        self.root = Path(data_dir).resolve()
+        self.durable = durable
+        self.incoming = self.root / "incoming"
+        self.queues = self.root / "spool"
+        self.dead = self.root / "dead"
+        self._known_dirs: set[Path] = set()
+
+    def prepare(self) -> None:
+        """Create the directories; remove what an interrupted receive left in ``incoming/``."""
+        for directory in (self.incoming, self.queues, self.dead):
+            directory.mkdir(parents=True, exist_ok=True)
+        for leftover in self.incoming.iterdir():
+            logger.info("removing %s: a receive interrupted before it was acknowledged", leftover)
+            leftover.unlink(missing_ok=True)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def admit(self, src: Path, target: str, sop_instance_uid: str) -> str:
+        """Move a received file into ``target``'s queue directory; its path relative to data_dir.
+
+        The source is consumed (renamed, or copied then removed if it lies on
+        another file system).
+        """
+        directory = self._queue_dir(target)
+        name = (
+            f"{_UNSAFE.sub('_', sop_instance_uid)[:64] or 'instance'}.{uuid.uuid4().hex[:12]}.dcm"
+        )
+        self._move_in(Path(src), directory / name)
+        return f"spool/{target}/{name}"
+
+    def relocate(self, rel: str, target: str) -> str:
+        """Move a queued file to another target's directory; its new relative path."""
+        src = self.path(rel)
+        directory = self._queue_dir(target)
+        os.replace(src, directory / src.name)
+        if self.durable:
+            _fsync_path(directory, directory=True)
+            _fsync_path(src.parent, directory=True)
+        return f"spool/{target}/{src.name}"
+
+    def remove(self, rel: str) -> None:
+        """Delete a delivered file; a file already gone is not an error."""
+        self.path(rel).unlink(missing_ok=True)
+
+    def bury(self, src: Path, reason: dict[str, Any]) -> Path:
+        """Move ``src`` to ``dead/`` and write its reason beside it; the dead file's path.
+
+        ``reason`` is plain data (what, who, why); a ``"at"`` timestamp is added.
+        """
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        label = _UNSAFE.sub("_", str(reason.get("sop_instance_uid") or Path(src).stem))[:64]
+        stem = f"{stamp}-{uuid.uuid4().hex[:8]}-{label}"
+        dead_file = self.dead / f"{stem}.dcm"
+        record = {**reason, "at": time.time(), "file": dead_file.name}
+        note = self.dead / f"{stem}.json"
+        tmp = note.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if self.durable:
+            _fsync_path(tmp)
+        os.replace(tmp, note)
+        self._move_in(Path(src), dead_file)
+        logger.warning("dead letter %s: %s", dead_file.name, reason.get("reason", "?"))
+        return dead_file
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter's reason record, oldest first."""
+        records = []
+        for note in sorted(self.dead.glob("*.json")):
+            try:
+                records.append(json.loads(note.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                records.append({"file": note.name, "reason": f"unreadable reason file: {exc}"})
+        return records
+
+    def queued_files(self) -> set[str]:
+        """Relative paths of every file under ``spool/``."""
+        return {
+            str(path.relative_to(self.root)) for path in self.queues.glob("*/*") if path.is_file()
+        }
+
+    def _queue_dir(self, target: str) -> Path:
+        directory = self.queues / target
+        if directory not in self._known_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            if self.durable:
+                _fsync_path(self.queues, directory=True)
+            self._known_dirs.add(directory)
+        return directory
+
+    def _move_in(self, src: Path, dest: Path) -> None:
+        if self.durable:
+            _fsync_path(src)
+        try:
+            os.replace(src, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            tmp = dest.with_suffix(".part")
+            shutil.copyfile(src, tmp)
+            if self.durable:
+                _fsync_path(tmp)
+            os.replace(tmp, dest)
+            src.unlink(missing_ok=True)
+        if self.durable:
+            _fsync_path(dest.parent, directory=True)

@@ -1,0 +1,51 @@
+"""The C-STORE statuses WolfPACS answers with, and how it reads a peer's answer.
+
+WolfPACS-specific failures use the ranges PS3.4 Annex B gives the storage
+service: ``A7xx`` refused, out of resources (try again later), ``Cxxx``
+cannot understand (do not send it again as it is).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydicom.dataset import Dataset
+
+__all__ = ["Outcome", "Status", "classify", "response"]
+
+
+class Status:
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700  # the spool could not take it (disk full, I/O error)
+    NO_WORKER = 0xA701  # no active worker in the client's pool
+    BUSY = 0xA702  # the node is restarting a part of itself or shutting down
+    PROCESSING_FAILURE = 0x0110  # an unexpected error; logged with its traceback
+    UNREADABLE = 0xC001  # the dataset cannot be parsed as far as its routing tags
+    NO_STUDY_UID = 0xC002  # no StudyInstanceUID, or not a valid UID
+    UNKNOWN_STUDY = 0xC003  # inside port: no study with that StudyInstanceUID was routed
+
+
+def response(status: int, comment: str = "") -> Dataset | int:
+    """A handler's return value: the status, with an ErrorComment where there is one."""
+    if not comment:
+        return status
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]  # LO: at most 64 characters
+    return ds
+
+
+class Outcome(Enum):
+    """What a sender does with a peer's C-STORE status."""
+
+    DELIVERED = "delivered"  # success or warning: the peer has it
+    RETRY = "retry"  # the peer may take it later: back off and send it again
+    DEAD = "dead"  # the peer will never take it as it is: dead/
+
+
+def classify(status: int) -> Outcome:
+    if status == 0x0000 or status in (0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
+        return Outcome.DELIVERED
+    if 0xA700 <= status <= 0xA7FF or status in (0x0110, 0x0213):
+        return Outcome.RETRY
+    return Outcome.DEAD

@@ -1,0 +1,326 @@
+"""The routing state: routes (study → client, worker), the delivery queue, worker states.
+
+One small interface, :class:`SQLiteStore`, embedded by default (a file in
+``data_dir``, WAL mode). Its SQL keeps to what PostgreSQL also speaks, and
+every write is idempotent where a retry can repeat it (a study's route is
+insert-if-absent, a queue row is unique by its spool path), so that a
+second backend shared by two nodes is a new class, not a rewrite.
+
+:class:`StoreActor` is the store's place in the supervision tree: it owns
+the connection and serialises every call in its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisors import Registry, SupervisedActor
+
+__all__ = ["QueueItem", "Route", "SQLiteStore", "StoreActor", "WORKER", "DESTINATION"]
+
+logger = logging.getLogger(__name__)
+
+WORKER = "worker"  # a queue row bound for a worker: an instance a client sent
+DESTINATION = "destination"  # bound for a client's destination: a derived instance
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    routed_at REAL NOT NULL,
+    last_activity_at REAL NOT NULL,
+    instances_in INTEGER NOT NULL DEFAULT 0,
+    instances_delivered INTEGER NOT NULL DEFAULT 0,
+    derived_in INTEGER NOT NULL DEFAULT 0,
+    derived_delivered INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS studies_activity ON studies (last_activity_at);
+CREATE INDEX IF NOT EXISTS studies_worker ON studies (worker);
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    study_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_target ON queue (target, id);
+CREATE INDEX IF NOT EXISTS queue_study ON queue (study_uid);
+CREATE TABLE IF NOT EXISTS worker_states (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    changed_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Route:
+    study_uid: str
+    client: str
+    worker: str
+    routed_at: float
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One spooled instance owed to a target (plain data: it crosses actors)."""
+
+    target: str
+    kind: str
+    path: str
+    study_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    size: int
+    enqueued_at: float = 0.0
+    id: int = 0
+    attempts: int = 0
+    last_error: str | None = None
+
+
+_ITEM_COLUMNS = (
+    "target, kind, path, study_uid, sop_class_uid, sop_instance_uid, transfer_syntax, size, "
+    "enqueued_at, id, attempts, last_error"
+)
+
+
+class SQLiteStore:
+    """The store on SQLite. Not thread-safe: one thread uses it (the StoreActor's).
+
+    ``durable=True`` commits with ``synchronous=FULL`` (an fsync per
+    commit); ``False`` with ``NORMAL``, which in WAL mode survives a crash
+    of the process but may lose the last commits on a power loss.
+
+    Errors: ``sqlite3.Error`` from any method means the database is unusable
+    (disk full, corrupt); the caller answers with a failure status and the
+    actor crashes to reopen it.
+    """
+
+    def __init__(self, path: Path, durable: bool = True) -> None:
+        self.path = Path(path)
+        self.durable = durable
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def _database(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db
+
+    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> list[sqlite3.Cursor]:
+        """Run statements in one transaction."""
+        db = self._database
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cursors = [db.execute(sql, args) for sql, args in statements]
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return cursors
+
+    # -- routes ------------------------------------------------------------------
+
+    def get_route(self, study_uid: str) -> Route | None:
+        row = self._database.execute(
+            "SELECT study_uid, client, worker, routed_at FROM studies WHERE study_uid = ?",
+            (study_uid,),
+        ).fetchone()
+        return Route(*row) if row else None
+
+    def insert_route(self, study_uid: str, client: str, worker: str, at: float) -> Route:
+        """Record a new study's route unless it has one; return the route that stands."""
+        self._write(
+            (
+                "INSERT INTO studies (study_uid, client, worker, routed_at, last_activity_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (study_uid) DO NOTHING",
+                (study_uid, client, worker, at, at),
+            )
+        )
+        route = self.get_route(study_uid)
+        assert route is not None
+        return route
+
+    def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
+        """How many studies each worker has open: active since ``cutoff`` or still queued to it."""
+        if not workers:
+            return {}
+        marks = ", ".join("?" for _ in workers)
+        recent = self._database.execute(
+            f"SELECT study_uid, worker FROM studies "
+            f"WHERE last_activity_at >= ? AND worker IN ({marks})",
+            (cutoff, *workers),
+        ).fetchall()
+        queued = self._database.execute(
+            f"SELECT DISTINCT study_uid, target FROM queue WHERE kind = ? AND target IN ({marks})",
+            (WORKER, *workers),
+        ).fetchall()
+        counts = dict.fromkeys(workers, 0)
+        for _study, worker in set(recent) | set(queued):
+            counts[worker] += 1
+        return counts
+
+    # -- the queue -----------------------------------------------------------------
+
+    def enqueue(self, item: QueueItem) -> int:
+        """Add a queue row (idempotent by path) and count the instance in; its row id."""
+        counter = "instances_in" if item.kind == WORKER else "derived_in"
+        now = item.enqueued_at or time.time()
+        self._write(
+            (
+                "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, "
+                "sop_instance_uid, transfer_syntax, size, enqueued_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO NOTHING",
+                (item.target, item.kind, item.path, item.study_uid, item.sop_class_uid,
+                 item.sop_instance_uid, item.transfer_syntax, item.size, now),
+            ),
+            (
+                f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
+                "WHERE study_uid = ?",
+                (now, item.study_uid),
+            ),
+        )  # fmt: skip
+        row = self._database.execute("SELECT id FROM queue WHERE path = ?", (item.path,)).fetchone()
+        return int(row[0])
+
+    def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
+        rows = self._database.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?",
+            (target, after_id, limit),
+        ).fetchall()
+        return [QueueItem(*row) for row in rows]
+
+    def delivered(self, item_id: int, at: float | None = None) -> None:
+        """The target answered success: drop the row, count the delivery."""
+        row = self._database.execute(
+            "SELECT kind, study_uid FROM queue WHERE id = ?", (item_id,)
+        ).fetchone()
+        if row is None:
+            return
+        kind, study_uid = row
+        counter = "instances_delivered" if kind == WORKER else "derived_delivered"
+        now = at or time.time()
+        self._write(
+            ("DELETE FROM queue WHERE id = ?", (item_id,)),
+            (
+                f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
+                "WHERE study_uid = ?",
+                (now, study_uid),
+            ),
+        )
+
+    def remove_item(self, item_id: int) -> None:
+        """Drop a row whose file went to ``dead/``."""
+        self._write(("DELETE FROM queue WHERE id = ?", (item_id,)))
+
+    def failed_attempt(self, item_id: int, error: str) -> int:
+        """Count a failure answer for one instance; the attempts so far."""
+        self._write(
+            (
+                "UPDATE queue SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (error, item_id),
+            )
+        )
+        row = self._database.execute(
+            "SELECT attempts FROM queue WHERE id = ?", (item_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def queue_stats(self) -> dict[str, dict[str, Any]]:
+        """Per target: queued instances, bytes, oldest enqueue time."""
+        rows = self._database.execute(
+            "SELECT target, kind, COUNT(*), SUM(size), MIN(enqueued_at) FROM queue "
+            "GROUP BY target, kind"
+        ).fetchall()
+        return {
+            target: {"kind": kind, "instances": n, "bytes": size or 0, "oldest": oldest}
+            for target, kind, n, size, oldest in rows
+        }
+
+    def queued_paths(self) -> set[str]:
+        return {row[0] for row in self._database.execute("SELECT path FROM queue")}
+
+    def drop_missing(self, paths: set[str]) -> int:
+        """Remove rows whose files are gone (delivered just before a crash); how many."""
+        statements = [("DELETE FROM queue WHERE path = ?", (path,)) for path in sorted(paths)]
+        if statements:
+            self._write(*statements)
+        return len(statements)
+
+    # -- studies and workers, for the router and the shell ---------------------------
+
+    def study(self, study_uid: str) -> dict[str, Any] | None:
+        cursor = self._database.execute("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip([c[0] for c in cursor.description], row, strict=True))
+
+    def count_studies(self) -> int:
+        return int(self._database.execute("SELECT COUNT(*) FROM studies").fetchone()[0])
+
+    def worker_states(self) -> dict[str, str]:
+        return dict(self._database.execute("SELECT name, state FROM worker_states").fetchall())
+
+    def set_worker_state(self, name: str, state: str, at: float | None = None) -> None:
+        self._write(
+            (
+                "INSERT INTO worker_states (name, state, changed_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
+                "changed_at = excluded.changed_at",
+                (name, state, at or time.time()),
+            )
+        )
+
+
+class StoreActor(SupervisedActor, SQLiteStore):
+    """The store in the tree, registered as ``"store"``: every call runs in its thread.
+
+    A crash closes the connection; the restarted actor reopens the file,
+    whose committed state is whole (SQLite's transactions).
+    """
+
+    def __init__(self, registry: Registry, path: Path, durable: bool = True) -> None:
+        SupervisedActor.__init__(self)
+        SQLiteStore.__init__(self, path, durable)
+        self.registry = registry
+
+    def on_start(self) -> None:
+        self.open()
+        self.registry.register("store", self.actor_ref)
+
+    def on_stop(self) -> None:
+        self.close()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        self.close()
+
+    def inspect(self) -> dict[str, Any]:
+        return {"path": str(self.path), "durable": self.durable, "studies": self.count_studies()}
