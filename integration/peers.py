@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from wolfpacs.simulate import free_port
+from wolfpacs.simulate import free_port, wait_port
 
 DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
 # Without TCP_NODELAY DCMTK stalls ~40 ms per instance on loopback (Nagle).
@@ -40,16 +38,6 @@ def tool(name: str) -> str:
     if not path.exists():  # pynetdicom installs scripts of the same names: never use those
         pytest.fail(f"DCMTK's {name} is not in {DCMTK}: apt-get install -y dcmtk")
     return str(path)
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    pytest.fail(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 def storescu(

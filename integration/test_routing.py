@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import time
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
     generate_uid,
@@ -24,24 +17,9 @@ from pydicom.uid import (
 
 from integration.conftest import CLIENT_AE
 from integration.peers import ENV, PROPOSE, StoreSCP, acknowledged, echoscu, storescu, tool
+from tests.conftest import wait_until as wait_for
+from wolfpacs.synthetic import SYNTAXES as MIXTURE
 from wolfpacs.synthetic import ct_instance, derived_instance, write, write_study
-
-MIXTURE = [
-    ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
-    DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless,
-    JPEG2000Lossless, RLELossless,
-]  # fmt: skip
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout} s")
-        time.sleep(0.05)
 
 
 def dataset_digest(path: Path) -> str:
@@ -71,7 +49,7 @@ def test_studies_over_several_associations_land_whole_on_single_workers(cluster,
         send(c, files[:4], syntax)  # the first part of every study...
     for files, syntax in zip(studies, syntaxes, strict=True):
         send(c, files[4:], syntax)  # ...and the rest, on other associations
-    wait_for(lambda: c.delivered() == 24, what="24 instances at the workers")
+    wait_for(lambda: c.delivered() == 24, timeout=30, what="24 instances at the workers")
     held = {ae: {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in r.values()}
             for ae, r in c.received().items()}  # fmt: skip
     assert held["GPU_A"] and held["GPU_B"], f"both workers should have studies: {held}"
@@ -90,7 +68,9 @@ def test_a_mixture_of_transfer_syntaxes_passes_through_byte_for_byte(cluster, tm
             direct = storescu([path], reference.port, "REFERENCE", "HOSPITAL", PROPOSE[str(syntax)])
             assert direct.returncode == 0, direct.stderr
             send(c, [path], syntax)
-        wait_for(lambda: c.delivered() == len(MIXTURE), what="the mixture at the workers")
+        wait_for(
+            lambda: c.delivered() == len(MIXTURE), timeout=30, what="the mixture at the workers"
+        )
         expected = {uid: dataset_digest(p) for uid, p in reference.received().items()}
         got = {uid: dataset_digest(p) for r in c.received().values() for uid, p in r.items()}
         assert got == expected
@@ -111,7 +91,7 @@ def test_a_derived_series_reaches_the_clients_destination(cluster, tmp_path):
     ]
     result = storescu(derived, c.inside, "WOLFPACS", "GPU_A", "-xe")
     assert result.returncode == 0 and len(acknowledged(result.stdout + result.stderr)) == 2
-    wait_for(lambda: len(c.pacs.received()) == 2, what="derived series at the PACS")
+    wait_for(lambda: len(c.pacs.received()) == 2, timeout=30, what="derived series at the PACS")
     assert c.pacs.studies() == {str(source.StudyInstanceUID)}
 
 
@@ -138,7 +118,9 @@ def test_an_unknown_study_on_the_inside_port_is_refused_and_kept_in_dead(cluster
     output = result.stdout + result.stderr
     assert "DIMSE Status                  : 0xc003" in output
     assert "[unknown StudyInstanceUID]" in output  # the ErrorComment
-    dead = wait_for(lambda: list((c.data / "dead").glob("*.json")), what="a dead letter")
+    dead = wait_for(
+        lambda: list((c.data / "dead").glob("*.json")), timeout=30, what="a dead letter"
+    )
     assert str(stray.StudyInstanceUID) in dead[0].read_text()
     assert list((c.data / "dead").glob("*.dcm"))
 
@@ -154,7 +136,9 @@ def test_a_worker_down_during_the_send_gets_everything_when_it_starts(cluster, t
         files += part
     for worker in c.workers:
         worker.start()
-    wait_for(lambda: c.delivered() == 9, what="all 9 instances after the workers came up")
+    wait_for(
+        lambda: c.delivered() == 9, timeout=30, what="all 9 instances after the workers came up"
+    )
     assert sum(1 for r in c.received().values() if r) == 1
 
 

@@ -12,7 +12,9 @@ import pytest
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01) -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01, what: str = ""
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -20,7 +22,7 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: floa
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {predicate}")
+            pytest.fail(f"{what or predicate} not met within {timeout} s")
         time.sleep(interval)
 
 

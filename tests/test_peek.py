@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    RLELossless,
-    generate_uid,
-)
+from pydicom.uid import generate_uid
 
 from wolfpacs.peek import PeekError, peek
-from wolfpacs.synthetic import ct_instance, write
-
-SYNTAXES = [
-    ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
-    DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless,
-    JPEG2000Lossless, RLELossless,
-]  # fmt: skip
+from wolfpacs.synthetic import SYNTAXES, ct_instance, write
 
 
 @pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda s: s.name)

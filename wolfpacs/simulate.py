@@ -12,6 +12,7 @@ import hashlib
 import logging
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +31,27 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from wolfpacs import dicom
 from wolfpacs.synthetic import derived_instance
 
-__all__ = ["Received", "SimulatedPACS", "SimulatedWorker", "free_port", "send_files"]
+__all__ = [
+    "Received", "SimulatedPACS", "SimulatedWorker", "free_port", "send_files", "wait_port",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:``port``.
+
+    Raises:
+        TimeoutError: nothing did within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+        time.sleep(0.01)
 
 
 def free_port() -> int:

@@ -16,12 +16,27 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID,
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
 
-__all__ = ["ct_instance", "derived_instance", "write", "write_study"]
+__all__ = ["SYNTAXES", "ct_instance", "derived_instance", "write", "write_study"]
+
+# The transfer syntaxes synthetic instances come in: those the node must pass through.
+SYNTAXES = [
+    ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless,
+    JPEG2000Lossless, RLELossless,
+]  # fmt: skip
 
 _UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
                  "1.2.840.10008.1.2.1.99"}  # fmt: skip
