@@ -13,10 +13,12 @@ CLIENT_AE = "STHLM_SECRET"
 class Cluster:
     """Two DCMTK workers, a DCMTK PACS, and a WolfPACS node between them."""
 
-    def __init__(self, root, **node: object) -> None:
+    def __init__(
+        self, root, options: tuple[str, ...] = (), accept_all: bool = True, **node: object
+    ) -> None:
         self.root = root
         self.outside, self.inside = free_port(), free_port()
-        self.workers = [StoreSCP(root, "GPU_A"), StoreSCP(root, "GPU_B")]
+        self.workers = [StoreSCP(root, ae, accept_all=accept_all) for ae in ("GPU_A", "GPU_B")]
         self.pacs = StoreSCP(root, "PACS")
         settings = {"retry_initial": 0.1, "retry_max": 0.5, "idle_release": 0.5, **node}
         extra = "\n".join(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())
@@ -58,6 +60,7 @@ class Cluster:
             ae_title = "GPU_B"
             pool = "stroke"
             """.replace("\n            ", "\n"),
+            *options,
         )
         self.data = root / "data"
 
@@ -87,8 +90,8 @@ class Cluster:
 def cluster(tmp_path):
     clusters: list[Cluster] = []
 
-    def make(**node: object) -> Cluster:
-        clusters.append(Cluster(tmp_path / f"c{len(clusters)}", **node))
+    def make(**settings: object) -> Cluster:
+        clusters.append(Cluster(tmp_path / f"c{len(clusters)}", **settings))
         return clusters[-1]
 
     yield make

@@ -72,16 +72,20 @@ def acknowledged(output: str) -> list[str]:
 class StoreSCP:
     """DCMTK storescp: a worker or a PACS that keeps what it gets, bit for bit."""
 
-    def __init__(self, root: Path, ae_title: str, port: int | None = None) -> None:
+    def __init__(
+        self, root: Path, ae_title: str, port: int | None = None, accept_all: bool = True
+    ) -> None:
         self.ae_title = ae_title
         self.port = port or free_port()
+        # storescp's default accepts uncompressed syntaxes only; +xa every one it knows.
+        self.accept = ["+xa"] if accept_all else []
         self.dir = root / ae_title
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> StoreSCP:
         self.proc = subprocess.Popen(
-            [tool("storescp"), "-aet", self.ae_title, "-od", str(self.dir), "+B", "+xa",
+            [tool("storescp"), "-aet", self.ae_title, "-od", str(self.dir), "+B", *self.accept,
              str(self.port)],
             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -113,8 +117,9 @@ class StoreSCP:
 class NodeProcess:
     """`python -m wolfpacs run --config FILE`, as an operator runs it."""
 
-    def __init__(self, root: Path, config_text: str) -> None:
+    def __init__(self, root: Path, config_text: str, *options: str) -> None:
         self.root = root
+        self.options = options
         self.config = root / "wolfpacs.toml"
         self.config.write_text(textwrap.dedent(config_text))
         self.log = root / "node.log"
@@ -123,7 +128,15 @@ class NodeProcess:
     def start(self, outside_port: int, inside_port: int) -> NodeProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wolfpacs", "run", "--config", str(self.config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "wolfpacs",
+                    "run",
+                    "--config",
+                    str(self.config),
+                    *self.options,
+                ],
                 stdout=log,
                 stderr=log,
                 cwd=self.root,

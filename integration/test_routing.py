@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -167,6 +168,38 @@ def test_kill_9_mid_send_loses_nothing_acknowledged(cluster, tmp_path):
              what="every acknowledged instance at the workers")  # fmt: skip
     where = [ae for ae, r in c.received().items() if r]
     assert len(where) == 1, "one study, one worker, across the restart"
+
+
+def test_a_syntax_the_worker_refuses_goes_to_dead_with_that_reason(cluster, tmp_path):
+    c = cluster(accept_all=False).start()  # workers take uncompressed syntaxes only
+    files = write_study(tmp_path / "s", series=1, per_series=2, transfer_syntax=JPEGLSLossless)
+    send(c, files, JPEGLSLossless)  # the node accepts it: nothing on its side refuses it
+    dead = wait_for(lambda: len(dead_letters(c)) == 2, timeout=30, what="two dead letters")
+    assert dead
+    reason = json.loads(dead_letters(c)[0].read_text())
+    assert "does not accept SOP class" in reason["reason"]
+    assert reason["transfer_syntax"] == JPEGLSLossless and reason["target_kind"] == "worker"
+    assert c.delivered() == 0
+
+
+def dead_letters(cluster) -> list[Path]:
+    return sorted((cluster.data / "dead").glob("*.json"))
+
+
+def json_lines(cluster, event: str) -> list[dict]:
+    lines = (json.loads(x) for x in cluster.node.logs().splitlines() if x.startswith("{"))
+    return [line for line in lines if line.get("event") == event]
+
+
+def test_json_logs_have_one_line_per_association_and_per_route(cluster, tmp_path):
+    c = cluster(options=("--log-format", "json")).start()
+    send(c, write_study(tmp_path / "s", series=1, per_series=2))
+    assert echoscu(c.outside, "NOT_A_CLIENT").returncode != 0
+    routes = json_lines(c, "route")
+    assert len(routes) == 1 and routes[0]["client"] == "stockholm"
+    wait_for(lambda: len(json_lines(c, "association")) == 2, timeout=10, what="two lines")
+    outcomes = {(a["outcome"], a.get("instances")) for a in json_lines(c, "association")}
+    assert outcomes == {("released", 2), ("rejected", None)}
 
 
 def test_a_bad_config_stops_the_start_with_exit_code_2(tmp_path):

@@ -101,6 +101,23 @@ def test_studies_land_whole_on_one_worker_each_and_bytes_are_unchanged(world):
     assert {item.digest for wk in w.workers for item in wk.received} == sent
 
 
+def test_a_sender_keeps_one_association_while_it_has_work(world):
+    w = world(idle_release=5.0)
+    assert w.send(w.study("s", series=2, per_series=10)) == [0] * 20
+    wait_until(lambda: w.delivered() == 20)
+    assert sorted(wk.associations for wk in w.workers) == [0, 1]
+
+
+def test_c_echo_finds_a_worker_down_and_new_studies_avoid_it(world):
+    w = world(echo_interval=0.1)
+    w.workers[0].stop()  # gpu-1: its sender's next C-ECHO fails
+    wait_until(lambda: w.node.registry.call("sender:gpu-1", "inspect")["up"] is False)
+    for n in range(3):
+        assert w.send(w.study(f"s{n}", series=1, per_series=1)) == [0]
+    wait_until(lambda: w.delivered() == 3)
+    assert len(w.workers[1].received) == 3
+
+
 def test_derived_series_return_to_the_clients_destination(world):
     w = world()
     files = w.study("s", series=1, per_series=3)
@@ -142,7 +159,7 @@ def test_a_worker_down_during_the_send_gets_everything_later(world):
 
 
 def test_a_failure_status_is_retried_and_a_permanent_one_is_dead(world):
-    w = world(max_attempts=3)
+    w = world(max_attempts=3)  # three failure answers for one instance, then dead/
     answers = {"n": 0}
 
     def flaky(_item):

@@ -88,6 +88,7 @@ class _StorageSCP:
         # The status to answer each C-STORE with (before it is recorded); 0 records it.
         self.answer: Callable[[Received], int] = lambda _item: 0x0000
         self.received: list[Received] = []
+        self.associations = 0  # accepted so far
         self.changed = threading.Condition()
         self._server: Any = None
 
@@ -96,13 +97,21 @@ class _StorageSCP:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = 131072
         ae.add_supported_context(Verification, dicom.UNCOMPRESSED)
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_CONN_OPEN, dicom.set_nodelay)]
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_CONN_OPEN, dicom.set_nodelay),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+        ]
         self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+    def _on_accepted(self, _event: evt.Event) -> None:
+        with self.changed:
+            self.associations += 1
 
     def _on_store(self, event: evt.Event) -> int:
         path = Path(event.dataset_path)
