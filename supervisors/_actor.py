@@ -10,7 +10,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
 
@@ -51,13 +51,24 @@ class SupervisedActor(pykka.ThreadingActor):
       :meth:`start_thread` died. An exception in an ``ask`` goes to the
       caller's future and the actor lives on (pykka's contract).
     - :meth:`exit` stops it with a reason of its own choosing.
+    - ``on_failure`` also runs when ``on_start`` raised, so that one hook
+      releases what a half-done start took (pykka calls neither hook then).
+    - Exceptions listed in :attr:`fatal_errors` that an ``ask`` raises go back
+      to the caller, and then crash the actor: errors after which it cannot go
+      on (a broken database connection), whoever asked.
+    - :meth:`interrupt` is the hook a supervisor calls, from its own thread,
+      when a stop is overdue: break whatever blocking call holds this actor.
     """
+
+    fatal_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lifecycle = register(self.actor_ref)
         self._exit_reason: ExitReason | None = None
+        self._failure: tuple[Any, Any, Any] | None = None
         self._timers: set[threading.Timer] = set()
+        self._lifecycle.interrupt = self.interrupt
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
@@ -118,6 +129,14 @@ class SupervisedActor(pykka.ThreadingActor):
         thread.start()
         return thread
 
+    def interrupt(self) -> None:
+        """Hook: break a blocking call so that a pending stop can be handled.
+
+        Called from another thread (the supervisor's) after the child's
+        ``shutdown`` time has passed without it stopping; keep it to a
+        thread-safe act such as closing a socket. The default does nothing.
+        """
+
     def send_after(self, delay: float, message: Any) -> threading.Timer:
         """Tell this actor ``message`` after ``delay`` seconds (Erlang's ``send_after``).
 
@@ -155,6 +174,11 @@ class SupervisedActor(pykka.ThreadingActor):
     def _actor_loop_setup(self) -> None:
         super()._actor_loop_setup()
         failed = self._exit_reason is not None and self._exit_reason.abnormal
+        if failed and self._failure is not None:
+            try:
+                self.on_failure(*self._failure)
+            except Exception:
+                logger.exception("%s: on_failure after a failed on_start raised", self)
         self._lifecycle.notify_started(failed=failed, at=time.time())
 
     def _handle_failure(
@@ -164,6 +188,8 @@ class SupervisedActor(pykka.ThreadingActor):
         tb: TracebackType | None,
     ) -> None:
         self._record_failure(exc_type, exc_value, tb)
+        if self._failure is None:
+            self._failure = (exc_type, exc_value, tb)
         super()._handle_failure(exc_type, exc_value, tb)
 
     def _record_failure(
@@ -179,7 +205,16 @@ class SupervisedActor(pykka.ThreadingActor):
     def _handle_receive(self, message: Any) -> Any:
         if isinstance(message, _Crash):
             raise message.error(message.text)
-        return super()._handle_receive(message)
+        try:
+            return super()._handle_receive(message)
+        except BaseException as exc:
+            if isinstance(exc, self.fatal_errors):
+                # The caller of an ask gets the error; then the actor crashes, as it must.
+                self.actor_ref.tell(_Crash(RuntimeError, f"fatal {type(exc).__name__}: {exc}"))
+            elif not isinstance(exc, Exception):
+                # pykka stops every actor on a BaseException: at least say why this one ended.
+                self._record_failure(*sys.exc_info())
+            raise
 
 
 def kill(ref: pykka.ActorRef[Any], why: str = "killed") -> None:

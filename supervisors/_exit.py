@@ -103,6 +103,10 @@ class Lifecycle:
         self.start_failed = False
         self.started_at: float | None = None
         self.reason: ExitReason | None = None
+        # Set by a supervisor that gave up waiting for this actor to stop: from then
+        # on it is dead to the world (its names are free), though its thread runs on.
+        self.abandoned = False
+        self.interrupt: Callable[[], None] = lambda: None
 
     def notify_started(self, *, failed: bool, at: float) -> None:
         self.start_failed = failed

@@ -22,13 +22,20 @@ class UnavailableError(RuntimeError):
     """No actor under that name answered within the timeout (it is down or restarting)."""
 
 
+def _live(ref: pykka.ActorRef[Any]) -> bool:
+    """Alive, and not abandoned by its supervisor (which has started its successor)."""
+    return ref.is_alive() and not lifecycle_of(ref).abandoned
+
+
 class Registry:
     """A thread-safe map from names to the refs of running SupervisedActors.
 
     An actor registers itself in ``on_start``; the name is freed when its
     thread ends, before its supervisor hears of the exit, so that the
-    restarted actor can take the same name. Callers look a name up on every
-    call, never keep a ref: that is how they survive restarts.
+    restarted actor can take the same name. An actor its supervisor has
+    abandoned (it did not stop in time) no longer holds its names either.
+    Callers look a name up on every call, never keep a ref: that is how they
+    survive restarts.
 
     One registry per tree (pass it to the actors) rather than a global one,
     so that several trees can live in one process.
@@ -48,7 +55,7 @@ class Registry:
         lifecycle = lifecycle_of(ref)
         with self._changed:
             holder = self._refs.get(name)
-            if holder is not None and holder is not ref and holder.is_alive():
+            if holder is not None and holder is not ref and _live(holder):
                 raise NameTakenError(f"{name!r} is registered to {holder}")
             self._refs[name] = ref
             self._changed.notify_all()
@@ -72,7 +79,7 @@ class Registry:
         with self._changed:
             while True:
                 ref = self._refs.get(name)
-                if ref is not None and ref.is_alive():
+                if ref is not None and _live(ref):
                     return ref
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -40,6 +40,7 @@ __all__ = ["Supervisor"]
 logger = logging.getLogger("supervisors")
 
 DESCRIBE_TIMEOUT = 2.0  # seconds a busy sub-supervisor may take to describe itself
+INTERRUPT_GRACE = 1.0  # seconds an interrupted child has to end before it is abandoned
 _SUPERVISOR_KEYS = ("strategy", "max_restarts", "max_seconds", "restarts_in_window", "children")
 
 
@@ -380,8 +381,14 @@ class Supervisor(SupervisedActor):
         child.ref = None
         self._by_urn.pop(ref.actor_urn, None)
         ref.stop(block=False)
-        reason = lifecycle_of(ref).wait(None if math.isinf(spec.shutdown) else spec.shutdown)
+        lifecycle = lifecycle_of(ref)
+        reason = lifecycle.wait(None if math.isinf(spec.shutdown) else spec.shutdown)
         if reason is None:
+            # OTP would kill it here; a thread can only be asked to let go of what blocks it.
+            lifecycle.interrupt()
+            reason = lifecycle.wait(min(spec.shutdown, INTERRUPT_GRACE))
+        if reason is None:
+            lifecycle.abandoned = True
             logger.error(
                 "supervisor %r: child %r did not stop within %.1f s; abandoned",
                 self.name, spec.id, spec.shutdown,

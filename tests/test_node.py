@@ -297,3 +297,12 @@ def test_describe_shows_the_tree(world):
         "sender:gpu-2",
         "sender:demo-pacs",
     ]
+
+
+def test_a_second_node_on_the_same_data_dir_is_refused(world):
+    from wolfpacs.node import DataDirInUseError
+
+    w = world()
+    with pytest.raises(DataDirInUseError, match="in use by another WolfPACS node"):
+        Node(w.config).start()
+    assert w.send(w.study("s", series=1, per_series=1)) == [0]  # the first one is unharmed

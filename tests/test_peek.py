@@ -27,6 +27,7 @@ def test_missing_study_uid(tmp_path):
     assert failed.value.missing_study
 
 
+@pytest.mark.filterwarnings("ignore:The value length")  # pydicom's warning on writing it
 def test_a_2kb_study_uid_is_refused(tmp_path):
     ds = ct_instance("1." * 1000 + "1", generate_uid(), 1)
     with pytest.raises(PeekError, match="2001 characters") as failed:
@@ -55,3 +56,29 @@ def test_pixel_data_is_never_read(tmp_path):
     path = write(ds, tmp_path / "x.dcm")
     path.write_bytes(path.read_bytes()[:-100_000])
     assert peek(path).study_uid == ds.StudyInstanceUID
+
+
+def test_a_deflate_bomb_is_not_inflated_whole(tmp_path):
+    """A deflated dataset of 100 MB of zeros before its UIDs: peek inflates at most 1 MB."""
+    import tracemalloc
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = ct_instance(
+        generate_uid(), generate_uid(), 1, transfer_syntax=DeflatedExplicitVRLittleEndian
+    )
+    path = write(ds, tmp_path / "ok.dcm")
+    meta_end = 132 + 12 + read_file_meta_info(path).FileMetaInformationGroupLength
+    head = path.read_bytes()[:meta_end]
+    # a private OB element of 100 MB of zeros, first in the dataset, deflated to ~100 kB
+    bomb = b"\x09\x00\x10\x00OB\x00\x00" + (100 << 20).to_bytes(4, "little") + bytes(100 << 20)
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    (tmp_path / "bomb.dcm").write_bytes(head + squeezer.compress(bomb) + squeezer.flush())
+    tracemalloc.start()
+    with pytest.raises(PeekError):
+        peek(tmp_path / "bomb.dcm")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20 << 20

@@ -379,3 +379,83 @@ def test_the_package_stands_alone_with_only_pykka():
         "assert not extra, extra\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class Blocker(SupervisedActor):
+    """Blocks in a told message until released; its interrupt may release it."""
+
+    def __init__(self, registry, release: threading.Event, interruptible: bool) -> None:
+        super().__init__()
+        self.registry, self.release, self.interruptible = registry, release, interruptible
+
+    def on_start(self) -> None:
+        self.registry.register("blocker", self.actor_ref)
+
+    def on_receive(self, message):
+        if message == "block":
+            self.release.wait(30)
+
+    def interrupt(self) -> None:
+        if self.interruptible:
+            self.release.set()
+
+
+def test_an_overdue_stop_interrupts_the_child_before_abandoning_it():
+    from supervisors import Registry
+
+    registry, release = Registry(), threading.Event()
+    spec = ChildSpec("b", lambda: Blocker.start(registry, release, True), shutdown=0.1)
+    sup = Supervisor.start([spec]).proxy()
+    blocker = registry.whereis("blocker")
+    blocker.tell("block")
+    sup.terminate_child("b").get(timeout=10)
+    assert join(blocker, timeout=0) is not None  # interrupted, then it stopped: not abandoned
+    assert sup.describe().get()["children"][0]["last_exit"] == "shutdown"
+
+
+def test_an_abandoned_child_leaves_its_name_to_its_successor(caplog):
+    from supervisors import Registry
+
+    registry, release = Registry(), threading.Event()
+    spec = ChildSpec("b", lambda: Blocker.start(registry, release, False), shutdown=0.1)
+    sup = Supervisor.start([spec]).proxy()
+    stuck = registry.whereis("blocker")
+    stuck.tell("block")
+    sup.terminate_child("b").get(timeout=10)
+    assert "abandoned" in caplog.text and stuck.is_alive()
+    successor = sup.restart_child("b").get(timeout=10)
+    assert registry.whereis("blocker") is successor
+    release.set()
+    join(stuck, timeout=10)
+    assert registry.whereis("blocker") is successor  # the old one's exit frees nothing of it
+
+
+def test_a_fatal_error_in_an_ask_reaches_the_caller_then_crashes_the_actor():
+    class Disk(SupervisedActor):
+        fatal_errors = (OSError,)
+
+        def write(self) -> None:
+            raise OSError("disk I/O error")
+
+    sup = Supervisor.start([ChildSpec("d", Disk.start)])
+    disk = refs(sup)["d"]
+    with pytest.raises(OSError, match="disk I/O error"):
+        disk.proxy().write().get()
+    reason = join(disk, timeout=10)
+    assert reason.kind is ExitKind.ERROR and "fatal OSError" in reason.summary
+    assert refs(sup)["d"] is not disk
+
+
+def test_on_failure_runs_when_on_start_fails():
+    cleaned = threading.Event()
+
+    class HalfStarted(SupervisedActor):
+        def on_start(self) -> None:
+            raise OSError("port in use")
+
+        def on_failure(self, *_exc_info) -> None:
+            cleaned.set()
+
+    with pytest.raises(StartError, match="port in use"):
+        HalfStarted.start()
+    assert cleaned.is_set()

@@ -52,15 +52,16 @@ def run(config_path: str) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # pynetdicom writes each received dataset with tempfile. This process is the
+    # node's alone, so point tempfile at data_dir/incoming: admitting a received
+    # file into the spool is then a rename on one file system, never a copy.
+    node.spool.incoming.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(node.spool.incoming)
     try:
         node.start()
     except Exception as exc:
         logger.error("the node could not start: %s", exc)
         return 1
-    # pynetdicom writes each received dataset with tempfile. This process is the
-    # node's alone, so point tempfile at data_dir/incoming: admitting a received
-    # file into the spool is then a rename on one file system, never a copy.
-    tempfile.tempdir = str(node.spool.incoming)
     monitor_exit = node.exited
     while not stop.is_set() and not monitor_exit.is_set():
         stop.wait(0.5)  # wakes for signals too: a handler only runs between waits

@@ -9,7 +9,6 @@ each accepted association and hands it every C-STORE.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import itertools
 import logging
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 from pynetdicom import evt
 
-from supervisors import ChildSpec, Registry, SupervisedActor
+from supervisors import ChildSpec, Registry, SupervisedActor, monitor
 from wolfpacs import dicom
 from wolfpacs.receiver import INSIDE, OUTSIDE, Peer, Receiver
 from wolfpacs.status import Status, response
@@ -41,6 +40,8 @@ REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE no
 REJECT_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service user, no reason given
 REJECT_BUSY = (0x02, 0x03, 0x01)  # transient, service provider, temporary congestion
 ASK_TIMEOUT = 30.0  # seconds a C-STORE waits for its receiver (it may be fsyncing)
+SWEEP_INTERVAL = 60.0  # seconds between two sweeps of incoming/
+_SWEEP = "sweep"
 
 _receiver_ids = itertools.count(1)
 
@@ -79,7 +80,6 @@ class Gate:
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_ECHO, lambda _event: Status.SUCCESS),
             (evt.EVT_C_STORE, self.on_c_store),
-            (evt.EVT_CONN_CLOSE, self.on_closed),
         ]
 
     def open_associations(self) -> int:
@@ -144,8 +144,10 @@ class Gate:
             logger.error("%s association from %s rejected: no receiver: %s", self.side, peer, exc)
             _reject(assoc, REJECT_BUSY)
             return
+        key = id(assoc)
         with self._lock:
-            self._receivers[id(assoc)] = ref
+            self._receivers[key] = ref
+        monitor(ref, lambda _reason: self._forget(key))
 
     def on_c_store(self, event: evt.Event) -> Any:
         with self._lock:
@@ -169,16 +171,9 @@ class Gate:
             logger.exception("%s: C-STORE failed", self.side)
             return response(Status.PROCESSING_FAILURE, "internal error, logged")
 
-    def on_closed(self, event: evt.Event) -> None:
-        assoc = event.assoc
+    def _forget(self, key: int) -> None:
         with self._lock:
-            ref = self._receivers.pop(id(assoc), None)
-        if ref is None:
-            return
-        how = "released" if assoc.is_released else "aborted" if assoc.is_aborted else "closed"
-        # A receiver already dead crashed before the peer closed; its crash was logged.
-        with contextlib.suppress(pykka.ActorDeadError):
-            ref.tell(pykka.messages.ProxyCall(("closed",), (how,), {}))
+            self._receivers.pop(key, None)
 
 
 class Listener(SupervisedActor):
@@ -199,13 +194,25 @@ class Listener(SupervisedActor):
         return node.outside_port if self.side == OUTSIDE else node.inside_port
 
     def on_start(self) -> None:
+        self.registry.register(f"listener:{self.side}", self.actor_ref)
         self.gate = Gate(self.side, self.config, self.registry, self.spool)
         ae = dicom.acceptor_ae(self.config.node)
         self.server = ae.start_server(
             (self.config.node.bind, self.port), block=False, evt_handlers=self.gate.handlers()
         )
-        self.registry.register(f"listener:{self.side}", self.actor_ref)
         logger.info("%s port listening on %s:%d", self.side, self.config.node.bind, self.port)
+        if self.side == OUTSIDE:  # one sweeper is enough: both ports share incoming/
+            self.send_after(SWEEP_INTERVAL, _SWEEP)
+
+    def on_receive(self, message: object) -> object:
+        if message == _SWEEP:
+            node = self.config.node
+            # A file nobody has written to for longer than any association may stay
+            # silent belongs to a transfer that was cut: pynetdicom never removes those.
+            self.spool.sweep_incoming(older_than=node.network_timeout + node.dimse_timeout)
+            self.send_after(SWEEP_INTERVAL, _SWEEP)
+            return None
+        return super().on_receive(message)
 
     def on_stop(self) -> None:
         self._close()

@@ -17,7 +17,9 @@ between two instances, and the store closes last.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +38,12 @@ if TYPE_CHECKING:
 
     from wolfpacs.config import Config
 
-__all__ = ["Node"]
+__all__ = ["DataDirInUseError", "Node"]
 
 logger = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite3"
+LOCK_FILE = "node.lock"
 # Ten crashes a minute before a supervisor gives up: a flapping peer must not take
 # the node down, a bug that crashes on every message must.
 ROOT_INTENSITY = {"max_restarts": 10, "max_seconds": 60.0}
@@ -56,6 +59,10 @@ def _registered(registry: Registry, name: str, start: Callable[[], pykka.ActorRe
         return ref
 
     return start_and_register
+
+
+class DataDirInUseError(RuntimeError):
+    """Another node holds the lock on this data_dir."""
 
 
 class Node:
@@ -75,6 +82,7 @@ class Node:
         self.root: pykka.ActorRef[Supervisor] | None = None
         self.exited = threading.Event()
         self.exit_reason: ExitReason | None = None
+        self._lock_fd: int | None = None
 
     def targets(self) -> list[Target]:
         return [
@@ -139,7 +147,42 @@ class Node:
         finally:
             store.close()
 
+    def _lock_data_dir(self) -> None:
+        """Take ``data_dir`` for this node alone: a second node on it would lose files."""
+        self.spool.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.spool.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DataDirInUseError(
+                f"{self.spool.root} is in use by another WolfPACS node (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock_data_dir(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing releases the flock
+
     def start(self) -> None:
+        """Lock data_dir, recover the spool, start the tree.
+
+        Raises:
+            DataDirInUseError: another node runs on the same data_dir.
+            supervisors.StartError: a part of the tree could not start.
+        """
+        self._lock_data_dir()
+        try:
+            self._start_tree()
+        except BaseException:
+            self._unlock_data_dir()
+            raise
+
+    def _start_tree(self) -> None:
         self.recover()
         self.root = Supervisor.start(self.children(), name="wolfpacs", **ROOT_INTENSITY)
         monitor(self.root, self._on_exit)
@@ -151,6 +194,7 @@ class Node:
 
     def _on_exit(self, reason: ExitReason) -> None:
         self.exit_reason = reason
+        self._unlock_data_dir()
         self.exited.set()
 
     def stop(self, timeout: float = 30.0) -> bool:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from pydicom.filereader import read_partial
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset, read_file_meta_info, read_partial
 from pydicom.tag import Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 __all__ = ["PeekError", "RoutingTags", "peek"]
 
@@ -22,6 +27,7 @@ _SERIES_UID = Tag(0x0020, 0x000E)
 _SOP_CLASS_UID = Tag(0x0008, 0x0016)
 _SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
 _WANTED = [_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_UID, _SERIES_UID]
+INFLATE_LIMIT = 1 << 20  # bytes of a deflated dataset inflated to find its routing tags
 # A UI value: at most 64 characters (PS3.5 6.2); printable ASCII, no backslash.
 _UID = re.compile(r"^[\x21-\x5b\x5d-\x7e]{1,64}$")
 
@@ -47,6 +53,32 @@ def _text(value: object) -> str:
     return str(value or "").strip(" \x00")
 
 
+def _past_series(tag: object, _vr: object, _length: object) -> bool:
+    return tag > _SERIES_UID  # type: ignore[operator]
+
+
+def _read_deflated(fp: BinaryIO, meta: FileMetaDataset) -> Dataset:
+    """The routing tags of a deflated dataset, inflating no more than ``INFLATE_LIMIT``.
+
+    pydicom would inflate the whole dataset in memory: a deflate bomb's way in.
+    """
+    fp.seek(132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0)))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    prefix = b""
+    while len(prefix) < INFLATE_LIMIT:
+        chunk = fp.read(65536)
+        if not chunk:
+            break
+        prefix += inflater.decompress(chunk, INFLATE_LIMIT - len(prefix))
+    ds = read_dataset(
+        DicomBytesIO(prefix), is_implicit_VR=False, is_little_endian=True,
+        stop_when=_past_series, defer_size=4096, specific_tags=_WANTED,
+    )  # fmt: skip
+    if _STUDY_UID not in ds and len(prefix) >= INFLATE_LIMIT:
+        raise PeekError(f"no StudyInstanceUID in the first {INFLATE_LIMIT} inflated bytes")
+    return ds
+
+
 def _value(ds: object, tag: object) -> str:
     return _text(ds[tag].value) if tag in ds else ""  # type: ignore[index,operator]
 
@@ -65,13 +97,13 @@ def peek(path: Path) -> RoutingTags:
     try:
         with open(path, "rb") as fp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom's remarks on odd data are not our errors
-            ds = read_partial(
-                fp,
-                stop_when=lambda tag, _vr, _length: tag > _SERIES_UID,
-                defer_size=4096,
-                specific_tags=_WANTED,
-            )
-            meta = ds.file_meta
+            meta = read_file_meta_info(path)
+            if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                ds = _read_deflated(fp, meta)
+            else:
+                ds = read_partial(
+                    fp, stop_when=_past_series, defer_size=4096, specific_tags=_WANTED
+                )
             transfer_syntax = _text(meta.get("TransferSyntaxUID"))
             sop_class = _text(meta.get("MediaStorageSOPClassUID")) or _value(ds, _SOP_CLASS_UID)
             sop_instance = _text(meta.get("MediaStorageSOPInstanceUID")) or _value(

@@ -13,11 +13,15 @@ receiver that crashes aborts its own association and is not restarted
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pykka
+from pykka.messages import ProxyCall
 
 from supervisors import Registry, SupervisedActor, UnavailableError
 from wolfpacs.peek import PeekError, peek
@@ -75,6 +79,18 @@ class Receiver(SupervisedActor):
         self.refused = 0
         self.last_status: int | None = None
 
+    def on_start(self) -> None:
+        if self.assoc is not None:
+            # The association's own thread ending is the one sure sign that it is over,
+            # whatever raced with its start (pynetdicom's close event may come first).
+            self.start_thread(self._watch, self.assoc, name=f"watch-{self.peer.name}")
+
+    def _watch(self, assoc: Association) -> None:
+        assoc.join()
+        how = "released" if assoc.is_released else "aborted" if assoc.is_aborted else "closed"
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(ProxyCall(("closed",), (how,), {}))
+
     def store(self, path: str, sop_instance_uid: str = "") -> int | Dataset:
         """Take one received instance (a file pynetdicom wrote); the status to answer."""
         status = self._store(Path(path), sop_instance_uid)
@@ -112,8 +128,12 @@ class Receiver(SupervisedActor):
             )  # fmt: skip
             try:
                 self.registry.call("store", "enqueue", item)
-            except BaseException:
-                self.spool.remove(rel)  # not acknowledged, so not kept
+            except UnavailableError:
+                # The store may still commit the row: leave the file; if no row comes,
+                # recovery at the next start removes it (it was never acknowledged).
+                raise
+            except Exception:
+                self.spool.remove(rel)  # no row, not acknowledged: not kept
                 raise
         except NoWorkerError as exc:
             logger.warning("%s: study %s refused: %s", self.peer, tags.study_uid, exc)
@@ -147,7 +167,9 @@ class Receiver(SupervisedActor):
         return response(Status.UNKNOWN_STUDY, "unknown StudyInstanceUID")
 
     def closed(self, how: str) -> None:
-        """The association has ended: log its one line and stop."""
+        """The association has ended: log its one line and stop (once)."""
+        if self.actor_stopped.is_set():
+            return
         logger.info(
             "association %s: %s after %.1f s, %d instances, %d bytes, %d refused",
             self.peer, how, time.monotonic() - self.started, self.instances, self.bytes,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor
+from wolfpacs.sender import REPORT
 
 if TYPE_CHECKING:
     from wolfpacs.config import Config, Worker
@@ -81,6 +82,9 @@ class Router(SupervisedActor):
     def on_start(self) -> None:
         self._states = self._store("worker_states")
         self.registry.register("router", self.actor_ref)
+        for name in self.registry.names():  # a restarted router must relearn who is down
+            if name.startswith("sender:"):
+                self.registry.tell(name, REPORT)
 
     def _store(self, method: str, *args: Any) -> Any:
         return self.registry.call("store", method, *args)

@@ -37,6 +37,7 @@ __all__ = ["Sender", "Target", "WAKE"]
 logger = logging.getLogger(__name__)
 
 WAKE = "wake"  # there may be work in the queue
+REPORT = "report"  # tell the router whether the target is up (a restarted router asks)
 _RETRY = "retry"  # the backoff has passed
 _IDLE = "idle"  # time to release an unused association
 _ECHO = "echo"  # time for a health check
@@ -100,6 +101,13 @@ class Sender(SupervisedActor):
     def on_stop(self) -> None:
         self._close(release=True)
 
+    def interrupt(self) -> None:
+        """Abort the association a send is blocked on (called by the supervisor's thread)."""
+        assoc = self.assoc
+        if assoc is not None:
+            logger.warning("%s: stop overdue: aborting the association", self.name)
+            assoc.abort()
+
     def on_failure(self, *_exc_info: object) -> None:
         self._close(release=False)
 
@@ -107,6 +115,9 @@ class Sender(SupervisedActor):
         if message == WAKE:
             if self._retry_at is None:
                 self._drain()
+        elif message == REPORT:
+            if self.up is not None:
+                self._tell_router(self.up)
         elif message == _RETRY:
             self._retry_at = None
             self._drain()
@@ -293,13 +304,14 @@ class Sender(SupervisedActor):
             self.last_error = error
         if up != self.up:
             self.up = up
-            if self.target.kind == "worker":
-                self.registry.tell(
-                    "router", ProxyCall(("target_health",), (self.target.name, up), {})
-                )
+            self._tell_router(up)
             logger.info(
                 "%s: %s is %s", self.name, self.target.kind, "up" if up else f"down ({error})"
             )
+
+    def _tell_router(self, up: bool) -> None:
+        if self.target.kind == "worker":  # only workers are chosen between
+            self.registry.tell("router", ProxyCall(("target_health",), (self.target.name, up), {}))
 
     def inspect(self) -> dict[str, Any]:
         return {

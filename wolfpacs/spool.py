@@ -67,6 +67,21 @@ class Spool:
             logger.info("removing %s: a receive interrupted before it was acknowledged", leftover)
             leftover.unlink(missing_ok=True)
 
+    def sweep_incoming(self, older_than: float) -> int:
+        """Remove files in ``incoming/`` untouched for ``older_than`` seconds; how many."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for leftover in self.incoming.iterdir():
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # taken into the spool, or removed by pynetdicom, meanwhile
+        if removed:
+            logger.info("removed %d files of interrupted receives from %s", removed, self.incoming)
+        return removed
+
     def path(self, rel: str) -> Path:
         return self.root / rel
 

@@ -1,10 +1,13 @@
 """The routing state: routes (study → client, worker), the delivery queue, worker states.
 
 One small interface, :class:`SQLiteStore`, embedded by default (a file in
-``data_dir``, WAL mode). Its SQL keeps to what PostgreSQL also speaks, and
-every write is idempotent where a retry can repeat it (a study's route is
-insert-if-absent, a queue row is unique by its spool path), so that a
-second backend shared by two nodes is a new class, not a rewrite.
+``data_dir``, WAL mode). Its queries keep to what PostgreSQL also speaks
+(``ON CONFLICT``, ``RETURNING``, ``DOUBLE PRECISION``), and every write is
+idempotent where a retry can repeat it (a study's route is insert-if-absent,
+a queue row is unique by its spool path, counters move only when a row
+did), so that a second backend shared by two nodes is a new class, not a
+rewrite. Only the schema's row ids (``INTEGER PRIMARY KEY``) and the
+transaction opening (``BEGIN IMMEDIATE``) are SQLite's own.
 
 :class:`StoreActor` is the store's place in the supervision tree: it owns
 the connection and serialises every call in its own thread.
@@ -12,14 +15,18 @@ the connection and serialises every call in its own thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["QueueItem", "Route", "SQLiteStore", "StoreActor", "WORKER", "DESTINATION"]
 
@@ -33,8 +40,8 @@ CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
     client TEXT NOT NULL,
     worker TEXT NOT NULL,
-    routed_at REAL NOT NULL,
-    last_activity_at REAL NOT NULL,
+    routed_at DOUBLE PRECISION NOT NULL,
+    last_activity_at DOUBLE PRECISION NOT NULL,
     instances_in INTEGER NOT NULL DEFAULT 0,
     instances_delivered INTEGER NOT NULL DEFAULT 0,
     derived_in INTEGER NOT NULL DEFAULT 0,
@@ -52,7 +59,7 @@ CREATE TABLE IF NOT EXISTS queue (
     sop_instance_uid TEXT NOT NULL,
     transfer_syntax TEXT NOT NULL,
     size INTEGER NOT NULL,
-    enqueued_at REAL NOT NULL,
+    enqueued_at DOUBLE PRECISION NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
@@ -61,7 +68,7 @@ CREATE INDEX IF NOT EXISTS queue_study ON queue (study_uid);
 CREATE TABLE IF NOT EXISTS worker_states (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL,
-    changed_at REAL NOT NULL
+    changed_at DOUBLE PRECISION NOT NULL
 );
 """
 
@@ -134,17 +141,17 @@ class SQLiteStore:
             raise RuntimeError("the store is not open")
         return self._db
 
-    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> list[sqlite3.Cursor]:
-        """Run statements in one transaction."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed if the block ends, rolled back if it raises."""
         db = self._database
         db.execute("BEGIN IMMEDIATE")
         try:
-            cursors = [db.execute(sql, args) for sql, args in statements]
+            yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        return cursors
 
     # -- routes ------------------------------------------------------------------
 
@@ -157,13 +164,12 @@ class SQLiteStore:
 
     def insert_route(self, study_uid: str, client: str, worker: str, at: float) -> Route:
         """Record a new study's route unless it has one; return the route that stands."""
-        self._write(
-            (
+        with self._transaction() as db:
+            db.execute(
                 "INSERT INTO studies (study_uid, client, worker, routed_at, last_activity_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (study_uid) DO NOTHING",
                 (study_uid, client, worker, at, at),
             )
-        )
         route = self.get_route(study_uid)
         assert route is not None
         return route
@@ -190,24 +196,27 @@ class SQLiteStore:
     # -- the queue -----------------------------------------------------------------
 
     def enqueue(self, item: QueueItem) -> int:
-        """Add a queue row (idempotent by path) and count the instance in; its row id."""
+        """Add a queue row and count the instance in; its row id.
+
+        Idempotent by path: a retried call finds the row and counts nothing.
+        """
         counter = "instances_in" if item.kind == WORKER else "derived_in"
         now = item.enqueued_at or time.time()
-        self._write(
-            (
+        with self._transaction() as db:
+            inserted = db.execute(
                 "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, "
                 "sop_instance_uid, transfer_syntax, size, enqueued_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO NOTHING",
                 (item.target, item.kind, item.path, item.study_uid, item.sop_class_uid,
                  item.sop_instance_uid, item.transfer_syntax, item.size, now),
-            ),
-            (
-                f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
-                "WHERE study_uid = ?",
-                (now, item.study_uid),
-            ),
-        )  # fmt: skip
-        row = self._database.execute("SELECT id FROM queue WHERE path = ?", (item.path,)).fetchone()
+            ).rowcount  # fmt: skip
+            if inserted:
+                db.execute(
+                    f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
+                    "WHERE study_uid = ?",
+                    (now, item.study_uid),
+                )
+            row = db.execute("SELECT id FROM queue WHERE path = ?", (item.path,)).fetchone()
         return int(row[0])
 
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
@@ -218,39 +227,33 @@ class SQLiteStore:
         return [QueueItem(*row) for row in rows]
 
     def delivered(self, item_id: int, at: float | None = None) -> None:
-        """The target answered success: drop the row, count the delivery."""
-        row = self._database.execute(
-            "SELECT kind, study_uid FROM queue WHERE id = ?", (item_id,)
-        ).fetchone()
-        if row is None:
-            return
-        kind, study_uid = row
-        counter = "instances_delivered" if kind == WORKER else "derived_delivered"
+        """The target answered success: drop the row, count the delivery (once)."""
         now = at or time.time()
-        self._write(
-            ("DELETE FROM queue WHERE id = ?", (item_id,)),
-            (
-                f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
-                "WHERE study_uid = ?",
-                (now, study_uid),
-            ),
-        )
+        with self._transaction() as db:
+            row = db.execute(
+                "DELETE FROM queue WHERE id = ? RETURNING kind, study_uid", (item_id,)
+            ).fetchone()
+            if row is not None:
+                counter = "instances_delivered" if row[0] == WORKER else "derived_delivered"
+                db.execute(
+                    f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
+                    "WHERE study_uid = ?",
+                    (now, row[1]),
+                )
 
     def remove_item(self, item_id: int) -> None:
         """Drop a row whose file went to ``dead/``."""
-        self._write(("DELETE FROM queue WHERE id = ?", (item_id,)))
+        with self._transaction() as db:
+            db.execute("DELETE FROM queue WHERE id = ?", (item_id,))
 
     def failed_attempt(self, item_id: int, error: str) -> int:
         """Count a failure answer for one instance; the attempts so far."""
-        self._write(
-            (
-                "UPDATE queue SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+        with self._transaction() as db:
+            row = db.execute(
+                "UPDATE queue SET attempts = attempts + 1, last_error = ? WHERE id = ? "
+                "RETURNING attempts",
                 (error, item_id),
-            )
-        )
-        row = self._database.execute(
-            "SELECT attempts FROM queue WHERE id = ?", (item_id,)
-        ).fetchone()
+            ).fetchone()
         return int(row[0]) if row else 0
 
     def queue_stats(self) -> dict[str, dict[str, Any]]:
@@ -269,10 +272,10 @@ class SQLiteStore:
 
     def drop_missing(self, paths: set[str]) -> int:
         """Remove rows whose files are gone (delivered just before a crash); how many."""
-        statements = [("DELETE FROM queue WHERE path = ?", (path,)) for path in sorted(paths)]
-        if statements:
-            self._write(*statements)
-        return len(statements)
+        with self._transaction() as db:
+            for path in sorted(paths):
+                db.execute("DELETE FROM queue WHERE path = ?", (path,))
+        return len(paths)
 
     # -- studies and workers, for the router and the shell ---------------------------
 
@@ -290,22 +293,24 @@ class SQLiteStore:
         return dict(self._database.execute("SELECT name, state FROM worker_states").fetchall())
 
     def set_worker_state(self, name: str, state: str, at: float | None = None) -> None:
-        self._write(
-            (
+        with self._transaction() as db:
+            db.execute(
                 "INSERT INTO worker_states (name, state, changed_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
                 "changed_at = excluded.changed_at",
                 (name, state, at or time.time()),
             )
-        )
 
 
 class StoreActor(SupervisedActor, SQLiteStore):
     """The store in the tree, registered as ``"store"``: every call runs in its thread.
 
-    A crash closes the connection; the restarted actor reopens the file,
-    whose committed state is whole (SQLite's transactions).
+    A database error goes back to the caller and then crashes the actor
+    (``fatal_errors``); the restarted actor reopens the file, whose committed
+    state is whole (SQLite's transactions).
     """
+
+    fatal_errors = (sqlite3.DatabaseError,)
 
     def __init__(self, registry: Registry, path: Path, durable: bool = True) -> None:
         SupervisedActor.__init__(self)
