@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,9 +56,12 @@ class World:
         return self.node.registry.whereis(name)
 
     def stop(self) -> None:
-        self.node.stop()
-        for peer in (*self.workers, self.pacs):
-            peer.stop()
+        # Each pynetdicom server takes up to 0.5 s to stop: stop them side by side.
+        stoppers = [threading.Thread(target=p.stop) for p in (self.node, *self.workers, self.pacs)]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join(30)
 
 
 @pytest.fixture
@@ -306,3 +310,41 @@ def test_a_second_node_on_the_same_data_dir_is_refused(world):
     with pytest.raises(DataDirInUseError, match="in use by another WolfPACS node"):
         Node(w.config).start()
     assert w.send(w.study("s", series=1, per_series=1)) == [0]  # the first one is unharmed
+
+
+def test_a_receiver_ends_with_its_association_however_it_ends(world):
+    from pynetdicom import AE
+
+    w = world()
+    ae = AE(ae_title="HOSPITAL")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    for end in ("release", "abort"):
+        assoc = ae.associate("127.0.0.1", w.outside, ae_title=CLIENT_AE)
+        assert assoc.is_established
+        wait_until(lambda: w.node.registry.call("receivers", "count_children")["active"] == 1)
+        getattr(assoc, end)()
+        wait_until(lambda: w.node.registry.call("receivers", "count_children")["specs"] == 0)
+    gate = w.node.registry.call("listener:outside", "inspect")
+    assert gate["open_associations"] == 0
+
+
+def test_a_stop_does_not_wait_for_a_worker_that_never_answers(world):
+    import threading
+    import time
+
+    w = world(dimse_timeout=120.0)
+    stalled, release = threading.Event(), threading.Event()
+
+    def stall(_item):
+        stalled.set()
+        release.wait(60)
+        return 0
+
+    for wk in w.workers:
+        wk.answer = stall
+    assert w.send(w.study("s", series=1, per_series=1)) == [0]
+    assert stalled.wait(10)
+    started = time.monotonic()
+    assert w.node.stop(timeout=30)  # the sender's stop is overdue: its association is aborted
+    assert time.monotonic() - started < 15  # shutdown 5 s + interrupt: far below dimse_timeout
+    release.set()

@@ -68,3 +68,17 @@ def test_prepare_removes_interrupted_receives(tmp_path):
     (spool.incoming / "tmp-half.dcm").write_bytes(b"half a dataset")
     spool.prepare()
     assert list(spool.incoming.iterdir()) == []
+
+
+def test_sweep_removes_only_stale_files_of_cut_receives(spool):
+    import os
+    import time
+
+    stale = spool.incoming / "cut.dcm"
+    stale.write_bytes(b"half")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = spool.incoming / "arriving.dcm"
+    fresh.write_bytes(b"being written")
+    assert spool.sweep_incoming(older_than=600) == 1
+    assert not stale.exists() and fresh.exists()

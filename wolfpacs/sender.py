@@ -107,6 +107,9 @@ class Sender(SupervisedActor):
         if assoc is not None:
             logger.warning("%s: stop overdue: aborting the association", self.name)
             assoc.abort()
+            # pynetdicom wakes a waiting send_c_store with (None, None) when the *peer*
+            # aborts, not when we do: wake it the same way, so the stop gets its turn.
+            assoc.dimse.msg_queue.put((None, None))
 
     def on_failure(self, *_exc_info: object) -> None:
         self._close(release=False)
