@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from supervisors import ChildSpec, Registry, Supervisor, join, kill
 from wolfpacs.config import Client, Config, Destination, NodeConfig, Worker
 from wolfpacs.router import NoWorkerError, Router, choose_worker
+from wolfpacs.runtime import LiveConfig
 from wolfpacs.store import WORKER, QueueItem, StoreActor
 
 
@@ -49,7 +50,7 @@ class Tree:
         self.sup = Supervisor.start(
             [
                 ChildSpec("store", lambda: StoreActor.start(reg, db, False)),
-                ChildSpec("router", lambda: Router.start(reg, cfg, clock or Clock())),
+                ChildSpec("router", lambda: Router.start(reg, LiveConfig(cfg), clock or Clock())),
             ],
             max_restarts=100,
         )

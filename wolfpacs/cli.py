@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 
-from wolfpacs import __version__, logs
+from wolfpacs import __version__, ctl, logs, shell
 from wolfpacs.config import ConfigError, load
 from wolfpacs.demo import demo
 from wolfpacs.node import Node
@@ -38,6 +38,16 @@ def parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="a self-contained round trip on loopback")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     _common(demo, level="warning")  # the demo's own lines tell the story
+    ctl_parser = verbs.add_parser(
+        "ctl", help="one verb on a running node (see 'wolfpacs ctl help')", add_help=False
+    )
+    ctl.add_connection_options(ctl_parser)
+    ctl_parser.add_argument("--json", action="store_true", help="the result as JSON")
+    ctl_parser.add_argument("words", nargs=argparse.REMAINDER, help="VERB and its arguments")
+    _common(ctl_parser, level="warning")
+    shell_parser = verbs.add_parser("shell", help="an interactive console on a running node")
+    ctl.add_connection_options(shell_parser)
+    _common(shell_parser, level="warning")
     return top
 
 
@@ -77,7 +87,12 @@ def run(config_path: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
-    verbs = {"run": lambda: run(args.config), "demo": lambda: demo(keep=args.keep)}
+    verbs = {
+        "run": lambda: run(args.config),
+        "demo": lambda: demo(keep=args.keep),
+        "ctl": lambda: ctl.main(args),
+        "shell": lambda: shell.main(args),
+    }
     code = verbs[args.verb]()
     logging.shutdown()
     # Threads of abandoned actors or peers must not keep a stopped node alive.

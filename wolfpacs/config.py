@@ -25,6 +25,8 @@ __all__ = [
     "Worker",
     "load",
     "parse",
+    "parse_entry",
+    "validate",
 ]
 
 ENV_OUTSIDE_PORT = "WOLFPACS_OUTSIDE_PORT"
@@ -64,6 +66,13 @@ class NodeConfig:
     max_attempts: int = 20
     idle_release: float = 5.0
     echo_interval: float = 60.0
+    control_socket: str = "control.sock"  # relative to data_dir
+    control_port: int = 0  # TCP control on 127.0.0.1; 0: off
+    control_token: str = ""  # required with control_port
+
+    @property
+    def control_path(self) -> Path:
+        return Path(self.data_dir) / self.control_socket
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,10 @@ class _Checker:
                 values[f.name] = value
             elif f.name == "bind":
                 values[f.name] = self.address(value, path)
+            elif f.name in ("control_socket", "control_token"):
+                values[f.name] = self.text(value, path)
+            elif f.name == "control_port":
+                values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)
             elif isinstance(default, int) and not isinstance(default, bool):
                 values[f.name] = self.number(value, path, integer=True, minimum=1)
             else:
@@ -251,6 +264,10 @@ class _Checker:
             "inside_port", defaults.inside_port
         ):
             raise self.fail(("node", "inside_port"), "must differ from outside_port")
+        if values.get("control_port") and len(values.get("control_token", "")) < 16:
+            raise self.fail(
+                ("node", "control_token"), "control_port needs a token of 16+ characters"
+            )
         return NodeConfig(**values)
 
     def entry(
@@ -406,6 +423,33 @@ class _Checker:
             return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
         except ValueError as exc:
             raise self.fail(path, f"not an IP network: {exc}") from None
+
+
+SECTIONS = {"client": "clients", "worker": "workers", "destination": "destinations"}
+
+
+def parse_entry(kind: str, table: dict[str, Any], source: str = "runtime") -> Any:
+    """One client, worker or destination from a table of its keys, checked as in a file.
+
+    Raises:
+        ConfigError: naming the key and the problem.
+    """
+    if kind not in SECTIONS:
+        raise ConfigError(source, None, "", f"unknown kind {kind!r}")
+    try:
+        return getattr(_Checker(source, ""), kind)(table, 0)
+    except ConfigError as exc:  # "workers[0].port" means nothing outside a file
+        key = exc.key.split(".", 1)[1] if "." in exc.key else ""
+        raise ConfigError(f"{source} {kind}", None, key, exc.problem) from None
+
+
+def validate(config: Config) -> None:
+    """Check that names are unique and that every reference resolves.
+
+    Raises:
+        ConfigError: the first problem.
+    """
+    _Checker(config.source, "").cross_check(config.destinations, config.clients, config.workers)
 
 
 def _key_name(path: tuple[Any, ...]) -> str:

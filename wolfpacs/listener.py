@@ -21,6 +21,7 @@ from pynetdicom import evt
 from supervisors import ChildSpec, Registry, SupervisedActor, monitor
 from wolfpacs import dicom
 from wolfpacs.receiver import INSIDE, OUTSIDE, Peer, Receiver
+from wolfpacs.stats import Counters
 from wolfpacs.status import Status, response
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from pynetdicom.transport import ThreadedAssociationServer
 
     from wolfpacs.config import Config
+    from wolfpacs.runtime import LiveConfig
     from wolfpacs.spool import Spool
 
 __all__ = ["Gate", "Listener"]
@@ -65,12 +67,14 @@ def _reject(assoc: Association, result_source_diagnostic: tuple[int, int, int]) 
 class Gate:
     """pynetdicom's event handlers for one listener; safe to call from any thread."""
 
-    def __init__(self, side: str, config: Config, registry: Registry, spool: Spool) -> None:
+    def __init__(
+        self, side: str, live: LiveConfig, registry: Registry, spool: Spool, counters: Counters
+    ) -> None:
         self.side = side
+        self.live = live
         self.registry = registry
         self.spool = spool
-        self.clients = {c.ae_title: c for c in config.clients}
-        self.workers = {w.ae_title: w for w in config.workers}
+        self.counters = counters
         self._lock = threading.Lock()
         self._receivers: dict[int, pykka.ActorRef[Receiver]] = {}
 
@@ -89,9 +93,14 @@ class Gate:
     def identify(
         self, calling: str, called: str, address: str, port: int
     ) -> Peer | tuple[int, int, int]:
-        """The peer, or the A-ASSOCIATE-RJ to answer (and the reason is logged)."""
+        """The peer, or the A-ASSOCIATE-RJ to answer (and the reason is logged).
+
+        Read from the live config at each association: a client or worker added
+        at runtime is known from its first association on.
+        """
+        config = self.live.get()
         if self.side == OUTSIDE:
-            client = self.clients.get(called)
+            client = next((c for c in config.clients if c.ae_title == called), None)
             if client is None:
                 why, rj = f"called AE {called!r} is no client's", REJECT_CALLED_AE
             elif client.calling_ae_titles and calling not in client.calling_ae_titles:
@@ -107,7 +116,7 @@ class Gate:
             else:
                 return Peer(OUTSIDE, client.name, calling, called, address, port)
         else:
-            worker = self.workers.get(calling)
+            worker = next((w for w in config.workers if w.ae_title == calling), None)
             if worker is None:
                 why, rj = f"calling AE {calling!r} is no worker's", REJECT_CALLING_AE
             elif not _allowed(address, worker.allow):
@@ -122,6 +131,7 @@ class Gate:
             self.side, calling, address, port, called, why,
             extra={"event": "association", "side": self.side, "outcome": "rejected", "why": why},
         )  # fmt: skip
+        self.counters.add(f"associations.{self.side}.rejected")
         return rj
 
     def on_requested(self, event: evt.Event) -> None:
@@ -135,7 +145,7 @@ class Gate:
             return
         spec = ChildSpec(
             f"receiver:{next(_receiver_ids)}",
-            lambda: Receiver.start(self.registry, self.spool, peer, assoc),
+            lambda: Receiver.start(self.registry, self.spool, peer, assoc, self.counters),
             restart="temporary",
         )
         try:
@@ -148,6 +158,7 @@ class Gate:
         with self._lock:
             self._receivers[key] = ref
         monitor(ref, lambda _reason: self._forget(key))
+        self.counters.add(f"associations.{self.side}.accepted")
 
     def on_c_store(self, event: evt.Event) -> Any:
         with self._lock:
@@ -179,14 +190,26 @@ class Gate:
 class Listener(SupervisedActor):
     """Registered as ``listener:<side>``: binds in ``on_start`` (a busy port fails the start)."""
 
-    def __init__(self, side: str, config: Config, registry: Registry, spool: Spool) -> None:
+    def __init__(
+        self,
+        side: str,
+        live: LiveConfig,
+        registry: Registry,
+        spool: Spool,
+        counters: Counters | None = None,
+    ) -> None:
         super().__init__()
         self.side = side
-        self.config = config
+        self.live = live
         self.registry = registry
         self.spool = spool
+        self.counters = counters or Counters()
         self.server: ThreadedAssociationServer | None = None
         self.gate: Gate | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.live.get()
 
     @property
     def port(self) -> int:
@@ -195,7 +218,7 @@ class Listener(SupervisedActor):
 
     def on_start(self) -> None:
         self.registry.register(f"listener:{self.side}", self.actor_ref)
-        self.gate = Gate(self.side, self.config, self.registry, self.spool)
+        self.gate = Gate(self.side, self.live, self.registry, self.spool, self.counters)
         ae = dicom.acceptor_ae(self.config.node)
         self.server = ae.start_server(
             (self.config.node.bind, self.port), block=False, evt_handlers=self.gate.handlers()

@@ -3,35 +3,39 @@
 ::
 
     wolfpacs (root, one_for_one)
-    ├── store             routes, queue rows, worker states (SQLite in data_dir)
+    ├── store             routes, queue rows, worker states, runtime changes (SQLite)
     ├── router            decides study → worker; the only writer of routes
     ├── senders           supervisor: sender:<name> for every worker and destination
     ├── receivers         supervisor: receiver:<n>, one per open association (temporary)
     ├── listener:outside  clients' port
-    └── listener:inside   workers' port
+    ├── listener:inside   workers' port
+    └── control           the shell's and ctl's socket
 
-Children start in that order and stop in reverse: the listeners stop
-accepting first, receivers finish their C-STORE in progress, senders stop
-between two instances, and the store closes last.
+Children start in that order and stop in reverse: the control socket and
+the listeners stop accepting first, receivers finish their C-STORE in
+progress, senders stop between two instances, and the store closes last.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from supervisors import ChildSpec, ExitReason, Registry, Supervisor, join, monitor
+from wolfpacs.admin import Admin
+from wolfpacs.config import ConfigError
+from wolfpacs.control import Control
 from wolfpacs.listener import Listener
 from wolfpacs.receiver import INSIDE, OUTSIDE
 from wolfpacs.router import Router
-from wolfpacs.sender import Sender, Target
-from wolfpacs.spool import Spool
-from wolfpacs.store import DESTINATION, WORKER, SQLiteStore, StoreActor
+from wolfpacs.runtime import LiveConfig, apply
+from wolfpacs.sender import Sender, Target, targets
+from wolfpacs.spool import DataDirInUseError, Spool
+from wolfpacs.stats import Counters
+from wolfpacs.store import SQLiteStore, StoreActor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,7 +47,6 @@ __all__ = ["DataDirInUseError", "Node"]
 logger = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite3"
-LOCK_FILE = "node.lock"
 # Ten crashes a minute before a supervisor gives up: a flapping peer must not take
 # the node down, a bug that crashes on every message must.
 ROOT_INTENSITY = {"max_restarts": 10, "max_seconds": 60.0}
@@ -61,140 +64,124 @@ def _registered(registry: Registry, name: str, start: Callable[[], pykka.ActorRe
     return start_and_register
 
 
-class DataDirInUseError(RuntimeError):
-    """Another node holds the lock on this data_dir."""
-
-
 class Node:
     """A running node. :meth:`start` returns once both ports accept associations.
 
+    ``config`` is the file's; the node runs on the *live* config, the file's
+    with the runtime changes kept in its store (:mod:`wolfpacs.runtime`).
+
     Errors: :meth:`start` raises ``supervisors.StartError`` if a part of the
-    tree cannot start (a port in use, an unwritable ``data_dir``), after
-    stopping what had started.
+    tree cannot start (a port in use), :class:`DataDirInUseError` if another
+    node holds ``data_dir``, ``ConfigError`` if the runtime changes no longer
+    fit the file.
     """
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.live = LiveConfig(config)
         self.registry = Registry()
-        durable = config.node.durability == "fsync"
-        self.spool = Spool(config.node.data_dir, durable=durable)
+        self.counters = Counters()
+        self.spool = Spool(config.node.data_dir, durable=config.node.durability == "fsync")
         self.db_path = self.spool.root / STATE_DB
+        self.admin = Admin(self)
         self.root: pykka.ActorRef[Supervisor] | None = None
         self.exited = threading.Event()
         self.exit_reason: ExitReason | None = None
-        self._lock_fd: int | None = None
 
-    def targets(self) -> list[Target]:
-        return [
-            *(Target(w.name, WORKER, w.host, w.port, w.ae_title) for w in self.config.workers),
-            *(
-                Target(d.name, DESTINATION, d.host, d.port, d.ae_title)
-                for d in self.config.destinations
-            ),
-        ]
+    def sender_spec(self, target: Target) -> ChildSpec:
+        node, reg, spool, counters = self.config.node, self.registry, self.spool, self.counters
+        return ChildSpec(
+            f"sender:{target.name}", lambda: Sender.start(reg, target, node, spool, counters)
+        )
 
     def children(self) -> list[ChildSpec]:
-        cfg, reg, spool = self.config, self.registry, self.spool
-        durable = cfg.node.durability == "fsync"
-        senders = [
-            ChildSpec(f"sender:{t.name}", lambda t=t: Sender.start(reg, t, cfg.node, spool))
-            for t in self.targets()
-        ]
+        live, reg, spool, counters = self.live, self.registry, self.spool, self.counters
+        durable = self.spool.durable
+
+        def senders() -> pykka.ActorRef[Any]:  # from the live config, also after a restart
+            specs = [self.sender_spec(t) for t in targets(live.get())]
+            return Supervisor.start(specs, name="senders", **SENDERS_INTENSITY)
+
         return [
             ChildSpec("store", lambda: StoreActor.start(reg, self.db_path, durable)),
-            ChildSpec("router", lambda: Router.start(reg, cfg)),
-            ChildSpec(
-                "senders",
-                _registered(
-                    reg,
-                    "senders",
-                    lambda: Supervisor.start(senders, name="senders", **SENDERS_INTENSITY),
-                ),
-                type="supervisor",
-            ),
+            ChildSpec("router", lambda: Router.start(reg, live)),
+            ChildSpec("senders", _registered(reg, "senders", senders), type="supervisor"),
             ChildSpec(
                 "receivers",
                 _registered(reg, "receivers", lambda: Supervisor.start(name="receivers")),
                 type="supervisor",
             ),
-            ChildSpec("listener:outside", lambda: Listener.start(OUTSIDE, cfg, reg, spool)),
-            ChildSpec("listener:inside", lambda: Listener.start(INSIDE, cfg, reg, spool)),
+            ChildSpec(
+                "listener:outside", lambda: Listener.start(OUTSIDE, live, reg, spool, counters)
+            ),
+            ChildSpec(
+                "listener:inside", lambda: Listener.start(INSIDE, live, reg, spool, counters)
+            ),
+            ChildSpec("control", lambda: Control.start(reg, self.admin, live.get().node)),
         ]
 
     def recover(self) -> None:
-        """Make the spool and the queue agree before anything runs (replay after a crash).
+        """Make the spool and the queue agree, and load the runtime changes (replay).
 
-        A queue row whose file is gone was delivered just before a crash:
-        the row goes. A file with no row was never acknowledged: it goes too.
-        Must run before the listeners start, never while receivers work.
+        A queue row whose file is not where the row says but elsewhere in the
+        spool (a crash in the middle of a move) is pointed at it. A row whose
+        file is gone was delivered just before a crash: the row goes. A file
+        with no row was never acknowledged: it goes too. Runs before the tree
+        starts, never while receivers work.
+
+        Raises:
+            ConfigError: the runtime changes no longer fit the config file.
         """
         self.spool.prepare()
         store = SQLiteStore(self.db_path, durable=self.spool.durable)
         store.open()
         try:
-            queued, files = store.queued_paths(), self.spool.queued_files()
-            gone = queued - files
-            if gone:
-                logger.warning(
-                    "%d queue rows had no file (delivered before a crash): dropped", len(gone)
-                )
-                store.drop_missing(gone)
+            files = self.spool.queued_files()
+            for path in sorted(store.queued_paths() - files):
+                found = self.spool.find(path.rsplit("/", 1)[-1])
+                if found is not None and store.repath(path, found):
+                    files.discard(found)
+                    logger.warning("queue row of %s found its file at %s", path, found)
+                else:
+                    logger.warning("queue row of %s had no file (delivered before a crash)", path)
+                    store.drop_missing({path})
+            queued = store.queued_paths()
             for orphan in sorted(files - queued):
                 logger.info("removing %s: never acknowledged (no queue row)", orphan)
                 self.spool.remove(orphan)
-            if queued & files:
-                logger.info("%d queued instances to deliver", len(queued & files))
+            if queued:
+                logger.info("%d queued instances to deliver", len(queued))
+            changes = store.runtime_changes()
         finally:
             store.close()
-
-    def _lock_data_dir(self) -> None:
-        """Take ``data_dir`` for this node alone: a second node on it would lose files."""
-        self.spool.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.spool.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DataDirInUseError(
-                f"{self.spool.root} is in use by another WolfPACS node (pid {holder})"
+            self.live.set(apply(self.config, changes))
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.source, exc.line, exc.key, f"runtime changes no longer fit: {exc.problem}"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
-
-    def _unlock_data_dir(self) -> None:
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)  # closing releases the flock
+        if changes:
+            logger.info("%d runtime changes applied to %s", len(changes), self.config.source)
 
     def start(self) -> None:
-        """Lock data_dir, recover the spool, start the tree.
-
-        Raises:
-            DataDirInUseError: another node runs on the same data_dir.
-            supervisors.StartError: a part of the tree could not start.
-        """
-        self._lock_data_dir()
+        """Lock data_dir, recover the spool, start the tree."""
+        self.spool.lock()
         try:
-            self._start_tree()
+            self.recover()
+            self.root = Supervisor.start(self.children(), name="wolfpacs", **ROOT_INTENSITY)
         except BaseException:
-            self._unlock_data_dir()
+            self.spool.unlock()
             raise
-
-    def _start_tree(self) -> None:
-        self.recover()
-        self.root = Supervisor.start(self.children(), name="wolfpacs", **ROOT_INTENSITY)
         monitor(self.root, self._on_exit)
+        node = self.config.node
         logger.info(
             "WolfPACS node %s up: outside port %d, inside port %d, data in %s",
-            self.config.node.ae_title, self.config.node.outside_port,
-            self.config.node.inside_port, self.spool.root,
+            node.ae_title, node.outside_port, node.inside_port, self.spool.root,
         )  # fmt: skip
 
     def _on_exit(self, reason: ExitReason) -> None:
         self.exit_reason = reason
-        self._unlock_data_dir()
+        self.spool.unlock()
         self.exited.set()
 
     def stop(self, timeout: float = 30.0) -> bool:

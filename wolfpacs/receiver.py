@@ -27,6 +27,7 @@ from supervisors import Registry, SupervisedActor, UnavailableError
 from wolfpacs.peek import PeekError, peek
 from wolfpacs.router import NoWorkerError
 from wolfpacs.sender import WAKE
+from wolfpacs.stats import Counters
 from wolfpacs.status import Status, response
 from wolfpacs.store import DESTINATION, WORKER, QueueItem
 
@@ -66,13 +67,19 @@ class Receiver(SupervisedActor):
     """One association's receiver; a temporary child of the ``receivers`` supervisor."""
 
     def __init__(
-        self, registry: Registry, spool: Spool, peer: Peer, assoc: Association | None = None
+        self,
+        registry: Registry,
+        spool: Spool,
+        peer: Peer,
+        assoc: Association | None = None,
+        counters: Counters | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.spool = spool
         self.peer = peer
         self.assoc = assoc
+        self.counters = counters or Counters()
         self.started = time.monotonic()
         self.instances = 0
         self.bytes = 0
@@ -98,6 +105,7 @@ class Receiver(SupervisedActor):
         self.last_status = code
         if code != Status.SUCCESS:
             self.refused += 1
+            self.counters.add(f"in.{self.peer.side}.refused")
         return status
 
     def _store(self, path: Path, sop_instance_uid: str) -> int | Dataset:
@@ -149,6 +157,8 @@ class Receiver(SupervisedActor):
         self.registry.tell(f"sender:{target}", WAKE)
         self.instances += 1
         self.bytes += size
+        self.counters.add(f"in.{self.peer.side}.instances")
+        self.counters.add(f"in.{self.peer.side}.bytes", size)
         return Status.SUCCESS
 
     def _unknown_study(self, path: Path, tags: Any) -> Dataset | int:
@@ -162,6 +172,7 @@ class Receiver(SupervisedActor):
             "transfer_syntax": tags.transfer_syntax,
         }
         self.spool.bury(path, reason)
+        self.counters.add("dead_letters")
         logger.warning("%s: derived instance %s of unknown study %s kept in dead/",
                        self.peer, tags.sop_instance_uid, tags.study_uid)  # fmt: skip
         return response(Status.UNKNOWN_STUDY, "unknown StudyInstanceUID")

@@ -18,13 +18,15 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor
-from wolfpacs.sender import REPORT
+from wolfpacs.sender import REPORT, WAKE
 
 if TYPE_CHECKING:
     from wolfpacs.config import Config, Worker
+    from wolfpacs.runtime import LiveConfig
     from wolfpacs.store import Route
 
 __all__ = ["NoWorkerError", "Router", "choose_worker"]
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 100_000  # routes kept in memory; older ones are read back from the store
 ACTIVE = "active"
+DRAINING = "draining"  # takes no new study; its open studies finish
 
 
 class NoWorkerError(RuntimeError):
@@ -62,22 +65,29 @@ class Router(SupervisedActor):
     - ``route(client, study_uid) -> worker``: raises :class:`NoWorkerError`.
     - ``return_route(study_uid, worker) -> destination | None``.
     - ``target_health(name, up)``: a sender's report (also as a tell).
+    - ``set_worker_state(name, state)``, ``move(worker, to, studies)``: the
+      operator's drain, resume and move (``ValueError`` for unknown names).
 
     A restarted router starts with an empty cache and reads routes back from
     the store as they are asked for; nothing it knows lives only in memory.
+    The config it routes by is the node's live one, read at each decision.
     """
 
     def __init__(
-        self, registry: Registry, config: Config, clock: Callable[[], float] = time.time
+        self, registry: Registry, live: LiveConfig, clock: Callable[[], float] = time.time
     ) -> None:
         super().__init__()
         self.registry = registry
-        self.config = config
+        self.live = live
         self.clock = clock
         self._cache: OrderedDict[str, Route] = OrderedDict()
         self._states: dict[str, str] = {}
         self._down: set[str] = set()
         self.decisions = 0
+
+    @property
+    def config(self) -> Config:
+        return self.live.get()
 
     def on_start(self) -> None:
         self._states = self._store("worker_states")
@@ -105,15 +115,37 @@ class Router(SupervisedActor):
             self._cache.popitem(last=False)
 
     def route(self, client: str, study_uid: str) -> str:
-        """The worker for this study: the one it already has, or a new choice."""
+        """The worker for this study: the one it already has, or a new choice.
+
+        A study whose worker has been removed is routed anew (and recorded as
+        moved). Raises :class:`NoWorkerError` if a new choice finds no worker.
+        """
         route = self._lookup(study_uid)
-        if route is not None:
+        if route is not None and self.config.worker(route.worker) is not None:
             if route.client != client:
                 logger.warning(
                     "study %s from client %s was first sent by client %s: it stays on worker %s",
                     study_uid, client, route.client, route.worker,
                 )  # fmt: skip
             return route.worker
+        worker, loads = self._choose(client)
+        if route is None:
+            route = self._store("insert_route", study_uid, client, worker, self.clock())
+        else:
+            logger.warning("study %s: its worker %s was removed", study_uid, route.worker)
+            self._store("move_studies", route.worker, worker, [study_uid])
+            route = replace(route, worker=worker)
+        self._remember(route)
+        self.decisions += 1
+        logger.info(
+            "route: study %s from client %s -> worker %s (open studies %s)",
+            study_uid, client, route.worker, loads,
+            extra={"event": "route", "study": study_uid, "client": client, "worker": route.worker},
+        )  # fmt: skip
+        return route.worker
+
+    def _choose(self, client: str) -> tuple[str, str]:
+        """The least-loaded active worker of the client's pool, and the loads it saw."""
         settings = self.config.client(client)
         if settings is None:
             raise NoWorkerError(f"unknown client {client!r}")
@@ -123,20 +155,11 @@ class Router(SupervisedActor):
         ]  # fmt: skip
         if not pool:
             raise NoWorkerError(f"no active worker in pool {settings.pool!r}")
-        now = self.clock()
-        cutoff = now - self.config.node.study_idle_timeout
+        cutoff = self.clock() - self.config.node.study_idle_timeout
         open_studies = self._store("open_studies", [w.name for w in pool], cutoff)
         worker = choose_worker(pool, open_studies, self._down)
-        route = self._store("insert_route", study_uid, client, worker.name, now)
-        self._remember(route)
-        self.decisions += 1
-        logger.info(
-            "route: study %s from client %s -> worker %s (open studies %s)",
-            study_uid, client, route.worker,
-            ", ".join(f"{w.name}={open_studies.get(w.name, 0)}/{w.capacity}" for w in pool),
-            extra={"event": "route", "study": study_uid, "client": client, "worker": route.worker},
-        )  # fmt: skip
-        return route.worker
+        loads = ", ".join(f"{w.name}={open_studies.get(w.name, 0)}/{w.capacity}" for w in pool)
+        return worker.name, loads
 
     def return_route(self, study_uid: str, worker: str) -> str | None:
         """The destination for a derived instance of ``study_uid``, or None if unknown."""
@@ -156,6 +179,42 @@ class Router(SupervisedActor):
             self._down.discard(name)
         else:
             self._down.add(name)
+
+    def set_worker_state(self, name: str, state: str) -> None:
+        """``active`` or ``draining``, persisted; a draining worker gets no new study."""
+        if self.config.worker(name) is None:
+            raise ValueError(f"no worker {name!r}")
+        if state not in (ACTIVE, DRAINING):
+            raise ValueError(f"state must be {ACTIVE} or {DRAINING}, not {state!r}")
+        self._store("set_worker_state", name, state)
+        self._states[name] = state
+        logger.info("worker %s is now %s", name, state, extra={"event": "admin", "worker": name})
+
+    def worker_state(self, name: str) -> str:
+        return self._states.get(name, ACTIVE)
+
+    def move(self, worker: str, to: str, studies: list[str] | None = None) -> list[dict[str, Any]]:
+        """Re-route ``worker``'s studies (or those given) to ``to``; what moved.
+
+        Instances still queued for ``worker`` follow: its sender hands them on
+        (see :meth:`wolfpacs.sender.Sender`). Each moved study comes back with
+        the instances ``worker`` already has, so a split is never silent.
+        """
+        for name in (worker, to):
+            if self.config.worker(name) is None:
+                raise ValueError(f"no worker {name!r}")
+        if worker == to:
+            raise ValueError("a worker cannot be moved to itself")
+        moved = self._store("move_studies", worker, to, studies)
+        for study in moved:
+            self._cache.pop(study["study_uid"], None)
+        self.registry.tell(f"sender:{worker}", WAKE)
+        split = sum(1 for study in moved if study["delivered"])
+        logger.warning(
+            "move: %d studies from worker %s to %s (%d already partly at %s)",
+            len(moved), worker, to, split, worker, extra={"event": "admin", "worker": worker},
+        )  # fmt: skip
+        return moved
 
     def inspect(self) -> dict[str, Any]:
         return {

@@ -23,16 +23,18 @@ from pykka.messages import ProxyCall
 
 from supervisors import Registry, SupervisedActor
 from wolfpacs import dicom
+from wolfpacs.stats import Counters
 from wolfpacs.status import Outcome, classify
+from wolfpacs.store import DESTINATION, WORKER
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-    from wolfpacs.config import NodeConfig
+    from wolfpacs.config import Config, NodeConfig
     from wolfpacs.spool import Spool
     from wolfpacs.store import QueueItem
 
-__all__ = ["Sender", "Target", "WAKE"]
+__all__ = ["WAKE", "Sender", "Target", "targets"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,14 @@ class Target:
     ae_title: str
 
 
+def targets(config: Config) -> list[Target]:
+    """Every worker and destination of ``config``: each has a sender."""
+    return [
+        *(Target(w.name, WORKER, w.host, w.port, w.ae_title) for w in config.workers),
+        *(Target(d.name, DESTINATION, d.host, d.port, d.ae_title) for d in config.destinations),
+    ]
+
+
 class _PeerDownError(Exception):
     """The association could not be opened, or broke: retry later."""
 
@@ -68,12 +78,20 @@ class Sender(SupervisedActor):
     (at least once, never lost).
     """
 
-    def __init__(self, registry: Registry, target: Target, node: NodeConfig, spool: Spool) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        target: Target,
+        node: NodeConfig,
+        spool: Spool,
+        counters: Counters | None = None,
+    ) -> None:
         super().__init__()
         self.registry = registry
         self.target = target
         self.node = node
         self.spool = spool
+        self.counters = counters or Counters()
         self.ae = dicom.requestor_ae(node)
         self.assoc: Association | None = None
         self._proposed: set[tuple[str, str]] = set()
@@ -139,6 +157,8 @@ class Sender(SupervisedActor):
 
     def _drain(self) -> None:
         """Send one batch; ask for another through the inbox, so other messages get a turn."""
+        if self.target.kind == WORKER:
+            self._hand_over()
         items: list[QueueItem] = self.registry.call("store", "next_items", self.target.name, BATCH)
         self.queued_hint = len(items)
         if not items:
@@ -155,6 +175,22 @@ class Sender(SupervisedActor):
             self._backoff(str(down))
             return
         self.actor_ref.tell(WAKE)
+
+    def _hand_over(self) -> None:
+        """Pass queued instances of studies moved to another worker on to that worker.
+
+        The file moves first, then its row: the other worker's sender cannot see
+        the row before the file is in its queue, and recovery after a crash in
+        between finds the file by its (unique) name.
+        """
+        moved = self.registry.call("store", "moved_items", self.target.name)
+        for item, worker in moved:
+            path = self.spool.relocate(item.path, worker)
+            self.registry.call("store", "retarget", item.id, worker, path)
+        for worker in {worker for _, worker in moved}:
+            self.registry.tell(f"sender:{worker}", WAKE)
+        if moved:
+            logger.info("%s: %d queued instances handed on after a move", self.name, len(moved))
 
     def _deliver(self, item: QueueItem, batch: list[QueueItem]) -> None:
         path = self.spool.path(item.path)
@@ -249,6 +285,8 @@ class Sender(SupervisedActor):
         self._failures = 0
         self.delivered += 1
         self.delivered_bytes += item.size
+        self.counters.add(f"out.{self.target.kind}.instances")
+        self.counters.add(f"out.{self.target.kind}.bytes", item.size)
         self.last_success = time.time()
         self._health(True, None)
 
@@ -271,6 +309,7 @@ class Sender(SupervisedActor):
             logger.error("%s: dead letter without a file: %s", self.name, record)
         self.registry.call("store", "remove_item", item.id)
         self.dead += 1
+        self.counters.add("dead_letters")
 
     def _backoff(self, why: str) -> None:
         self._failures += 1
@@ -313,7 +352,7 @@ class Sender(SupervisedActor):
             )
 
     def _tell_router(self, up: bool) -> None:
-        if self.target.kind == "worker":  # only workers are chosen between
+        if self.target.kind == WORKER:  # only workers are chosen between
             self.registry.tell("router", ProxyCall(("target_health",), (self.target.name, up), {}))
 
     def inspect(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ files are owed to whom; a file without a row was never acknowledged.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -25,7 +26,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Spool"]
+__all__ = ["DataDirInUseError", "Spool"]
+
+LOCK_FILE = "node.lock"
+
+
+class DataDirInUseError(RuntimeError):
+    """Another node holds the lock on this data_dir."""
+
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +66,32 @@ class Spool:
         self.queues = self.root / "spool"
         self.dead = self.root / "dead"
         self._known_dirs: set[Path] = set()
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Take ``data_dir`` for this process alone: a second node on it would lose files.
+
+        Raises:
+            DataDirInUseError: another process holds it (its pid is in the message).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DataDirInUseError(
+                f"{self.root} is in use by another WolfPACS node (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the file releases the lock
 
     def prepare(self) -> None:
         """Create the directories; remove what an interrupted receive left in ``incoming/``."""
@@ -141,6 +175,12 @@ class Spool:
             except (OSError, ValueError) as exc:
                 records.append({"file": note.name, "reason": f"unreadable reason file: {exc}"})
         return records
+
+    def find(self, name: str) -> str | None:
+        """The relative path of the queued file called ``name``, wherever it lies."""
+        for path in self.queues.glob(f"*/{name}"):
+            return str(path.relative_to(self.root))
+        return None
 
     def queued_files(self) -> set[str]:
         """Relative paths of every file under ``spool/``."""

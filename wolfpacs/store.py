@@ -16,6 +16,7 @@ the connection and serialises every call in its own thread.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -45,7 +46,10 @@ CREATE TABLE IF NOT EXISTS studies (
     instances_in INTEGER NOT NULL DEFAULT 0,
     instances_delivered INTEGER NOT NULL DEFAULT 0,
     derived_in INTEGER NOT NULL DEFAULT 0,
-    derived_delivered INTEGER NOT NULL DEFAULT 0
+    derived_delivered INTEGER NOT NULL DEFAULT 0,
+    moved_from TEXT,
+    delivered_before_move INTEGER NOT NULL DEFAULT 0,
+    delivered_elsewhere INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS studies_activity ON studies (last_activity_at);
 CREATE INDEX IF NOT EXISTS studies_worker ON studies (worker);
@@ -68,6 +72,13 @@ CREATE INDEX IF NOT EXISTS queue_study ON queue (study_uid);
 CREATE TABLE IF NOT EXISTS worker_states (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL,
+    changed_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runtime_changes (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT,
     changed_at DOUBLE PRECISION NOT NULL
 );
 """
@@ -105,7 +116,122 @@ _ITEM_COLUMNS = (
 )
 
 
-class SQLiteStore:
+class _AdminQueries:
+    """What the shell asks and changes beyond routing: moves, listings, runtime config."""
+
+    _transaction: Any
+    _database: sqlite3.Connection
+
+    def move_studies(
+        self, worker: str, to: str, studies: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Re-route ``worker``'s studies (all, or those given) to ``to``; what moved.
+
+        Each moved study: its UID, the instances already delivered to ``worker``
+        (now a split study) and those still queued for it (the sender hands them on).
+        """
+        with self._transaction() as db:
+            where, args = "worker = ?", [worker]
+            if studies is not None:
+                where += f" AND study_uid IN ({', '.join('?' for _ in studies)})"
+                args += studies
+            moved = db.execute(
+                f"UPDATE studies SET worker = ?, moved_from = ?, "
+                f"delivered_before_move = instances_delivered WHERE {where} "
+                "RETURNING study_uid, instances_delivered",
+                (to, worker, *args),
+            ).fetchall()
+            queued = dict(
+                db.execute(
+                    "SELECT study_uid, COUNT(*) FROM queue WHERE target = ? AND kind = ? "
+                    "GROUP BY study_uid",
+                    (worker, WORKER),
+                ).fetchall()
+            )
+        return [
+            {"study_uid": uid, "delivered": delivered, "queued": queued.get(uid, 0)}
+            for uid, delivered in sorted(moved)
+        ]
+
+    def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
+        """Queued rows of ``target`` whose study now routes elsewhere, with that worker."""
+        columns = ", ".join(f"q.{c.strip()}" for c in _ITEM_COLUMNS.split(","))
+        rows = self._database.execute(
+            f"SELECT {columns}, s.worker FROM queue q JOIN studies s "
+            "ON s.study_uid = q.study_uid WHERE q.target = ? AND q.kind = ? "
+            "AND s.worker <> q.target ORDER BY q.id LIMIT ?",
+            (target, WORKER, limit),
+        ).fetchall()
+        return [(QueueItem(*row[:-1]), row[-1]) for row in rows]
+
+    def repath(self, old: str, new: str) -> bool:
+        """Point the row of spool file ``old`` at ``new``; whether there was one."""
+        with self._transaction() as db:
+            return bool(db.execute("UPDATE queue SET path = ? WHERE path = ?", (new, old)).rowcount)
+
+    def retarget(self, item_id: int, target: str, path: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE queue SET target = ?, path = ? WHERE id = ?", (target, path, item_id)
+            )
+
+    def items_of(self, target: str) -> list[QueueItem]:
+        rows = self._database.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM queue WHERE target = ? ORDER BY id", (target,)
+        ).fetchall()
+        return [QueueItem(*row) for row in rows]
+
+    def studies(
+        self, worker: str | None = None, client: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The most recently routed studies, of a worker or a client if given."""
+        where, args = [], []
+        for column, value in (("worker", worker), ("client", client)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        cursor = self._database.execute(
+            "SELECT * FROM studies "
+            + (f"WHERE {' AND '.join(where)} " if where else "")
+            + "ORDER BY routed_at DESC LIMIT ?",
+            (*args, limit),
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def queued_for_study(self, study_uid: str) -> dict[str, int]:
+        return dict(
+            self._database.execute(
+                "SELECT target, COUNT(*) FROM queue WHERE study_uid = ? GROUP BY target",
+                (study_uid,),
+            ).fetchall()
+        )
+
+    def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
+        """Studies of a client or worker active since ``cutoff`` or with instances queued."""
+        assert column in ("client", "worker")
+        row = self._database.execute(
+            f"SELECT COUNT(*) FROM studies s WHERE s.{column} = ? AND (s.last_activity_at >= ? "
+            "OR EXISTS (SELECT 1 FROM queue q WHERE q.study_uid = s.study_uid))",
+            (name, cutoff),
+        ).fetchone()
+        return int(row[0])
+
+    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        rows = self._database.execute(
+            "SELECT kind, name, body FROM runtime_changes ORDER BY seq"
+        ).fetchall()
+        return [(kind, name, json.loads(body) if body else None) for kind, name, body in rows]
+
+    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runtime_changes (kind, name, body, changed_at) VALUES (?, ?, ?, ?)",
+                (kind, name, None if table is None else json.dumps(table), time.time()),
+            )
+
+
+class SQLiteStore(_AdminQueries):
     """The store on SQLite. Not thread-safe: one thread uses it (the StoreActor's).
 
     ``durable=True`` commits with ``synchronous=FULL`` (an fsync per
@@ -231,14 +357,23 @@ class SQLiteStore:
         now = at or time.time()
         with self._transaction() as db:
             row = db.execute(
-                "DELETE FROM queue WHERE id = ? RETURNING kind, study_uid", (item_id,)
+                "DELETE FROM queue WHERE id = ? RETURNING kind, study_uid, target", (item_id,)
             ).fetchone()
-            if row is not None:
-                counter = "instances_delivered" if row[0] == WORKER else "derived_delivered"
+            if row is None:
+                return
+            kind, study_uid, target = row
+            if kind == WORKER:  # count, too, what reached a worker the study has left
                 db.execute(
-                    f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
-                    "WHERE study_uid = ?",
-                    (now, row[1]),
+                    "UPDATE studies SET instances_delivered = instances_delivered + 1, "
+                    "last_activity_at = ?, delivered_elsewhere = delivered_elsewhere + "
+                    "CASE WHEN worker <> ? THEN 1 ELSE 0 END WHERE study_uid = ?",
+                    (now, target, study_uid),
+                )
+            else:
+                db.execute(
+                    "UPDATE studies SET derived_delivered = derived_delivered + 1, "
+                    "last_activity_at = ? WHERE study_uid = ?",
+                    (now, study_uid),
                 )
 
     def remove_item(self, item_id: int) -> None:
