@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,68 +12,13 @@ from pydicom.uid import generate_uid
 
 from supervisors import join, kill
 from tests.conftest import wait_until
-from wolfpacs.demo import CLIENT_AE, demo, demo_config
+from tests.world import World
+from wolfpacs.demo import CLIENT_AE, demo
 from wolfpacs.node import Node
-from wolfpacs.simulate import SimulatedPACS, SimulatedWorker, free_port, send_files
+from wolfpacs.simulate import send_files
 from wolfpacs.status import Status
 from wolfpacs.store import SQLiteStore
-from wolfpacs.synthetic import ct_instance, write, write_study
-
-
-class World:
-    def __init__(self, root: Path, **node_settings: object) -> None:
-        self.root = root
-        self.outside, self.inside = free_port(), free_port()
-        self.pacs = SimulatedPACS("PACS")
-        self.workers = [SimulatedWorker(f"GPU_{x}", self.inside, quiet=0.2) for x in "AB"]
-        config = demo_config(root / "data", self.pacs, self.workers, self.outside, self.inside)
-        settings = {"retry_initial": 0.05, "retry_max": 0.2, "idle_release": 0.2, **node_settings}
-        self.config = replace(config, node=replace(config.node, **settings))
-        self.node = Node(self.config)
-        for peer in (self.pacs, *self.workers):
-            peer.start()
-        self.node.start()
-
-    def study(self, name: str, **kwargs: object) -> list[Path]:
-        return write_study(self.root / name, **kwargs)
-
-    def send(self, files: list[Path], called: str = CLIENT_AE) -> list[int]:
-        return send_files(files, self.outside, called)
-
-    def at_workers(self) -> dict[str, set[str]]:
-        """Study → the workers (AE titles) that hold any of its instances."""
-        where: dict[str, set[str]] = {}
-        for worker in self.workers:
-            for item in worker.received:
-                where.setdefault(item.study_uid, set()).add(worker.ae_title)
-        return where
-
-    def delivered(self) -> int:
-        return sum(len(w.received) for w in self.workers)
-
-    def actor(self, name: str):
-        return self.node.registry.whereis(name)
-
-    def stop(self) -> None:
-        # Each pynetdicom server takes up to 0.5 s to stop: stop them side by side.
-        stoppers = [threading.Thread(target=p.stop) for p in (self.node, *self.workers, self.pacs)]
-        for thread in stoppers:
-            thread.start()
-        for thread in stoppers:
-            thread.join(30)
-
-
-@pytest.fixture
-def world(tmp_path):
-    worlds: list[World] = []
-
-    def make(**settings: object) -> World:
-        worlds.append(World(tmp_path / f"w{len(worlds)}", **settings))
-        return worlds[-1]
-
-    yield make
-    for w in worlds:
-        w.stop()
+from wolfpacs.synthetic import ct_instance, write
 
 
 def digest_of_dataset(path: Path) -> str:
@@ -329,7 +273,6 @@ def test_a_receiver_ends_with_its_association_however_it_ends(world):
 
 
 def test_a_stop_does_not_wait_for_a_worker_that_never_answers(world):
-    import threading
     import time
 
     w = world(dimse_timeout=120.0)

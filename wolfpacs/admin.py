@@ -239,6 +239,7 @@ class Admin:
         split = {m["study_uid"]: m["delivered"] for m in moved if m["delivered"]}
         return {
             "from": worker, "to": to, "studies": len(moved),
+            "moved_studies": [m["study_uid"] for m in moved],
             "queued_moved": sum(m["queued"] for m in moved),
             "already_delivered": split, "split_studies": len(split),
         }  # fmt: skip

@@ -104,6 +104,10 @@ class _StorageSCP:
         ]
         self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
 
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
