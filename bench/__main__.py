@@ -11,46 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from wolfpacs.simulate import free_port, wait_port
+from bench.harness import node, storescp, storescu, wait_files
+from wolfpacs.simulate import free_port
 from wolfpacs.synthetic import write_study
 
-DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
-ENV = {**os.environ, "TCP_NODELAY": "1"}
 RESULTS = Path(__file__).parent / "results"
-
-
-def storescp(directory: Path, ae_title: str, port: int) -> subprocess.Popen[bytes]:
-    directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [str(DCMTK / "storescp"), "-aet", ae_title, "-od", str(directory), "+xa", str(port)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_port(port)
-    return proc
-
-
-def storescu(files: list[Path], port: int, called: str) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [str(DCMTK / "storescu"), "-xe", "-aet", "HOSPITAL", "-aec", called,
-         "127.0.0.1", str(port), *map(str, files)],
-        env=ENV, check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    return time.perf_counter() - started
-
-
-def count(directory: Path) -> int:
-    return sum(1 for _ in directory.iterdir())
 
 
 def direct(files: list[Path], root: Path) -> float:
@@ -66,39 +38,12 @@ def direct(files: list[Path], root: Path) -> float:
 
 
 def through_node(files: list[Path], root: Path, durability: str) -> float:
-    worker_port, outside, inside = free_port(), free_port(), free_port()
-    out = root / "worker"
-    data = root / "node"
-    config = root / "bench.toml"
-    config.write_text(
-        f'[node]\nbind = "127.0.0.1"\noutside_port = {outside}\ninside_port = {inside}\n'
-        f'data_dir = "{data}"\ndurability = "{durability}"\necho_interval = 0\n\n'
-        '[[destinations]]\nname = "pacs"\nhost = "127.0.0.1"\nport = 9\nae_title = "PACS"\n\n'
-        '[[clients]]\nname = "bench"\nae_title = "BENCH"\ndestination = "pacs"\npool = "p"\n\n'
-        f'[[workers]]\nname = "w"\nhost = "127.0.0.1"\nport = {worker_port}\n'
-        'ae_title = "WORKER"\npool = "p"\n'
-    )
-    worker = storescp(out, "WORKER", worker_port)
-    command = [sys.executable, "-m", "wolfpacs", "run", "--config", str(config)]
-    with open(root / "node.log", "ab") as log:
-        node = subprocess.Popen([*command, "--log-level", "warning"], stdout=log, stderr=log)
-    try:
-        wait_port(outside)
+    """From the start of storescu to the worker holding the last instance."""
+    with node(root, durability) as running:
         started = time.perf_counter()
-        storescu(files, outside, "BENCH")
-        deadline = time.monotonic() + 300
-        while count(out) < len(files):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the worker did not get every instance")
-            time.sleep(0.002)
+        storescu(files, running.outside, "BENCH")
+        wait_files(running.worker_dir, len(files))
         return time.perf_counter() - started
-    finally:
-        node.send_signal(signal.SIGTERM)
-        node.wait(60)
-        worker.terminate()
-        worker.wait()
-        shutil.rmtree(out)
-        shutil.rmtree(data)
 
 
 def main() -> int:

@@ -134,12 +134,14 @@ def _cell(value: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Rows as an aligned text table of ``columns``."""
+    """Rows as an aligned text table of ``columns`` (``key`` or ``key:LABEL``)."""
     if not rows:
         return "(none)"
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    keys = [c.split(":")[0] for c in columns]
+    labels = [c.split(":")[-1].upper() for c in columns]
+    cells = [[_cell(row.get(k)) for k in keys] for row in rows]
+    widths = [max(len(label), *(len(r[i]) for r in cells)) for i, label in enumerate(labels)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(labels, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -166,14 +168,14 @@ def tree(node: dict[str, Any], prefix: str = "", last: bool = True, top: bool = 
 
 
 COLUMNS = {
-    "workers": ["name", "pool", "capacity", "state", "open_studies", "queued", "peer",
+    "workers": ["name", "pool", "capacity", "state", "open_studies:open", "queued", "peer",
                 "last_error"],
-    "clients": ["name", "ae_title", "pool", "destination", "open_studies", "calling_ae_titles",
-                "allow"],
+    "clients": ["name", "ae_title", "pool", "destination", "open_studies:open",
+                "calling_ae_titles:calling", "allow"],
     "destinations": ["name", "ae_title", "host", "port", "queued", "up"],
-    "studies": ["study_uid", "client", "worker", "instances_in", "instances_delivered",
-                "derived_in", "derived_delivered", "moved_from"],
-    "queues": ["target", "kind", "instances", "bytes", "oldest_age_s"],
+    "studies": ["study_uid", "client", "worker", "instances_in:in", "instances_delivered:sent",
+                "derived_in:derived", "derived_delivered:returned", "moved_from"],
+    "queues": ["target", "kind", "instances", "bytes", "oldest_age_s:oldest"],
     "dead": ["id", "target", "study_uid", "reason"],
 }  # fmt: skip
 

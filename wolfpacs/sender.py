@@ -136,6 +136,8 @@ class Sender(SupervisedActor):
         if message == WAKE:
             if self._retry_at is None:
                 self._drain()
+            elif self.target.kind == WORKER:
+                self._hand_over()  # moved studies need no peer: hand them on even in backoff
         elif message == REPORT:
             if self.up is not None:
                 self._tell_router(self.up)
