@@ -53,9 +53,10 @@ class SupervisedActor(pykka.ThreadingActor):
     - :meth:`exit` stops it with a reason of its own choosing.
     - ``on_failure`` also runs when ``on_start`` raised, so that one hook
       releases what a half-done start took (pykka calls neither hook then).
-    - Exceptions listed in :attr:`fatal_errors` that an ``ask`` raises go back
-      to the caller, and then crash the actor: errors after which it cannot go
-      on (a broken database connection), whoever asked.
+    - Exceptions that :meth:`is_fatal` accepts (by default those listed in
+      :attr:`fatal_errors`) that an ``ask`` raises go back to the caller, and
+      then crash the actor: errors after which it cannot go on (a broken
+      database connection), whoever asked.
     - :meth:`interrupt` is the hook a supervisor calls, from its own thread,
       when a stop is overdue: break whatever blocking call holds this actor.
     """
@@ -128,6 +129,10 @@ class SupervisedActor(pykka.ThreadingActor):
         thread = threading.Thread(target=run, name=thread_name, daemon=True)
         thread.start()
         return thread
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        """Hook: must this error, raised by a call, end the actor? (``fatal_errors``)."""
+        return isinstance(exc, self.fatal_errors)
 
     def interrupt(self) -> None:
         """Hook: break a blocking call so that a pending stop can be handled.
@@ -208,7 +213,7 @@ class SupervisedActor(pykka.ThreadingActor):
         try:
             return super()._handle_receive(message)
         except BaseException as exc:
-            if isinstance(exc, self.fatal_errors):
+            if self.is_fatal(exc):
                 # The caller of an ask gets the error; then the actor crashes, as it must.
                 self.actor_ref.tell(_Crash(RuntimeError, f"fatal {type(exc).__name__}: {exc}"))
             elif not isinstance(exc, Exception):

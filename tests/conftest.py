@@ -6,10 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import pykka
 import pytest
-
-from tests.world import World
 
 T = TypeVar("T")
 
@@ -26,23 +23,3 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"{what or predicate} not met within {timeout} s")
         time.sleep(interval)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_actors():
-    """Every test leaves no actor running, so one test's tree never leaks into the next."""
-    yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=10)
-
-
-@pytest.fixture
-def world(tmp_path):
-    worlds: list[World] = []
-
-    def make(**settings: object) -> World:
-        worlds.append(World(tmp_path / f"w{len(worlds)}", **settings))
-        return worlds[-1]
-
-    yield make
-    for w in worlds:
-        w.stop()

@@ -152,16 +152,30 @@ def test_add_and_remove_a_worker_at_runtime(world):
         extra.stop()
 
 
-def test_removing_a_worker_with_force_sends_its_queue_to_dead(world):
+def test_removing_a_busy_worker_with_force_routes_its_queue_anew(world):
     w = world()
     w.workers[0].stop()
     w.admin("drain", worker="gpu-2")  # every study goes to gpu-1, which is down
-    assert w.send(w.study("s", series=1, per_series=2)) == [0, 0]
+    files = w.study("s", series=1, per_series=2)
+    assert w.send(files) == [0, 0]
     with pytest.raises(AdminError, match="2 queued instances"):
         w.admin("remove-worker", name="gpu-1")
-    assert w.admin("remove-worker", name="gpu-1", force=True)["dead_letters"] == 2
+    w.admin("resume", worker="gpu-2")
+    result = w.admin("remove-worker", name="gpu-1", force=True)
+    assert result["rerouted"] == 2 and result["dead_letters"] == 0
+    wait_until(lambda: len(w.workers[1].received) == 2)
+    assert w.admin("study", uid=study_uid(files))["moved_from"] == "gpu-1"
+
+
+def test_a_removed_workers_queue_with_nowhere_to_go_is_kept_in_dead(world):
+    w = world()
+    w.workers[0].stop()
+    w.admin("drain", worker="gpu-2")
+    assert w.send(w.study("s", series=1, per_series=2)) == [0, 0]
+    result = w.admin("remove-worker", name="gpu-1", force=True)
+    assert result["dead_letters"] == 2
     dead = w.admin("dead")
-    assert len(dead) == 2 and all("removed by an operator" in d["reason"] for d in dead)
+    assert all("gpu-1 was removed and no active worker" in d["reason"] for d in dead)
 
 
 def test_clients_and_destinations_at_runtime(world):
@@ -180,6 +194,7 @@ def test_clients_and_destinations_at_runtime(world):
     with pytest.raises(AdminError, match="duplicate ae_title"):
         w.admin("add-client", name="y", ae_title="GBG_SECRET", destination="gbg-pacs", pool="demo")
     w.admin("remove-client", name="gbg", force=True)
+    wait_until(lambda: not w.admin("queues"), what="the derived instance's row gone")
     w.admin("remove-destination", name="gbg-pacs")
     with pytest.raises(ConnectionError):  # the secret no longer opens the door
         w.send(files, called="GBG_SECRET")
@@ -274,3 +289,54 @@ def test_a_shell_reconnects_when_the_control_actor_restarts(world):
     join(control, timeout=10)
     assert client.call("names")["workers"] == ["gpu-1", "gpu-2"]
     client.close()
+
+
+def test_malformed_arguments_are_refused_before_any_actor_sees_them(world):
+    w = world()
+    store = w.actor("store")
+    with pytest.raises(AdminError, match="uid must be str"):
+        w.admin("study", uid={"a": 1})
+    with pytest.raises(AdminError, match="force must be bool"):
+        w.admin("remove-worker", name="gpu-1", force="no")
+    with pytest.raises(AdminError, match="studies must be list"):
+        w.admin("move", worker="gpu-1", to="gpu-2", studies=[["1"]])
+    with pytest.raises(AdminError, match="unknown argument"):
+        w.admin("workers", colour="red")
+    assert w.actor("store") is store and w.admin("stats")["restarts"] == {}
+    assert len(w.admin("studies", limit=10**9)) == 0  # clamped, not refused
+
+
+def test_the_control_socket_takes_a_bounded_number_of_connections(world):
+    from wolfpacs.control import MAX_CONNECTIONS
+
+    w = world()
+    path = str(w.config.node.control_path)
+    held = []
+    for _ in range(MAX_CONNECTIONS):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(path)
+        held.append(sock)
+    extra = socket.socket(socket.AF_UNIX)
+    extra.connect(path)
+    extra.settimeout(5)
+    assert extra.recv(10) == b""  # closed at once
+    for sock in [*held, extra]:
+        sock.close()
+    assert ControlClient(path).call("names")["workers"]
+
+
+def test_a_runtime_change_the_file_no_longer_fits_is_skipped(world, caplog):
+    from dataclasses import replace
+
+    from wolfpacs.node import Node
+
+    w = world()
+    w.admin("add-worker", name="gpu-9", host="127.0.0.1", port=9, ae_title="GPU_9", pool="demo")
+    w.node.stop()
+    # the file now gives another worker the AE title the runtime one took
+    edited = replace(w.config, workers=(*w.config.workers, replace(
+        w.config.workers[0], name="gpu-x", ae_title="GPU_9")))  # fmt: skip
+    w.node = Node(edited)
+    w.node.start()
+    assert "no longer fits; skipped" in caplog.text
+    assert "gpu-9" not in w.admin("names")["workers"]

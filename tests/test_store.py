@@ -87,3 +87,21 @@ def test_drop_missing_rows(store):
     store.enqueue(item("spool/gpu-a/here.dcm"))
     assert store.drop_missing({"spool/gpu-a/gone.dcm"}) == 1
     assert store.queued_paths() == {"spool/gpu-a/here.dcm"}
+
+
+def test_rows_of_a_moved_study_are_not_offered_to_the_worker_it_left(store):
+    store.insert_route("1.2.1", "c", "gpu-a", 10.0)
+    store.insert_route("1.2.2", "c", "gpu-a", 10.0)
+    store.enqueue(item("spool/gpu-a/1.dcm", study="1.2.1"))
+    store.enqueue(item("spool/gpu-a/2.dcm", study="1.2.2"))
+    moved = store.move_studies("gpu-a", "gpu-b", ["1.2.1"])
+    assert moved == [{"study_uid": "1.2.1", "delivered": 0, "queued": 1}]
+    assert [i.study_uid for i in store.next_items("gpu-a")] == ["1.2.2"]
+    ((row, worker),) = store.moved_items("gpu-a")
+    assert row.study_uid == "1.2.1" and worker == "gpu-b"
+
+
+def test_moving_without_a_list_moves_open_studies_only(store):
+    store.insert_route("old", "c", "gpu-a", 10.0)
+    store.insert_route("new", "c", "gpu-a", 1000.0)
+    assert [m["study_uid"] for m in store.move_studies("gpu-a", "gpu-b", cutoff=500.0)] == ["new"]

@@ -65,6 +65,26 @@ VERBS = {
 }
 
 
+# Every argument any verb takes, and its type (list: a list of strings). Checked before
+# anything is asked of an actor, so a malformed request reaches no query.
+ARGUMENTS: dict[str, type] = {
+    **dict.fromkeys(("actor", "worker", "to", "uid", "name", "host", "ae_title", "destination",
+                     "pool", "client", "id"), str),
+    **dict.fromkeys(("limit", "port", "capacity"), int),
+    **dict.fromkeys(("force", "all", "export"), bool),
+    **dict.fromkeys(("studies", "calling_ae_titles", "allow"), list),
+}  # fmt: skip
+MAX_LIMIT = 1000  # studies a listing returns at most
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
 class AdminError(Exception):
     """A verb that cannot be done; its message says why."""
 
@@ -84,9 +104,16 @@ class Admin:
         """
         if verb not in VERBS:
             raise AdminError(f"unknown verb {verb!r}; known: {', '.join(VERBS)}")
+        args = args or {}
+        for name, value in args.items():
+            kind = ARGUMENTS.get(name)
+            if kind is None:
+                raise AdminError(f"{verb}: unknown argument {name!r}")
+            if not _is(value, kind):
+                raise AdminError(f"{verb}: {name} must be {kind.__name__}, not {value!r}")
         method = getattr(self, verb.replace("-", "_"))
         try:
-            return method(**(args or {}))
+            return method(**args)
         except TypeError as exc:
             raise AdminError(f"{verb}: bad arguments: {exc}") from None
         except (ConfigError, ValueError) as exc:
@@ -194,7 +221,7 @@ class Admin:
     def studies(
         self, worker: str | None = None, client: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        return self._store("studies", worker, client, int(limit))
+        return self._store("studies", worker, client, min(max(limit, 1), MAX_LIMIT))
 
     def study(self, uid: str) -> dict[str, Any]:
         study = self._store("study", uid)
@@ -247,7 +274,11 @@ class Admin:
     def kill(self, actor: str) -> dict[str, Any]:
         if actor == "wolfpacs":
             raise AdminError("the root has no supervisor: killing it would stop the node")
-        kill(self._actor(actor), "killed by an operator")
+        ref = self._actor(actor)
+        if actor == "control":  # let this very reply leave before its connection goes
+            threading.Timer(0.2, kill, (ref, "killed by an operator")).start()
+        else:
+            kill(ref, "killed by an operator")
         return {"killed": actor}
 
     def _change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
@@ -260,13 +291,22 @@ class Admin:
             extra={"event": "admin"},
         )  # fmt: skip
 
-    def _add(self, kind: str, table: dict[str, Any]) -> dict[str, Any]:
+    def _add(
+        self, kind: str, table: dict[str, Any], target: Target | None = None
+    ) -> dict[str, Any]:
+        """Add an entry (and start its sender): persisted, live, then running; or nothing."""
         name = str(table.get("name", ""))
-        config = self.node.live.get()
-        if any(e.name == name for e in getattr(config, SECTIONS[kind])):
-            raise AdminError(f"a {kind} named {name!r} exists; remove it first")
         with self._changing:
+            config = self.node.live.get()
+            if any(e.name == name for e in getattr(config, SECTIONS[kind])):
+                raise AdminError(f"a {kind} named {name!r} exists; remove it first")
             self._change(kind, name, {k: v for k, v in table.items() if v not in (None, [])})
+            if target is not None:
+                try:
+                    self.registry.call("senders", "start_child", self.node.sender_spec(target))
+                except Exception as exc:
+                    self._change(kind, name, None)  # undone, as if never added
+                    raise AdminError(f"{kind} {name} not added: its sender failed: {exc}") from None
         return {"added": kind, "name": name}
 
     def add_client(
@@ -282,33 +322,26 @@ class Admin:
         self, name: str, host: str, port: int, ae_title: str, pool: str, **optional: Any
     ) -> dict[str, Any]:
         """``optional``: ``capacity`` (int) and ``allow`` (a list of networks)."""
-        result = self._add("worker", {
-            "name": name, "host": host, "port": int(port), "ae_title": ae_title, "pool": pool,
+        table = {
+            "name": name, "host": host, "port": port, "ae_title": ae_title, "pool": pool,
             **_only(optional, "capacity", "allow"),
-        })  # fmt: skip
-        self._start_sender(Target(name, WORKER, host, int(port), ae_title))
-        return result
+        }  # fmt: skip
+        return self._add("worker", table, Target(name, WORKER, host, port, ae_title))
 
     def add_destination(self, name: str, host: str, port: int, ae_title: str) -> dict[str, Any]:
-        result = self._add(
-            "destination", {"name": name, "host": host, "port": int(port), "ae_title": ae_title}
-        )
-        self._start_sender(Target(name, DESTINATION, host, int(port), ae_title))
-        return result
-
-    def _start_sender(self, target: Target) -> None:
-        self.registry.call("senders", "start_child", self.node.sender_spec(target))
+        table = {"name": name, "host": host, "port": port, "ae_title": ae_title}
+        return self._add("destination", table, Target(name, DESTINATION, host, port, ae_title))
 
     def remove_client(self, name: str, force: bool = False) -> dict[str, Any]:
-        if self.node.live.get().client(name) is None:
-            raise AdminError(f"no client {name!r}")
-        open_studies = self._store("open_studies_of", "client", name, self._cutoff())
-        if open_studies and not force:
-            raise AdminError(
-                f"client {name} has {open_studies} open studies whose derived series would "
-                "have nowhere to go; wait, or --force"
-            )
         with self._changing:
+            if self.node.live.get().client(name) is None:
+                raise AdminError(f"no client {name!r}")
+            open_studies = self._store("open_studies_of", "client", name, self._cutoff())
+            if open_studies and not force:
+                raise AdminError(
+                    f"client {name} has {open_studies} open studies whose derived series would "
+                    "have nowhere to go; wait, or --force"
+                )
             self._change("client", name, None)
         return {"removed": "client", "name": name}
 
@@ -319,41 +352,41 @@ class Admin:
         return self._remove_target("destination", name, force)
 
     def _remove_target(self, kind: str, name: str, force: bool) -> dict[str, Any]:
-        config = self.node.live.get()
-        if getattr(config, kind)(name) is None:
-            raise AdminError(f"no {kind} {name!r}")
-        users = [c.name for c in config.clients if c.destination == name]
-        if users:  # even --force: a client without a destination is no valid config
-            raise AdminError(f"destination {name} is named by clients {', '.join(users)}: "
-                             "remove them first")  # fmt: skip
-        queued: list[QueueItem] = self._store("items_of", name)
-        busy = []
-        if queued:
-            busy.append(f"{len(queued)} queued instances")
-        if kind == "worker":
-            open_studies = self._store("open_studies_of", "worker", name, self._cutoff())
-            if open_studies:
-                busy.append(f"{open_studies} open studies")
-        if busy and not force:
-            raise AdminError(
-                f"{kind} {name} has {' and '.join(busy)}; drain or move it first, or --force "
-                "(its queued instances then go to dead/)"
-            )
+        """Remove a worker or destination; what it still had queued is seen to by the router.
+
+        A removed worker's queued instances are routed anew to the rest of its
+        pool (their studies recorded as moved); a removed destination's go to
+        ``dead/``. Without ``--force`` a target with work is refused.
+        """
         with self._changing:
-            self._change(kind, name, None)  # refuses a destination a client still names
+            config = self.node.live.get()
+            if getattr(config, kind)(name) is None:
+                raise AdminError(f"no {kind} {name!r}")
+            users = [c.name for c in config.clients if c.destination == name]
+            if users:  # even --force: a client without a destination is no valid config
+                raise AdminError(f"destination {name} is named by clients {', '.join(users)}: "
+                                 "remove them first")  # fmt: skip
+            busy = []
+            queued = len(self._store("items_of", name))
+            if queued:
+                busy.append(f"{queued} queued instances")
+            if kind == "worker":
+                open_studies = self._store("open_studies_of", "worker", name, self._cutoff())
+                if open_studies:
+                    busy.append(f"{open_studies} open studies")
+            if busy and not force:
+                where = "routed anew" if kind == "worker" else "sent to dead/"
+                raise AdminError(
+                    f"{kind} {name} has {' and '.join(busy)}; drain or move it first, "
+                    f"or --force (its queued instances are then {where})"
+                )
+            self._change(kind, name, None)
             self.registry.call("senders", "terminate_child", f"sender:{name}")
             self.registry.call("senders", "delete_child", f"sender:{name}")
-            for item in self._store("items_of", name):  # nobody sends them any more
-                self.node.spool.bury(
-                    self.node.spool.path(item.path),
-                    {"reason": f"{kind} {name} removed by an operator with --force",
-                     "target": name, "target_kind": kind, "study_uid": item.study_uid,
-                     "sop_instance_uid": item.sop_instance_uid,
-                     "sop_class_uid": item.sop_class_uid, "transfer_syntax": item.transfer_syntax},
-                )  # fmt: skip
-                self._store("remove_item", item.id)
-                self.node.counters.add("dead_letters")
-        return {"removed": kind, "name": name, "dead_letters": len(queued)}
+            if kind == "worker":
+                self._store("delete_worker_state", name)  # a worker added again starts active
+        swept = self.registry.call("router", "sweep_orphans")  # nobody sends those any more
+        return {"removed": kind, "name": name, **swept}
 
     def retry_dead(self, id: str | None = None, all: bool = False) -> dict[str, Any]:
         """Queue dead letters again for their target (a derived one: its study's destination)."""
@@ -367,6 +400,9 @@ class Admin:
                 retried.append(letter["id"])
             except AdminError as exc:
                 failed[letter["id"]] = str(exc)
+            except Exception as exc:  # one unreadable letter must not stop the others
+                logger.exception("retry-dead %s failed", letter.get("id"))
+                failed[letter["id"]] = f"{type(exc).__name__}: {exc}"
         return {"retried": retried, "not_retried": failed}
 
     def _requeue(self, letter: dict[str, Any]) -> None:
@@ -382,11 +418,17 @@ class Admin:
         if not any(t.name == target for t in targets(self.node.live.get())):
             raise AdminError(f"{target} is no longer configured")
         size = dead_file.stat().st_size
-        rel = spool.admit(dead_file, target, letter.get("sop_instance_uid", "instance"))
-        self._store("enqueue", QueueItem(
-            target, kind, rel, letter["study_uid"], letter["sop_class_uid"],
-            letter["sop_instance_uid"], letter["transfer_syntax"], size, time.time(),
-        ))  # fmt: skip
+        # A link, not a move: until its row is committed, the dead letter stays whole.
+        rel = spool.adopt(dead_file, target, letter.get("sop_instance_uid", "instance"))
+        try:
+            self._store("enqueue", QueueItem(
+                target, kind, rel, letter["study_uid"], letter["sop_class_uid"],
+                letter["sop_instance_uid"], letter["transfer_syntax"], size, time.time(),
+            ))  # fmt: skip
+        except Exception:
+            spool.remove(rel)
+            raise
+        dead_file.unlink(missing_ok=True)
         (spool.dead / f"{letter['id']}.json").unlink(missing_ok=True)
         self.registry.tell(f"sender:{target}", WAKE)
 

@@ -66,6 +66,10 @@ class NodeConfig:
     max_attempts: int = 20
     idle_release: float = 5.0
     echo_interval: float = 60.0
+    max_associations_per_client: int = 16  # open at once, per client or worker
+    max_instance_bytes: int = 4 << 30  # a larger dataset aborts its association
+    spool_max_bytes: int = 0  # queued instances may take this much; 0: no limit but the disk
+    min_free_bytes: int = 64 << 20  # below this much free disk, new instances are refused
     control_socket: str = "control.sock"  # relative to data_dir
     control_port: int = 0  # TCP control on 127.0.0.1; 0: off
     control_token: str = ""  # required with control_port
@@ -256,6 +260,8 @@ class _Checker:
                 values[f.name] = self.text(value, path)
             elif f.name == "control_port":
                 values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)
+            elif f.name in ("spool_max_bytes", "min_free_bytes"):
+                values[f.name] = self.number(value, path, integer=True, minimum=0)
             elif isinstance(default, int) and not isinstance(default, bool):
                 values[f.name] = self.number(value, path, integer=True, minimum=1)
             else:

@@ -39,6 +39,8 @@ __all__ = ["Control", "ControlClient", "ControlError"]
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST = 1 << 20  # bytes; a request is a verb and a few arguments
+MAX_CONNECTIONS = 32  # shells and scripts at once
+IDLE_TIMEOUT = 3600.0  # seconds a connection may stay silent (a shell left open)
 
 
 class ControlError(Exception):
@@ -65,11 +67,10 @@ class Control(SupervisedActor):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)  # a socket file left by a crash
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # created 0600, never briefly open to others
-        try:
-            unix.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
+        unix.bind(str(self.path))
+        # data_dir is 0700 (Spool.prepare), so nobody else reaches the socket even
+        # before this: no process-wide umask games while other threads create files.
+        os.chmod(self.path, 0o600)
         unix.listen(16)
         self._listeners.append((unix, False))
         if self.node.control_port:
@@ -108,7 +109,14 @@ class Control(SupervisedActor):
                     return
                 raise
             with self._lock:
-                self._connections.add(conn)
+                full = len(self._connections) >= MAX_CONNECTIONS
+                if not full:
+                    self._connections.add(conn)
+            if full:
+                logger.warning("control: %d connections open; one more refused", MAX_CONNECTIONS)
+                conn.close()
+                continue
+            conn.settimeout(IDLE_TIMEOUT)  # a silent or never-reading client frees its thread
             threading.Thread(
                 target=self._serve, args=(conn, tcp), name="control-connection", daemon=True
             ).start()
@@ -168,6 +176,17 @@ class Control(SupervisedActor):
                 "connections": connections, "requests_served": self.served}  # fmt: skip
 
 
+# Verbs that only look: safe to send again after a broken connection.
+READING = frozenset({
+    "tree", "inspect", "workers", "clients", "destinations", "studies", "study", "queues",
+    "dead", "stats", "config", "names",
+})  # fmt: skip
+
+
+def _final(exc: BaseException) -> bool:
+    return isinstance(exc, ControlError)  # unreachable for ``reconnect`` s already
+
+
 class ControlClient:
     """Calls verbs on a node; reconnects (for up to ``reconnect`` s) if the node restarts it."""
 
@@ -211,21 +230,26 @@ class ControlClient:
         if self.token is not None:
             request["token"] = self.token
         for attempt in (1, 2):
+            sent = False
             try:
+                if self._sock is None:
+                    self._sock = self._connect()
+                    self._unpacker = msgpack.Unpacker(raw=False)
+                sent = True
                 reply = self._exchange(request)
                 break
             except (OSError, ControlError) as exc:
                 self.close()
-                if attempt == 2 or isinstance(exc, ControlError):
+                # A verb that changes things is never sent twice: it may have been done.
+                again = attempt == 1 and (not sent or verb in READING) and not _final(exc)
+                if not again:
                     raise ControlError(str(exc)) from None
         if not reply.get("ok"):
             raise ControlError(reply.get("error", "error"))
         return reply.get("result")
 
     def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
-        if self._sock is None:
-            self._sock = self._connect()
-            self._unpacker = msgpack.Unpacker(raw=False)
+        assert self._sock is not None
         self._sock.sendall(msgpack.packb(request, use_bin_type=True))
         while True:
             for reply in self._unpacker:

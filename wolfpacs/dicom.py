@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
     from wolfpacs.config import NodeConfig
 
-__all__ = ["acceptor_ae", "configure_pynetdicom", "context", "requestor_ae", "set_nodelay"]
+__all__ = [
+    "acceptor_ae", "configure_pynetdicom", "context", "guard_socket", "requestor_ae",
+    "set_nodelay",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,42 @@ def set_nodelay(event: evt.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:  # a socket already closed by the peer
             logger.debug("TCP_NODELAY not set: %s", exc)
+
+
+def guard_socket(pdu_limit: int, stall_timeout: float) -> Any:
+    """An EVT_CONN_OPEN handler that keeps one peer from holding memory or threads.
+
+    - pynetdicom reads a whole PDU into memory at the length its header
+      claims (up to 4 GiB), whatever maximum length was negotiated: one
+      hostile header would do. Wrapping this socket's ``recv`` makes such a
+      read fail as a broken connection (pynetdicom's Evt17) before any of it
+      is buffered.
+    - An accepted socket blocks for ever by default (Python does not pass
+      the listening socket's timeout on), and pynetdicom's timers do not run
+      while it waits inside a PDU: a peer that sends half a PDU and falls
+      silent would hold two threads for good. A timeout on the socket turns
+      that silence into a broken connection after ``stall_timeout`` s.
+    """
+    limit = pdu_limit
+
+    def on_open(event: evt.Event) -> None:
+        sock = event.assoc.dul.socket
+        if sock.socket is not None:
+            sock.socket.settimeout(stall_timeout)
+        recv = sock.recv
+
+        def bounded_recv(nr_bytes: int) -> bytearray:
+            if nr_bytes > limit:
+                logger.warning(
+                    "%s: a PDU of %d bytes announced (limit %d): connection dropped",
+                    event.assoc.requestor.address, nr_bytes, limit,
+                )  # fmt: skip
+                raise OSError(f"PDU of {nr_bytes} bytes is over the limit of {limit}")
+            return recv(nr_bytes)
+
+        sock.recv = bounded_recv
+
+    return on_open
 
 
 def _timeouts(ae: AE, node: NodeConfig) -> AE:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 from pynetdicom import evt
+from pynetdicom.pdu import P_DATA_TF
 
 from supervisors import ChildSpec, Registry, SupervisedActor, monitor
 from wolfpacs import dicom
@@ -41,11 +42,13 @@ REJECT_CALLED_AE = (0x01, 0x01, 0x07)  # permanent, service user, called AE not 
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
 REJECT_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service user, no reason given
 REJECT_BUSY = (0x02, 0x03, 0x01)  # transient, service provider, temporary congestion
+REJECT_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider, local limit exceeded
 ASK_TIMEOUT = 30.0  # seconds a C-STORE waits for its receiver (it may be fsyncing)
 SWEEP_INTERVAL = 60.0  # seconds between two sweeps of incoming/
 _SWEEP = "sweep"
 
 _receiver_ids = itertools.count(1)
+_ABORTED = -1  # in Gate._incoming: this association was aborted for its size
 
 
 def _allowed(address: str, networks: tuple[Any, ...]) -> bool:
@@ -77,11 +80,17 @@ class Gate:
         self.counters = counters
         self._lock = threading.Lock()
         self._receivers: dict[int, pykka.ActorRef[Receiver]] = {}
+        self._per_peer: dict[str, int] = {}  # open associations per client or worker
+        self._incoming: dict[int, int] = {}  # dataset bytes of the C-STORE arriving, per assoc
 
     def handlers(self) -> list[tuple[Any, Any]]:
+        node = self.live.get().node
+        pdu_limit = max(16 * node.max_pdu, 4 << 20) if node.max_pdu else 64 << 20
         return [
             (evt.EVT_CONN_OPEN, dicom.set_nodelay),
+            (evt.EVT_CONN_OPEN, dicom.guard_socket(pdu_limit, node.network_timeout)),
             (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_PDU_RECV, self.on_pdu),
             (evt.EVT_C_ECHO, lambda _event: Status.SUCCESS),
             (evt.EVT_C_STORE, self.on_c_store),
         ]
@@ -143,6 +152,14 @@ class Gate:
         if isinstance(peer, tuple):
             _reject(assoc, peer)
             return
+        refusal = self._over_limits(peer)
+        if refusal:
+            logger.warning("%s association from %s rejected: %s", self.side, peer, refusal,
+                           extra={"event": "association", "side": self.side,
+                                  "outcome": "rejected", "why": refusal})  # fmt: skip
+            self.counters.add(f"associations.{self.side}.rejected")
+            _reject(assoc, REJECT_LIMIT)
+            return
         spec = ChildSpec(
             f"receiver:{next(_receiver_ids)}",
             lambda: Receiver.start(self.registry, self.spool, peer, assoc, self.counters),
@@ -157,8 +174,47 @@ class Gate:
         key = id(assoc)
         with self._lock:
             self._receivers[key] = ref
-        monitor(ref, lambda _reason: self._forget(key))
+            self._per_peer[peer.name] = self._per_peer.get(peer.name, 0) + 1
+        monitor(ref, lambda _reason: self._forget(key, peer.name))
         self.counters.add(f"associations.{self.side}.accepted")
+
+    def _over_limits(self, peer: Peer) -> str | None:
+        """Why this association may not open now (transient limits), or None."""
+        node = self.live.get().node
+        with self._lock:
+            open_now = self._per_peer.get(peer.name, 0)
+        if open_now >= node.max_associations_per_client:
+            return f"{peer.name} already has {open_now} associations open (the limit)"
+        try:
+            self.spool.check_room(0)
+        except OSError as exc:  # refuse whole associations while the disk is full
+            return str(exc.strerror or exc)
+        return None
+
+    def on_pdu(self, event: evt.Event) -> None:
+        """Count the dataset bytes of the C-STORE arriving; abort one over the size limit."""
+        pdu = event.pdu
+        if not isinstance(pdu, P_DATA_TF):
+            return
+        key, limit = id(event.assoc), self.live.get().node.max_instance_bytes
+        for item in pdu.presentation_data_value_items:
+            value = item.presentation_data_value or b""
+            if not value or value[0] & 0x01:
+                continue  # a command fragment
+            with self._lock:
+                if self._incoming.get(key) == _ABORTED:
+                    return  # PDUs already on their way when it was aborted
+                total = self._incoming.get(key, 0) + len(value) - 1
+                over = total > limit
+                self._incoming[key] = _ABORTED if over else 0 if value[0] & 0x02 else total
+            if over:
+                logger.warning(
+                    "%s: a dataset of over %d bytes: association aborted (max_instance_bytes)",
+                    self.side, limit,
+                )  # fmt: skip
+                self.counters.add(f"in.{self.side}.too_large")
+                event.assoc.abort(block=False)  # in pynetdicom's own thread: do not wait
+                return
 
     def on_c_store(self, event: evt.Event) -> Any:
         with self._lock:
@@ -182,9 +238,11 @@ class Gate:
             logger.exception("%s: C-STORE failed", self.side)
             return response(Status.PROCESSING_FAILURE, "internal error, logged")
 
-    def _forget(self, key: int) -> None:
+    def _forget(self, key: int, peer: str) -> None:
         with self._lock:
             self._receivers.pop(key, None)
+            self._incoming.pop(key, None)
+            self._per_peer[peer] -= 1
 
 
 class Listener(SupervisedActor):

@@ -72,8 +72,7 @@ class Node:
 
     Errors: :meth:`start` raises ``supervisors.StartError`` if a part of the
     tree cannot start (a port in use), :class:`DataDirInUseError` if another
-    node holds ``data_dir``, ``ConfigError`` if the runtime changes no longer
-    fit the file.
+    node holds ``data_dir``.
     """
 
     def __init__(self, config: Config) -> None:
@@ -81,7 +80,10 @@ class Node:
         self.live = LiveConfig(config)
         self.registry = Registry()
         self.counters = Counters()
-        self.spool = Spool(config.node.data_dir, durable=config.node.durability == "fsync")
+        node = config.node
+        self.spool = Spool(
+            node.data_dir, node.durability == "fsync", node.spool_max_bytes, node.min_free_bytes
+        )
         self.db_path = self.spool.root / STATE_DB
         self.admin = Admin(self)
         self.root: pykka.ActorRef[Supervisor] | None = None
@@ -104,7 +106,7 @@ class Node:
 
         return [
             ChildSpec("store", lambda: StoreActor.start(reg, self.db_path, durable)),
-            ChildSpec("router", lambda: Router.start(reg, live)),
+            ChildSpec("router", lambda: Router.start(reg, live, spool=spool)),
             ChildSpec("senders", _registered(reg, "senders", senders), type="supervisor"),
             ChildSpec(
                 "receivers",
@@ -129,8 +131,8 @@ class Node:
         with no row was never acknowledged: it goes too. Runs before the tree
         starts, never while receivers work.
 
-        Raises:
-            ConfigError: the runtime changes no longer fit the config file.
+        A runtime change that no longer fits the file (edited since) is skipped
+        with an error in the log, so that the node can always start.
         """
         self.spool.prepare()
         store = SQLiteStore(self.db_path, durable=self.spool.durable)
@@ -149,17 +151,21 @@ class Node:
             for orphan in sorted(files - queued):
                 logger.info("removing %s: never acknowledged (no queue row)", orphan)
                 self.spool.remove(orphan)
+            self.spool.recount()
             if queued:
                 logger.info("%d queued instances to deliver", len(queued))
             changes = store.runtime_changes()
         finally:
             store.close()
-        try:
-            self.live.set(apply(self.config, changes))
-        except ConfigError as exc:
-            raise ConfigError(
-                exc.source, exc.line, exc.key, f"runtime changes no longer fit: {exc.problem}"
-            ) from None
+        config = self.config
+        for n, change in enumerate(changes, 1):
+            try:
+                config = apply(config, [change])
+            except ConfigError as exc:  # the file was edited since: keep the node startable
+                kind, name, table = change
+                what = f"{'add' if table else 'remove'} {kind} {name}"
+                logger.error("runtime change %d (%s) no longer fits; skipped: %s", n, what, exc)
+        self.live.set(config)
         if changes:
             logger.info("%d runtime changes applied to %s", len(changes), self.config.source)
 

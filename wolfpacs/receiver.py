@@ -129,6 +129,7 @@ class Receiver(SupervisedActor):
                 if target is None:
                     return self._unknown_study(path, tags)
             size = path.stat().st_size
+            self.spool.check_room(size)
             rel = self.spool.admit(path, target, tags.sop_instance_uid)
             item = QueueItem(
                 target, kind, rel, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
@@ -152,8 +153,8 @@ class Receiver(SupervisedActor):
             )
             return response(Status.BUSY, "node busy, try again")
         except OSError as exc:
-            logger.error("%s: spool write failed: %s", self.peer, exc)
-            return response(Status.OUT_OF_RESOURCES, f"spool write failed: {exc.strerror}")
+            logger.error("%s: instance %s refused: %s", self.peer, tags.sop_instance_uid, exc)
+            return response(Status.OUT_OF_RESOURCES, str(exc.strerror or exc))
         self.registry.tell(f"sender:{target}", WAKE)
         self.instances += 1
         self.bytes += size

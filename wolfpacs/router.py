@@ -21,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from supervisors import Registry, SupervisedActor
-from wolfpacs.sender import REPORT, WAKE
+from supervisors import Registry, SupervisedActor, UnavailableError
+from wolfpacs.sender import REPORT, WAKE, targets
+from wolfpacs.store import WORKER
 
 if TYPE_CHECKING:
     from wolfpacs.config import Config, Worker
     from wolfpacs.runtime import LiveConfig
+    from wolfpacs.spool import Spool
     from wolfpacs.store import Route
 
 __all__ = ["NoWorkerError", "Router", "choose_worker"]
@@ -34,6 +36,8 @@ __all__ = ["NoWorkerError", "Router", "choose_worker"]
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 100_000  # routes kept in memory; older ones are read back from the store
+SWEEP_INTERVAL = 60.0  # seconds between two looks for rows of removed targets
+_SWEEP = "sweep"
 ACTIVE = "active"
 DRAINING = "draining"  # takes no new study; its open studies finish
 
@@ -74,12 +78,17 @@ class Router(SupervisedActor):
     """
 
     def __init__(
-        self, registry: Registry, live: LiveConfig, clock: Callable[[], float] = time.time
+        self,
+        registry: Registry,
+        live: LiveConfig,
+        clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.live = live
         self.clock = clock
+        self.spool = spool
         self._cache: OrderedDict[str, Route] = OrderedDict()
         self._states: dict[str, str] = {}
         self._down: set[str] = set()
@@ -95,6 +104,9 @@ class Router(SupervisedActor):
         for name in self.registry.names():  # a restarted router must relearn who is down
             if name.startswith("sender:"):
                 self.registry.tell(name, REPORT)
+        # Rows of targets removed (also while the node was down, or just now by a race
+        # with a receiver that had routed to it): at start, then now and then.
+        self.actor_ref.tell(_SWEEP)
 
     def _store(self, method: str, *args: Any) -> Any:
         return self.registry.call("store", method, *args)
@@ -205,7 +217,12 @@ class Router(SupervisedActor):
                 raise ValueError(f"no worker {name!r}")
         if worker == to:
             raise ValueError("a worker cannot be moved to itself")
-        moved = self._store("move_studies", worker, to, studies)
+        cutoff = self.clock() - self.config.node.study_idle_timeout
+        try:
+            moved = self._store("move_studies", worker, to, studies, cutoff)
+        except UnavailableError:
+            self._cache.clear()  # it may have committed all the same: read routes afresh
+            raise
         for study in moved:
             self._cache.pop(study["study_uid"], None)
         self.registry.tell(f"sender:{worker}", WAKE)
@@ -215,6 +232,53 @@ class Router(SupervisedActor):
             len(moved), worker, to, split, worker, extra={"event": "admin", "worker": worker},
         )  # fmt: skip
         return moved
+
+    def sweep_orphans(self) -> dict[str, int]:
+        """See to queued rows whose target is no longer configured; how many of each fate.
+
+        A removed worker's rows go to the worker its study routes to now (the
+        study is routed anew if need be, and recorded as moved); a removed
+        destination's rows, and rows whose study can go nowhere, go to ``dead/``.
+        Their sender is gone, so nothing else touches them meanwhile.
+        """
+        counts = {"rerouted": 0, "dead_letters": 0}
+        if self.spool is None:
+            return counts
+        known = {t.name for t in targets(self.config)}
+        for target in [t for t in self._store("queue_stats") if t not in known]:
+            for item in self._store("items_of", target):
+                why = f"destination {target} was removed"
+                if item.kind == WORKER:
+                    route = self._lookup(item.study_uid)
+                    try:
+                        if route is None:
+                            raise NoWorkerError("its study has no route")
+                        worker = self.route(route.client, item.study_uid)
+                    except NoWorkerError as exc:
+                        why = f"worker {target} was removed and {exc}"
+                    else:
+                        path = self.spool.relocate(item.path, worker)
+                        self._store("retarget", item.id, worker, path)
+                        self.registry.tell(f"sender:{worker}", WAKE)
+                        counts["rerouted"] += 1
+                        continue
+                self.spool.bury(self.spool.path(item.path), {
+                    "reason": why, "target": target, "target_kind": item.kind,
+                    "study_uid": item.study_uid, "sop_instance_uid": item.sop_instance_uid,
+                    "sop_class_uid": item.sop_class_uid, "transfer_syntax": item.transfer_syntax,
+                })  # fmt: skip
+                self._store("remove_item", item.id)
+                counts["dead_letters"] += 1
+        if any(counts.values()):
+            logger.warning("orphaned queue rows: %s", counts, extra={"event": "admin"})
+        return counts
+
+    def on_receive(self, message: Any) -> Any:
+        if message == _SWEEP:
+            self.sweep_orphans()
+            self.send_after(SWEEP_INTERVAL, _SWEEP)
+            return None
+        return super().on_receive(message)
 
     def inspect(self) -> dict[str, Any]:
         return {

@@ -44,6 +44,7 @@ _RETRY = "retry"  # the backoff has passed
 _IDLE = "idle"  # time to release an unused association
 _ECHO = "echo"  # time for a health check
 BATCH = 32
+HAND_OVER_BATCH = 256
 MAX_CONTEXTS = 120  # of the 128 a requestor may propose, leave room for Verification
 
 
@@ -185,14 +186,19 @@ class Sender(SupervisedActor):
         the row before the file is in its queue, and recovery after a crash in
         between finds the file by its (unique) name.
         """
-        moved = self.registry.call("store", "moved_items", self.target.name)
+        moved = self.registry.call("store", "moved_items", self.target.name, HAND_OVER_BATCH)
         for item, worker in moved:
-            path = self.spool.relocate(item.path, worker)
+            src = item.path
+            if not self.spool.path(src).exists():  # moved already, before a crash: find it
+                src = self.spool.find(src.rsplit("/", 1)[-1]) or src
+            path = self.spool.relocate(src, worker)
             self.registry.call("store", "retarget", item.id, worker, path)
         for worker in {worker for _, worker in moved}:
             self.registry.tell(f"sender:{worker}", WAKE)
         if moved:
             logger.info("%s: %d queued instances handed on after a move", self.name, len(moved))
+        if len(moved) == HAND_OVER_BATCH:
+            self.actor_ref.tell(WAKE)  # more to hand on: next turn, after other messages
 
     def _deliver(self, item: QueueItem, batch: list[QueueItem]) -> None:
         path = self.spool.path(item.path)

@@ -21,18 +21,26 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataDirInUseError", "Spool"]
+__all__ = ["DataDirInUseError", "Spool", "SpoolFullError"]
 
 LOCK_FILE = "node.lock"
 
 
 class DataDirInUseError(RuntimeError):
     """Another node holds the lock on this data_dir."""
+
+
+class SpoolFullError(OSError):
+    """No room for another instance: refuse it (A700), deliver what is queued, then take more."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(errno.ENOSPC, why)
 
 
 logger = logging.getLogger(__name__)
@@ -59,9 +67,15 @@ class Spool:
     callers turn that into a DICOM status or a retry.
     """
 
-    def __init__(self, data_dir: Path, durable: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, durable: bool = True, max_bytes: int = 0, min_free: int = 0
+    ) -> None:
         self.root = Path(data_dir).resolve()
         self.durable = durable
+        self.max_bytes = max_bytes
+        self.min_free = min_free
+        self._bytes_lock = threading.Lock()
+        self.queued_bytes = 0  # what the files under spool/ take; counted at prepare()
         self.incoming = self.root / "incoming"
         self.queues = self.root / "spool"
         self.dead = self.root / "dead"
@@ -97,9 +111,33 @@ class Spool:
         """Create the directories; remove what an interrupted receive left in ``incoming/``."""
         for directory in (self.incoming, self.queues, self.dead):
             directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)  # patients' images and the control socket: the node's alone
         for leftover in self.incoming.iterdir():
             logger.info("removing %s: a receive interrupted before it was acknowledged", leftover)
             leftover.unlink(missing_ok=True)
+
+    def recount(self) -> None:
+        """Count the bytes under ``spool/`` afresh (after recovery has tidied it)."""
+        with self._bytes_lock:
+            self.queued_bytes = sum(p.stat().st_size for p in self.queues.glob("*/*"))
+
+    def check_room(self, size: int) -> None:
+        """Refuse an instance of ``size`` bytes the spool has no room for.
+
+        Raises:
+            SpoolFullError: past ``max_bytes`` queued, or below ``min_free`` free disk.
+        """
+        if self.max_bytes and self.queued_bytes + size > self.max_bytes:
+            raise SpoolFullError(
+                f"spool full: {self.queued_bytes} of {self.max_bytes} bytes queued"
+            )
+        free = shutil.disk_usage(self.root).free
+        if free - size < self.min_free:
+            raise SpoolFullError(f"disk nearly full: {free} bytes free, {self.min_free} kept")
+
+    def _count(self, delta: int) -> None:
+        with self._bytes_lock:
+            self.queued_bytes = max(self.queued_bytes + delta, 0)
 
     def sweep_incoming(self, older_than: float) -> int:
         """Remove files in ``incoming/`` untouched for ``older_than`` seconds; how many."""
@@ -126,16 +164,33 @@ class Spool:
         another file system).
         """
         directory = self._queue_dir(target)
-        name = (
-            f"{_UNSAFE.sub('_', sop_instance_uid)[:64] or 'instance'}.{uuid.uuid4().hex[:12]}.dcm"
-        )
+        label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
+        name = f"{label}.{uuid.uuid4().hex[:12]}.dcm"
         self._move_in(Path(src), directory / name)
+        self._count((directory / name).stat().st_size)
         return f"spool/{target}/{name}"
+
+    def adopt(self, src: Path, target: str, sop_instance_uid: str) -> str:
+        """Like :meth:`admit`, but ``src`` stays where it is (a hard link, or a copy)."""
+        directory = self._queue_dir(target)
+        label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
+        dest = directory / f"{label}.{uuid.uuid4().hex[:12]}.dcm"
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+        if self.durable:
+            _fsync_path(dest)
+            _fsync_path(directory, directory=True)
+        self._count(dest.stat().st_size)
+        return str(dest.relative_to(self.root))
 
     def relocate(self, rel: str, target: str) -> str:
         """Move a queued file to another target's directory; its new relative path."""
         src = self.path(rel)
         directory = self._queue_dir(target)
+        if src.parent == directory:
+            return rel  # already there (a hand-over repeated after a crash)
         os.replace(src, directory / src.name)
         if self.durable:
             _fsync_path(directory, directory=True)
@@ -144,7 +199,13 @@ class Spool:
 
     def remove(self, rel: str) -> None:
         """Delete a delivered file; a file already gone is not an error."""
-        self.path(rel).unlink(missing_ok=True)
+        path = self.path(rel)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        self._count(-size)
 
     def bury(self, src: Path, reason: dict[str, Any]) -> Path:
         """Move ``src`` to ``dead/`` and write its reason beside it; the dead file's path.
@@ -156,6 +217,8 @@ class Spool:
         stem = f"{stamp}-{uuid.uuid4().hex[:8]}-{label}"
         dead_file = self.dead / f"{stem}.dcm"
         record = {**reason, "at": time.time(), "file": dead_file.name}
+        if Path(src).resolve().is_relative_to(self.queues):
+            self._count(-Path(src).stat().st_size)
         note = self.dead / f"{stem}.json"
         tmp = note.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS studies (
 );
 CREATE INDEX IF NOT EXISTS studies_activity ON studies (last_activity_at);
 CREATE INDEX IF NOT EXISTS studies_worker ON studies (worker);
+CREATE INDEX IF NOT EXISTS studies_client ON studies (client);
+CREATE INDEX IF NOT EXISTS studies_routed ON studies (routed_at);
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY,
     target TEXT NOT NULL,
@@ -123,18 +125,26 @@ class _AdminQueries:
     _database: sqlite3.Connection
 
     def move_studies(
-        self, worker: str, to: str, studies: list[str] | None = None
+        self, worker: str, to: str, studies: list[str] | None = None, cutoff: float = 0.0
     ) -> list[dict[str, Any]]:
-        """Re-route ``worker``'s studies (all, or those given) to ``to``; what moved.
+        """Re-route ``worker``'s studies to ``to``; what moved.
 
-        Each moved study: its UID, the instances already delivered to ``worker``
-        (now a split study) and those still queued for it (the sender hands them on).
+        The studies given, or else those open: active since ``cutoff`` or with
+        instances queued (a closed study stays where it was done). Each moved
+        study: its UID, the instances already delivered to ``worker`` (now a
+        split study) and those still queued for it (its sender hands them on).
         """
         with self._transaction() as db:
             where, args = "worker = ?", [worker]
             if studies is not None:
                 where += f" AND study_uid IN ({', '.join('?' for _ in studies)})"
                 args += studies
+            else:
+                where += (
+                    " AND (last_activity_at >= ? OR EXISTS "
+                    "(SELECT 1 FROM queue q WHERE q.study_uid = studies.study_uid))"
+                )
+                args.append(cutoff)
             moved = db.execute(
                 f"UPDATE studies SET worker = ?, moved_from = ?, "
                 f"delivered_before_move = instances_delivered WHERE {where} "
@@ -346,9 +356,18 @@ class SQLiteStore(_AdminQueries):
         return int(row[0])
 
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
+        """The oldest rows owed to ``target``, leaving out those of studies moved away.
+
+        A moved study's rows wait for their sender to hand them on; they are
+        never sent to the worker the study has left.
+        """
+        columns = ", ".join(f"q.{c.strip()}" for c in _ITEM_COLUMNS.split(","))
         rows = self._database.execute(
-            f"SELECT {_ITEM_COLUMNS} FROM queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?",
-            (target, after_id, limit),
+            f"SELECT {columns} FROM queue q LEFT JOIN studies s ON s.study_uid = q.study_uid "
+            "WHERE q.target = ? AND q.id > ? "
+            "AND (q.kind <> ? OR s.worker IS NULL OR s.worker = q.target) "
+            "ORDER BY q.id LIMIT ?",
+            (target, after_id, WORKER, limit),
         ).fetchall()
         return [QueueItem(*row) for row in rows]
 
@@ -424,6 +443,10 @@ class SQLiteStore(_AdminQueries):
     def count_studies(self) -> int:
         return int(self._database.execute("SELECT COUNT(*) FROM studies").fetchone()[0])
 
+    def delete_worker_state(self, name: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM worker_states WHERE name = ?", (name,))
+
     def worker_states(self) -> dict[str, str]:
         return dict(self._database.execute("SELECT name, state FROM worker_states").fetchall())
 
@@ -441,11 +464,16 @@ class StoreActor(SupervisedActor, SQLiteStore):
     """The store in the tree, registered as ``"store"``: every call runs in its thread.
 
     A database error goes back to the caller and then crashes the actor
-    (``fatal_errors``); the restarted actor reopens the file, whose committed
+    (``is_fatal``); the restarted actor reopens the file, whose committed
     state is whole (SQLite's transactions).
     """
 
-    fatal_errors = (sqlite3.DatabaseError,)
+    def is_fatal(self, exc: BaseException) -> bool:
+        # A broken file or connection is; a bad query (a caller's bug) is the caller's.
+        return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+            exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
+                  sqlite3.InterfaceError)
+        )  # fmt: skip
 
     def __init__(self, registry: Registry, path: Path, durable: bool = True) -> None:
         SupervisedActor.__init__(self)
