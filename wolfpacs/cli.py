@@ -9,8 +9,9 @@ import signal
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
-from wolfpacs import __version__, ctl, logs, shell
+from wolfpacs import __version__, chaos, ctl, logs, shell
 from wolfpacs.config import ConfigError, load
 from wolfpacs.demo import demo
 from wolfpacs.node import Node
@@ -38,6 +39,16 @@ def parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="a self-contained round trip on loopback")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     _common(demo, level="warning")  # the demo's own lines tell the story
+    chaos_parser = verbs.add_parser(
+        "chaos", help="a node under injected faults, and the ledger of every instance"
+    )
+    for flag, default in (("instances", 300), ("studies", 10), ("clients", 2), ("workers", 3),
+                          ("seed", 1), ("faults", 10), ("kills", 1), ("size", 32)):  # fmt: skip
+        chaos_parser.add_argument(f"--{flag}", type=int, default=default)
+    chaos_parser.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
+    chaos_parser.add_argument("--keep", action="store_true", help="keep the run's directory")
+    chaos_parser.add_argument("--report", type=Path, help="also write the ledger as JSON")
+    _common(chaos_parser, level="warning")
     ctl_parser = verbs.add_parser(
         "ctl", help="one verb on a running node (see 'wolfpacs ctl help')", add_help=False
     )
@@ -84,6 +95,12 @@ def run(config_path: str) -> int:
     return 0
 
 
+def _chaos_options(args: argparse.Namespace) -> chaos.Options:
+    fields = ("instances", "studies", "clients", "workers", "seed", "faults", "kills", "size",
+              "duration")  # fmt: skip
+    return chaos.Options(**{name: getattr(args, name) for name in fields})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
@@ -92,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": lambda: demo(keep=args.keep),
         "ctl": lambda: ctl.main(args),
         "shell": lambda: shell.main(args),
+        "chaos": lambda: chaos.main(_chaos_options(args), args.keep, args.report),
     }
     code = verbs[args.verb]()
     logging.shutdown()

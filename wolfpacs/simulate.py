@@ -54,6 +54,10 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+RETRIES = 20  # a worker's attempts to hand a derived series back
+RETRY_PAUSE = 1.0  # seconds between them
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -87,6 +91,10 @@ class _StorageSCP:
         self.port = port or free_port()
         # The status to answer each C-STORE with (before it is recorded); 0 records it.
         self.answer: Callable[[Received], int] = lambda _item: 0x0000
+        # A fault to play, for chaos runs: "status" (answer 0xA700), "abort" (abort the
+        # association mid-transfer), "stall" (answer only after ``stall`` seconds).
+        self.fault: str | None = None
+        self.stall = 0.0
         self.received: list[Received] = []
         self.associations = 0  # accepted so far
         self.changed = threading.Condition()
@@ -118,6 +126,14 @@ class _StorageSCP:
             self.associations += 1
 
     def _on_store(self, event: evt.Event) -> int:
+        fault = self.fault
+        if fault == "status":
+            return 0xA700
+        if fault == "abort":
+            event.assoc.abort(block=False)
+            return 0xA700
+        if fault == "stall":
+            time.sleep(self.stall)
         path = Path(event.dataset_path)
         ds = dcmread(path, stop_before_pixels=True)
         item = Received(
@@ -169,10 +185,18 @@ class SimulatedWorker(_StorageSCP):
         self.node_port = node_port
         self.node_ae_title = node_ae_title
         self.quiet = quiet
-        self.sent_back: list[str] = []
+        self.sent_back: list[str] = []  # derived instances the node acknowledged
+        self.derived: dict[str, tuple[str, bool]] = {}  # every one sent: uid → (study, acked)
         self._timers: dict[str, threading.Timer] = {}
         self._sources: dict[str, list[Any]] = defaultdict(list)
         self._lock = threading.Lock()
+
+    @property
+    def idle(self) -> bool:
+        """No derived series due: none waiting for its study to go quiet, none unsent."""
+        with self._lock:
+            waiting = bool(self._timers)
+        return not waiting and all(acked for _, acked in self.derived.values())
 
     def stored(self, item: Received, path: Path) -> None:
         source = dcmread(path, stop_before_pixels=True)
@@ -187,28 +211,51 @@ class SimulatedWorker(_StorageSCP):
             timer.start()
 
     def _answer(self, study_uid: str) -> None:
-        """Send one derived instance per source instance, in one new series."""
+        """Send one derived instance per source instance, in one new series.
+
+        Like a real worker, it tries again (a few times, seconds apart) what the
+        node did not take: the node may be restarting.
+        """
         with self._lock:
             sources = self._sources.pop(study_uid, [])
             self._timers.pop(study_uid, None)
         if not sources:
             return
         series_uid = generate_uid()
-        derived = [derived_instance(src, series_uid, n) for n, src in enumerate(sources, 1)]
+        pending = [derived_instance(src, series_uid, n) for n, src in enumerate(sources, 1)]
+        for ds in pending:
+            self.derived[str(ds.SOPInstanceUID)] = (study_uid, False)
+        for attempt in range(RETRIES):
+            if attempt:
+                time.sleep(RETRY_PAUSE)
+            pending = self._send_back(pending)
+            if not pending:
+                return
+        logger.error("%s: %d derived instances of %s not taken", self.ae_title, len(pending),
+                     study_uid)  # fmt: skip
+
+    def _send_back(self, derived: list[Any]) -> list[Any]:
+        """Send to the node's inside port; what it did not acknowledge."""
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(SecondaryCaptureImageStorage)
         assoc = ae.associate("127.0.0.1", self.node_port, ae_title=self.node_ae_title,
                              evt_handlers=dicom.nodelay_handlers())  # fmt: skip
         if not assoc.is_established:
-            logger.error("%s: cannot send derived series of %s back", self.ae_title, study_uid)
-            return
+            return derived
+        left = []
         try:
             for ds in derived:
-                status = assoc.send_c_store(ds)
-                if status and int(status.Status) == 0:
-                    self.sent_back.append(str(ds.SOPInstanceUID))
+                status = assoc.send_c_store(ds) if assoc.is_established else None
+                if status and "Status" in status and int(status.Status) == 0:
+                    uid = str(ds.SOPInstanceUID)
+                    self.sent_back.append(uid)
+                    self.derived[uid] = (self.derived[uid][0], True)
+                else:
+                    left.append(ds)
         finally:
-            assoc.release()
+            if assoc.is_established:
+                assoc.release()
+        return left
 
 
 def send_files(
