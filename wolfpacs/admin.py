@@ -118,7 +118,7 @@ class Admin:
             raise AdminError(f"{verb}: bad arguments: {exc}") from None
         except (ConfigError, ValueError) as exc:
             raise AdminError(f"{verb}: {exc}") from None
-        except UnavailableError as exc:
+        except (UnavailableError, pykka.ActorDeadError) as exc:
             raise AdminError(f"{verb}: the node is busy or restarting that part: {exc}") from None
 
     # -- looking ---------------------------------------------------------------------

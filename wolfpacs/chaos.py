@@ -62,6 +62,13 @@ class Options:
     size: int = 32  # rows = columns of each image
 
 
+def _matching(names: list[str], choice: str) -> list[str]:
+    """The actors ``choice`` names: itself, or with a trailing * every one of that kind."""
+    if choice.endswith("*"):
+        return [n for n in names if n.startswith(choice[:-1])]
+    return [n for n in names if n == choice]
+
+
 def _digest(path: Path) -> str:
     data = path.read_bytes()
     meta = read_file_meta_info(path)
@@ -83,6 +90,7 @@ class Chaos:
         self.node: subprocess.Popen[bytes] | None = None
         self.ledger = Ledger()
         self.refusals: dict[int, int] = {}
+        self._restarts_now: dict[str, int] = {}
         self._lock = threading.Lock()  # one fault, or one restart of the node, at a time
         self._counting = threading.Lock()
 
@@ -119,18 +127,24 @@ class Chaos:
     def control(self) -> ControlClient:
         return ControlClient(self.root / "data" / "control.sock", timeout=30, reconnect=30)
 
-    def collect_restarts(self) -> None:
-        """Add this node's restarts so far to the ledger (before it is killed or stopped)."""
-        client = self.control()
+    def poll_restarts(self) -> None:
+        """Note this node's restarts so far (the latest count of its present life)."""
+        client = ControlClient(self.root / "data" / "control.sock", timeout=10, reconnect=1)
         try:
-            for actor, n in client.call("stats")["restarts"].items():
-                self.ledger.restarts[actor] = self.ledger.restarts.get(actor, 0) + n
-        except ControlError as exc:
-            logger.warning("chaos: restarts not collected: %s", exc)
+            self._restarts_now = client.call("stats")["restarts"]
+        except ControlError:
+            pass  # between lives, or busy: the last count stands
         finally:
             client.close()
 
+    def collect_restarts(self) -> None:
+        """Bank the restarts of the node's present life (before it is killed, or after it died)."""
+        for actor, n in self._restarts_now.items():
+            self.ledger.restarts[actor] = self.ledger.restarts.get(actor, 0) + n
+        self._restarts_now = {}
+
     def kill_node(self) -> None:
+        self.poll_restarts()
         self.collect_restarts()
         assert self.node is not None
         self.node.kill()  # SIGKILL: no on_stop, no flush, nothing
@@ -139,14 +153,20 @@ class Chaos:
         self.start_node()
 
     def watch_node(self, stop: threading.Event) -> None:
-        """A node that exits by itself (its tree gave up) is started again, as systemd would."""
-        while not stop.wait(0.5):
+        """A node that exits by itself (its tree gave up) is started again, as systemd would.
+
+        Meanwhile, its restart counts are read every second.
+        """
+        while not stop.wait(1.0):
             with self._lock:
                 if self.node is not None and self.node.poll() is not None:
                     logger.warning("chaos: the node exited (%s); starting it again",
                                    self.node.returncode)  # fmt: skip
                     self.ledger.node_exits += 1
+                    self.collect_restarts()
                     self.start_node()
+                else:
+                    self.poll_restarts()
 
     # -- faults ------------------------------------------------------------------------
 
@@ -175,20 +195,23 @@ class Chaos:
         self.ledger.faults += 1
 
     def crash(self) -> None:
+        """Crash one actor; if the node is between lives or the actor between restarts, retry."""
         client = self.control()
         try:
-            names = client.call("names")["actors"]
-            for _ in range(10):  # a receiver may not be there at this instant: pick again
-                choice = self.rng.choice(CRASHABLE)
-                pool = [n for n in names if n.startswith(choice[:-1])] if "*" in choice else [
-                    n for n in names if n == choice]  # fmt: skip
-                if pool:
-                    actor = self.rng.choice(pool)
-                    client.call("kill", actor=actor)
-                    logger.info("chaos: crashed %s", actor)
-                    return
-        except ControlError as exc:
-            logger.warning("chaos: crash not injected: %s", exc)
+            for _ in range(20):
+                try:
+                    names = client.call("names")["actors"]
+                    pool = _matching(names, self.rng.choice(CRASHABLE))
+                    if pool:  # (a receiver may not be there at this instant)
+                        actor = self.rng.choice(pool)
+                        client.call("kill", actor=actor)
+                        self.ledger.crashes += 1
+                        logger.info("chaos: crashed %s", actor)
+                        return
+                except ControlError as exc:
+                    logger.info("chaos: crash not injected yet: %s", exc)
+                    time.sleep(0.5)
+            logger.warning("chaos: no crash injected after 20 tries")
         finally:
             client.close()
 
@@ -257,7 +280,8 @@ class Chaos:
         for files in studies.values():  # interleave a hospital's studies: several open at once
             self.rng.shuffle(files)
         size = max(f.stat().st_size for files in studies.values() for f in files)
-        self.write_config(spool_max=size * 30)
+        # A spool that a worker outage fills: the node must refuse, then recover.
+        self.write_config(spool_max=size * max(30, o.instances // 50))
         for peer in (*self.workers, *self.pacs):
             peer.start()
         self.start_node()
@@ -279,6 +303,7 @@ class Chaos:
         finally:
             stop.set()
             with self._lock:
+                self.poll_restarts()
                 self.collect_restarts()
                 self.stop_node()
             for peer in (*self.workers, *self.pacs):
@@ -341,7 +366,7 @@ class Chaos:
              for i, p in enumerate(self.pacs)},
             dead,
         )  # fmt: skip
-        for key in ("restarts", "node_kills", "node_exits", "faults"):
+        for key in ("restarts", "node_kills", "node_exits", "faults", "crashes"):
             setattr(result, key, getattr(ledger, key))
         return result
 

@@ -45,6 +45,7 @@ class Ledger:
     derived_lost: int = 0
     derived_misrouted: int = 0
     restarts: dict[str, int] = field(default_factory=dict)
+    crashes: int = 0
     node_kills: int = 0
     node_exits: int = 0
     faults: int = 0
@@ -135,6 +136,7 @@ class Ledger:
             ("  LOST", self.derived_lost),
             ("MISROUTED (studies on two workers, derived at another PACS)", self.misrouted),
             ("faults injected", self.faults),
+            ("  actor crashes among them", self.crashes),
             ("kill -9 of the node", self.node_kills),
             ("node exits by escalation", self.node_exits),
             ("actor restarts", sum(self.restarts.values())),

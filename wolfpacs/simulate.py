@@ -54,7 +54,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
-RETRIES = 20  # a worker's attempts to hand a derived series back
+RETRIES = 60  # a worker's attempts to hand a derived series back
 RETRY_PAUSE = 1.0  # seconds between them
 
 
@@ -189,14 +189,14 @@ class SimulatedWorker(_StorageSCP):
         self.derived: dict[str, tuple[str, bool]] = {}  # every one sent: uid → (study, acked)
         self._timers: dict[str, threading.Timer] = {}
         self._sources: dict[str, list[Any]] = defaultdict(list)
+        self._answering = 0  # derived series being sent right now
         self._lock = threading.Lock()
 
     @property
     def idle(self) -> bool:
-        """No derived series due: none waiting for its study to go quiet, none unsent."""
+        """No derived series due: none waiting for its study to go quiet, none being sent."""
         with self._lock:
-            waiting = bool(self._timers)
-        return not waiting and all(acked for _, acked in self.derived.values())
+            return not self._timers and not self._answering
 
     def stored(self, item: Received, path: Path) -> None:
         source = dcmread(path, stop_before_pixels=True)
@@ -219,8 +219,15 @@ class SimulatedWorker(_StorageSCP):
         with self._lock:
             sources = self._sources.pop(study_uid, [])
             self._timers.pop(study_uid, None)
-        if not sources:
-            return
+            self._answering += 1
+        try:
+            if sources:
+                self._answer_with(study_uid, sources)
+        finally:
+            with self._lock:
+                self._answering -= 1
+
+    def _answer_with(self, study_uid: str, sources: list[Any]) -> None:
         series_uid = generate_uid()
         pending = [derived_instance(src, series_uid, n) for n, src in enumerate(sources, 1)]
         for ds in pending:
