@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import node, storescp, storescu, wait_files
+from bench.harness import node, send_through, storescp, storescu
 from wolfpacs.simulate import free_port
 from wolfpacs.synthetic import write_study
 
@@ -38,12 +38,8 @@ def direct(files: list[Path], root: Path) -> float:
 
 
 def through_node(files: list[Path], root: Path, durability: str) -> float:
-    """From the start of storescu to the worker holding the last instance."""
     with node(root, durability) as running:
-        started = time.perf_counter()
-        storescu(files, running.outside, "BENCH")
-        wait_files(running.worker_dir, len(files))
-        return time.perf_counter() - started
+        return send_through(files, running)
 
 
 def main() -> int:

@@ -60,6 +60,14 @@ class Node:
     process: subprocess.Popen[bytes]
 
 
+def send_through(files: list[Path], running: Node) -> float:
+    """Seconds from the start of storescu to the worker holding the last instance."""
+    started = time.perf_counter()
+    storescu(files, running.outside, "BENCH")
+    wait_files(running.worker_dir, len(files))
+    return time.perf_counter() - started
+
+
 @contextlib.contextmanager
 def node(root: Path, durability: str = "fsync") -> Iterator[Node]:
     """``wolfpacs run`` with one DCMTK worker; stopped with SIGTERM and cleaned up after."""

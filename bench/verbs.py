@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Node, node, storescu, wait_files
+from bench.harness import node, send_through
 from wolfpacs.config import load
 from wolfpacs.control import ControlClient
 from wolfpacs.synthetic import write_study
@@ -40,13 +40,6 @@ def latencies(client: ControlClient, calls: int) -> dict[str, float]:
     return result
 
 
-def send(files: list[Path], running: Node) -> float:
-    started = time.perf_counter()
-    storescu(files, running.outside, "BENCH")
-    wait_files(running.worker_dir, len(files))
-    return time.perf_counter() - started
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.verbs", description=__doc__)
     parser.add_argument("--instances", type=int, default=250)
@@ -60,8 +53,8 @@ def main() -> int:
         path = load(running.config).node.control_path
         client = ControlClient(path)
         study = {"rows": args.size, "columns": args.size, "series": 1}
-        report["alone_s"] = send(write_study(root / "a", per_series=args.instances, **study),
-                                 running)  # fmt: skip
+        alone = write_study(root / "a", per_series=args.instances, **study)
+        report["alone_s"] = send_through(alone, running)
         report["idle_ms"] = latencies(client, args.calls)
         client.close()
         done = threading.Event()
@@ -80,7 +73,7 @@ def main() -> int:
         files = write_study(root / "b", per_series=args.instances, **study)
         loop.start()
         try:
-            report["with_shell_s"] = send(files, running)
+            report["with_shell_s"] = send_through(files, running)
         finally:
             done.set()
             loop.join()

@@ -181,22 +181,22 @@ class Chaos:
         return sorted(events)
 
     def inject(self, fault: str) -> None:
-        with self._lock:
-            if fault == "kill":
+        if fault == "kill":
+            with self._lock:  # not while the watcher starts the node again
                 self.kill_node()
-            elif fault == "crash":
-                self.crash()
-            elif fault == "spool":  # every worker away: the queue grows to the spool's limit
-                self.misbehave(self.workers, "down", self.rng.uniform(3, 6))
-            else:
-                peers = self.workers if fault == "worker" else self.pacs
-                self.misbehave([self.rng.choice(peers)], self.rng.choice(PEER_FAULTS),
-                               self.rng.uniform(1, 4))  # fmt: skip
+        elif fault == "crash":
+            self.crash()  # without the lock: it waits for a node between lives to be back
+        elif fault == "spool":  # every worker away: the queue grows to the spool's limit
+            self.misbehave(self.workers, "down", self.rng.uniform(3, 6))
+        else:
+            peers = self.workers if fault == "worker" else self.pacs
+            self.misbehave([self.rng.choice(peers)], self.rng.choice(PEER_FAULTS),
+                           self.rng.uniform(1, 4))  # fmt: skip
         self.ledger.faults += 1
 
     def crash(self) -> None:
         """Crash one actor; if the node is between lives or the actor between restarts, retry."""
-        client = self.control()
+        client = ControlClient(self.root / "data" / "control.sock", timeout=10, reconnect=2)
         try:
             for _ in range(20):
                 try:
