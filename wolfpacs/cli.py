@@ -83,8 +83,7 @@ def run(config_path: str) -> int:
     except Exception as exc:
         logger.error("the node could not start: %s", exc)
         return 1
-    monitor_exit = node.exited
-    while not stop.is_set() and not monitor_exit.is_set():
+    while not stop.is_set() and not node.exited.is_set():
         stop.wait(0.5)  # wakes for signals too: a handler only runs between waits
     if node.exited.is_set():
         logger.critical("the supervision tree gave up: %s", node.exit_reason)
