@@ -61,7 +61,8 @@ def test_workers_clients_destinations_studies_study_queues_stats(world):
     (queue,) = w.admin("queues")
     assert queue["target"] == busy["name"] and queue["instances"] == 3 and queue["bytes"] > 0
     counters = w.admin("stats")["counters"]
-    assert counters["in.outside.instances"] == 3 and counters["associations.outside.accepted"] == 1
+    assert counters["wolfpacs_instances_total{direction=in,peer=demo-hospital,side=outside}"] == 3
+    assert counters["wolfpacs_associations_total{outcome=accepted,side=outside}"] == 1
 
 
 def test_drain_keeps_open_studies_and_sends_new_ones_elsewhere(world):

@@ -243,7 +243,7 @@ class Admin:
         ]
 
     def stats(self) -> dict[str, Any]:
-        snapshot = self.node.counters.snapshot()
+        snapshot = self.node.metrics.snapshot()
         snapshot["restarts"] = _restarts(self.tree())
         return snapshot
 

@@ -21,8 +21,8 @@ from pynetdicom.pdu import P_DATA_TF
 
 from supervisors import ChildSpec, Registry, SupervisedActor, monitor
 from wolfpacs import dicom
+from wolfpacs.metrics import Metrics
 from wolfpacs.receiver import INSIDE, OUTSIDE, Peer, Receiver
-from wolfpacs.stats import Counters
 from wolfpacs.status import Status, response
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # permanent, service user, calling AE no
 REJECT_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service user, no reason given
 REJECT_BUSY = (0x02, 0x03, 0x01)  # transient, service provider, temporary congestion
 REJECT_LIMIT = (0x02, 0x03, 0x02)  # transient, service provider, local limit exceeded
+REASONS = {REJECT_CALLED_AE: "called_ae", REJECT_CALLING_AE: "calling_ae",
+           REJECT_NO_REASON: "address"}  # fmt: skip
 ASK_TIMEOUT = 30.0  # seconds a C-STORE waits for its receiver (it may be fsyncing)
 SWEEP_INTERVAL = 60.0  # seconds between two sweeps of incoming/
 _SWEEP = "sweep"
@@ -71,13 +73,13 @@ class Gate:
     """pynetdicom's event handlers for one listener; safe to call from any thread."""
 
     def __init__(
-        self, side: str, live: LiveConfig, registry: Registry, spool: Spool, counters: Counters
+        self, side: str, live: LiveConfig, registry: Registry, spool: Spool, metrics: Metrics
     ) -> None:
         self.side = side
         self.live = live
         self.registry = registry
         self.spool = spool
-        self.counters = counters
+        self.metrics = metrics
         self._lock = threading.Lock()
         self._receivers: dict[int, pykka.ActorRef[Receiver]] = {}
         self._per_peer: dict[str, int] = {}  # open associations per client or worker
@@ -140,7 +142,7 @@ class Gate:
             self.side, calling, address, port, called, why,
             extra={"event": "association", "side": self.side, "outcome": "rejected", "why": why},
         )  # fmt: skip
-        self.counters.add(f"associations.{self.side}.rejected")
+        self.metrics.association(self.side, "rejected", REASONS[rj])
         return rj
 
     def on_requested(self, event: evt.Event) -> None:
@@ -157,12 +159,12 @@ class Gate:
             logger.warning("%s association from %s rejected: %s", self.side, peer, refusal,
                            extra={"event": "association", "side": self.side,
                                   "outcome": "rejected", "why": refusal})  # fmt: skip
-            self.counters.add(f"associations.{self.side}.rejected")
+            self.metrics.association(self.side, "rejected", "limit")
             _reject(assoc, REJECT_LIMIT)
             return
         spec = ChildSpec(
             f"receiver:{next(_receiver_ids)}",
-            lambda: Receiver.start(self.registry, self.spool, peer, assoc, self.counters),
+            lambda: Receiver.start(self.registry, self.spool, peer, assoc, self.metrics),
             restart="temporary",
         )
         try:
@@ -176,7 +178,7 @@ class Gate:
             self._receivers[key] = ref
             self._per_peer[peer.name] = self._per_peer.get(peer.name, 0) + 1
         monitor(ref, lambda _reason: self._forget(key, peer.name))
-        self.counters.add(f"associations.{self.side}.accepted")
+        self.metrics.association(self.side, "accepted")
 
     def _over_limits(self, peer: Peer) -> str | None:
         """Why this association may not open now (transient limits), or None."""
@@ -212,7 +214,7 @@ class Gate:
                     "%s: a dataset of over %d bytes: association aborted (max_instance_bytes)",
                     self.side, limit,
                 )  # fmt: skip
-                self.counters.add(f"in.{self.side}.too_large")
+                self.metrics.association(self.side, "aborted", "too_large")
                 event.assoc.abort(block=False)  # in pynetdicom's own thread: do not wait
                 return
 
@@ -254,14 +256,14 @@ class Listener(SupervisedActor):
         live: LiveConfig,
         registry: Registry,
         spool: Spool,
-        counters: Counters | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.side = side
         self.live = live
         self.registry = registry
         self.spool = spool
-        self.counters = counters or Counters()
+        self.metrics = metrics or Metrics()
         self.server: ThreadedAssociationServer | None = None
         self.gate: Gate | None = None
 
@@ -276,7 +278,7 @@ class Listener(SupervisedActor):
 
     def on_start(self) -> None:
         self.registry.register(f"listener:{self.side}", self.actor_ref)
-        self.gate = Gate(self.side, self.live, self.registry, self.spool, self.counters)
+        self.gate = Gate(self.side, self.live, self.registry, self.spool, self.metrics)
         ae = dicom.acceptor_ae(self.config.node)
         self.server = ae.start_server(
             (self.config.node.bind, self.port), block=False, evt_handlers=self.gate.handlers()

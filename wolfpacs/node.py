@@ -29,12 +29,12 @@ from wolfpacs.admin import Admin
 from wolfpacs.config import ConfigError
 from wolfpacs.control import Control
 from wolfpacs.listener import Listener
+from wolfpacs.metrics import Metrics, NodeCollector
 from wolfpacs.receiver import INSIDE, OUTSIDE
 from wolfpacs.router import Router
 from wolfpacs.runtime import LiveConfig, apply
 from wolfpacs.sender import Sender, Target, targets
 from wolfpacs.spool import DataDirInUseError, Spool
-from wolfpacs.stats import Counters
 from wolfpacs.store import SQLiteStore, StoreActor
 
 if TYPE_CHECKING:
@@ -79,25 +79,27 @@ class Node:
         self.config = config
         self.live = LiveConfig(config)
         self.registry = Registry()
-        self.counters = Counters()
+        self.metrics = Metrics()
         node = config.node
         self.spool = Spool(
-            node.data_dir, node.durability == "fsync", node.spool_max_bytes, node.min_free_bytes
-        )
+            node.data_dir, node.durability == "fsync", node.spool_max_bytes, node.min_free_bytes,
+            on_dead=self.metrics.dead_letter,
+        )  # fmt: skip
         self.db_path = self.spool.root / STATE_DB
         self.admin = Admin(self)
+        self.metrics.registry.register(NodeCollector(self.admin))
         self.root: pykka.ActorRef[Supervisor] | None = None
         self.exited = threading.Event()
         self.exit_reason: ExitReason | None = None
 
     def sender_spec(self, target: Target) -> ChildSpec:
-        node, reg, spool, counters = self.config.node, self.registry, self.spool, self.counters
+        node, reg, spool, metrics = self.config.node, self.registry, self.spool, self.metrics
         return ChildSpec(
-            f"sender:{target.name}", lambda: Sender.start(reg, target, node, spool, counters)
+            f"sender:{target.name}", lambda: Sender.start(reg, target, node, spool, metrics)
         )
 
     def children(self) -> list[ChildSpec]:
-        live, reg, spool, counters = self.live, self.registry, self.spool, self.counters
+        live, reg, spool, metrics = self.live, self.registry, self.spool, self.metrics
         durable = self.spool.durable
 
         def senders() -> pykka.ActorRef[Any]:  # from the live config, also after a restart
@@ -106,7 +108,7 @@ class Node:
 
         return [
             ChildSpec("store", lambda: StoreActor.start(reg, self.db_path, durable)),
-            ChildSpec("router", lambda: Router.start(reg, live, spool=spool)),
+            ChildSpec("router", lambda: Router.start(reg, live, spool=spool, metrics=metrics)),
             ChildSpec("senders", _registered(reg, "senders", senders), type="supervisor"),
             ChildSpec(
                 "receivers",
@@ -114,11 +116,9 @@ class Node:
                 type="supervisor",
             ),
             ChildSpec(
-                "listener:outside", lambda: Listener.start(OUTSIDE, live, reg, spool, counters)
+                "listener:outside", lambda: Listener.start(OUTSIDE, live, reg, spool, metrics)
             ),
-            ChildSpec(
-                "listener:inside", lambda: Listener.start(INSIDE, live, reg, spool, counters)
-            ),
+            ChildSpec("listener:inside", lambda: Listener.start(INSIDE, live, reg, spool, metrics)),
             ChildSpec("control", lambda: Control.start(reg, self.admin, live.get().node)),
         ]
 

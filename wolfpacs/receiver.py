@@ -24,10 +24,10 @@ import pykka
 from pykka.messages import ProxyCall
 
 from supervisors import Registry, SupervisedActor, UnavailableError
+from wolfpacs.metrics import Metrics
 from wolfpacs.peek import PeekError, peek
 from wolfpacs.router import NoWorkerError
 from wolfpacs.sender import WAKE
-from wolfpacs.stats import Counters
 from wolfpacs.status import Status, response
 from wolfpacs.store import DESTINATION, WORKER, QueueItem
 
@@ -72,14 +72,14 @@ class Receiver(SupervisedActor):
         spool: Spool,
         peer: Peer,
         assoc: Association | None = None,
-        counters: Counters | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.spool = spool
         self.peer = peer
         self.assoc = assoc
-        self.counters = counters or Counters()
+        self.metrics = metrics or Metrics()
         self.started = time.monotonic()
         self.instances = 0
         self.bytes = 0
@@ -100,15 +100,16 @@ class Receiver(SupervisedActor):
 
     def store(self, path: str, sop_instance_uid: str = "") -> int | Dataset:
         """Take one received instance (a file pynetdicom wrote); the status to answer."""
-        status = self._store(Path(path), sop_instance_uid)
+        started = time.monotonic()
+        status = self._store(Path(path), sop_instance_uid, started)
         code = status if isinstance(status, int) else int(status.Status)
         self.last_status = code
+        self.metrics.answered(code)
         if code != Status.SUCCESS:
             self.refused += 1
-            self.counters.add(f"in.{self.peer.side}.refused")
         return status
 
-    def _store(self, path: Path, sop_instance_uid: str) -> int | Dataset:
+    def _store(self, path: Path, sop_instance_uid: str, started: float) -> int | Dataset:
         try:
             tags = peek(path)
         except PeekError as exc:
@@ -158,8 +159,7 @@ class Receiver(SupervisedActor):
         self.registry.tell(f"sender:{target}", WAKE)
         self.instances += 1
         self.bytes += size
-        self.counters.add(f"in.{self.peer.side}.instances")
-        self.counters.add(f"in.{self.peer.side}.bytes", size)
+        self.metrics.received(self.peer.side, self.peer.name, size, time.monotonic() - started)
         return Status.SUCCESS
 
     def _unknown_study(self, path: Path, tags: Any) -> Dataset | int:
@@ -172,8 +172,7 @@ class Receiver(SupervisedActor):
             "sop_class_uid": tags.sop_class_uid,
             "transfer_syntax": tags.transfer_syntax,
         }
-        self.spool.bury(path, reason)
-        self.counters.add("dead_letters")
+        self.spool.bury(path, reason, kind="unknown_study")
         logger.warning("%s: derived instance %s of unknown study %s kept in dead/",
                        self.peer, tags.sop_instance_uid, tags.study_uid)  # fmt: skip
         return response(Status.UNKNOWN_STUDY, "unknown StudyInstanceUID")

@@ -27,6 +27,7 @@ from wolfpacs.store import WORKER
 
 if TYPE_CHECKING:
     from wolfpacs.config import Config, Worker
+    from wolfpacs.metrics import Metrics
     from wolfpacs.runtime import LiveConfig
     from wolfpacs.spool import Spool
     from wolfpacs.store import Route
@@ -83,12 +84,14 @@ class Router(SupervisedActor):
         live: LiveConfig,
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.live = live
         self.clock = clock
         self.spool = spool
+        self.metrics = metrics
         self._cache: OrderedDict[str, Route] = OrderedDict()
         self._states: dict[str, str] = {}
         self._down: set[str] = set()
@@ -149,6 +152,8 @@ class Router(SupervisedActor):
             route = replace(route, worker=worker)
         self._remember(route)
         self.decisions += 1
+        if self.metrics is not None:
+            self.metrics.routed(client, route.worker)
         logger.info(
             "route: study %s from client %s -> worker %s (open studies %s)",
             study_uid, client, route.worker, loads,
@@ -266,7 +271,7 @@ class Router(SupervisedActor):
                     "reason": why, "target": target, "target_kind": item.kind,
                     "study_uid": item.study_uid, "sop_instance_uid": item.sop_instance_uid,
                     "sop_class_uid": item.sop_class_uid, "transfer_syntax": item.transfer_syntax,
-                })  # fmt: skip
+                }, kind="target_removed")  # fmt: skip
                 self._store("remove_item", item.id)
                 counts["dead_letters"] += 1
         if any(counts.values()):

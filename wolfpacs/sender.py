@@ -23,7 +23,7 @@ from pykka.messages import ProxyCall
 
 from supervisors import Registry, SupervisedActor
 from wolfpacs import dicom
-from wolfpacs.stats import Counters
+from wolfpacs.metrics import Metrics
 from wolfpacs.status import Outcome, classify
 from wolfpacs.store import DESTINATION, WORKER
 
@@ -85,14 +85,14 @@ class Sender(SupervisedActor):
         target: Target,
         node: NodeConfig,
         spool: Spool,
-        counters: Counters | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.target = target
         self.node = node
         self.spool = spool
-        self.counters = counters or Counters()
+        self.metrics = metrics or Metrics()
         self.ae = dicom.requestor_ae(node)
         self.assoc: Association | None = None
         self._proposed: set[tuple[str, str]] = set()
@@ -207,7 +207,7 @@ class Sender(SupervisedActor):
             logger.error(
                 "%s: spool file %s of queue row %d is missing", self.name, item.path, item.id
             )
-            self._bury(item, "spool file missing: instance cannot be delivered", None)
+            self._bury(item, "spool file missing: instance cannot be delivered", None, "missing")
             return
         assoc = self._association(item, batch)
         if not dicom.accepts(assoc, item.sop_class_uid, item.transfer_syntax):
@@ -216,6 +216,7 @@ class Sender(SupervisedActor):
                 f"{self.target.kind} {self.target.name} does not accept SOP class "
                 f"{item.sop_class_uid} in transfer syntax {item.transfer_syntax}",
                 None,
+                "not_accepted",
             )
             return
         try:
@@ -227,6 +228,7 @@ class Sender(SupervisedActor):
             self._close(release=False)
             raise _PeerDownError("no C-STORE response (association aborted or timed out)")
         status = int(answer.Status)
+        self.metrics.peer_answered(status)
         outcome = classify(status)
         if outcome is Outcome.DELIVERED:
             self.registry.call("store", "delivered", item.id)
@@ -237,12 +239,14 @@ class Sender(SupervisedActor):
             error = f"status 0x{status:04X} {comment}".strip()
             attempts = self.registry.call("store", "failed_attempt", item.id, error)
             if attempts >= self.node.max_attempts:
-                self._bury(item, f"gave up after {attempts} attempts: {error}", status)
+                self._bury(item, f"gave up after {attempts} attempts: {error}", status, "gave_up")
                 return
             raise _PeerDownError(f"{error} (attempt {attempts} of {self.node.max_attempts})")
         else:
             comment = answer.get("ErrorComment", "")
-            self._bury(item, f"refused with status 0x{status:04X} {comment}".strip(), status)
+            self._bury(
+                item, f"refused with status 0x{status:04X} {comment}".strip(), status, "refused"
+            )
 
     def _association(self, item: QueueItem, batch: list[QueueItem]) -> Association:
         wanted = (item.sop_class_uid, item.transfer_syntax)
@@ -293,12 +297,13 @@ class Sender(SupervisedActor):
         self._failures = 0
         self.delivered += 1
         self.delivered_bytes += item.size
-        self.counters.add(f"out.{self.target.kind}.instances")
-        self.counters.add(f"out.{self.target.kind}.bytes", item.size)
+        self.metrics.delivered(
+            self.target.kind, self.target.name, item.size, time.time() - item.enqueued_at
+        )
         self.last_success = time.time()
         self._health(True, None)
 
-    def _bury(self, item: QueueItem, reason: str, status: int | None) -> None:
+    def _bury(self, item: QueueItem, reason: str, status: int | None, kind: str) -> None:
         record = {
             "reason": reason,
             "status": status,
@@ -312,12 +317,12 @@ class Sender(SupervisedActor):
         }
         path = self.spool.path(item.path)
         if path.exists():
-            self.spool.bury(path, record)
+            self.spool.bury(path, record, kind)
         else:
             logger.error("%s: dead letter without a file: %s", self.name, record)
+            self.spool.on_dead(kind)
         self.registry.call("store", "remove_item", item.id)
         self.dead += 1
-        self.counters.add("dead_letters")
 
     def _backoff(self, why: str) -> None:
         self._failures += 1

@@ -24,6 +24,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,12 @@ class Spool:
     """
 
     def __init__(
-        self, data_dir: Path, durable: bool = True, max_bytes: int = 0, min_free: int = 0
+        self,
+        data_dir: Path,
+        durable: bool = True,
+        max_bytes: int = 0,
+        min_free: int = 0,
+        on_dead: Callable[[str], None] | None = None,
     ) -> None:
         self.root = Path(data_dir).resolve()
         self.durable = durable
@@ -76,6 +82,7 @@ class Spool:
         self.min_free = min_free
         self._bytes_lock = threading.Lock()
         self.queued_bytes = 0  # what the files under spool/ take; counted at prepare()
+        self.on_dead = on_dead or (lambda _kind: None)  # told of each dead letter, by kind
         self.incoming = self.root / "incoming"
         self.queues = self.root / "spool"
         self.dead = self.root / "dead"
@@ -207,10 +214,12 @@ class Spool:
             return
         self._count(-size)
 
-    def bury(self, src: Path, reason: dict[str, Any]) -> Path:
+    def bury(self, src: Path, reason: dict[str, Any], kind: str = "refused") -> Path:
         """Move ``src`` to ``dead/`` and write its reason beside it; the dead file's path.
 
         ``reason`` is plain data (what, who, why); a ``"at"`` timestamp is added.
+        ``kind`` is the reason in one word, for the metrics (``refused``,
+        ``not_accepted``, ``gave_up``, ``unknown_study``, ``target_removed``).
         """
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         label = _UNSAFE.sub("_", str(reason.get("sop_instance_uid") or Path(src).stem))[:64]
@@ -227,6 +236,7 @@ class Spool:
         os.replace(tmp, note)
         self._move_in(Path(src), dead_file)
         logger.warning("dead letter %s: %s", dead_file.name, reason.get("reason", "?"))
+        self.on_dead(kind)
         return dead_file
 
     def dead_letters(self) -> list[dict[str, Any]]:

@@ -1,0 +1,189 @@
+"""The node's metrics: counters and latency histograms since it started, for Prometheus.
+
+One :class:`Metrics` per node, in a prometheus_client registry of its own
+(several nodes may share a process in tests). The listeners, receivers,
+senders and router count into it through a few verbs with domain names;
+``wolfpacs ctl stats`` and ``/metrics`` read the same objects, so there is
+no second source of truth. Gauges that describe the present (queues,
+restarts, workers) are read at scrape time by :class:`NodeCollector`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from wolfpacs.admin import Admin
+
+__all__ = ["Metrics", "NodeCollector"]
+
+logger = logging.getLogger(__name__)
+
+# Seconds: a fsync'ed spool write is milliseconds; a delivery waits for a peer, maybe long.
+SPOOL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+
+
+class Metrics:
+    """Counts what crosses the node. Thread-safe (prometheus_client's objects are)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.started = time.time()
+        r = self.registry
+        self.associations = Counter(
+            "wolfpacs_associations", "Associations by port and outcome, with the reason refused",
+            ["side", "outcome", "reason"], registry=r,
+        )  # fmt: skip
+        self.instances = Counter(
+            "wolfpacs_instances", "Instances received (in: outside/inside, by client or worker) "
+            "and delivered (out: worker/destination, by target)",
+            ["direction", "side", "peer"], registry=r,
+        )  # fmt: skip
+        self.bytes = Counter(
+            "wolfpacs_bytes", "Bytes of those instances", ["direction", "side", "peer"], registry=r
+        )
+        self.statuses = Counter(
+            "wolfpacs_cstore_statuses",
+            "C-STORE statuses: answered by the node (in) and received from peers (out)",
+            ["direction", "status"], registry=r,
+        )  # fmt: skip
+        self.dead = Counter(
+            "wolfpacs_dead_letters", "Instances kept in dead/", ["reason"], registry=r
+        )
+        self.routes = Counter(
+            "wolfpacs_routing_decisions", "New studies routed", ["client", "worker"], registry=r
+        )
+        self.spooled = Histogram(
+            "wolfpacs_receive_to_spooled_seconds",
+            "From a received C-STORE to its commit in the spool, before the answer",
+            ["side"], buckets=SPOOL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.delivered_after = Histogram(
+            "wolfpacs_spooled_to_delivered_seconds",
+            "From an instance's commit in the spool to its delivery",
+            ["kind"], buckets=DELIVERY_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    # -- what the actors say ------------------------------------------------------------
+
+    def association(self, side: str, outcome: str, reason: str = "") -> None:
+        self.associations.labels(side, outcome, reason).inc()
+
+    def received(self, side: str, peer: str, size: int, seconds: float) -> None:
+        self.instances.labels("in", side, peer).inc()
+        self.bytes.labels("in", side, peer).inc(size)
+        self.spooled.labels(side).observe(seconds)
+
+    def answered(self, status: int) -> None:
+        self.statuses.labels("in", f"0x{status:04X}").inc()
+
+    def peer_answered(self, status: int) -> None:
+        self.statuses.labels("out", f"0x{status:04X}").inc()
+
+    def delivered(self, kind: str, target: str, size: int, queued_seconds: float) -> None:
+        self.instances.labels("out", kind, target).inc()
+        self.bytes.labels("out", kind, target).inc(size)
+        self.delivered_after.labels(kind).observe(max(queued_seconds, 0.0))
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead.labels(reason).inc()
+
+    def routed(self, client: str, worker: str) -> None:
+        self.routes.labels(client, worker).inc()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def value(self, name: str, **labels: str) -> float:
+        """One sample's value summed over unnamed labels (0 if never counted)."""
+        total = 0.0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+        return total
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter sample, as ``name{label=value,...}: count`` (plain data)."""
+        counts: dict[str, float] = {}
+        for family in self.registry.collect():
+            if family.type != "counter":
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_total") or not sample.value:
+                    continue
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if v)
+                counts[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return {"since": self.started, "uptime_s": time.time() - self.started, "counters": counts}
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of everything, the collectors' gauges included."""
+        return generate_latest(self.registry)
+
+
+class NodeCollector:
+    """Gauges read at scrape time from the node, through the same verbs as the shell."""
+
+    def __init__(self, admin: Admin) -> None:
+        self.admin = admin
+
+    def describe(self) -> list[Any]:
+        # Without this, registering the collector would call collect(): it would ask a
+        # node that has not started yet, and wait for it.
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            queues = self.admin.call("queues")
+            workers = self.admin.call("workers")
+            tree = self.admin.call("tree")
+        except Exception as exc:  # a node between two lives of an actor: no gauges this time
+            logger.info("metrics: node state not read: %s", exc)
+            return
+        depth = GaugeMetricFamily(
+            "wolfpacs_queue_instances", "Instances queued", labels=["target", "kind"]
+        )
+        size = GaugeMetricFamily("wolfpacs_queue_bytes", "Bytes queued", labels=["target", "kind"])
+        age = GaugeMetricFamily(
+            "wolfpacs_queue_oldest_seconds", "Age of the oldest queued instance",
+            labels=["target", "kind"],
+        )  # fmt: skip
+        for q in queues:
+            depth.add_metric([q["target"], q["kind"]], q["instances"])
+            size.add_metric([q["target"], q["kind"]], q["bytes"])
+            age.add_metric([q["target"], q["kind"]], q["oldest_age_s"] or 0.0)
+        yield from (depth, size, age)
+        state = GaugeMetricFamily("wolfpacs_worker_state", "1 for the state a worker is in",
+                                  labels=["worker", "state"])  # fmt: skip
+        load = GaugeMetricFamily("wolfpacs_worker_open_studies", "Open studies", labels=["worker"])
+        for w in workers:
+            state.add_metric([w["name"], w["state"]], 1)
+            load.add_metric([w["name"]], w["open_studies"])
+        yield from (state, load)
+        restarts = CounterMetricFamily(
+            "wolfpacs_actor_restarts", "Restarts by supervisors, by kind of actor",
+            labels=["actor_type"],
+        )  # fmt: skip
+        for kind, n in sorted(_restarts_by_type(tree).items()):
+            restarts.add_metric([kind], n)
+        yield restarts
+
+
+def _restarts_by_type(tree: dict[str, Any]) -> dict[str, int]:
+    """``sender:gpu-a`` counts as a ``sender``; the root and sub-supervisors by their ids."""
+    counts: dict[str, int] = {}
+    for child in tree.get("children") or []:
+        kind = child["id"].split(":", 1)[0]
+        counts[kind] = counts.get(kind, 0) + int(child.get("restarts") or 0)
+        for sub, n in _restarts_by_type(child).items():
+            counts[sub] = counts.get(sub, 0) + n
+    return counts
