@@ -75,7 +75,8 @@ def node(root: Path, durability: str = "fsync") -> Iterator[Node]:
     out, data, config = root / "worker", root / "node", root / "bench.toml"
     config.write_text(
         f'[node]\nbind = "127.0.0.1"\noutside_port = {outside}\ninside_port = {inside}\n'
-        f'data_dir = "{data}"\ndurability = "{durability}"\necho_interval = 0\n\n'
+        f'data_dir = "{data}"\ndurability = "{durability}"\necho_interval = 0\n'
+        "http_port = 0\n\n"
         '[[destinations]]\nname = "pacs"\nhost = "127.0.0.1"\nport = 9\nae_title = "PACS"\n\n'
         '[[clients]]\nname = "bench"\nae_title = "BENCH"\ndestination = "pacs"\npool = "p"\n\n'
         f'[[workers]]\nname = "w"\nhost = "127.0.0.1"\nport = {worker_port}\n'

@@ -20,7 +20,11 @@ class Cluster:
         self.outside, self.inside = free_port(), free_port()
         self.workers = [StoreSCP(root, ae, accept_all=accept_all) for ae in ("GPU_A", "GPU_B")]
         self.pacs = StoreSCP(root, "PACS")
-        settings = {"retry_initial": 0.1, "retry_max": 0.5, "idle_release": 0.5, **node}
+        self.http = free_port()
+        settings = {
+            "retry_initial": 0.1, "retry_max": 0.5, "idle_release": 0.5, "http_port": self.http,
+            **node,
+        }  # fmt: skip
         extra = "\n".join(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())
         self.node = NodeProcess(
             root,

@@ -202,6 +202,24 @@ def test_json_logs_have_one_line_per_association_and_per_route(cluster, tmp_path
     assert outcomes == {("released", 2), ("rejected", None)}
 
 
+def test_the_audit_log_has_a_line_per_association_and_per_route(cluster, tmp_path):
+    c = cluster(audit_log="audit.log", options=("--log-level", "warning")).start()
+    send(c, write_study(tmp_path / "s", series=1, per_series=2))
+    assert echoscu(c.outside, "NOT_A_CLIENT").returncode != 0
+    audit = c.data / "audit.log"
+
+    def events() -> list[dict]:
+        return (
+            [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        )
+
+    wait_for(lambda: len(events()) >= 3, timeout=10, what="three audit lines")
+    kinds = sorted((e["event"], e.get("outcome", "")) for e in events())
+    assert kinds == [("association", "rejected"), ("association", "released"), ("route", "")]
+    route = next(e for e in events() if e["event"] == "route")
+    assert route["client"] == "stockholm" and route["worker"] in ("gpu-a", "gpu-b")
+
+
 def test_a_bad_config_stops_the_start_with_exit_code_2(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('[node]\nae_title = "WOLFPACS"\n\n[[workers]]\nname = "gpu"\nport = 1\n')

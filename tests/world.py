@@ -22,7 +22,10 @@ class World:
         self.pacs = SimulatedPACS("PACS")
         self.workers = [SimulatedWorker(f"GPU_{x}", self.inside, quiet=0.2) for x in "AB"]
         config = demo_config(root / "data", self.pacs, self.workers, self.outside, self.inside)
-        settings = {"retry_initial": 0.05, "retry_max": 0.2, "idle_release": 0.2, **node_settings}
+        settings = {
+            "retry_initial": 0.05, "retry_max": 0.2, "idle_release": 0.2,
+            "http_port": free_port(), **node_settings,
+        }  # fmt: skip
         self.config = replace(config, node=replace(config.node, **settings))
         self.node = Node(self.config)
         for peer in (self.pacs, *self.workers):

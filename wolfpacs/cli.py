@@ -70,6 +70,8 @@ def run(config_path: str) -> int:
         print(f"wolfpacs: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     node = Node(config)
+    if config.node.audit_log:
+        logs.add_audit(node.spool.root / config.node.audit_log)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

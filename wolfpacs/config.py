@@ -54,7 +54,9 @@ class NodeConfig:
     data_dir: Path = Path("./wolfpacs-data")
     durability: str = "fsync"
     study_idle_timeout: float = 600.0
-    http_port: int = 9111
+    http_port: int = 9111  # metrics, health, status page; 0: off
+    http_bind: str = "127.0.0.1"
+    audit_log: str = ""  # one JSON line per association and routing decision; relative to data_dir
     max_pdu: int = 131072
     max_associations: int = 64
     acse_timeout: float = 30.0
@@ -246,17 +248,19 @@ class _Checker:
             default = getattr(defaults, f.name)
             if f.name == "ae_title":
                 values[f.name] = self.ae_title(value, path)
-            elif f.name in ("outside_port", "inside_port", "http_port"):
+            elif f.name in ("outside_port", "inside_port"):
                 values[f.name] = self.port(value, path)
+            elif f.name == "http_port":
+                values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)
             elif f.name == "data_dir":
                 values[f.name] = Path(self.text(value, path))
             elif f.name == "durability":
                 if value not in DURABILITY_MODES:
                     raise self.fail(path, f"must be one of {', '.join(DURABILITY_MODES)}")
                 values[f.name] = value
-            elif f.name == "bind":
+            elif f.name in ("bind", "http_bind"):
                 values[f.name] = self.address(value, path)
-            elif f.name in ("control_socket", "control_token"):
+            elif f.name in ("control_socket", "control_token", "audit_log"):
                 values[f.name] = self.text(value, path)
             elif f.name == "control_port":
                 values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)

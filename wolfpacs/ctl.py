@@ -123,7 +123,7 @@ def _age(seconds: Any) -> str:
     return f"{seconds:.1f}s"
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -139,7 +139,7 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
         return "(none)"
     keys = [c.split(":")[0] for c in columns]
     labels = [c.split(":")[-1].upper() for c in columns]
-    cells = [[_cell(row.get(k)) for k in keys] for row in rows]
+    cells = [[cell(row.get(k)) for k in keys] for row in rows]
     widths = [max(len(label), *(len(r[i]) for r in cells)) for i, label in enumerate(labels)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(labels, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
@@ -206,7 +206,7 @@ def render(verb: str, result: Any) -> str:
                 f"{result['split_studies']} studies are now split{split}")  # fmt: skip
     if isinstance(result, dict):
         return _fields(result)
-    return _cell(result)
+    return cell(result)
 
 
 def _fields(data: dict[str, Any], indent: str = "") -> str:
@@ -217,7 +217,7 @@ def _fields(data: dict[str, Any], indent: str = "") -> str:
             lines.append(f"{indent}{key}:")
             lines.append(_fields(value, indent + "  ") if value else f"{indent}  (empty)")
         else:
-            lines.append(f"{indent}{key}: {_cell(value)}")
+            lines.append(f"{indent}{key}: {cell(value)}")
     return "\n".join(lines)
 
 

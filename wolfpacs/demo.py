@@ -28,7 +28,7 @@ def demo_config(data_dir: Path, pacs: SimulatedPACS, workers: list[SimulatedWork
                 outside: int, inside: int) -> Config:  # fmt: skip
     node = NodeConfig(
         bind="127.0.0.1", outside_port=outside, inside_port=inside, data_dir=data_dir,
-        idle_release=0.5, echo_interval=0,
+        idle_release=0.5, echo_interval=0, http_port=0,
     )  # fmt: skip
     return Config(
         node=node,

@@ -6,8 +6,13 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
-__all__ = ["JsonFormatter", "setup"]
+__all__ = ["AUDIT_EVENTS", "JsonFormatter", "add_audit", "setup"]
+
+# Records kept in the audit log: who associated and how it ended, where each new study
+# went, and what operators changed.
+AUDIT_EVENTS = frozenset({"association", "route", "admin"})
 
 # Keys an event may carry through ``extra=``: kept in JSON lines, as is.
 EVENT_KEYS = (
@@ -43,9 +48,22 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
+    handler.setLevel(level.upper())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # pynetdicom narrates every PDU at INFO; its warnings and errors still matter.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
     # pykka logs an exception returned to a caller at INFO; the caller decides.
     logging.getLogger("pykka").setLevel(max(logging.WARNING, root.level))
+
+
+def add_audit(path: Path) -> None:
+    """Append one JSON line per audit event to ``path``, whatever the log level is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(lambda record: getattr(record, "event", None) in AUDIT_EVENTS)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    # Audit events are INFO: the root must let them through, its other handlers need not.
+    root.setLevel(min(root.level, logging.INFO))

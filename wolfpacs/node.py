@@ -9,7 +9,8 @@
     ├── receivers         supervisor: receiver:<n>, one per open association (temporary)
     ├── listener:outside  clients' port
     ├── listener:inside   workers' port
-    └── control           the shell's and ctl's socket
+    ├── control           the shell's and ctl's socket
+    └── web               metrics, health, the status page (if http_port)
 
 Children start in that order and stop in reverse: the control socket and
 the listeners stop accepting first, receivers finish their C-STORE in
@@ -36,6 +37,7 @@ from wolfpacs.runtime import LiveConfig, apply
 from wolfpacs.sender import Sender, Target, targets
 from wolfpacs.spool import DataDirInUseError, Spool
 from wolfpacs.store import SQLiteStore, StoreActor
+from wolfpacs.web import Web
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -120,6 +122,7 @@ class Node:
             ),
             ChildSpec("listener:inside", lambda: Listener.start(INSIDE, live, reg, spool, metrics)),
             ChildSpec("control", lambda: Control.start(reg, self.admin, live.get().node)),
+            *([ChildSpec("web", lambda: Web.start(self))] if self.config.node.http_port else []),
         ]
 
     def recover(self) -> None:

@@ -142,6 +142,16 @@ class Spool:
         if free - size < self.min_free:
             raise SpoolFullError(f"disk nearly full: {free} bytes free, {self.min_free} kept")
 
+    def full(self) -> str | None:
+        """Why the spool takes nothing more now (at ``max_bytes``, or disk below ``min_free``)."""
+        try:
+            self.check_room(0)
+        except SpoolFullError as exc:
+            return str(exc.strerror)
+        if self.max_bytes and self.queued_bytes >= self.max_bytes:
+            return f"spool full: {self.queued_bytes} of {self.max_bytes} bytes queued"
+        return None
+
     def _count(self, delta: int) -> None:
         with self._bytes_lock:
             self.queued_bytes = max(self.queued_bytes + delta, 0)

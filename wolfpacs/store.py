@@ -443,6 +443,12 @@ class SQLiteStore(_AdminQueries):
     def count_studies(self) -> int:
         return int(self._database.execute("SELECT COUNT(*) FROM studies").fetchone()[0])
 
+    def ping(self) -> bool:
+        """Take the write lock and let it go: the database can be written to now."""
+        with self._transaction():
+            pass
+        return True
+
     def delete_worker_state(self, name: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM worker_states WHERE name = ?", (name,))
