@@ -26,7 +26,10 @@ def held_by(w, uid: str) -> set[str]:
 def test_tree_inspect_and_names(world):
     w = world()
     tree = w.admin("tree")
-    assert tree["id"] == "wolfpacs" and tree["children"][-1]["id"] == "control"
+    assert tree["id"] == "wolfpacs" and [c["id"] for c in tree["children"]][-2:] == [
+        "control",
+        "web",
+    ]
     router = w.admin("inspect", actor="router")
     assert router["class"] == "Router" and "decisions" in router["state"]
     assert w.admin("inspect", actor="senders")["state"]["strategy"] == "one_for_one"

@@ -71,7 +71,7 @@ ARGUMENTS: dict[str, type] = {
     **dict.fromkeys(("actor", "worker", "to", "uid", "name", "host", "ae_title", "destination",
                      "pool", "client", "id"), str),
     **dict.fromkeys(("limit", "port", "capacity"), int),
-    **dict.fromkeys(("force", "all", "export"), bool),
+    **dict.fromkeys(("force", "all", "export", "tls"), bool),
     **dict.fromkeys(("studies", "calling_ae_titles", "allow"), list),
 }  # fmt: skip
 MAX_LIMIT = 1000  # studies a listing returns at most
@@ -321,16 +321,20 @@ class Admin:
     def add_worker(
         self, name: str, host: str, port: int, ae_title: str, pool: str, **optional: Any
     ) -> dict[str, Any]:
-        """``optional``: ``capacity`` (int) and ``allow`` (a list of networks)."""
+        """``optional``: ``capacity`` (int), ``allow`` (a list of networks), ``tls`` (bool)."""
         table = {
             "name": name, "host": host, "port": port, "ae_title": ae_title, "pool": pool,
-            **_only(optional, "capacity", "allow"),
+            **_only(optional, "capacity", "allow", "tls"),
         }  # fmt: skip
-        return self._add("worker", table, Target(name, WORKER, host, port, ae_title))
+        target = Target(name, WORKER, host, port, ae_title, optional.get("tls", False))
+        return self._add("worker", table, target)
 
-    def add_destination(self, name: str, host: str, port: int, ae_title: str) -> dict[str, Any]:
-        table = {"name": name, "host": host, "port": port, "ae_title": ae_title}
-        return self._add("destination", table, Target(name, DESTINATION, host, port, ae_title))
+    def add_destination(
+        self, name: str, host: str, port: int, ae_title: str, tls: bool = False
+    ) -> dict[str, Any]:
+        table = {"name": name, "host": host, "port": port, "ae_title": ae_title, "tls": tls}
+        target = Target(name, DESTINATION, host, port, ae_title, tls)
+        return self._add("destination", table, target)
 
     def remove_client(self, name: str, force: bool = False) -> dict[str, Any]:
         with self._changing:

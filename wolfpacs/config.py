@@ -31,6 +31,7 @@ __all__ = [
 
 ENV_OUTSIDE_PORT = "WOLFPACS_OUTSIDE_PORT"
 ENV_INSIDE_PORT = "WOLFPACS_INSIDE_PORT"
+ENV_HTTP_PORT = "WOLFPACS_HTTP_PORT"
 DURABILITY_MODES = ("fsync", "os")
 
 
@@ -75,6 +76,12 @@ class NodeConfig:
     control_socket: str = "control.sock"  # relative to data_dir
     control_port: int = 0  # TCP control on 127.0.0.1; 0: off
     control_token: str = ""  # required with control_port
+    tls_cert: str = ""  # the node's certificate (PEM), for TLS on either side
+    tls_key: str = ""  # its private key (PEM, unencrypted)
+    tls_ca: str = ""  # CA certificates that peers' certificates must chain to
+    tls_outside: bool = False  # TLS on the clients' port
+    tls_inside: bool = False  # TLS on the workers' port
+    tls_require_client_cert: bool = True  # on a TLS port, a peer must present a certificate
 
     @property
     def control_path(self) -> Path:
@@ -89,6 +96,7 @@ class Destination:
     host: str
     port: int
     ae_title: str
+    tls: bool = False  # associate over TLS (the node's certificate, peers checked on tls_ca)
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class Worker:
     pool: str
     capacity: int = 1
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    tls: bool = False  # associate over TLS (the node's certificate, peers checked on tls_ca)
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,8 @@ class _Checker:
     def __init__(self, source: str, text: str) -> None:
         self.source = source
         self.lines = text.splitlines()
+        # Relative file names (certificates) are the config file's neighbours.
+        self.base = Path(source).resolve().parent if Path(source).is_file() else None
 
     def fail(self, path: tuple[Any, ...], problem: str) -> ConfigError:
         return ConfigError(self.source, self.line_of(path), _key_name(path), problem)
@@ -220,7 +231,17 @@ class _Checker:
             self.client(entry, i) for i, entry in enumerate(self.array(data, "clients"))
         )
         self.cross_check(destinations, clients, workers)
+        self.tls_check(node, destinations, workers)
         return Config(node, destinations, clients, workers, self.source)
+
+    def tls_check(
+        self, node: NodeConfig, destinations: tuple[Destination, ...], workers: tuple[Worker, ...]
+    ) -> None:
+        for section, items in (("destinations", destinations), ("workers", workers)):
+            for i, item in enumerate(items):
+                if item.tls and not (node.tls_ca and node.tls_cert and node.tls_key):
+                    why = "TLS to a peer needs [node] tls_cert, tls_key and tls_ca"
+                    raise self.fail((section, i, "tls"), why)
 
     def array(self, data: dict[str, Any], name: str) -> list[dict[str, Any]]:
         value = data.get(name, [])
@@ -262,6 +283,10 @@ class _Checker:
                 values[f.name] = self.address(value, path)
             elif f.name in ("control_socket", "control_token", "audit_log"):
                 values[f.name] = self.text(value, path)
+            elif f.name in ("tls_cert", "tls_key", "tls_ca"):
+                values[f.name] = self.file(value, path)
+            elif isinstance(default, bool):
+                values[f.name] = self.flag(value, path)
             elif f.name == "control_port":
                 values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)
             elif f.name in ("spool_max_bytes", "min_free_bytes"):
@@ -274,6 +299,11 @@ class _Checker:
             "inside_port", defaults.inside_port
         ):
             raise self.fail(("node", "inside_port"), "must differ from outside_port")
+        tls_ports = values.get("tls_outside") or values.get("tls_inside")
+        if tls_ports and not (values.get("tls_cert") and values.get("tls_key")):
+            raise self.fail(("node", "tls_cert"), "a TLS port needs tls_cert and tls_key")
+        if tls_ports and values.get("tls_require_client_cert", True) and not values.get("tls_ca"):
+            raise self.fail(("node", "tls_ca"), "checking clients' certificates needs tls_ca")
         if values.get("control_port") and len(values.get("control_token", "")) < 16:
             raise self.fail(
                 ("node", "control_token"), "control_port needs a token of 16+ characters"
@@ -295,13 +325,14 @@ class _Checker:
         return table
 
     def destination(self, table: dict[str, Any], i: int) -> Destination:
-        t = self.entry(table, "destinations", i, {"name", "host", "port", "ae_title"}, set())
+        t = self.entry(table, "destinations", i, {"name", "host", "port", "ae_title"}, {"tls"})
         p = ("destinations", i)
         return Destination(
             name=self.name(t["name"], (*p, "name")),
             host=self.text(t["host"], (*p, "host")),
             port=self.port(t["port"], (*p, "port")),
             ae_title=self.ae_title(t["ae_title"], (*p, "ae_title")),
+            tls=self.flag(t.get("tls", False), (*p, "tls")),
         )
 
     def client(self, table: dict[str, Any], i: int) -> Client:
@@ -325,7 +356,7 @@ class _Checker:
     def worker(self, table: dict[str, Any], i: int) -> Worker:
         t = self.entry(
             table, "workers", i,
-            {"name", "host", "port", "ae_title", "pool"}, {"capacity", "allow"},
+            {"name", "host", "port", "ae_title", "pool"}, {"capacity", "allow", "tls"},
         )  # fmt: skip
         p = ("workers", i)
         return Worker(
@@ -336,6 +367,7 @@ class _Checker:
             pool=self.text(t["pool"], (*p, "pool")),
             capacity=self.number(t.get("capacity", 1), (*p, "capacity"), integer=True, minimum=1),
             allow=self.networks(t.get("allow", []), (*p, "allow")),
+            tls=self.flag(t.get("tls", False), (*p, "tls")),
         )
 
     def cross_check(
@@ -383,6 +415,19 @@ class _Checker:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(path, "must be a non-empty string")
         return value.strip()
+
+    def flag(self, value: Any, path: tuple[Any, ...]) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, "must be true or false")
+        return value
+
+    def file(self, value: Any, path: tuple[Any, ...]) -> str:
+        """A path to a readable file, relative to the config file's folder."""
+        text = self.text(value, path)
+        resolved = (self.base / text).resolve() if self.base else Path(text).resolve()
+        if not resolved.is_file():
+            raise self.fail(path, f"no such file: {resolved}")
+        return str(resolved)
 
     def name(self, value: Any, path: tuple[Any, ...]) -> str:
         text = self.text(value, path)
@@ -459,7 +504,9 @@ def validate(config: Config) -> None:
     Raises:
         ConfigError: the first problem.
     """
-    _Checker(config.source, "").cross_check(config.destinations, config.clients, config.workers)
+    checker = _Checker(config.source, "")
+    checker.cross_check(config.destinations, config.clients, config.workers)
+    checker.tls_check(config.node, config.destinations, config.workers)
 
 
 def _key_name(path: tuple[Any, ...]) -> str:
@@ -471,10 +518,13 @@ def _key_name(path: tuple[Any, ...]) -> str:
 
 def _apply_env(config: Config, env: dict[str, str]) -> Config:
     ports: dict[str, int] = {}
-    for var, key in ((ENV_OUTSIDE_PORT, "outside_port"), (ENV_INSIDE_PORT, "inside_port")):
+    pairs = ((ENV_OUTSIDE_PORT, "outside_port"), (ENV_INSIDE_PORT, "inside_port"),
+             (ENV_HTTP_PORT, "http_port"))  # fmt: skip
+    for var, key in pairs:
         if var in env and env[var].strip():
             text = env[var].strip()
-            if not text.isdigit() or not 1 <= int(text) <= 65535:
+            low = 0 if key == "http_port" else 1
+            if not text.isdigit() or not low <= int(text) <= 65535:
                 raise ConfigError(
                     f"environment variable {var}", None, "", f"{text!r} is not a port"
                 )

@@ -83,6 +83,7 @@ def verb_parser() -> argparse.ArgumentParser:
             else:
                 _flag(p, "host", required=True)
                 _flag(p, "port", type=int, required=True)
+                _flag(p, "tls", action="store_true", default=None)
             if verb == "add-worker":
                 _flag(p, "pool", required=True)
                 _flag(p, "capacity", type=int, default=1)

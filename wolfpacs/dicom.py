@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import (
@@ -98,6 +99,26 @@ def guard_socket(pdu_limit: int, stall_timeout: float) -> Any:
         sock.recv = bounded_recv
 
     return on_open
+
+
+def server_tls(node: NodeConfig) -> ssl.SSLContext:
+    """The listeners' TLS: the node's certificate; clients' checked on tls_ca if required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=node.tls_ca or None)
+    context.load_cert_chain(node.tls_cert, node.tls_key)
+    context.verify_mode = ssl.CERT_REQUIRED if node.tls_require_client_cert else ssl.CERT_NONE
+    return context
+
+
+def client_tls(node: NodeConfig) -> ssl.SSLContext:
+    """A sender's TLS: the peer's certificate checked on tls_ca, the node's own presented.
+
+    Host names are not checked: DICOM peers are configured by address, and the
+    certificate chain to the operator's own CA is what vouches for them.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=node.tls_ca)
+    context.check_hostname = False
+    context.load_cert_chain(node.tls_cert, node.tls_key)
+    return context
 
 
 def _timeouts(ae: AE, node: NodeConfig) -> AE:

@@ -280,9 +280,12 @@ class Listener(SupervisedActor):
         self.registry.register(f"listener:{self.side}", self.actor_ref)
         self.gate = Gate(self.side, self.live, self.registry, self.spool, self.metrics)
         ae = dicom.acceptor_ae(self.config.node)
+        node = self.config.node
+        tls = node.tls_outside if self.side == OUTSIDE else node.tls_inside
         self.server = ae.start_server(
-            (self.config.node.bind, self.port), block=False, evt_handlers=self.gate.handlers()
-        )
+            (node.bind, self.port), block=False, evt_handlers=self.gate.handlers(),
+            ssl_context=dicom.server_tls(node) if tls else None,
+        )  # fmt: skip
         logger.info("%s port listening on %s:%d", self.side, self.config.node.bind, self.port)
         if self.side == OUTSIDE:  # one sweeper is enough: both ports share incoming/
             self.send_after(SWEEP_INTERVAL, _SWEEP)

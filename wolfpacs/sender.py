@@ -57,13 +57,17 @@ class Target:
     host: str
     port: int
     ae_title: str
+    tls: bool = False
 
 
 def targets(config: Config) -> list[Target]:
     """Every worker and destination of ``config``: each has a sender."""
     return [
-        *(Target(w.name, WORKER, w.host, w.port, w.ae_title) for w in config.workers),
-        *(Target(d.name, DESTINATION, d.host, d.port, d.ae_title) for d in config.destinations),
+        *(Target(w.name, WORKER, w.host, w.port, w.ae_title, w.tls) for w in config.workers),
+        *(
+            Target(d.name, DESTINATION, d.host, d.port, d.ae_title, d.tls)
+            for d in config.destinations
+        ),
     ]
 
 
@@ -266,9 +270,10 @@ class Sender(SupervisedActor):
 
     def _associate(self, contexts: list[Any]) -> Association:
         t = self.target
+        tls = (dicom.client_tls(self.node), None) if t.tls else None
         assoc = self.ae.associate(
             t.host, t.port, contexts, ae_title=t.ae_title,
-            max_pdu=self.node.max_pdu, evt_handlers=dicom.nodelay_handlers(),
+            max_pdu=self.node.max_pdu, evt_handlers=dicom.nodelay_handlers(), tls_args=tls,
         )  # fmt: skip
         if not assoc.is_established:
             if assoc.is_rejected:

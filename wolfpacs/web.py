@@ -129,8 +129,8 @@ def status_page(node: Node) -> str:
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     return (
         f"<!doctype html><html><head><meta charset=utf-8>"
-        f"<meta http-equiv=refresh content={REFRESH}><title>WolfPACS {name}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>WolfPACS {name}</h1>"
+        f"<meta http-equiv=refresh content={REFRESH}><title>WolfPACS node {name}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>WolfPACS node {name}</h1>"
         f"<p>{now} &middot; <a href=/metrics>metrics</a> &middot; <a href=/healthz>health</a>"
         f" &middot; <a href=/readyz>readiness</a></p>{''.join(sections)}</body></html>"
     )
@@ -153,7 +153,8 @@ def _table(verb: str, rows: list[dict[str, Any]], columns: list[str]) -> str:
 _STYLE = (
     "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;"
     "margin-bottom:1em}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left;"
-    "font-size:.9em}th{background:#eee}pre{background:#f6f6f6;padding:.6em}.error{color:#b00}"
+    "font-size:.9em;max-width:30em;overflow-wrap:anywhere}th{background:#eee}"
+    "pre{background:#f6f6f6;padding:.6em}.error{color:#b00}"
 )
 
 

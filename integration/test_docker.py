@@ -1,0 +1,123 @@
+"""The Docker image's parts, outside a container (no container engine runs on the build machines).
+
+The entry point script (run and console), the sample config, the health
+check, and the install step the Dockerfile uses (``pip install`` of the
+source tree, not editable).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from integration.peers import echoscu
+from tests.conftest import wait_until
+from wolfpacs.config import load
+from wolfpacs.simulate import free_port, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+
+
+@pytest.fixture
+def image_env(tmp_path) -> dict[str, str]:
+    """The sample config as the image has it, but its data_dir in tmp_path and free ports."""
+    config = tmp_path / "wolfpacs.toml"
+    sample = (ROOT / "docker" / "wolfpacs.toml").read_text()
+    config.write_text(sample.replace('data_dir = "/data"', f'data_dir = "{tmp_path / "data"}"'))
+    return {
+        **os.environ, "WOLFPACS_CONFIG": str(config),
+        "WOLFPACS_OUTSIDE_PORT": str(free_port()), "WOLFPACS_INSIDE_PORT": str(free_port()),
+        "WOLFPACS_HTTP_PORT": str(free_port()), "WOLFPACS_HISTORY": str(tmp_path / "history"),
+    }  # fmt: skip
+
+
+def test_the_sample_config_is_valid_and_serves_everyone_nobody():
+    config = load(ROOT / "docker" / "wolfpacs.toml", env={})
+    assert config.node.bind == "0.0.0.0" and str(config.node.data_dir) == "/data"
+    assert config.clients == () and config.node.http_bind == "0.0.0.0"
+
+
+def test_the_dockerfile_uses_the_entry_point_the_health_check_and_a_plain_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER wolfpacs$", dockerfile, re.M)
+    assert 'ENTRYPOINT ["wolfpacs-entrypoint"]' in dockerfile
+    assert '"python", "-m", "wolfpacs.healthcheck"' in dockerfile
+    assert "EXPOSE 11112 11113 9111" in dockerfile and "VOLUME /data" in dockerfile
+    for source in re.findall(r"/src/(\S+)", dockerfile):
+        assert (ROOT / source).exists(), source
+
+
+def test_the_entry_point_runs_the_node_healthy_and_stops_on_sigterm(image_env):
+    node = subprocess.Popen([str(ENTRYPOINT)], env=image_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        wait_port(int(image_env["WOLFPACS_OUTSIDE_PORT"]))
+        wait_port(int(image_env["WOLFPACS_HTTP_PORT"]))
+        check = [sys.executable, "-m", "wolfpacs.healthcheck"]
+        wait_until(lambda: subprocess.run(check, env=image_env, timeout=30).returncode == 0,
+                   timeout=20, interval=0.2, what="healthy")  # fmt: skip
+        # the sample config knows no client yet: everyone is turned away, politely
+        refused = echoscu(int(image_env["WOLFPACS_OUTSIDE_PORT"]), "ANYONE")
+        assert "Called AE Title Not Recognized" in refused.stderr
+    finally:
+        node.send_signal(signal.SIGTERM)
+        output = node.communicate(timeout=60)[0]
+    assert node.returncode == 0, output
+    assert subprocess.run(check, env=image_env, timeout=30).returncode == 1  # and now it is not
+
+
+def test_the_console_opens_the_shell_and_leaving_it_stops_the_node(image_env, tmp_path):
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed: apt-get install -y tmux")
+    sock = str(tmp_path / "tmux.sock")
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", "-S", sock, *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout  # fmt: skip
+
+    env_args = [f"{k}={image_env[k]}" for k in
+                ("WOLFPACS_CONFIG", "WOLFPACS_OUTSIDE_PORT", "WOLFPACS_INSIDE_PORT",
+                 "WOLFPACS_HTTP_PORT", "WOLFPACS_HISTORY")]  # fmt: skip
+    command = f"env {' '.join(env_args)} PATH={os.environ['PATH']} {ENTRYPOINT} console"
+    try:
+        tmux("new-session", "-d", "-s", "console", "-x", "150", "-y", "40", command)
+        screen = lambda: tmux("capture-pane", "-p", "-t", "console")  # noqa: E731
+        wait_until(lambda: "wolfpacs(WOLFPACS)>" in screen(), timeout=30, what="the prompt")
+        tmux("send-keys", "-t", "console", "tree", "Enter")
+        wait_until(lambda: "listener:outside" in screen(), timeout=10, what="the tree")
+        tmux("send-keys", "-t", "console", "C-d")
+        port = int(image_env["WOLFPACS_OUTSIDE_PORT"])
+        wait_until(lambda: not _listening(port), timeout=30, what="the node stopped")
+    finally:
+        subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True, timeout=30)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_install_step_of_the_dockerfile(tmp_path):
+    """``pip install /src``, as the image does it: a wheel built from the tree, not editable."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, timeout=120)  # fmt: skip
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(ROOT)],
+                   check=True, timeout=300)  # fmt: skip
+    version = subprocess.run([str(venv / "bin" / "wolfpacs"), "--version"], capture_output=True,
+                             text=True, check=True, timeout=60)  # fmt: skip
+    assert version.stdout.startswith("wolfpacs ")
+    code = "import wolfpacs, supervisors; print(wolfpacs.__file__)"
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
+                           text=True, check=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert str(venv) in where.stdout  # the installed copy, not the source tree

@@ -1,0 +1,59 @@
+"""The status page in a real browser: headless Chromium (Debian's) against a routing node.
+
+The screenshot is kept as a CI artefact under integration/artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from integration.peers import PROPOSE, acknowledged, storescu
+from tests.conftest import wait_until
+from wolfpacs.synthetic import write_study
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+# The flags a sandboxed, offline machine needs (no background calls to Google's hosts).
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def chromium(tmp_path: Path, *args: str) -> str:
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.fail("Chromium is not installed: apt-get install -y chromium")
+    profile = tmp_path / f"profile-{time.monotonic_ns()}"
+    result = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", *args],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_the_status_page_shows_the_worker_that_got_the_study(cluster, tmp_path):
+    c = cluster().start()
+    files = write_study(tmp_path / "s", series=1, per_series=3)
+    sent = storescu(files, c.outside, "STHLM_SECRET", "HOSPITAL", PROPOSE["1.2.840.10008.1.2.1"])
+    assert len(acknowledged(sent.stdout + sent.stderr)) == 3
+    wait_until(lambda: c.delivered() == 3, timeout=30, what="the study at a worker")
+    holder = next(ae for ae, got in c.received().items() if got)
+    worker = {"GPU_A": "gpu-a", "GPU_B": "gpu-b"}[holder]
+    url = f"http://127.0.0.1:{c.http}/"
+    dom = chromium(tmp_path, "--dump-dom", url)
+    studies = re.search(r'<table id="studies">(.*?)</table>', dom, re.S)
+    assert studies, dom[:2000]
+    assert re.findall(r'<td class="worker">([^<]*)</td>', studies.group(1)) == [worker]
+    workers = re.search(r'<table id="workers">(.*?)</table>', dom, re.S).group(1)
+    assert re.findall(r'<td class="name">([^<]*)</td>', workers) == ["gpu-a", "gpu-b"]
+    assert "listener:outside" in dom  # the tree
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "status-page.png"
+    shot.unlink(missing_ok=True)
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1100", url)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
