@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,8 @@ def setup(level: str = "info", fmt: str = "text") -> None:
 def add_audit(path: Path) -> None:
     """Append one JSON line per audit event to ``path``, whatever the log level is."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    # Watched: logrotate may move the file away; the next line reopens it.
+    handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonFormatter())
     handler.addFilter(lambda record: getattr(record, "event", None) in AUDIT_EVENTS)
     root = logging.getLogger()
