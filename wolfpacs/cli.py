@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -75,11 +74,6 @@ def run(config_path: str) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    # pynetdicom writes each received dataset with tempfile. This process is the
-    # node's alone, so point tempfile at data_dir/incoming: admitting a received
-    # file into the spool is then a rename on one file system, never a copy.
-    node.spool.incoming.mkdir(parents=True, exist_ok=True)
-    tempfile.tempdir = str(node.spool.incoming)
     try:
         node.start()
     except Exception as exc:

@@ -1,34 +1,31 @@
-"""A listener: one port (outside or inside) served by a pynetdicom AE.
+"""A listener: one port (outside or inside), and the associations asked for on it.
 
-The listener actor owns the server socket. The :class:`Gate` holds the
-event handlers pynetdicom calls from its association threads: it tells
-clients (by called AE title) and workers (by calling AE title) from
-strangers, rejects strangers with A-ASSOCIATE-RJ, starts a receiver for
-each accepted association and hands it every C-STORE.
+The listener actor owns the server socket and a linked thread that
+accepts on it. Each connection gets a short-lived thread that negotiates
+the association (:func:`wolfpacs.upper_layer.accept`): the :class:`Gate`
+tells clients (by called AE title) and workers (by calling AE title) from
+strangers, rejects strangers and peers over their limits with
+A-ASSOCIATE-RJ, and hands each accepted association to a new receiver,
+which serves it from then on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import logging
+import socket
+import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 
-import pykka
-from pynetdicom import evt
-from pynetdicom.pdu import P_DATA_TF
-
 from supervisors import ChildSpec, Registry, SupervisedActor, monitor
-from wolfpacs import dicom
+from wolfpacs import dicom, upper_layer
 from wolfpacs.metrics import Metrics
 from wolfpacs.receiver import INSIDE, OUTSIDE, Peer, Receiver
-from wolfpacs.status import Status, response
 
 if TYPE_CHECKING:
-    from pynetdicom.association import Association
-    from pynetdicom.transport import ThreadedAssociationServer
-
     from wolfpacs.config import Config
     from wolfpacs.runtime import LiveConfig
     from wolfpacs.spool import Spool
@@ -47,10 +44,10 @@ REASONS = {REJECT_CALLED_AE: "called_ae", REJECT_CALLING_AE: "calling_ae",
            REJECT_NO_REASON: "address"}  # fmt: skip
 ASK_TIMEOUT = 30.0  # seconds a C-STORE waits for its receiver (it may be fsyncing)
 SWEEP_INTERVAL = 60.0  # seconds between two sweeps of incoming/
+MAX_HANDSHAKES = 256  # connections not yet associated; more are closed at once (a flood)
 _SWEEP = "sweep"
 
 _receiver_ids = itertools.count(1)
-_ABORTED = -1  # in Gate._incoming: this association was aborted for its size
 
 
 def _allowed(address: str, networks: tuple[Any, ...]) -> bool:
@@ -63,14 +60,8 @@ def _allowed(address: str, networks: tuple[Any, ...]) -> bool:
     return any(ip in net for net in networks)
 
 
-def _reject(assoc: Association, result_source_diagnostic: tuple[int, int, int]) -> None:
-    """Send an A-ASSOCIATE-RJ and wait until it is on the wire (as pynetdicom's own rejects do)."""
-    assoc.acse.send_reject(*result_source_diagnostic)
-    assoc.kill()
-
-
 class Gate:
-    """pynetdicom's event handlers for one listener; safe to call from any thread."""
+    """Admission and service of one listener's associations; safe to call from any thread."""
 
     def __init__(
         self, side: str, live: LiveConfig, registry: Registry, spool: Spool, metrics: Metrics
@@ -81,25 +72,14 @@ class Gate:
         self.spool = spool
         self.metrics = metrics
         self._lock = threading.Lock()
-        self._receivers: dict[int, pykka.ActorRef[Receiver]] = {}
+        self._open: dict[int, upper_layer.Association | None] = {}  # slot -> its association
         self._per_peer: dict[str, int] = {}  # open associations per client or worker
-        self._incoming: dict[int, int] = {}  # dataset bytes of the C-STORE arriving, per assoc
-
-    def handlers(self) -> list[tuple[Any, Any]]:
-        node = self.live.get().node
-        pdu_limit = max(16 * node.max_pdu, 4 << 20) if node.max_pdu else 64 << 20
-        return [
-            (evt.EVT_CONN_OPEN, dicom.set_nodelay),
-            (evt.EVT_CONN_OPEN, dicom.guard_socket(pdu_limit, node.network_timeout)),
-            (evt.EVT_REQUESTED, self.on_requested),
-            (evt.EVT_PDU_RECV, self.on_pdu),
-            (evt.EVT_C_ECHO, lambda _event: Status.SUCCESS),
-            (evt.EVT_C_STORE, self.on_c_store),
-        ]
+        self._handshakes = 0
+        self._ids = itertools.count(1)
 
     def open_associations(self) -> int:
         with self._lock:
-            return len(self._receivers)
+            return len(self._open)
 
     def identify(
         self, calling: str, called: str, address: str, port: int
@@ -145,106 +125,127 @@ class Gate:
         self.metrics.association(self.side, "rejected", REASONS[rj])
         return rj
 
-    def on_requested(self, event: evt.Event) -> None:
-        assoc: Association = event.assoc
-        rq = assoc.requestor
-        calling = rq.primitive.calling_ae_title.strip() if rq.primitive else ""
-        called = rq.primitive.called_ae_title.strip() if rq.primitive else ""
-        peer = self.identify(calling, called, rq.address, rq.port)
-        if isinstance(peer, tuple):
-            _reject(assoc, peer)
+    def _reserve(self, peer: Peer) -> int | str:
+        """A slot for an association of ``peer`` (its key), or why it may not open now."""
+        node = self.live.get().node
+        try:
+            self.spool.check_room(0)
+        except OSError as exc:  # refuse whole associations while the disk is full
+            return str(exc.strerror or exc)
+        with self._lock:
+            open_now, per_peer = len(self._open), self._per_peer.get(peer.name, 0)
+            if open_now >= node.max_associations:
+                return f"{open_now} associations open on the {self.side} port (max_associations)"
+            if per_peer >= node.max_associations_per_client:
+                return f"{peer.name} already has {per_peer} associations open (the limit)"
+            key = next(self._ids)
+            self._open[key] = None
+            self._per_peer[peer.name] = per_peer + 1
+            return key
+
+    def _forget(self, key: int, peer: str) -> None:
+        with self._lock:
+            if self._open.pop(key, _GONE) is not _GONE:
+                self._per_peer[peer] -= 1
+
+    # -- one connection, in its own thread -----------------------------------------------
+
+    def take(
+        self, sock: socket.socket, address: tuple[str, int], tls: ssl.SSLContext | None
+    ) -> None:
+        """Serve one accepted connection in a thread of its own (or close it, in a flood)."""
+        with self._lock:
+            flood = self._handshakes >= MAX_HANDSHAKES
+            if not flood:
+                self._handshakes += 1
+        if flood:
+            logger.warning("%s port: %d connections not yet associated: %s:%d closed",
+                           self.side, MAX_HANDSHAKES, *address[:2])  # fmt: skip
+            sock.close()
             return
-        refusal = self._over_limits(peer)
-        if refusal:
-            logger.warning("%s association from %s rejected: %s", self.side, peer, refusal,
-                           extra={"event": "association", "side": self.side,
-                                  "outcome": "rejected", "why": refusal})  # fmt: skip
-            self.metrics.association(self.side, "rejected", "limit")
-            _reject(assoc, REJECT_LIMIT)
+        threading.Thread(
+            target=self._connection, args=(sock, address, tls),
+            name=f"{self.side}-{address[0]}:{address[1]}", daemon=True,
+        ).start()  # fmt: skip
+
+    def _connection(
+        self, sock: socket.socket, address: tuple[str, int], tls: ssl.SSLContext | None
+    ) -> None:
+        try:
+            accepted = self._handshake(sock, address, tls)
+        finally:
+            with self._lock:
+                self._handshakes -= 1
+        if accepted is None:
             return
+        assoc, peer, key = accepted
+        node = self.live.get().node
         spec = ChildSpec(
             f"receiver:{next(_receiver_ids)}",
-            lambda: Receiver.start(self.registry, self.spool, peer, assoc, self.metrics),
+            lambda: Receiver.start(
+                self.registry, self.spool, peer, assoc, metrics=self.metrics, limits=node
+            ),
             restart="temporary",
         )
         try:
             ref = self.registry.call("receivers", "start_child", spec, timeout=ASK_TIMEOUT)
         except Exception as exc:  # UnavailableError or a failed start: no receiver, no association
-            logger.error("%s association from %s rejected: no receiver: %s", self.side, peer, exc)
-            _reject(assoc, REJECT_BUSY)
+            logger.error("%s association from %s aborted: no receiver: %s", self.side, peer, exc)
+            assoc.abort()
+            assoc.close()
+            self._forget(key, peer.name)
             return
-        key = id(assoc)
-        with self._lock:
-            self._receivers[key] = ref
-            self._per_peer[peer.name] = self._per_peer.get(peer.name, 0) + 1
         monitor(ref, lambda _reason: self._forget(key, peer.name))
         self.metrics.association(self.side, "accepted")
 
-    def _over_limits(self, peer: Peer) -> str | None:
-        """Why this association may not open now (transient limits), or None."""
+    def _handshake(
+        self, sock: socket.socket, address: tuple[str, int], tls: ssl.SSLContext | None
+    ) -> tuple[upper_layer.Association, Peer, int] | None:
+        """Negotiate; the association, its peer and its slot, or None (rejected or failed)."""
         node = self.live.get().node
-        with self._lock:
-            open_now = self._per_peer.get(peer.name, 0)
-        if open_now >= node.max_associations_per_client:
-            return f"{peer.name} already has {open_now} associations open (the limit)"
-        try:
-            self.spool.check_room(0)
-        except OSError as exc:  # refuse whole associations while the disk is full
-            return str(exc.strerror or exc)
-        return None
+        host, port = address[0], address[1]
+        chosen: list[tuple[Peer, int]] = []
 
-    def on_pdu(self, event: evt.Event) -> None:
-        """Count the dataset bytes of the C-STORE arriving; abort one over the size limit."""
-        pdu = event.pdu
-        if not isinstance(pdu, P_DATA_TF):
-            return
-        key, limit = id(event.assoc), self.live.get().node.max_instance_bytes
-        for item in pdu.presentation_data_value_items:
-            value = item.presentation_data_value or b""
-            if not value or value[0] & 0x01:
-                continue  # a command fragment
-            with self._lock:
-                if self._incoming.get(key) == _ABORTED:
-                    return  # PDUs already on their way when it was aborted
-                total = self._incoming.get(key, 0) + len(value) - 1
-                over = total > limit
-                self._incoming[key] = _ABORTED if over else 0 if value[0] & 0x02 else total
-            if over:
-                logger.warning(
-                    "%s: a dataset of over %d bytes: association aborted (max_instance_bytes)",
-                    self.side, limit,
-                )  # fmt: skip
-                self.metrics.association(self.side, "aborted", "too_large")
-                event.assoc.abort(block=False)  # in pynetdicom's own thread: do not wait
-                return
+        def decide(calling: str, called: str) -> tuple[int, int, int] | None:
+            peer = self.identify(calling, called, host, port)
+            if isinstance(peer, tuple):
+                return peer
+            slot = self._reserve(peer)
+            if isinstance(slot, str):
+                logger.warning("%s association from %s rejected: %s", self.side, peer, slot,
+                               extra={"event": "association", "side": self.side,
+                                      "outcome": "rejected", "why": slot})  # fmt: skip
+                self.metrics.association(self.side, "rejected", "limit")
+                return REJECT_LIMIT
+            chosen.append((peer, slot))
+            return None
 
-    def on_c_store(self, event: evt.Event) -> Any:
-        with self._lock:
-            ref = self._receivers.get(id(event.assoc))
-        if ref is None:
-            return response(Status.BUSY, "no receiver for this association")
         try:
-            return ref.ask(
-                pykka.messages.ProxyCall(
-                    ("store",), (str(event.dataset_path),),
-                    {"sop_instance_uid": str(event.request.AffectedSOPInstanceUID or "")},
-                ),
-                timeout=ASK_TIMEOUT,
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                sock.settimeout(node.acse_timeout)
+                sock = tls.wrap_socket(sock, server_side=True)
+            pdu_limit = max(16 * node.max_pdu, 4 << 20) if node.max_pdu else 64 << 20
+            assoc = upper_layer.accept(
+                sock, decide, max_pdu=node.max_pdu, acse_timeout=node.acse_timeout,
+                timeout=node.network_timeout, pdu_limit=pdu_limit,
             )  # fmt: skip
-        except (pykka.ActorDeadError, pykka.Timeout) as exc:
-            logger.warning(
-                "%s: C-STORE refused: receiver unavailable (%s)", self.side, type(exc).__name__
-            )
-            return response(Status.BUSY, "receiver unavailable")
-        except Exception:
-            logger.exception("%s: C-STORE failed", self.side)
-            return response(Status.PROCESSING_FAILURE, "internal error, logged")
-
-    def _forget(self, key: int, peer: str) -> None:
+        except (upper_layer.AssociationError, OSError) as exc:
+            logger.info("%s connection from %s:%d ended before an association: %s",
+                        self.side, host, port, str(exc) or type(exc).__name__)  # fmt: skip
+            sock.close()
+            for peer, slot in chosen:
+                self._forget(slot, peer.name)
+            return None
+        if assoc is None:
+            return None
+        peer, slot = chosen[0]
         with self._lock:
-            self._receivers.pop(key, None)
-            self._incoming.pop(key, None)
-            self._per_peer[peer] -= 1
+            self._open[slot] = assoc
+        return assoc, peer, slot
+
+
+_GONE = object()
 
 
 class Listener(SupervisedActor):
@@ -264,8 +265,9 @@ class Listener(SupervisedActor):
         self.registry = registry
         self.spool = spool
         self.metrics = metrics or Metrics()
-        self.server: ThreadedAssociationServer | None = None
+        self.server: socket.socket | None = None
         self.gate: Gate | None = None
+        self._closing = threading.Event()
 
     @property
     def config(self) -> Config:
@@ -279,22 +281,32 @@ class Listener(SupervisedActor):
     def on_start(self) -> None:
         self.registry.register(f"listener:{self.side}", self.actor_ref)
         self.gate = Gate(self.side, self.live, self.registry, self.spool, self.metrics)
-        ae = dicom.acceptor_ae(self.config.node)
         node = self.config.node
         tls = node.tls_outside if self.side == OUTSIDE else node.tls_inside
-        self.server = ae.start_server(
-            (node.bind, self.port), block=False, evt_handlers=self.gate.handlers(),
-            ssl_context=dicom.server_tls(node) if tls else None,
-        )  # fmt: skip
-        logger.info("%s port listening on %s:%d", self.side, self.config.node.bind, self.port)
+        context = dicom.server_tls(node) if tls else None
+        self.server = socket.create_server((node.bind, self.port), backlog=128)
+        self.start_thread(self._accept, self.server, self.gate, context,
+                          name=f"listener-{self.side}")  # fmt: skip
+        logger.info("%s port listening on %s:%d", self.side, node.bind, self.port)
         if self.side == OUTSIDE:  # one sweeper is enough: both ports share incoming/
             self.send_after(SWEEP_INTERVAL, _SWEEP)
+
+    def _accept(self, server: socket.socket, gate: Gate, tls: ssl.SSLContext | None) -> None:
+        """Accept connections until the server socket is closed (by a stop)."""
+        while True:
+            try:
+                sock, address = server.accept()
+            except OSError:
+                if self._closing.is_set():
+                    return
+                raise  # the listener crashes; its supervisor binds afresh
+            gate.take(sock, address, tls)
 
     def on_receive(self, message: object) -> object:
         if message == _SWEEP:
             node = self.config.node
             # A file nobody has written to for longer than any association may stay
-            # silent belongs to a transfer that was cut: pynetdicom never removes those.
+            # silent belongs to a transfer that was cut short by a crash.
             self.spool.sweep_incoming(older_than=node.network_timeout + node.dimse_timeout)
             self.send_after(SWEEP_INTERVAL, _SWEEP)
             return None
@@ -307,9 +319,13 @@ class Listener(SupervisedActor):
         self._close()
 
     def _close(self) -> None:
+        """Stop accepting; open associations end with their receivers."""
+        self._closing.set()
         server, self.server = self.server, None
         if server is not None:
-            server.shutdown()  # stops accepting; open associations end with their receivers
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+            server.close()
 
     def inspect(self) -> dict[str, Any]:
         return {

@@ -3,11 +3,19 @@
 Only the file meta and the dataset up to (0020,000E) SeriesInstanceUID are
 parsed; pixel data and everything after is never read. The file itself is
 never changed: it is passed on byte for byte.
+
+:func:`peek_head` reads the first bytes of a dataset as they arrived, with
+a scanner of its own that knows just enough of PS3.5 (Little Endian,
+explicit or implicit VR, sequences of either length) to step over
+elements; a few microseconds where pydicom takes a few hundred. Whatever it
+is not sure of (big endian, deflated, an element cut by the end of the
+bytes it has) it leaves to :func:`peek`, which reads the file with pydicom.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -18,9 +26,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_file_meta_info, read_partial
 from pydicom.tag import Tag
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
 
-__all__ = ["PeekError", "RoutingTags", "peek"]
+__all__ = ["PeekError", "RoutingTags", "peek", "peek_head"]
 
 _STUDY_UID = Tag(0x0020, 0x000D)
 _SERIES_UID = Tag(0x0020, 0x000E)
@@ -115,13 +127,117 @@ def peek(path: Path) -> RoutingTags:
         raise
     except Exception as exc:  # pydicom raises many kinds on truncated or hostile data
         raise PeekError(f"unreadable dataset: {type(exc).__name__}: {exc}") from None
-    if not study:
+    return _checked(RoutingTags(study, series, sop_class, sop_instance, transfer_syntax))
+
+
+def _checked(tags: RoutingTags) -> RoutingTags:
+    if not tags.study_uid:
         raise PeekError("no StudyInstanceUID (0020,000D)", missing_study=True)
-    if not _UID.match(study):
+    if not _UID.match(tags.study_uid):
         raise PeekError(
-            f"invalid StudyInstanceUID ({len(study)} characters): must be 1-64 printable",
+            f"invalid StudyInstanceUID ({len(tags.study_uid)} characters): must be 1-64 printable",
             missing_study=True,
         )
-    if not transfer_syntax or not sop_class or not sop_instance:
+    if not tags.transfer_syntax or not tags.sop_class_uid or not tags.sop_instance_uid:
         raise PeekError("no transfer syntax, SOP class or SOP instance UID in the file meta")
-    return RoutingTags(study, series, sop_class, sop_instance, transfer_syntax)
+    return tags
+
+
+# -- the quick scanner ----------------------------------------------------------------
+
+_TAG_LENGTH = struct.Struct("<HHL")  # implicit VR: group, element, 4-byte length
+_EXPLICIT = struct.Struct("<HH2sH")  # explicit VR: group, element, VR, 2-byte length
+_LONG = struct.Struct("<L")
+# Explicit VRs with a 4-byte length after two reserved bytes (PS3.5 7.1.2)
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_STUDY, _SERIES = 0x0020000D, 0x0020000E
+_MAX_DEPTH = 16
+
+
+class _UnsureError(Exception):
+    """The quick scanner cannot tell: pydicom reads the file instead."""
+
+
+def _element(head: bytes, offset: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
+    """(tag, explicit VR or None, value length, value offset) of the element at ``offset``."""
+    if offset + 8 > len(head):
+        raise _UnsureError
+    if implicit:
+        group, element, length = _TAG_LENGTH.unpack_from(head, offset)
+        return group << 16 | element, None, length, offset + 8
+    group, element, vr, length = _EXPLICIT.unpack_from(head, offset)
+    if group == 0xFFFE:  # item and delimiters have no VR in any syntax
+        group, element, length = _TAG_LENGTH.unpack_from(head, offset)
+        return group << 16 | element, None, length, offset + 8
+    if vr in _LONG_VRS:
+        if offset + 12 > len(head):
+            raise _UnsureError
+        return group << 16 | element, vr, _LONG.unpack_from(head, offset + 8)[0], offset + 12
+    if not vr.isalpha():
+        raise _UnsureError  # not explicit VR after all
+    return group << 16 | element, vr, length, offset + 8
+
+
+def _skip_undefined(head: bytes, offset: int, implicit: bool, depth: int) -> int:
+    """Past the sequence of undefined length whose items start at ``offset``."""
+    if depth > _MAX_DEPTH:
+        raise _UnsureError
+    while True:
+        tag, _vr, length, offset = _element(head, offset, True)
+        if tag == _SEQUENCE_END:
+            return offset
+        if tag != _ITEM:
+            raise _UnsureError
+        if length != _UNDEFINED:
+            offset += length
+            continue
+        while True:  # an item of undefined length: its elements, up to the item end
+            tag, vr, length, offset = _element(head, offset, implicit)
+            if tag == _ITEM_END:
+                break
+            if length == _UNDEFINED:
+                if vr not in (None, b"SQ"):
+                    raise _UnsureError  # UN of undefined length: implicit VR inside
+                offset = _skip_undefined(head, offset, implicit, depth + 1)
+            else:
+                offset += length
+
+
+def peek_head(
+    head: bytes, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
+) -> RoutingTags | None:
+    """The routing tags from the first bytes of a dataset; None if unsure (then :func:`peek`).
+
+    Raises:
+        PeekError: the study UID is there but not a valid UID.
+    """
+    if transfer_syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+        return None
+    implicit = transfer_syntax == ImplicitVRLittleEndian
+    found: dict[int, str] = {}
+    offset = 0
+    try:
+        while offset < len(head):
+            tag, vr, length, offset = _element(head, offset, implicit)
+            if tag > _SERIES:
+                break
+            if length == _UNDEFINED:
+                if vr not in (None, b"SQ"):
+                    return None
+                offset = _skip_undefined(head, offset, implicit, 0)
+                continue
+            if tag in (_STUDY, _SERIES):
+                if offset + length > len(head):
+                    return None
+                found[tag] = _text(head[offset : offset + length].decode("ascii", "replace"))
+            offset += length
+        else:
+            return None  # the bytes ended before the series: the file has the rest
+    except (_UnsureError, struct.error):
+        return None
+    if _STUDY not in found:
+        return None  # pydicom has the last word on what is missing
+    return _checked(RoutingTags(found.get(_STUDY, ""), found.get(_SERIES, ""),
+                                sop_class_uid, sop_instance_uid, transfer_syntax))  # fmt: skip

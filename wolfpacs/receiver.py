@@ -1,21 +1,27 @@
 """A receiver: the actor behind one accepted association, on either port.
 
-For each C-STORE it peeks the routing tags, asks the router where the
-instance goes, moves the received file into that target's spool queue,
-commits the queue row, wakes the sender, and only then answers success.
-Any failure before that answers a failure status and keeps nothing.
+A thread linked to the actor serves the association: it answers C-ECHO,
+and for each C-STORE writes the dataset into ``incoming/`` as it arrives
+(keeping its first bytes), peeks the routing tags, asks the router where
+the instance goes, moves the file into that target's spool queue, commits
+the queue row, wakes the sender, and only then answers success. Any
+failure before that answers a failure status and keeps nothing.
 
 Error contract: :meth:`store` never raises for bad input or a busy node;
 it returns the DICOM status to answer (see :mod:`wolfpacs.status`). A
-receiver that crashes aborts its own association and is not restarted
-(its association is gone); the other associations do not notice.
+protocol error, a dataset over ``max_instance_bytes`` or a silent peer
+aborts the association, logged. A receiver that crashes (its thread
+included) aborts its own association and is not restarted (its
+association is gone); the other associations do not notice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,18 +30,19 @@ import pykka
 from pykka.messages import ProxyCall
 
 from supervisors import Registry, SupervisedActor, UnavailableError
+from wolfpacs import dimse, upper_layer
 from wolfpacs.metrics import Metrics
-from wolfpacs.peek import PeekError, peek
+from wolfpacs.part10 import file_meta
+from wolfpacs.peek import PeekError, RoutingTags, peek, peek_head
 from wolfpacs.router import NoWorkerError
 from wolfpacs.sender import WAKE
-from wolfpacs.status import Status, response
+from wolfpacs.status import Answer, Status, response
 from wolfpacs.store import DESTINATION, WORKER, QueueItem
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
-    from pynetdicom.association import Association
-
+    from wolfpacs.config import NodeConfig
     from wolfpacs.spool import Spool
+    from wolfpacs.upper_layer import Association, Context
 
 __all__ = ["INSIDE", "OUTSIDE", "Peer", "Receiver"]
 
@@ -43,6 +50,47 @@ logger = logging.getLogger(__name__)
 
 OUTSIDE = "outside"  # clients send studies
 INSIDE = "inside"  # workers send derived series
+HEAD_BYTES = 64 * 1024  # of each dataset kept in memory, for the routing tags
+
+
+class _Incoming:
+    """The file a C-STORE's dataset goes to as it arrives, and the dataset's first bytes.
+
+    A write error is kept, not raised: the dataset must still be read to its
+    end, so that the association stays in step and the peer gets its answer.
+    """
+
+    def __init__(self, path: Path, meta: bytes) -> None:
+        self.path = path
+        self.head = bytearray()
+        self.error: OSError | None = None
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._write(memoryview(meta))
+
+    def write(self, fragment: memoryview) -> None:
+        if len(self.head) < HEAD_BYTES:
+            self.head += fragment[: HEAD_BYTES - len(self.head)]
+        if self.error is None:
+            self._write(fragment)
+
+    def _write(self, fragment: memoryview) -> None:
+        try:
+            while fragment:
+                fragment = fragment[os.write(self.fd, fragment) :]
+        except OSError as exc:
+            self.error = exc
+
+    def close(self, fsync: bool) -> None:
+        try:
+            if fsync and self.error is None:
+                os.fsync(self.fd)  # now, while it is open and in the page cache
+        except OSError as exc:
+            self.error = exc
+        finally:
+            os.close(self.fd)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -72,7 +120,9 @@ class Receiver(SupervisedActor):
         spool: Spool,
         peer: Peer,
         assoc: Association | None = None,
+        *,
         metrics: Metrics | None = None,
+        limits: NodeConfig | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
@@ -80,6 +130,7 @@ class Receiver(SupervisedActor):
         self.peer = peer
         self.assoc = assoc
         self.metrics = metrics or Metrics()
+        self.max_instance_bytes = limits.max_instance_bytes if limits else 0
         self.started = time.monotonic()
         self.instances = 0
         self.bytes = 0
@@ -88,30 +139,101 @@ class Receiver(SupervisedActor):
 
     def on_start(self) -> None:
         if self.assoc is not None:
-            # The association's own thread ending is the one sure sign that it is over,
-            # whatever raced with its start (pynetdicom's close event may come first).
-            self.start_thread(self._watch, self.assoc, name=f"watch-{self.peer.name}")
+            self.start_thread(self._serve, self.assoc, name=f"receiver-{self.peer.name}")
 
-    def _watch(self, assoc: Association) -> None:
-        assoc.join()
-        how = "released" if assoc.is_released else "aborted" if assoc.is_aborted else "closed"
+    # -- the association, in the linked thread -------------------------------------------
+
+    def _serve(self, assoc: Association) -> None:
+        """Answer C-ECHO and C-STORE until the association ends; then tell the actor how."""
+        try:
+            how = self._commands(assoc)
+        except BaseException:
+            assoc.abort()
+            raise  # the actor crashes with its thread: the supervisor logs why
+        assoc.abort()  # a no-op after a release or the peer's abort
+        assoc.close()
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(ProxyCall(("closed",), (how,), {}))
 
-    def store(self, path: str, sop_instance_uid: str = "") -> int | Dataset:
-        """Take one received instance (a file pynetdicom wrote); the status to answer."""
-        started = time.monotonic()
-        status = self._store(Path(path), sop_instance_uid, started)
-        code = status if isinstance(status, int) else int(status.Status)
-        self.last_status = code
-        self.metrics.answered(code)
-        if code != Status.SUCCESS:
-            self.refused += 1
-        return status
-
-    def _store(self, path: Path, sop_instance_uid: str, started: float) -> int | Dataset:
+    def _commands(self, assoc: Association) -> str:
         try:
-            tags = peek(path)
+            while True:
+                received = assoc.receive_command()
+                if received is None:
+                    return "released"
+                context, command = received
+                if command.field == dimse.C_ECHO_RQ and not command.has_dataset:
+                    assoc.send_command(context.id, dimse.echo_rsp(command))
+                elif command.field == dimse.C_STORE_RQ and command.has_dataset:
+                    answer = self._c_store(assoc, context, command)
+                    assoc.send_command(
+                        context.id, dimse.store_rsp(command, answer.status, answer.comment)
+                    )
+                else:
+                    logger.warning("association %s: aborted: command 0x%04X is not served here",
+                                   self.peer, command.field)  # fmt: skip
+                    assoc.abort(upper_layer.ABORT_UNEXPECTED_PARAMETER)
+                    return "aborted"
+        except upper_layer.DatasetTooLargeError as exc:
+            logger.warning("association %s: aborted: %s (max_instance_bytes)", self.peer, exc)
+            self.metrics.association(self.peer.side, "aborted", "too_large")
+        except upper_layer.ProtocolError as exc:
+            logger.warning("association %s: aborted: %s", self.peer, exc)
+            self.metrics.association(self.peer.side, "aborted", "protocol")
+        except upper_layer.PeerAbortedError as exc:
+            logger.info("association %s: %s", self.peer, exc)
+        except TimeoutError:
+            logger.warning("association %s: aborted: silent for too long (network_timeout)",
+                           self.peer)  # fmt: skip
+            self.metrics.association(self.peer.side, "aborted", "timeout")
+            return "timed out"
+        return "aborted"
+
+    def _c_store(self, assoc: Association, context: Context, command: dimse.Command) -> Answer:
+        """Receive one dataset into ``incoming/`` and :meth:`store` it; the answer."""
+        meta = file_meta(command.sop_class_uid, command.sop_instance_uid,
+                         context.transfer_syntax, assoc.calling_ae)  # fmt: skip
+        incoming = _Incoming(self.spool.incoming / f"{uuid.uuid4().hex}.dcm", meta)
+        try:
+            assoc.receive_dataset(context, incoming.write, limit=self.max_instance_bytes)
+        except BaseException:
+            incoming.close(fsync=False)
+            incoming.discard()
+            raise
+        incoming.close(fsync=self.spool.durable)
+        if incoming.error is not None:
+            incoming.discard()
+            error = incoming.error
+            logger.error("%s: instance %s refused: %s", self.peer, command.sop_instance_uid, error)
+            return response(Status.OUT_OF_RESOURCES, str(error.strerror or error))
+        tags = None
+        with contextlib.suppress(PeekError):  # then peek() says what is wrong, from the file
+            tags = peek_head(bytes(incoming.head), context.transfer_syntax,
+                             command.sop_class_uid, command.sop_instance_uid)  # fmt: skip
+        return self.store(str(incoming.path), command.sop_instance_uid, tags)
+
+    def store(
+        self, path: str, sop_instance_uid: str = "", tags: RoutingTags | None = None
+    ) -> Answer:
+        """Take one received instance (a whole file in ``incoming/``); the answer to send.
+
+        The file is consumed: moved into a queue, into ``dead/``, or removed.
+        ``tags`` are its routing tags if they are known already.
+        """
+        started = time.monotonic()
+        answer = self._store(Path(path), sop_instance_uid, tags, started)
+        if answer.status != Status.SUCCESS:
+            Path(path).unlink(missing_ok=True)  # refused: nothing of it is kept
+            self.refused += 1
+        self.last_status = answer.status
+        self.metrics.answered(answer.status)
+        return answer
+
+    def _store(
+        self, path: Path, sop_instance_uid: str, tags: RoutingTags | None, started: float
+    ) -> Answer:
+        try:
+            tags = tags or peek(path)
         except PeekError as exc:
             code = Status.NO_STUDY_UID if exc.missing_study else Status.UNREADABLE
             logger.warning(
@@ -160,9 +282,9 @@ class Receiver(SupervisedActor):
         self.instances += 1
         self.bytes += size
         self.metrics.received(self.peer.side, self.peer.name, size, time.monotonic() - started)
-        return Status.SUCCESS
+        return response(Status.SUCCESS)
 
-    def _unknown_study(self, path: Path, tags: Any) -> Dataset | int:
+    def _unknown_study(self, path: Path, tags: Any) -> Answer:
         reason = {
             "reason": f"unknown study: no study {tags.study_uid} was routed by this node",
             "worker": self.peer.name,
@@ -199,9 +321,9 @@ class Receiver(SupervisedActor):
 
     def _abort(self, why: str) -> None:
         assoc, self.assoc = self.assoc, None
-        if assoc is not None and assoc.is_established:
+        if assoc is not None and assoc.is_open:
             logger.warning("association %s: aborted: %s", self.peer, why)
-            assoc.abort()
+            assoc.abort()  # wakes the association's thread, which then ends
 
     def inspect(self) -> dict[str, Any]:
         return {

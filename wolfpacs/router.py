@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor, UnavailableError
-from wolfpacs.sender import REPORT, WAKE, targets
+from wolfpacs.sender import HAND_OVER, REPORT, WAKE, targets
 from wolfpacs.store import WORKER
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class Router(SupervisedActor):
             raise
         for study in moved:
             self._cache.pop(study["study_uid"], None)
-        self.registry.tell(f"sender:{worker}", WAKE)
+        self.registry.tell(f"sender:{worker}", HAND_OVER)
         split = sum(1 for study in moved if study["delivered"])
         logger.warning(
             "move: %d studies from worker %s to %s (%d already partly at %s)",

@@ -18,27 +18,27 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydicom.dataset import Dataset
 from pykka.messages import ProxyCall
 
 from supervisors import Registry, SupervisedActor
-from wolfpacs import dicom
+from wolfpacs import dicom, upper_layer
 from wolfpacs.metrics import Metrics
+from wolfpacs.part10 import Part10Error
 from wolfpacs.status import Outcome, classify
 from wolfpacs.store import DESTINATION, WORKER
+from wolfpacs.upper_layer import Association, AssociationError
 
 if TYPE_CHECKING:
-    from pynetdicom.association import Association
-
     from wolfpacs.config import Config, NodeConfig
     from wolfpacs.spool import Spool
     from wolfpacs.store import QueueItem
 
-__all__ = ["WAKE", "Sender", "Target", "targets"]
+__all__ = ["HAND_OVER", "WAKE", "Sender", "Target", "targets"]
 
 logger = logging.getLogger(__name__)
 
 WAKE = "wake"  # there may be work in the queue
+HAND_OVER = "hand_over"  # studies were moved away from this worker: pass their instances on
 REPORT = "report"  # tell the router whether the target is up (a restarted router asks)
 _RETRY = "retry"  # the backoff has passed
 _IDLE = "idle"  # time to release an unused association
@@ -97,11 +97,11 @@ class Sender(SupervisedActor):
         self.node = node
         self.spool = spool
         self.metrics = metrics or Metrics()
-        self.ae = dicom.requestor_ae(node)
         self.assoc: Association | None = None
         self._proposed: set[tuple[str, str]] = set()
         self._failures = 0  # consecutive, for the backoff
         self._retry_at: float | None = None
+        self._handed_over_at = 0.0
         self._idle_timer: Any = None
         self.up: bool | None = None
         self.last_error: str | None = None
@@ -129,10 +129,7 @@ class Sender(SupervisedActor):
         assoc = self.assoc
         if assoc is not None:
             logger.warning("%s: stop overdue: aborting the association", self.name)
-            assoc.abort()
-            # pynetdicom wakes a waiting send_c_store with (None, None) when the *peer*
-            # aborts, not when we do: wake it the same way, so the stop gets its turn.
-            assoc.dimse.msg_queue.put((None, None))
+            assoc.abort()  # the blocked read wakes with an error: the stop gets its turn
 
     def on_failure(self, *_exc_info: object) -> None:
         self._close(release=False)
@@ -141,8 +138,13 @@ class Sender(SupervisedActor):
         if message == WAKE:
             if self._retry_at is None:
                 self._drain()
-            elif self.target.kind == WORKER:
-                self._hand_over()  # moved studies need no peer: hand them on even in backoff
+            elif self.target.kind == WORKER and time.monotonic() - self._handed_over_at > 1.0:
+                # Moved studies need no peer: hand them on even in backoff, but look for
+                # them at most once a second, not at every instance queued meanwhile.
+                self._hand_over()
+        elif message == HAND_OVER:
+            if self.target.kind == WORKER:
+                self._hand_over()
         elif message == REPORT:
             if self.up is not None:
                 self._tell_router(self.up)
@@ -190,6 +192,7 @@ class Sender(SupervisedActor):
         the row before the file is in its queue, and recovery after a crash in
         between finds the file by its (unique) name.
         """
+        self._handed_over_at = time.monotonic()
         moved = self.registry.call("store", "moved_items", self.target.name, HAND_OVER_BATCH)
         for item, worker in moved:
             src = item.path
@@ -214,7 +217,8 @@ class Sender(SupervisedActor):
             self._bury(item, "spool file missing: instance cannot be delivered", None, "missing")
             return
         assoc = self._association(item, batch)
-        if not dicom.accepts(assoc, item.sop_class_uid, item.transfer_syntax):
+        context = assoc.context_for(item.sop_class_uid, item.transfer_syntax)
+        if context is None:
             self._bury(
                 item,
                 f"{self.target.kind} {self.target.name} does not accept SOP class "
@@ -224,14 +228,20 @@ class Sender(SupervisedActor):
             )
             return
         try:
-            answer: Dataset = assoc.send_c_store(path)
-        except (RuntimeError, ValueError, OSError) as exc:  # association gone mid-send
+            answer = assoc.send_c_store(
+                context, str(path), item.sop_class_uid, item.sop_instance_uid,
+                dimse_timeout=self.node.dimse_timeout,
+            )  # fmt: skip
+        except Part10Error as exc:  # only a hand in data_dir does this
+            self._bury(item, f"spool file is not a DICOM file: {exc}", None, "refused")
+            return
+        except (AssociationError, OSError) as exc:  # association gone mid-send, or timed out
             self._close(release=False)
-            raise _PeerDownError(f"send failed: {exc}") from None
-        if "Status" not in answer:
+            raise _PeerDownError(f"send failed: {str(exc) or type(exc).__name__}") from None
+        if answer.status is None:
             self._close(release=False)
-            raise _PeerDownError("no C-STORE response (association aborted or timed out)")
-        status = int(answer.Status)
+            raise _PeerDownError("a C-STORE response without a status")
+        status = answer.status
         self.metrics.peer_answered(status)
         outcome = classify(status)
         if outcome is Outcome.DELIVERED:
@@ -239,22 +249,21 @@ class Sender(SupervisedActor):
             self.spool.remove(item.path)
             self._succeeded(item)
         elif outcome is Outcome.RETRY:
-            comment = answer.get("ErrorComment", "")
-            error = f"status 0x{status:04X} {comment}".strip()
+            error = f"status 0x{status:04X} {answer.error_comment}".strip()
             attempts = self.registry.call("store", "failed_attempt", item.id, error)
             if attempts >= self.node.max_attempts:
                 self._bury(item, f"gave up after {attempts} attempts: {error}", status, "gave_up")
                 return
             raise _PeerDownError(f"{error} (attempt {attempts} of {self.node.max_attempts})")
         else:
-            comment = answer.get("ErrorComment", "")
+            comment = answer.error_comment
             self._bury(
                 item, f"refused with status 0x{status:04X} {comment}".strip(), status, "refused"
             )
 
     def _association(self, item: QueueItem, batch: list[QueueItem]) -> Association:
         wanted = (item.sop_class_uid, item.transfer_syntax)
-        if self.assoc is not None and self.assoc.is_established and wanted in self._proposed:
+        if self.assoc is not None and self.assoc.is_open and wanted in self._proposed:
             return self.assoc
         self._close(release=True)
         proposals = [wanted]
@@ -262,25 +271,31 @@ class Sender(SupervisedActor):
             pair = (other.sop_class_uid, other.transfer_syntax)
             if pair not in proposals and len(proposals) < MAX_CONTEXTS:
                 proposals.append(pair)
-        contexts = [dicom.context(sop, ts) for sop, ts in proposals]
-        contexts.append(dicom.verification_context())
-        assoc = self._associate(contexts)
+        assoc = self._associate([(sop, [ts]) for sop, ts in proposals])
         self._proposed = set(proposals)
         return assoc
 
-    def _associate(self, contexts: list[Any]) -> Association:
-        t = self.target
-        tls = (dicom.client_tls(self.node), None) if t.tls else None
-        assoc = self.ae.associate(
-            t.host, t.port, contexts, ae_title=t.ae_title,
-            max_pdu=self.node.max_pdu, evt_handlers=dicom.nodelay_handlers(), tls_args=tls,
-        )  # fmt: skip
-        if not assoc.is_established:
-            if assoc.is_rejected:
-                why = "association rejected by the peer (check its AE title and config)"
-            else:
-                why = f"cannot associate with {t.ae_title}@{t.host}:{t.port}"
-            raise _PeerDownError(why)
+    def _associate(self, proposals: list[tuple[str, list[str]]]) -> Association:
+        """Open an association proposing these contexts and Verification.
+
+        Raises:
+            _PeerDownError: refused, rejected, aborted or timed out.
+        """
+        t, node = self.target, self.node
+        try:
+            assoc = upper_layer.request(
+                (t.host, t.port), [*proposals, (upper_layer.VERIFICATION, dicom.UNCOMPRESSED)],
+                calling_ae=node.ae_title, called_ae=t.ae_title, max_pdu=node.max_pdu,
+                connect_timeout=node.connect_timeout, acse_timeout=node.acse_timeout,
+                timeout=node.network_timeout, tls=dicom.client_tls(node) if t.tls else None,
+            )  # fmt: skip
+        except upper_layer.RejectedError as exc:
+            raise _PeerDownError(f"{exc} (check its AE title and config)") from None
+        except (AssociationError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
+            raise _PeerDownError(
+                f"cannot associate with {t.ae_title}@{t.host}:{t.port}: {why}"
+            ) from None
         self.assoc = assoc
         self._health(True, None)
         return assoc
@@ -290,13 +305,11 @@ class Sender(SupervisedActor):
         self._proposed = set()
         if assoc is None:
             return
-        try:
-            if release and assoc.is_established:
-                assoc.release()
-            else:
-                assoc.abort()
-        except Exception:  # the peer may already be gone; nothing is owed to it
-            logger.debug("%s: closing the association failed", self.name, exc_info=True)
+        if release and assoc.is_open:
+            assoc.release(timeout=self.node.acse_timeout)  # aborts if it is not answered
+        else:
+            assoc.abort()
+        assoc.close()
 
     def _succeeded(self, item: QueueItem) -> None:
         self._failures = 0
@@ -345,19 +358,19 @@ class Sender(SupervisedActor):
         if self._retry_at is not None:
             return  # the next retry is the health check
         try:
-            if self.assoc is not None and self.assoc.is_established:
-                status = self.assoc.send_c_echo()
+            timeout = self.node.dimse_timeout
+            if self.assoc is not None and self.assoc.is_open:
+                status = self.assoc.send_c_echo(timeout)
             else:
-                assoc = self._associate([dicom.verification_context()])
-                status = assoc.send_c_echo()
+                status = self._associate([]).send_c_echo(timeout)
                 self._close(release=True)
-            ok = "Status" in status and int(status.Status) == 0
-            self._health(ok, None if ok else "C-ECHO failed")
+            ok = status == 0
+            self._health(ok, None if ok else f"C-ECHO answered 0x{status:04X}")
         except _PeerDownError as down:
             self._health(False, str(down))
-        except (RuntimeError, OSError) as exc:  # the association broke under the echo
+        except (AssociationError, OSError) as exc:  # the association broke under the echo
             self._close(release=False)
-            self._health(False, f"C-ECHO failed: {exc}")
+            self._health(False, f"C-ECHO failed: {str(exc) or type(exc).__name__}")
 
     def _health(self, up: bool, error: str | None) -> None:
         if error:

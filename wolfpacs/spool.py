@@ -2,7 +2,7 @@
 
 Layout under ``data_dir``::
 
-    incoming/             pynetdicom's temporary files while a C-STORE arrives
+    incoming/             each C-STORE's dataset as it arrives, until it is admitted
     spool/<target>/       one file per queued instance, named <SOPInstanceUID>.<random>.dcm
     dead/                 <time>-<name>.dcm with <time>-<name>.json saying why
 
@@ -166,7 +166,7 @@ class Spool:
                     leftover.unlink()
                     removed += 1
             except FileNotFoundError:
-                continue  # taken into the spool, or removed by pynetdicom, meanwhile
+                continue  # taken into the spool, or refused and removed, meanwhile
         if removed:
             logger.info("removed %d files of interrupted receives from %s", removed, self.incoming)
         return removed

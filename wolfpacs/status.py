@@ -8,10 +8,9 @@ cannot understand (do not send it again as it is).
 from __future__ import annotations
 
 from enum import Enum
+from typing import NamedTuple
 
-from pydicom.dataset import Dataset
-
-__all__ = ["Outcome", "Status", "classify", "response"]
+__all__ = ["Answer", "Outcome", "Status", "classify", "response"]
 
 
 class Status:
@@ -25,14 +24,16 @@ class Status:
     UNKNOWN_STUDY = 0xC003  # inside port: no study with that StudyInstanceUID was routed
 
 
-def response(status: int, comment: str = "") -> Dataset | int:
-    """A handler's return value: the status, with an ErrorComment where there is one."""
-    if not comment:
-        return status
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]  # LO: at most 64 characters
-    return ds
+class Answer(NamedTuple):
+    """What a C-STORE-RSP says: a status, and an ErrorComment where there is one."""
+
+    status: int
+    comment: str = ""
+
+
+def response(status: int, comment: str = "") -> Answer:
+    """The answer to send; the comment is cut to the 64 characters of an LO."""
+    return Answer(status, comment[:64])
 
 
 class Outcome(Enum):

@@ -1,0 +1,185 @@
+"""DIMSE command sets for the two services a node speaks: C-STORE and C-ECHO.
+
+A command set is a little dataset of group 0000 elements, always in
+Implicit VR Little Endian (PS3.7 section 6.3.1, annex E). The node needs
+only a handful of its elements, so they are packed and parsed here
+directly: a C-STORE on the data path costs a few microseconds of command
+handling instead of a pydicom dataset each way.
+
+Error contract: :func:`decode` raises :class:`DimseError` for a command set
+it cannot parse; the association that sent it is aborted.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+__all__ = [
+    "C_ECHO_RQ", "C_ECHO_RSP", "C_STORE_RQ", "C_STORE_RSP", "Command", "DimseError",
+    "decode", "echo_rq", "echo_rsp", "store_rq", "store_rsp",
+]  # fmt: skip
+
+C_STORE_RQ = 0x0001
+C_STORE_RSP = 0x8001
+C_ECHO_RQ = 0x0030
+C_ECHO_RSP = 0x8030
+NO_DATASET = 0x0101  # CommandDataSetType: no dataset follows
+DATASET = 0x0000  # any other value: a dataset follows
+
+# (0000,eeee) element numbers
+_GROUP_LENGTH = 0x0000
+_SOP_CLASS = 0x0002
+_COMMAND_FIELD = 0x0100
+_MESSAGE_ID = 0x0110
+_RESPONDED_TO = 0x0120
+_PRIORITY = 0x0700
+_DATASET_TYPE = 0x0800
+_STATUS = 0x0900
+_ERROR_COMMENT = 0x0902
+_SOP_INSTANCE = 0x1000
+_MOVE_ORIGINATOR_AE = 0x1030
+_MOVE_ORIGINATOR_ID = 0x1031
+
+_ELEMENT = struct.Struct("<HHL")
+_US = struct.Struct("<H")
+MAX_COMMAND_BYTES = 1 << 16  # a command set is a few hundred bytes; more is not a command
+
+
+class DimseError(ValueError):
+    """A command set that cannot be parsed, or lacks what its command requires."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """The elements of one command set the node acts on (plain data)."""
+
+    field: int
+    message_id: int = 0  # MessageID of a request, MessageIDBeingRespondedTo of a response
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    has_dataset: bool = False
+    status: int | None = None
+    error_comment: str = ""
+    priority: int = 0
+
+    @property
+    def is_request(self) -> bool:
+        return not self.field & 0x8000
+
+
+def _text(value: bytes) -> str:
+    return value.decode("ascii", "replace").rstrip(" \x00")
+
+
+def decode(data: bytes | bytearray | memoryview) -> Command:
+    """Parse a command set (Implicit VR Little Endian group 0000).
+
+    Raises:
+        DimseError: truncated, not group 0000, or without a CommandField.
+    """
+    view = memoryview(data)
+    values: dict[int, bytes] = {}
+    offset, end = 0, len(view)
+    while offset < end:
+        if end - offset < 8:
+            raise DimseError(f"command set truncated at byte {offset}")
+        group, element, length = _ELEMENT.unpack_from(view, offset)
+        offset += 8
+        if group != 0x0000:
+            raise DimseError(f"element ({group:04X},{element:04X}) in a command set")
+        if length > end - offset:
+            raise DimseError(f"element (0000,{element:04X}) runs past the command set")
+        values[element] = bytes(view[offset : offset + length])
+        offset += length
+    try:
+        field = _US.unpack(values[_COMMAND_FIELD])[0]
+    except (KeyError, struct.error):
+        raise DimseError("no CommandField (0000,0100) in the command set") from None
+
+    def number(element: int) -> int | None:
+        value = values.get(element)
+        if value is None:
+            return None
+        if len(value) != 2:
+            raise DimseError(f"element (0000,{element:04X}) is not a US")
+        return _US.unpack(value)[0]
+
+    is_request = not field & 0x8000
+    message_id = number(_MESSAGE_ID if is_request else _RESPONDED_TO)
+    if message_id is None:
+        raise DimseError("no MessageID in the command set")
+    dataset_type = number(_DATASET_TYPE)
+    return Command(
+        field=field,
+        message_id=message_id,
+        sop_class_uid=_text(values.get(_SOP_CLASS, b"")),
+        sop_instance_uid=_text(values.get(_SOP_INSTANCE, b"")),
+        has_dataset=dataset_type is not None and dataset_type != NO_DATASET,
+        status=number(_STATUS),
+        error_comment=_text(values.get(_ERROR_COMMENT, b"")),
+        priority=number(_PRIORITY) or 0,
+    )
+
+
+def _uid(value: str) -> bytes:
+    data = value.encode("ascii")
+    return data + b"\x00" if len(data) % 2 else data
+
+
+def _string(value: str, limit: int) -> bytes:
+    data = value.encode("ascii", "replace")[:limit]
+    return data + b" " if len(data) % 2 else data
+
+
+def _encode(elements: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(_ELEMENT.pack(0, element, len(value)) + value for element, value in elements)
+    return _ELEMENT.pack(0, _GROUP_LENGTH, 4) + struct.pack("<L", len(body)) + body
+
+
+def store_rq(
+    message_id: int, sop_class_uid: str, sop_instance_uid: str, priority: int = 0
+) -> bytes:
+    """A C-STORE-RQ command set announcing a dataset."""
+    return _encode([
+        (_SOP_CLASS, _uid(sop_class_uid)),
+        (_COMMAND_FIELD, _US.pack(C_STORE_RQ)),
+        (_MESSAGE_ID, _US.pack(message_id)),
+        (_PRIORITY, _US.pack(priority)),
+        (_DATASET_TYPE, _US.pack(DATASET)),
+        (_SOP_INSTANCE, _uid(sop_instance_uid)),
+    ])  # fmt: skip
+
+
+def store_rsp(request: Command, status: int, error_comment: str = "") -> bytes:
+    """The C-STORE-RSP to ``request``; an ErrorComment (at most 64 characters) if given."""
+    elements = [
+        (_SOP_CLASS, _uid(request.sop_class_uid)),
+        (_COMMAND_FIELD, _US.pack(C_STORE_RSP)),
+        (_RESPONDED_TO, _US.pack(request.message_id)),
+        (_DATASET_TYPE, _US.pack(NO_DATASET)),
+        (_STATUS, _US.pack(status)),
+    ]
+    if error_comment:
+        elements.append((_ERROR_COMMENT, _string(error_comment, 64)))
+    elements.append((_SOP_INSTANCE, _uid(request.sop_instance_uid)))
+    return _encode(elements)
+
+
+def echo_rq(message_id: int) -> bytes:
+    return _encode([
+        (_SOP_CLASS, _uid("1.2.840.10008.1.1")),
+        (_COMMAND_FIELD, _US.pack(C_ECHO_RQ)),
+        (_MESSAGE_ID, _US.pack(message_id)),
+        (_DATASET_TYPE, _US.pack(NO_DATASET)),
+    ])  # fmt: skip
+
+
+def echo_rsp(request: Command, status: int = 0x0000) -> bytes:
+    return _encode([
+        (_SOP_CLASS, _uid(request.sop_class_uid or "1.2.840.10008.1.1")),
+        (_COMMAND_FIELD, _US.pack(C_ECHO_RSP)),
+        (_RESPONDED_TO, _US.pack(request.message_id)),
+        (_DATASET_TYPE, _US.pack(NO_DATASET)),
+        (_STATUS, _US.pack(status)),
+    ])  # fmt: skip

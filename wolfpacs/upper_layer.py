@@ -1,0 +1,675 @@
+"""The DICOM upper layer (PS3.8) on a blocking socket: the node's data path.
+
+One thread per association reads each PDU whole with ``recv_into`` into a
+buffer it keeps, and hands every P-DATA fragment of a dataset to a writer
+(the spool file) as a view of that buffer; sending reads a file into
+PDUs of the peer's maximum length and writes each with one system call.
+Nothing polls: a blocked read waits in the kernel and the socket's
+timeout is the only timer.
+
+Why not pynetdicom's own upper layer: its reactors poll every millisecond,
+read 4 KiB at a time and hand each PDU between two threads, which on a
+pass-through node costs about three times DCMTK's time on receive alone
+(``PERFORMANCE-NOTES.md``). pynetdicom still does what it does well here:
+it encodes and decodes the A-ASSOCIATE PDUs and negotiates presentation
+contexts. DIMSE command sets are :mod:`wolfpacs.dimse`.
+
+Error contract (every error closes the association; the socket is the
+caller's to forget):
+
+- :class:`PeerAbortedError`: the peer sent A-ABORT, or the connection
+  broke or was closed under us (an ``OSError`` is turned into this).
+- :class:`ProtocolError`: the peer sent what PS3.8 does not allow at that
+  point, or a PDU over the limit; an A-ABORT has been sent.
+- :class:`RejectedError`: (requesting) the peer answered A-ASSOCIATE-RJ.
+- :class:`TimeoutError`: the peer was silent for longer than the timeout;
+  an A-ABORT has been sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, negotiate_unrestricted
+
+from wolfpacs import dimse
+from wolfpacs.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, dataset_offset
+
+__all__ = [
+    "Association", "AssociationError", "Context", "PeerAbortedError", "ProtocolError",
+    "RejectedError", "accept", "request",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+VERIFICATION = "1.2.840.10008.1.1"
+# Explicit VR LE, Implicit VR LE, Explicit VR BE, Deflated Explicit VR LE
+UNCOMPRESSED = [
+    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+]  # fmt: skip
+
+# PDU types (PS3.8 9.3.1)
+ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
+P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
+# A-ABORT (source, reason), PS3.8 9.3.8
+ABORT_BY_USER = (0x00, 0x00)
+ABORT_UNRECOGNISED_PDU = (0x02, 0x01)
+ABORT_UNEXPECTED_PDU = (0x02, 0x02)
+ABORT_UNEXPECTED_PARAMETER = (0x02, 0x05)
+ABORT_INVALID_PARAMETER = (0x02, 0x06)
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4
+REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
+REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
+
+_HEADER = struct.Struct(">BxL")  # PDU type, reserved, length
+_PDV = struct.Struct(">LBB")  # item length, context id, message control header
+COMMAND, LAST = 0x01, 0x02  # message control header bits
+MAX_ASSOCIATE_PDU = 1 << 20  # an A-ASSOCIATE-RQ of 128 contexts is a few kilobytes
+DEFAULT_SEND_PDU = 1 << 20  # what to send to a peer that announces no maximum
+MAX_SEND_PDU = 4 << 20  # a larger announced maximum is not honoured in full
+
+
+class AssociationError(Exception):
+    """The association cannot go on; it has been closed."""
+
+
+class PeerAbortedError(AssociationError):
+    """The peer aborted, or the connection broke."""
+
+
+class ProtocolError(AssociationError):
+    """The peer broke PS3.8; an A-ABORT has been sent."""
+
+
+class RejectedError(AssociationError):
+    """The peer rejected the association (A-ASSOCIATE-RJ)."""
+
+    def __init__(self, result: int, source: int, diagnostic: int) -> None:
+        super().__init__(
+            f"association rejected (result {result}, source {source}, diagnostic {diagnostic})"
+        )
+        self.result, self.source, self.diagnostic = result, source, diagnostic
+
+
+@dataclass(frozen=True)
+class Context:
+    """An accepted presentation context (plain data)."""
+
+    id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+def _pdu(kind: int, body: bytes) -> bytes:
+    return _HEADER.pack(kind, len(body)) + body
+
+
+def _abort_pdu(source: int, reason: int) -> bytes:
+    return _pdu(ABORT, bytes([0, 0, source, reason]))
+
+
+def _text(value: object) -> str:
+    return str(value or "").strip()
+
+
+class Association:
+    """An established association, as acceptor or requestor.
+
+    Used by one thread at a time, except :meth:`abort`, which any thread may
+    call to end it (it wakes a read blocked on the socket).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        contexts: dict[int, Context],
+        *,
+        peer_max_pdu: int,
+        calling_ae: str,
+        called_ae: str,
+        pdu_limit: int,
+        timeout: float | None,
+    ) -> None:
+        self.sock = sock
+        self.contexts = contexts
+        self.calling_ae = calling_ae
+        self.called_ae = called_ae
+        self.pdu_limit = pdu_limit
+        self.timeout = timeout
+        chunk = min(peer_max_pdu or DEFAULT_SEND_PDU, MAX_SEND_PDU)
+        self.send_fragment = max(chunk - 6, 1024)  # a PDV item's header takes 6 bytes
+        self.address, self.port = sock.getpeername()[:2]
+        self._buffer = bytearray(64 * 1024)
+        self._view = memoryview(self._buffer)
+        self._pdu: memoryview = self._view[:0]  # the current P-DATA-TF body
+        self._offset = 0  # of the next PDV in it
+        self._send_lock = threading.Lock()
+        self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS has no sendmsg
+        self._message_id = 0
+        self.is_open = True
+        self.released = False
+
+    # -- reading -----------------------------------------------------------------
+
+    def _read_into(self, view: memoryview) -> None:
+        got, size = 0, len(view)
+        recv_into = self.sock.recv_into
+        while got < size:
+            n = recv_into(view[got:], size - got)
+            if not n:
+                raise PeerAbortedError("connection closed by the peer")
+            got += n
+
+    def _read_pdu(self) -> tuple[int, memoryview]:
+        """The next PDU's type and body (a view valid until the next read)."""
+        header = self._view[:6]
+        try:
+            self._read_into(header)
+            kind, length = _HEADER.unpack(header)
+            limit = self.pdu_limit if kind == P_DATA_TF else MAX_ASSOCIATE_PDU
+            if length > limit:
+                self._protocol_error(
+                    f"a PDU of {length} bytes announced (limit {limit})", ABORT_INVALID_PARAMETER
+                )
+            if length > len(self._buffer):
+                self._buffer = bytearray(length)
+                self._view = memoryview(self._buffer)
+            body = self._view[:length]
+            self._read_into(body)
+        except TimeoutError:
+            self.abort()
+            raise
+        except OSError as exc:
+            self.close()
+            raise PeerAbortedError(f"connection broken: {exc}") from None
+        return kind, body
+
+    def _protocol_error(self, why: str, reason: tuple[int, int]) -> None:
+        self.abort(reason)
+        raise ProtocolError(why)
+
+    def _next_pdv(self) -> tuple[int, int, memoryview] | None:
+        """The next PDV (context id, control, fragment); ``None`` if the peer asks to release."""
+        while self._offset >= len(self._pdu):
+            kind, body = self._read_pdu()
+            if kind == P_DATA_TF:
+                self._pdu, self._offset = body, 0
+            elif kind == RELEASE_RQ:
+                return None
+            elif kind == ABORT:
+                self.close()
+                source, reason = (body[2], body[3]) if len(body) >= 4 else (0, 0)
+                raise PeerAbortedError(f"aborted by the peer (source {source}, reason {reason})")
+            elif kind in (ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, RELEASE_RP):
+                self._protocol_error(f"unexpected PDU type 0x{kind:02X}", ABORT_UNEXPECTED_PDU)
+            else:
+                self._protocol_error(f"unrecognised PDU type 0x{kind:02X}", ABORT_UNRECOGNISED_PDU)
+        pdu, offset = self._pdu, self._offset
+        if len(pdu) - offset < 6:
+            self._protocol_error("a PDV item cut short", ABORT_INVALID_PARAMETER)
+        length, context_id, control = _PDV.unpack_from(pdu, offset)
+        if length < 2 or offset + 4 + length > len(pdu):
+            self._protocol_error(f"a PDV item of {length} bytes", ABORT_INVALID_PARAMETER)
+        if context_id not in self.contexts:
+            self._protocol_error(
+                f"a PDV on presentation context {context_id}, not accepted", ABORT_INVALID_PARAMETER
+            )
+        self._offset = offset + 4 + length
+        return context_id, control, pdu[offset + 6 : offset + 4 + length]
+
+    def receive_command(self) -> tuple[Context, dimse.Command] | None:
+        """The next DIMSE command; ``None`` once the peer has released (answered, closed).
+
+        Raises:
+            ProtocolError: a dataset fragment, or a command set that does not parse.
+        """
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            pdv = self._next_pdv()
+            if pdv is None:
+                if parts:
+                    self._protocol_error("A-RELEASE-RQ inside a command", ABORT_UNEXPECTED_PDU)
+                self._answer_release()
+                return None
+            context_id, control, fragment = pdv
+            if not control & COMMAND:
+                self._protocol_error("a dataset fragment where a command was due",
+                                     ABORT_UNEXPECTED_PDU)  # fmt: skip
+            size += len(fragment)
+            if size > dimse.MAX_COMMAND_BYTES:
+                self._protocol_error(f"a command set of over {size} bytes", ABORT_INVALID_PARAMETER)
+            parts.append(bytes(fragment))
+            if control & LAST:
+                break
+        try:
+            command = dimse.decode(b"".join(parts))
+        except dimse.DimseError as exc:
+            self._protocol_error(f"bad command set: {exc}", ABORT_INVALID_PARAMETER)
+        return self.contexts[context_id], command
+
+    def receive_dataset(
+        self, context: Context, write: Callable[[memoryview], Any], limit: int = 0
+    ) -> int:
+        """Pass each fragment of the dataset that follows a command to ``write``; its size.
+
+        Raises:
+            DatasetTooLargeError: over ``limit`` bytes (0: no limit); the
+                association has been aborted.
+            ProtocolError: a command fragment, a release, or another context.
+        """
+        size = 0
+        while True:
+            pdv = self._next_pdv()
+            if pdv is None:
+                self._protocol_error("A-RELEASE-RQ inside a dataset", ABORT_UNEXPECTED_PDU)
+            context_id, control, fragment = pdv  # type: ignore[misc]
+            if control & COMMAND or context_id != context.id:
+                self._protocol_error("a command or another context inside a dataset",
+                                     ABORT_UNEXPECTED_PDU)  # fmt: skip
+            size += len(fragment)
+            if limit and size > limit:
+                self.abort()
+                raise DatasetTooLargeError(f"a dataset of over {limit} bytes")
+            write(fragment)
+            if control & LAST:
+                return size
+
+    def _answer_release(self) -> None:
+        with contextlib.suppress(OSError):
+            self._send(_pdu(RELEASE_RP, b"\x00" * 4))
+        self.released = True
+        self.close()
+
+    # -- writing -----------------------------------------------------------------
+
+    def _send(self, *parts: bytes | memoryview) -> None:
+        with self._send_lock:
+            if self._plain and len(parts) > 1:
+                total = sum(len(p) for p in parts)
+                sent = self.sock.sendmsg(parts)
+                if sent < total:  # rare: a full send buffer; finish with sendall
+                    self.sock.sendall(b"".join(bytes(p) for p in parts)[sent:])
+            else:
+                for part in parts:
+                    self.sock.sendall(part)
+
+    def send_command(self, context_id: int, command: bytes) -> None:
+        """One command set, in one PDV (command sets are far smaller than any PDU)."""
+        try:
+            self._send(
+                _HEADER.pack(P_DATA_TF, len(command) + 6),
+                _PDV.pack(len(command) + 2, context_id, COMMAND | LAST),
+                command,
+            )
+        except OSError as exc:
+            self.close()
+            raise PeerAbortedError(f"connection broken: {exc}") from None
+
+    def send_dataset(self, context_id: int, fp: BinaryIO, size: int) -> None:
+        """Send ``size`` bytes from ``fp``'s position as a dataset, in PDUs the peer takes."""
+        chunk = min(self.send_fragment, max(size, 1))
+        buffer = bytearray(chunk)
+        view = memoryview(buffer)
+        left = size
+        try:
+            while True:
+                n = fp.readinto(view[: min(chunk, left)]) if left else 0
+                if n == 0 and left:
+                    raise AssociationError(f"{fp.name}: file shorter than expected")
+                left -= n
+                control = LAST if not left else 0
+                self._send(_HEADER.pack(P_DATA_TF, n + 6), _PDV.pack(n + 2, context_id, control),
+                           view[:n])  # fmt: skip
+                if not left:
+                    return
+        except OSError as exc:
+            self.close()
+            raise PeerAbortedError(f"connection broken: {exc}") from None
+
+    # -- requests (as requestor) -------------------------------------------------
+
+    def context_for(self, sop_class_uid: str, transfer_syntax: str) -> Context | None:
+        """The accepted context for this SOP class in this transfer syntax, if any."""
+        wanted = (sop_class_uid, transfer_syntax)
+        for context in self.contexts.values():
+            if (context.abstract_syntax, context.transfer_syntax) == wanted:
+                return context
+        return None
+
+    def _next_message_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def _response(self, message_id: int, timeout: float | None) -> dimse.Command:
+        self.sock.settimeout(timeout)
+        try:
+            answer = self.receive_command()
+        finally:
+            if self.is_open:
+                self.sock.settimeout(self.timeout)
+        if answer is None:
+            raise PeerAbortedError("the peer released the association instead of answering")
+        _, command = answer
+        if command.is_request or command.message_id != message_id:
+            self._protocol_error(
+                f"command 0x{command.field:04X} for message {command.message_id} "
+                f"where the response to {message_id} was due",
+                ABORT_UNEXPECTED_PDU,
+            )
+        if command.has_dataset:  # no response the node asks for carries one: drain it
+            self.receive_dataset(self.contexts[answer[0].id], lambda _fragment: None)
+        return command
+
+    def send_c_store(
+        self, context: Context, path: str, sop_class_uid: str, sop_instance_uid: str,
+        dimse_timeout: float | None = None,
+    ) -> dimse.Command:  # fmt: skip
+        """Send the DICOM file at ``path`` (its dataset, as stored); the C-STORE-RSP.
+
+        Raises:
+            Part10Error: the file has no file meta to skip.
+        """
+        with open(path, "rb", buffering=0) as fp:
+            offset = dataset_offset(fp)  # type: ignore[arg-type]
+            size = fp.seek(0, 2) - offset
+            fp.seek(offset)
+            message_id = self._next_message_id()
+            self.send_command(context.id, dimse.store_rq(message_id, sop_class_uid,
+                                                         sop_instance_uid))  # fmt: skip
+            self.send_dataset(context.id, fp, size)  # type: ignore[arg-type]
+        return self._response(message_id, dimse_timeout)
+
+    def send_c_echo(self, dimse_timeout: float | None = None) -> int:
+        """C-ECHO on the Verification context; the status answered.
+
+        Raises:
+            AssociationError: no Verification context was accepted.
+        """
+        context = next(
+            (c for c in self.contexts.values() if c.abstract_syntax == VERIFICATION), None
+        )
+        if context is None:
+            raise AssociationError("the peer accepted no Verification context")
+        message_id = self._next_message_id()
+        self.send_command(context.id, dimse.echo_rq(message_id))
+        status = self._response(message_id, dimse_timeout).status
+        return 0xC000 if status is None else status
+
+    # -- ending ------------------------------------------------------------------
+
+    def release(self, timeout: float | None = None) -> None:
+        """A-RELEASE-RQ, wait for the A-RELEASE-RP, close. Never raises; aborts if need be."""
+        if not self.is_open:
+            return
+        try:
+            self._send(_pdu(RELEASE_RQ, b"\x00" * 4))
+            self.sock.settimeout(timeout if timeout is not None else self.timeout)
+            while True:
+                kind, _body = self._read_pdu()
+                if kind == RELEASE_RP:
+                    break
+                if kind == ABORT:
+                    break
+                if kind == RELEASE_RQ:  # a release collision (PS3.8 7.2.2): answer it
+                    self._send(_pdu(RELEASE_RP, b"\x00" * 4))
+                    break
+                # P-DATA still on its way: not ours to act on any more
+        except (AssociationError, OSError):
+            logger.debug("release of %s:%s not answered: aborted", self.address, self.port)
+            self.abort()
+        self.released = True
+        self.close()
+
+    def abort(self, reason: tuple[int, int] = ABORT_BY_USER) -> None:
+        """Send A-ABORT if the socket is free to take it, and end the connection (any thread)."""
+        if not self.is_open:
+            return
+        if self._send_lock.acquire(blocking=False):  # mid-send, an A-ABORT would corrupt a PDU
+            try:
+                self.sock.settimeout(1.0)
+                self.sock.sendall(_abort_pdu(*reason))
+            except OSError:
+                pass
+            finally:
+                self._send_lock.release()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+        self.is_open = False
+
+    def close(self) -> None:
+        self.is_open = False
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class DatasetTooLargeError(AssociationError):
+    """A dataset over the size limit; the association has been aborted."""
+
+
+# -- establishing ---------------------------------------------------------------------
+
+
+def _user_information(max_pdu: int) -> list[Any]:
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = max_pdu
+    class_uid = ImplementationClassUIDNotification()
+    class_uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION
+    return [max_length, class_uid, version]
+
+
+def _peer_max_pdu(user_information: list[Any]) -> int:
+    for item in user_information:
+        if isinstance(item, MaximumLengthNotification):
+            return int(item.maximum_length_received or 0)
+    return 0
+
+
+def _read_first(sock: socket.socket) -> tuple[int, bytes]:
+    header = bytearray(6)
+    view = memoryview(header)
+    got = 0
+    while got < 6:
+        n = sock.recv_into(view[got:])
+        if not n:
+            raise PeerAbortedError("connection closed before a PDU")
+        got += n
+    kind, length = _HEADER.unpack(header)
+    if length > MAX_ASSOCIATE_PDU:
+        raise ProtocolError(f"a first PDU of {length} bytes announced")
+    body = bytearray(length)
+    view = memoryview(body)
+    got = 0
+    while got < length:
+        n = sock.recv_into(view[got:])
+        if not n:
+            raise PeerAbortedError("connection closed inside a PDU")
+        got += n
+    return kind, bytes(header + body)
+
+
+def _accept_contexts(primitive: A_ASSOCIATE, max_pdu: int) -> tuple[bytes, dict[int, Context]]:
+    """The A-ASSOCIATE-AC for a request, and the contexts it accepts."""
+    roles = {
+        item.sop_class_uid: (item.scu_role, item.scp_role)
+        for item in primitive.user_information or []
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+    }
+    verification = PresentationContext()
+    verification.abstract_syntax = VERIFICATION
+    verification.transfer_syntax = UNCOMPRESSED
+    results, role_items = negotiate_unrestricted(
+        primitive.presentation_context_definition_list, [verification], roles
+    )
+    ac = A_ASSOCIATE()
+    ac.application_context_name = APPLICATION_CONTEXT
+    ac.calling_ae_title = primitive.calling_ae_title
+    ac.called_ae_title = primitive.called_ae_title
+    ac.result, ac.result_source = 0x00, 0x01
+    ac.presentation_context_definition_results_list = results
+    ac.user_information = _user_information(max_pdu) + list(role_items)
+    pdu = A_ASSOCIATE_AC()
+    pdu.from_primitive(ac)
+    contexts = {
+        int(cx.context_id): Context(
+            int(cx.context_id), str(cx.abstract_syntax), str(cx.transfer_syntax[0])
+        )
+        for cx in results
+        if cx.result == 0x00
+    }
+    return pdu.encode(), contexts
+
+
+def accept(
+    sock: socket.socket,
+    decide: Callable[[str, str], tuple[int, int, int] | None],
+    *,
+    max_pdu: int,
+    acse_timeout: float,
+    timeout: float | None,
+    pdu_limit: int,
+) -> Association | None:
+    """Take an association on an accepted connection; ``None`` if it was rejected.
+
+    ``decide(calling_ae, called_ae)`` returns the A-ASSOCIATE-RJ
+    (result, source, diagnostic) to answer, or ``None`` to accept. Accepted
+    are Verification and every storage-like SOP class, each in the first
+    transfer syntax proposed.
+
+    Raises:
+        ProtocolError, PeerAbortedError, TimeoutError: no association (A-ABORT
+            sent where PS3.8 asks for one); the socket is closed.
+    """
+    try:
+        sock.settimeout(acse_timeout)
+        kind, data = _read_first(sock)
+        if kind != ASSOCIATE_RQ:
+            raise ProtocolError(f"PDU type 0x{kind:02X} before an A-ASSOCIATE-RQ")
+        rq = A_ASSOCIATE_RQ()
+        try:
+            rq.decode(data)
+            primitive = rq.to_primitive()
+            calling = _text(primitive.calling_ae_title)
+            called = _text(primitive.called_ae_title)
+        except Exception as exc:  # pynetdicom raises many kinds on hostile bytes
+            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {type(exc).__name__}") from None
+        if not rq.protocol_version & 0x0001:
+            rejection: tuple[int, int, int] | None = REJECT_PROTOCOL_VERSION
+        elif str(primitive.application_context_name) != APPLICATION_CONTEXT:
+            rejection = REJECT_APPLICATION_CONTEXT
+        else:
+            rejection = decide(calling, called)
+        if rejection is not None:
+            sock.sendall(_pdu(ASSOCIATE_RJ, bytes([0, *rejection])))
+            sock.close()
+            return None
+        user_information = primitive.user_information or []
+        answer, contexts = _accept_contexts(primitive, max_pdu)
+        sock.sendall(answer)
+        sock.settimeout(timeout)
+        return Association(
+            sock, contexts, peer_max_pdu=_peer_max_pdu(user_information), calling_ae=calling,
+            called_ae=called, pdu_limit=pdu_limit, timeout=timeout,
+        )  # fmt: skip
+    except ProtocolError:
+        with contextlib.suppress(OSError):
+            sock.sendall(_abort_pdu(*ABORT_UNEXPECTED_PDU))
+        sock.close()
+        raise
+    except OSError as exc:
+        sock.close()
+        if isinstance(exc, TimeoutError):
+            raise
+        raise PeerAbortedError(f"connection broken: {exc}") from None
+
+
+def request(
+    address: tuple[str, int],
+    proposals: list[tuple[str, list[str]]],
+    *,
+    calling_ae: str,
+    called_ae: str,
+    max_pdu: int,
+    connect_timeout: float | None,
+    acse_timeout: float | None,
+    timeout: float | None,
+    tls: ssl.SSLContext | None = None,
+    pdu_limit: int = 64 << 20,
+) -> Association:
+    """Open an association: each (SOP class, transfer syntaxes) proposed on its own context.
+
+    Raises:
+        RejectedError: the peer said no.
+        PeerAbortedError: the peer aborted or closed instead of answering.
+        OSError (TimeoutError, ConnectionRefusedError...): no connection.
+    """
+    sock = socket.create_connection(address, timeout=connect_timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=address[0])
+        primitive = A_ASSOCIATE()
+        primitive.application_context_name = APPLICATION_CONTEXT
+        primitive.calling_ae_title = calling_ae
+        primitive.called_ae_title = called_ae
+        proposed: dict[int, str] = {}
+        for index, (abstract, syntaxes) in enumerate(proposals):
+            context = PresentationContext()
+            context.context_id = 2 * index + 1
+            context.abstract_syntax = abstract
+            context.transfer_syntax = syntaxes
+            primitive.presentation_context_definition_list.append(context)
+            proposed[context.context_id] = abstract
+        primitive.user_information = _user_information(max_pdu)
+        pdu = A_ASSOCIATE_RQ()
+        pdu.from_primitive(primitive)
+        sock.settimeout(acse_timeout)
+        sock.sendall(pdu.encode())
+        kind, data = _read_first(sock)
+        if kind == ASSOCIATE_RJ and len(data) >= 10:
+            raise RejectedError(data[7], data[8], data[9])
+        if kind == ABORT:
+            raise PeerAbortedError("the peer aborted instead of answering A-ASSOCIATE-RQ")
+        if kind != ASSOCIATE_AC:
+            raise ProtocolError(f"PDU type 0x{kind:02X} in answer to A-ASSOCIATE-RQ")
+        ac = A_ASSOCIATE_AC()
+        try:
+            ac.decode(data)
+            answer = ac.to_primitive()
+        except Exception as exc:
+            raise ProtocolError(f"undecodable A-ASSOCIATE-AC: {type(exc).__name__}") from None
+        contexts = {
+            int(cx.context_id): Context(
+                int(cx.context_id), proposed[int(cx.context_id)], str(cx.transfer_syntax[0])
+            )
+            for cx in answer.presentation_context_definition_results_list
+            if cx.result == 0x00 and int(cx.context_id) in proposed and cx.transfer_syntax
+        }
+        sock.settimeout(timeout)
+        return Association(
+            sock, contexts, peer_max_pdu=_peer_max_pdu(answer.user_information or []),
+            calling_ae=calling_ae, called_ae=called_ae, pdu_limit=pdu_limit, timeout=timeout,
+        )  # fmt: skip
+    except BaseException:
+        sock.close()
+        raise
