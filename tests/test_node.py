@@ -200,7 +200,7 @@ def test_a_crashed_receiver_aborts_only_its_own_association(world):
     assert first_id.startswith("receiver:")
 
 
-def test_recovery_drops_rows_without_files_and_files_without_rows(tmp_path):
+def test_recovery_drops_rows_without_files_and_gives_files_without_rows_one(tmp_path):
     w = World(tmp_path / "a")
     for wk in w.workers:
         wk.stop()  # nothing is delivered: the queue keeps everything
@@ -216,13 +216,23 @@ def test_recovery_drops_rows_without_files_and_files_without_rows(tmp_path):
     torn = spool.path(queued[1]).with_name("torn.part")
     torn.write_bytes(b"half a file")  # as if a copy was cut by a crash
     stray = spool.path(queued[1]).with_name("stray.dcm")
-    stray.write_bytes(b"never acknowledged")
+    stray.write_bytes(b"not DICOM")
+    store.open()
+    target = spool.path(queued[2]).parent.name
+    lost_row = next(i for i in store.items_of(target) if i.path == queued[2])
+    store.remove_item(lost_row.id)  # as if a power cut took the row, not the file
+    store.close()
     node = Node(w.config)
     node.recover()
     store.open()
     assert sorted(store.queued_paths()) == queued[1:]
+    adopted = next(i for i in store.items_of(lost_row.target) if i.path == lost_row.path)
+    assert (adopted.study_uid, adopted.sop_instance_uid, adopted.size) == (
+        lost_row.study_uid, lost_row.sop_instance_uid, lost_row.size)  # fmt: skip
     store.close()
     assert not torn.exists() and not stray.exists()
+    assert [r["reason"].startswith("spool file without a queue row, unreadable")
+            for r in spool.dead_letters()] == [True]  # fmt: skip
     assert all(spool.path(p).exists() for p in queued[1:])
     for wk in w.workers:
         wk.start()

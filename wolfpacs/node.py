@@ -31,12 +31,13 @@ from wolfpacs.config import ConfigError
 from wolfpacs.control import Control
 from wolfpacs.listener import Listener
 from wolfpacs.metrics import Metrics, NodeCollector
+from wolfpacs.peek import PeekError, peek
 from wolfpacs.receiver import INSIDE, OUTSIDE
 from wolfpacs.router import Router
 from wolfpacs.runtime import LiveConfig, apply
 from wolfpacs.sender import Sender, Target, targets
 from wolfpacs.spool import DataDirInUseError, Spool
-from wolfpacs.store import SQLiteStore, StoreActor
+from wolfpacs.store import DESTINATION, WORKER, QueueItem, SQLiteStore, StoreActor
 from wolfpacs.web import Web
 
 if TYPE_CHECKING:
@@ -131,8 +132,12 @@ class Node:
         A queue row whose file is not where the row says but elsewhere in the
         spool (a crash in the middle of a move) is pointed at it. A row whose
         file is gone was delivered just before a crash: the row goes. A file
-        with no row was never acknowledged: it goes too. Runs before the tree
-        starts, never while receivers work.
+        with no row gets one again from its own tags: queue rows are not
+        fsynced (the file is), so a power loss may take the row of an
+        acknowledged instance; one never acknowledged is then sent too (at
+        least once). A file that is no DICOM goes to ``dead/``, a copy cut by
+        a crash (``.part``) is removed. Runs before the tree starts, never
+        while receivers work.
 
         A runtime change that no longer fits the file (edited since) is skipped
         with an error in the log, so that the node can always start.
@@ -150,16 +155,21 @@ class Node:
                 else:
                     logger.warning("queue row of %s had no file (delivered before a crash)", path)
                     store.drop_missing({path})
-            queued = store.queued_paths()
-            for orphan in sorted(files - queued):
-                logger.info("removing %s: never acknowledged (no queue row)", orphan)
-                self.spool.remove(orphan)
+            changes = store.runtime_changes()
+            config = self._replay(changes)
+            for orphan in sorted(files - store.queued_paths()):
+                self._adopt(store, orphan, config)
             self.spool.recount()
+            queued = store.queued_paths()
             if queued:
                 logger.info("%d queued instances to deliver", len(queued))
-            changes = store.runtime_changes()
         finally:
             store.close()
+        self.live.set(config)
+        if changes:
+            logger.info("%d runtime changes applied to %s", len(changes), self.config.source)
+
+    def _replay(self, changes: list[tuple[str, str, dict[str, Any] | None]]) -> Config:
         config = self.config
         for n, change in enumerate(changes, 1):
             try:
@@ -168,9 +178,37 @@ class Node:
                 kind, name, table = change
                 what = f"{'add' if table else 'remove'} {kind} {name}"
                 logger.error("runtime change %d (%s) no longer fits; skipped: %s", n, what, exc)
-        self.live.set(config)
-        if changes:
-            logger.info("%d runtime changes applied to %s", len(changes), self.config.source)
+        return config
+
+    def _adopt(self, store: SQLiteStore, rel: str, config: Config) -> None:
+        """Give a spool file without a queue row its row again, or say why it cannot have one."""
+        path = self.spool.path(rel)
+        if path.suffix == ".part":
+            logger.info("removing %s: a copy cut short by a crash", rel)
+            self.spool.remove(rel)
+            return
+        target = path.parent.name
+        kinds = {**{d.name: DESTINATION for d in config.destinations},
+                 **{w.name: WORKER for w in config.workers}}  # fmt: skip
+        try:
+            tags = peek(path)
+        except PeekError as exc:
+            self.spool.bury(path, {"reason": f"spool file without a queue row, unreadable: {exc}",
+                                   "target": target}, kind="refused")  # fmt: skip
+            return
+        if target not in kinds:
+            self.spool.bury(path, {"reason": f"spool file without a queue row for {target}, "
+                                   "which is no longer configured", "target": target,
+                                   "study_uid": tags.study_uid,
+                                   "sop_instance_uid": tags.sop_instance_uid},
+                            kind="target_removed")  # fmt: skip
+            return
+        size = path.stat().st_size
+        store.enqueue(QueueItem(
+            target, kinds[target], rel, tags.study_uid, tags.sop_class_uid,
+            tags.sop_instance_uid, tags.transfer_syntax, size, path.stat().st_mtime,
+        ))  # fmt: skip
+        logger.warning("queue row of %s re-created from the file (lost in a power cut?)", rel)
 
     def start(self) -> None:
         """Lock data_dir, recover the spool, start the tree."""

@@ -35,7 +35,7 @@ from wolfpacs.metrics import Metrics
 from wolfpacs.part10 import file_meta
 from wolfpacs.peek import PeekError, RoutingTags, peek, peek_head
 from wolfpacs.router import NoWorkerError
-from wolfpacs.sender import WAKE
+from wolfpacs.sender import HAND_OVER, WAKE
 from wolfpacs.status import Answer, Status, response
 from wolfpacs.store import DESTINATION, WORKER, QueueItem
 
@@ -210,18 +210,24 @@ class Receiver(SupervisedActor):
         with contextlib.suppress(PeekError):  # then peek() says what is wrong, from the file
             tags = peek_head(bytes(incoming.head), context.transfer_syntax,
                              command.sop_class_uid, command.sop_instance_uid)  # fmt: skip
-        return self.store(str(incoming.path), command.sop_instance_uid, tags)
+        return self.store(str(incoming.path), command.sop_instance_uid, tags,
+                          synced=self.spool.durable)  # fmt: skip
 
     def store(
-        self, path: str, sop_instance_uid: str = "", tags: RoutingTags | None = None
+        self,
+        path: str,
+        sop_instance_uid: str = "",
+        tags: RoutingTags | None = None,
+        synced: bool = False,
     ) -> Answer:
         """Take one received instance (a whole file in ``incoming/``); the answer to send.
 
         The file is consumed: moved into a queue, into ``dead/``, or removed.
-        ``tags`` are its routing tags if they are known already.
+        ``tags`` are its routing tags if they are known already; ``synced``
+        says the file was fsynced already.
         """
         started = time.monotonic()
-        answer = self._store(Path(path), sop_instance_uid, tags, started)
+        answer = self._store(Path(path), sop_instance_uid, tags, synced, started)
         if answer.status != Status.SUCCESS:
             Path(path).unlink(missing_ok=True)  # refused: nothing of it is kept
             self.refused += 1
@@ -230,7 +236,12 @@ class Receiver(SupervisedActor):
         return answer
 
     def _store(
-        self, path: Path, sop_instance_uid: str, tags: RoutingTags | None, started: float
+        self,
+        path: Path,
+        sop_instance_uid: str,
+        tags: RoutingTags | None,
+        synced: bool,
+        started: float,
     ) -> Answer:
         try:
             tags = tags or peek(path)
@@ -253,13 +264,13 @@ class Receiver(SupervisedActor):
                     return self._unknown_study(path, tags)
             size = path.stat().st_size
             self.spool.check_room(size)
-            rel = self.spool.admit(path, target, tags.sop_instance_uid)
+            rel = self.spool.admit(path, target, tags.sop_instance_uid, synced=synced)
             item = QueueItem(
                 target, kind, rel, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
                 tags.transfer_syntax, size, time.time(),
             )  # fmt: skip
             try:
-                self.registry.call("store", "enqueue", item)
+                moved_to = self.registry.call("store", "enqueue_received", item)
             except UnavailableError:
                 # The store may still commit the row: leave the file; if no row comes,
                 # recovery at the next start removes it (it was never acknowledged).
@@ -278,7 +289,7 @@ class Receiver(SupervisedActor):
         except OSError as exc:
             logger.error("%s: instance %s refused: %s", self.peer, tags.sop_instance_uid, exc)
             return response(Status.OUT_OF_RESOURCES, str(exc.strerror or exc))
-        self.registry.tell(f"sender:{target}", WAKE)
+        self.registry.tell(f"sender:{target}", HAND_OVER if moved_to else WAKE)
         self.instances += 1
         self.bytes += size
         self.metrics.received(self.peer.side, self.peer.name, size, time.monotonic() - started)

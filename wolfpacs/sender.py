@@ -102,6 +102,7 @@ class Sender(SupervisedActor):
         self._failures = 0  # consecutive, for the backoff
         self._retry_at: float | None = None
         self._handed_over_at = 0.0
+        self._hand_over_due = True  # at start: a move may have happened while it was down
         self._idle_timer: Any = None
         self.up: bool | None = None
         self.last_error: str | None = None
@@ -145,11 +146,14 @@ class Sender(SupervisedActor):
         elif message == HAND_OVER:
             if self.target.kind == WORKER:
                 self._hand_over()
+            if self._retry_at is None:
+                self._drain()  # it was a WAKE too
         elif message == REPORT:
             if self.up is not None:
                 self._tell_router(self.up)
         elif message == _RETRY:
             self._retry_at = None
+            self._hand_over_due = True
             self._drain()
         elif message == _IDLE:
             self._idle_timer = None
@@ -165,8 +169,12 @@ class Sender(SupervisedActor):
     # -- delivery ------------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Send one batch; ask for another through the inbox, so other messages get a turn."""
-        if self.target.kind == WORKER:
+        """Send one batch; ask for another through the inbox, so other messages get a turn.
+
+        Moved studies are looked for only when there may be some (at start,
+        after a backoff, when told :data:`HAND_OVER`), not at every instance.
+        """
+        if self._hand_over_due and self.target.kind == WORKER:
             self._hand_over()
         items: list[QueueItem] = self.registry.call("store", "next_items", self.target.name, BATCH)
         self.queued_hint = len(items)
@@ -193,6 +201,7 @@ class Sender(SupervisedActor):
         between finds the file by its (unique) name.
         """
         self._handed_over_at = time.monotonic()
+        self._hand_over_due = False
         moved = self.registry.call("store", "moved_items", self.target.name, HAND_OVER_BATCH)
         for item, worker in moved:
             src = item.path
@@ -205,7 +214,7 @@ class Sender(SupervisedActor):
         if moved:
             logger.info("%s: %d queued instances handed on after a move", self.name, len(moved))
         if len(moved) == HAND_OVER_BATCH:
-            self.actor_ref.tell(WAKE)  # more to hand on: next turn, after other messages
+            self.actor_ref.tell(HAND_OVER)  # more to hand on: next turn, after other messages
 
     def _deliver(self, item: QueueItem, batch: list[QueueItem]) -> None:
         path = self.spool.path(item.path)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataDirInUseError", "Spool", "SpoolFullError"]
+__all__ = ["DataDirInUseError", "GroupSync", "Spool", "SpoolFullError"]
 
 LOCK_FILE = "node.lock"
 
@@ -55,6 +55,43 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class GroupSync:
+    """fsync of one directory, shared by the threads that ask for it at about the same time.
+
+    A caller returns once an fsync that *began after its call* has finished,
+    so its own change is on disk; while one fsync runs, every caller that
+    comes meanwhile waits for the next one, which serves them all (group
+    commit: eight receivers pay about one flush, not eight).
+
+    Errors: the ``OSError`` of the fsync that was to serve the caller.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._asked = 0  # tickets given out
+        self._done = 0  # every ticket up to this one is synced
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._asked += 1
+            ticket = self._asked
+            while self._done < ticket:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running, serves = True, self._asked
+                self._cond.release()
+                try:
+                    _fsync_path(self.path, directory=True)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                self._done = max(self._done, serves)  # not reached if the fsync raised
 
 
 class Spool:
@@ -86,7 +123,7 @@ class Spool:
         self.incoming = self.root / "incoming"
         self.queues = self.root / "spool"
         self.dead = self.root / "dead"
-        self._known_dirs: set[Path] = set()
+        self._known_dirs: dict[Path, GroupSync] = {}
         self._lock_fd: int | None = None
 
     def lock(self) -> None:
@@ -174,16 +211,16 @@ class Spool:
     def path(self, rel: str) -> Path:
         return self.root / rel
 
-    def admit(self, src: Path, target: str, sop_instance_uid: str) -> str:
+    def admit(self, src: Path, target: str, sop_instance_uid: str, synced: bool = False) -> str:
         """Move a received file into ``target``'s queue directory; its path relative to data_dir.
 
         The source is consumed (renamed, or copied then removed if it lies on
-        another file system).
+        another file system). ``synced``: the caller has fsynced it already.
         """
         directory = self._queue_dir(target)
         label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
         name = f"{label}.{uuid.uuid4().hex[:12]}.dcm"
-        self._move_in(Path(src), directory / name)
+        self._move_in(Path(src), directory / name, synced)
         self._count((directory / name).stat().st_size)
         return f"spool/{target}/{name}"
 
@@ -198,7 +235,7 @@ class Spool:
             shutil.copyfile(src, dest)
         if self.durable:
             _fsync_path(dest)
-            _fsync_path(directory, directory=True)
+            self._sync_dir(directory)
         self._count(dest.stat().st_size)
         return str(dest.relative_to(self.root))
 
@@ -210,8 +247,8 @@ class Spool:
             return rel  # already there (a hand-over repeated after a crash)
         os.replace(src, directory / src.name)
         if self.durable:
-            _fsync_path(directory, directory=True)
-            _fsync_path(src.parent, directory=True)
+            self._sync_dir(directory)
+            self._sync_dir(src.parent)
         return f"spool/{target}/{src.name}"
 
     def remove(self, rel: str) -> None:
@@ -243,8 +280,10 @@ class Spool:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if self.durable:
             _fsync_path(tmp)
+        self._move_in(Path(src), dead_file)  # the file first: a listed dead letter has its file
         os.replace(tmp, note)
-        self._move_in(Path(src), dead_file)
+        if self.durable:
+            _fsync_path(self.dead, directory=True)
         logger.warning("dead letter %s: %s", dead_file.name, reason.get("reason", "?"))
         self.on_dead(kind)
         return dead_file
@@ -277,11 +316,18 @@ class Spool:
             directory.mkdir(parents=True, exist_ok=True)
             if self.durable:
                 _fsync_path(self.queues, directory=True)
-            self._known_dirs.add(directory)
+            self._known_dirs.setdefault(directory, GroupSync(directory))
         return directory
 
-    def _move_in(self, src: Path, dest: Path) -> None:
-        if self.durable:
+    def _sync_dir(self, directory: Path) -> None:
+        group = self._known_dirs.get(directory)
+        if group is None:  # dead/ and the like: not shared
+            _fsync_path(directory, directory=True)
+        else:
+            group.sync()
+
+    def _move_in(self, src: Path, dest: Path, synced: bool = False) -> None:
+        if self.durable and not synced:
             _fsync_path(src)
         try:
             os.replace(src, dest)
@@ -295,4 +341,4 @@ class Spool:
             os.replace(tmp, dest)
             src.unlink(missing_ok=True)
         if self.durable:
-            _fsync_path(dest.parent, directory=True)
+            self._sync_dir(dest.parent)

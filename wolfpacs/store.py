@@ -176,11 +176,11 @@ class _AdminQueries:
 
     def repath(self, old: str, new: str) -> bool:
         """Point the row of spool file ``old`` at ``new``; whether there was one."""
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             return bool(db.execute("UPDATE queue SET path = ? WHERE path = ?", (new, old)).rowcount)
 
     def retarget(self, item_id: int, target: str, path: str) -> None:
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             db.execute(
                 "UPDATE queue SET target = ?, path = ? WHERE id = ?", (target, path, item_id)
             )
@@ -244,9 +244,14 @@ class _AdminQueries:
 class SQLiteStore(_AdminQueries):
     """The store on SQLite. Not thread-safe: one thread uses it (the StoreActor's).
 
-    ``durable=True`` commits with ``synchronous=FULL`` (an fsync per
-    commit); ``False`` with ``NORMAL``, which in WAL mode survives a crash
-    of the process but may lose the last commits on a power loss.
+    ``durable=True`` commits routes, moves, worker states and runtime
+    changes with ``synchronous=FULL`` (an fsync per commit); queue rows, and
+    everything when ``False``, with ``NORMAL``, which in WAL mode survives a
+    crash of the process but may lose the last commits on a power loss. A
+    queue row needs no fsync of its own: its file is fsynced in the spool,
+    and recovery re-creates the row of a spool file that has none
+    (:meth:`wolfpacs.node.Node.recover`); a lost ``delivered`` only sends an
+    instance twice.
 
     Errors: ``sqlite3.Error`` from any method means the database is unusable
     (disk full, corrupt); the caller answers with a failure status and the
@@ -262,7 +267,7 @@ class SQLiteStore(_AdminQueries):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+        db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         self._db = db
 
@@ -278,16 +283,27 @@ class SQLiteStore(_AdminQueries):
         return self._db
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: committed if the block ends, rolled back if it raises."""
+    def _transaction(self, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed if the block ends, rolled back if it raises.
+
+        ``synced``: on disk at commit if the store is ``durable`` (a queue row
+        says False: see the class).
+        """
         db = self._database
-        db.execute("BEGIN IMMEDIATE")
+        full = synced and self.durable
+        if full:
+            db.execute("PRAGMA synchronous=FULL")  # this commit's WAL write is fsynced
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            if full:
+                db.execute("PRAGMA synchronous=NORMAL")
 
     # -- routes ------------------------------------------------------------------
 
@@ -338,7 +354,7 @@ class SQLiteStore(_AdminQueries):
         """
         counter = "instances_in" if item.kind == WORKER else "derived_in"
         now = item.enqueued_at or time.time()
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             inserted = db.execute(
                 "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, "
                 "sop_instance_uid, transfer_syntax, size, enqueued_at) "
@@ -354,6 +370,18 @@ class SQLiteStore(_AdminQueries):
                 )
             row = db.execute("SELECT id FROM queue WHERE path = ?", (item.path,)).fetchone()
         return int(row[0])
+
+    def enqueue_received(self, item: QueueItem) -> str | None:
+        """:meth:`enqueue` a received instance; the worker its study moved to meanwhile, if any.
+
+        A move between the router's answer and this row leaves the row with
+        the worker the study left: its sender must hand it on (tell it so).
+        """
+        self.enqueue(item)
+        if item.kind != WORKER:
+            return None
+        route = self.get_route(item.study_uid)
+        return route.worker if route is not None and route.worker != item.target else None
 
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
         """The oldest rows owed to ``target``, leaving out those of studies moved away.
@@ -374,7 +402,7 @@ class SQLiteStore(_AdminQueries):
     def delivered(self, item_id: int, at: float | None = None) -> None:
         """The target answered success: drop the row, count the delivery (once)."""
         now = at or time.time()
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             row = db.execute(
                 "DELETE FROM queue WHERE id = ? RETURNING kind, study_uid, target", (item_id,)
             ).fetchone()
@@ -397,12 +425,12 @@ class SQLiteStore(_AdminQueries):
 
     def remove_item(self, item_id: int) -> None:
         """Drop a row whose file went to ``dead/``."""
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             db.execute("DELETE FROM queue WHERE id = ?", (item_id,))
 
     def failed_attempt(self, item_id: int, error: str) -> int:
         """Count a failure answer for one instance; the attempts so far."""
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             row = db.execute(
                 "UPDATE queue SET attempts = attempts + 1, last_error = ? WHERE id = ? "
                 "RETURNING attempts",
