@@ -1,81 +1,503 @@
-"""python -m bench: storescu → storescp direct, against storescu → WolfPACS → storescp.
+"""python -m bench: WolfPACS side by side with the wire's limit and with Orthanc, on loopback.
 
-Both legs run DCMTK with TCP_NODELAY=1, on loopback, on the same generated
-study; runs are interleaved (direct, node, direct, node...) so that the
-machine's load affects both alike. The node's time runs from the start of
-storescu to the moment the worker holds the last instance. Prints medians
-and the ratio; writes JSON under bench/results/.
+One invocation generates the data (pydicom: ``--studies`` x ``--per-study``
+CT images of ``--size`` x ``--size`` 16-bit), then runs each scenario
+``--repeat`` times, interleaved (direct, os, fsync, ..., direct, os, ...),
+so that the machine's load falls on all alike, and prints medians and
+ratios:
+
+- direct: DCMTK storescu -> storescp, one association (the limit here);
+- wolfpacs-os, wolfpacs-fsync: storescu -> node -> storescp as its worker,
+  timed from storescu's start to the worker holding the last instance;
+- return: storescu as a worker -> inside port -> storescp as destination;
+- direct-8, wolfpacs-8: eight storescu at once (each study in two halves)
+  to eight storescp, and to a node with a pool of four storescp workers;
+- orthanc: storescu -> Orthanc (Lua OnStoredInstance: SendToModality,
+  Delete) -> storescp, if Debian's orthanc is installed.
+
+Then: the fsync limit (direct + one measured write+fsync+rename of each
+instance), the added latency of one small instance at low load (p50/p99
+over ``--latency-sends``), the per-instance cost with 10, 1,000 and 10,000
+studies in the routing table, and the node's peak RSS while one
+``--big-gb`` study streams through. Writes JSON and, with matplotlib (the
+``bench`` extra), a PNG chart under ``--output-dir``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench.harness import node, send_through, storescp, storescu
+from pydicom import dcmread
+
+from bench import harness
+from bench.harness import Node, storescp, storescu, storescu_all, wait_files
+from wolfpacs import upper_layer
 from wolfpacs.simulate import free_port
 from wolfpacs.synthetic import write_study
 
 RESULTS = Path(__file__).parent / "results"
+CONCURRENT_CLIENTS, CONCURRENT_WORKERS = 8, 4
 
 
-def direct(files: list[Path], root: Path) -> float:
-    port = free_port()
-    out = root / "direct"
-    proc = storescp(out, "DIRECT", port)
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_mb: float | None = None
+    cpu_s: float | None = None
+
+
+@dataclass
+class Scenario:
+    name: str
+    what: str
+    run: Callable[[], Run]
+    baseline: str = "direct"
+    runs: list[Run] = field(default_factory=list)
+
+
+@dataclass
+class Data:
+    files: list[Path]
+    studies: list[list[Path]]
+    study_uids: list[str]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+def generate(root: Path, studies: int, per_study: int, size: int) -> Data:
+    groups = [write_study(root / f"study{k}", series=1, per_series=per_study, rows=size,
+                          columns=size) for k in range(studies)]  # fmt: skip
+    uids = [str(dcmread(group[0], stop_before_pixels=True).StudyInstanceUID) for group in groups]
+    return Data([f for g in groups for f in g], groups, uids)
+
+
+def timed_node(node: Node, send: Callable[[], None], directories: list[Path], count: int) -> Run:
+    """Time ``send`` until ``directories`` hold ``count`` files; the node's CPU and RSS too."""
+    cpu = harness.cpu_seconds(node.pid)
+    started = time.perf_counter()
+    send()
+    wait_files(directories, count)
+    seconds = time.perf_counter() - started
+    return Run(seconds, harness.peak_rss_mb(node.pid), harness.cpu_seconds(node.pid) - cpu)
+
+
+def halves(data: Data) -> list[list[Path]]:
+    """Each study in two halves: eight streams for four studies."""
+    parts: list[list[Path]] = []
+    for group in data.studies:
+        middle = len(group) // 2
+        parts += [group[:middle], group[middle:]]
+    return parts
+
+
+def scenarios(data: Data, root: Path) -> list[Scenario]:
+    n = len(data.files)
+
+    def direct() -> Run:
+        port = free_port()
+        proc = storescp(root / "direct", "DIRECT", port)
+        try:
+            return Run(storescu(data.files, port, "DIRECT"))
+        finally:
+            proc.terminate()
+            proc.wait()
+            shutil.rmtree(root / "direct")
+
+    def through(durability: str) -> Callable[[], Run]:
+        def run() -> Run:
+            with harness.node(root / "node", durability) as node:
+                return timed_node(node, lambda: storescu(data.files, node.outside, "BENCH0"),
+                                  node.worker_dirs, n)  # fmt: skip
+
+        return run
+
+    def return_path() -> Run:
+        with harness.node(root / "node", destination=True, routes=data.study_uids) as node:
+            send = lambda: storescu(data.files, node.inside, "WOLFPACS", calling="WORKER0")  # noqa: E731
+            return timed_node(node, send, [node.destination_dir], n)
+
+    def direct_8() -> Run:
+        parts = halves(data)
+        ports = [free_port() for _ in parts]
+        procs = [storescp(root / f"direct{i}", "DIRECT", p) for i, p in enumerate(ports)]
+        try:
+            started = time.perf_counter()
+            storescu_all(
+                [
+                    (part, port, "DIRECT", "HOSPITAL")
+                    for part, port in zip(parts, ports, strict=True)
+                ]
+            )
+            return Run(time.perf_counter() - started)
+        finally:
+            for i, proc in enumerate(procs):
+                proc.terminate()
+                proc.wait()
+                shutil.rmtree(root / f"direct{i}")
+
+    def wolfpacs_8() -> Run:
+        parts = halves(data)
+        with harness.node(root / "node", workers=CONCURRENT_WORKERS,
+                          clients=CONCURRENT_CLIENTS) as node:  # fmt: skip
+            streams = [(part, node.outside, node.client_aes[i % CONCURRENT_CLIENTS], "HOSPITAL")
+                       for i, part in enumerate(parts)]  # fmt: skip
+            return timed_node(node, lambda: storescu_all(streams), node.worker_dirs, n)
+
+    def orthanc() -> Run:
+        port = free_port()
+        worker = storescp(root / "orthanc-worker", "WORKER0", port)
+        try:
+            with harness.orthanc(root / "orthanc", port) as (orthanc_port, proc):
+                cpu = harness.cpu_seconds(proc.pid)
+                started = time.perf_counter()
+                storescu(data.files, orthanc_port, "ORTHANC")
+                wait_files([root / "orthanc-worker"], n)
+                seconds = time.perf_counter() - started
+                return Run(seconds, harness.peak_rss_mb(proc.pid),
+                           harness.cpu_seconds(proc.pid) - cpu)  # fmt: skip
+        finally:
+            worker.terminate()
+            worker.wait()
+            shutil.rmtree(root / "orthanc-worker")
+
+    found = [
+        Scenario("direct", "storescu -> storescp", direct),
+        Scenario("wolfpacs-os", "storescu -> WolfPACS (os) -> storescp", through("os")),
+        Scenario("wolfpacs-fsync", "storescu -> WolfPACS (fsync) -> storescp", through("fsync")),
+        Scenario("return", "worker storescu -> inside port (fsync) -> storescp", return_path),
+        Scenario("direct-8", "8 x storescu -> 8 x storescp", direct_8, baseline="direct-8"),
+        Scenario(
+            "wolfpacs-8",
+            "8 x storescu -> WolfPACS (fsync) -> 4 x storescp",
+            wolfpacs_8,
+            baseline="direct-8",
+        ),
+    ]
+    if Path(harness.ORTHANC).exists():
+        found.append(Scenario("orthanc", "storescu -> Orthanc (Lua forward) -> storescp", orthanc))
+    return found
+
+
+def fsync_ms(files: list[Path], root: Path) -> float:
+    """Mean milliseconds to write one instance to a new file, fsync it and rename it."""
+    directory = root / "fsync"
+    directory.mkdir()
+    times = []
+    for i, path in enumerate(files):
+        data = path.read_bytes()
+        tmp, final = directory / f"{i}.tmp", directory / f"{i}.dcm"
+        started = time.perf_counter()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp, final)
+        times.append(time.perf_counter() - started)
+    shutil.rmtree(directory)
+    return statistics.mean(times) * 1000
+
+
+def fsync_limit(data: Data, root: Path, scenarios: dict[str, Any]) -> dict[str, float]:
+    """Direct + one measured write+fsync+rename per instance: the best one synchronous stream."""
+    per_fsync = fsync_ms(data.files[:200], root)
+    limit = scenarios["direct"]["median_s"] + per_fsync / 1000 * len(data.files)
+    return {"fsync_ms_per_instance": per_fsync, "limit_s": limit,
+            "time_over_limit": scenarios["wolfpacs-fsync"]["median_s"] / limit}  # fmt: skip
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50_ms": at(0.50) * 1000, "p99_ms": at(0.99) * 1000}
+
+
+def one_by_one(files: list[Path], port: int, called: str, arrive: Path) -> list[float]:
+    """Send each file on one open association, waiting until it arrives; the latencies."""
+    tags = [dcmread(f, stop_before_pixels=True) for f in files]
+    contexts = sorted({(str(t.SOPClassUID), str(t.file_meta.TransferSyntaxUID)) for t in tags})
+    assoc = upper_layer.request(
+        ("127.0.0.1", port), [(sop, [ts]) for sop, ts in contexts], calling_ae="HOSPITAL",
+        called_ae=called, max_pdu=131072, connect_timeout=10, acse_timeout=10, timeout=30,
+    )  # fmt: skip
+    latencies = []
     try:
-        return storescu(files, port, "DIRECT")
+        for path, ds in zip(files, tags, strict=True):
+            context = assoc.context_for(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+            assert context is not None
+            before = harness.count_files(arrive)
+            started = time.perf_counter()
+            answer = assoc.send_c_store(context, str(path), str(ds.SOPClassUID),
+                                        str(ds.SOPInstanceUID), dimse_timeout=30)  # fmt: skip
+            if answer.status != 0:
+                raise RuntimeError(f"C-STORE answered 0x{answer.status:04X}")
+            wait_files([arrive], before + 1, timeout=30)
+            latencies.append(time.perf_counter() - started)
+    finally:
+        assoc.release(timeout=10)
+    return latencies
+
+
+def latency(root: Path, sends: int) -> dict[str, Any]:
+    """Added latency of one small (64 x 64) instance at low load, through a node in fsync mode."""
+    files = write_study(root / "small", series=1, per_series=sends)
+    port = free_port()
+    proc = storescp(root / "small-direct", "DIRECT", port)
+    try:
+        direct = one_by_one(files, port, "DIRECT", root / "small-direct")
     finally:
         proc.terminate()
         proc.wait()
-        shutil.rmtree(out)
+    with harness.node(root / "node") as node:
+        through = one_by_one(files, node.outside, "BENCH0", node.worker_dirs[0])
+    d, w = percentiles(direct), percentiles(through)
+    return {"instances": sends, "bytes_each": files[0].stat().st_size, "direct": d,
+            "wolfpacs": w, "added_p50_ms": w["p50_ms"] - d["p50_ms"],
+            "added_p99_ms": w["p99_ms"] - d["p99_ms"]}  # fmt: skip
 
 
-def through_node(files: list[Path], root: Path, durability: str) -> float:
-    with node(root, durability) as running:
-        return send_through(files, running)
+def scaling(data: Data, root: Path, sizes: list[int], repeat: int) -> dict[str, Any]:
+    """Milliseconds per instance of one study, with ``sizes`` studies already routed."""
+    files = data.studies[0]
+    times: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(repeat):
+        for size in sizes:
+            routes = [f"2.25.{uuid.uuid4().int}" for _ in range(size)]
+            with harness.node(root / "node", routes=routes) as node:
+                run = timed_node(node, lambda: storescu(files, node.outside, "BENCH0"),
+                                 node.worker_dirs, len(files))  # fmt: skip
+            times[size].append(run.seconds / len(files) * 1000)
+    per = {str(size): statistics.median(values) for size, values in times.items()}
+    return {"instances": len(files), "ms_per_instance": per,
+            "spread": max(per.values()) / min(per.values())}  # fmt: skip
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--instances", type=int, default=250)
+def big_study(root: Path, gigabytes: float) -> dict[str, Any]:
+    """One study of about ``gigabytes`` GB (32 MB instances) through a node: its peak RSS."""
+    count = max(1, round(gigabytes * 1e9 / (4096 * 4096 * 2)))
+    files = write_study(root / "big", series=1, per_series=count, rows=4096, columns=4096)
+    size = sum(f.stat().st_size for f in files)
+    try:
+        with harness.node(root / "node") as node:
+            run = timed_node(node, lambda: storescu(files, node.outside, "BENCH0"),
+                             node.worker_dirs, len(files))  # fmt: skip
+    finally:
+        shutil.rmtree(root / "big")
+    return {"instances": count, "gigabytes": size / 1e9, "seconds": run.seconds,
+            "peak_rss_mb": run.peak_rss_mb}  # fmt: skip
+
+
+def summarise(found: list[Scenario], data: Data) -> dict[str, Any]:
+    medians = {s.name: statistics.median(r.seconds for r in s.runs) for s in found}
+    gigabytes = data.bytes / 1e9
+    out = {}
+    for s in found:
+        median = medians[s.name]
+        rss = [r.peak_rss_mb for r in s.runs if r.peak_rss_mb is not None]
+        cpu = [r.cpu_s for r in s.runs if r.cpu_s is not None]
+        out[s.name] = {
+            "what": s.what, "runs_s": [r.seconds for r in s.runs], "median_s": median,
+            "instances_per_s": len(data.files) / median, "mb_per_s": data.bytes / 1e6 / median,
+            "ratio": medians[s.baseline] / median, "baseline": s.baseline,
+            "peak_rss_mb": max(rss) if rss else None,
+            "cpu_s_per_gb": statistics.median(cpu) / gigabytes if cpu else None,
+        }  # fmt: skip
+    return out
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark issue's targets, each with the measured value and whether it is met."""
+    s, found = results["scenarios"], {}
+
+    def target(name: str, value: float | None, limit: float, at_least: bool) -> None:
+        if value is not None:
+            met = value >= limit if at_least else value <= limit
+            found[name] = {"value": round(value, 3), "target": limit, "met": met}
+
+    ratio = lambda name: s[name]["ratio"] if name in s else None  # noqa: E731
+    target("os ratio >= 0.5", ratio("wolfpacs-os"), 0.5, True)
+    target("fsync ratio >= 0.3", ratio("wolfpacs-fsync"), 0.3, True)
+    if "fsync_limit" in results:
+        over = results["fsync_limit"]["time_over_limit"]
+        target("fsync time / its limit <= 1.25", over, 1.25, False)
+    target("8 clients ratio >= 0.5", ratio("wolfpacs-8"), 0.5, True)
+    if "latency" in results:
+        target("added latency p50 <= 20 ms", results["latency"]["added_p50_ms"], 20, False)
+    if "scaling" in results:
+        target("scaling spread <= 1.2", results["scaling"]["spread"], 1.2, False)
+    if "big" in results:
+        target("2 GB study peak RSS <= 200 MB", results["big"]["peak_rss_mb"], 200, False)
+    return found
+
+
+def chart(results: dict[str, Any], path: Path) -> bool:
+    """A PNG: instances/s per scenario, and the ratio to its baseline. False without matplotlib."""
+    try:
+        import matplotlib  # noqa: PLC0415 (optional: the bench extra)
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    names = list(results["scenarios"])
+    rates = [results["scenarios"][n]["instances_per_s"] for n in names]
+    colours = ["#888888" if n.startswith("direct") else "#c0504d" if n == "orthanc"
+               else "#4f81bd" for n in names]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    bars = ax.barh(names[::-1], rates[::-1], color=colours[::-1])
+    for bar, name in zip(bars, names[::-1], strict=True):
+        ratio = results["scenarios"][name]["ratio"]
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {ratio:.2f}x",
+                va="center", fontsize=9)  # fmt: skip
+    data = results["data"]
+    ax.set_xlabel("instances per second (higher is better); label: ratio to direct")
+    ax.set_title(f"WolfPACS bench {results['date']}: {data['instances']} x "
+                 f"{data['megabytes'] / data['instances']:.2f} MB CT, loopback, "
+                 f"{results['machine']['cpus']} cores", fontsize=10)  # fmt: skip
+    ax.set_xlim(0, max(rates) * 1.18)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"\n{'scenario':15s} {'median':>8s} {'inst/s':>8s} {'MB/s':>7s} {'ratio':>6s} "
+          f"{'RSS MB':>7s} {'CPU s/GB':>8s}")  # fmt: skip
+    for name, s in results["scenarios"].items():
+        rss = f"{s['peak_rss_mb']:7.0f}" if s["peak_rss_mb"] else "      -"
+        cpu = f"{s['cpu_s_per_gb']:8.1f}" if s["cpu_s_per_gb"] is not None else "       -"
+        print(f"{name:15s} {s['median_s']:7.2f}s {s['instances_per_s']:8.0f} "
+              f"{s['mb_per_s']:7.0f} {s['ratio']:5.2f}x {rss} {cpu}")  # fmt: skip
+    limit = results.get("fsync_limit")
+    if limit:
+        print(
+            f"\nfsync limit: direct + {limit['fsync_ms_per_instance']:.2f} ms x instance = "
+            f"{limit['limit_s']:.2f} s; fsync mode took {limit['time_over_limit']:.2f} x that"
+        )
+    if "latency" in results:
+        lat = results["latency"]
+        print(
+            f"one small instance at low load: direct p50 {lat['direct']['p50_ms']:.1f} ms, "
+            f"p99 {lat['direct']['p99_ms']:.1f} ms; through WolfPACS p50 "
+            f"{lat['wolfpacs']['p50_ms']:.1f} ms, p99 {lat['wolfpacs']['p99_ms']:.1f} ms "
+            f"(added p50 {lat['added_p50_ms']:.1f} ms, p99 {lat['added_p99_ms']:.1f} ms)"
+        )
+    if "scaling" in results:
+        per = ", ".join(f"{k} studies {v:.2f} ms" for k, v in
+                        results["scaling"]["ms_per_instance"].items())  # fmt: skip
+        print(
+            f"per instance with studies in the table: {per} "
+            f"(max/min {results['scaling']['spread']:.2f})"
+        )
+    if "big" in results:
+        big = results["big"]
+        print(
+            f"{big['gigabytes']:.1f} GB study ({big['instances']} instances) in "
+            f"{big['seconds']:.1f} s; node peak RSS {big['peak_rss_mb']:.0f} MB"
+        )
+    print()
+    for name, t in results["targets"].items():
+        print(f"  {'met ' if t['met'] else 'MISS'}  {name}: {t['value']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--studies", type=int, default=4)
+    parser.add_argument("--per-study", type=int, default=250, help="instances per study")
     parser.add_argument("--size", type=int, default=512, help="rows = columns, 16-bit")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--durability", choices=["fsync", "os"], default="fsync")
-    parser.add_argument("--output", type=Path, default=RESULTS / "roundtrip.json")
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per scenario")
+    parser.add_argument("--latency-sends", type=int, default=200)
+    parser.add_argument(
+        "--scaling",
+        default="10,1000,10000",
+        help="studies in the routing table, comma-separated; '' skips",
+    )
+    parser.add_argument("--big-gb", type=float, default=2.0, help="0 skips the big study")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny and quick (CI): 4 x 6 small instances, once, no big study",
+    )
+    parser.add_argument("--only", default="",
+                        help="these scenarios (and their baselines), comma-separated")  # fmt: skip
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.studies, args.per_study, args.size, args.repeat = 4, 6, 64, 1
+        args.latency_sends, args.scaling, args.big_gb = 10, "10,100", 0.0
     root = Path(tempfile.mkdtemp(prefix="wolfpacs-bench-"))
     try:
-        files = write_study(root / "study", series=1, per_series=args.instances,
-                            rows=args.size, columns=args.size)  # fmt: skip
-        megabytes = sum(f.stat().st_size for f in files) / 1e6
-        print(f"{len(files)} instances, {megabytes:.1f} MB, {args.repeat} interleaved runs each")
-        times: dict[str, list[float]] = {"direct": [], "wolfpacs": []}
+        data = generate(root / "data", args.studies, args.per_study, args.size)
+        print(
+            f"{len(data.files)} instances in {args.studies} studies, {data.bytes / 1e6:.1f} MB; "
+            f"{args.repeat} interleaved runs of each scenario",
+            flush=True,
+        )
+        found = scenarios(data, root / "work")
+        if args.only:
+            wanted = set(args.only.split(","))
+            found = [s for s in found if s.name in wanted or s.name == s.baseline]
         for run in range(args.repeat):
-            times["direct"].append(direct(files, root))
-            times["wolfpacs"].append(through_node(files, root, args.durability))
-            print(f"  run {run + 1}: direct {times['direct'][-1]:.2f} s, "
-                  f"wolfpacs {times['wolfpacs'][-1]:.2f} s")  # fmt: skip
+            for scenario in found:
+                scenario.runs.append(scenario.run())
+                print(f"  run {run + 1} {scenario.name:15s} {scenario.runs[-1].seconds:6.2f} s",
+                      flush=True)  # fmt: skip
+        results: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "system": platform.platform(),
+                "python": platform.python_version(),
+            },
+            "data": {
+                "studies": args.studies,
+                "per_study": args.per_study,
+                "size": args.size,
+                "instances": len(data.files),
+                "megabytes": data.bytes / 1e6,
+            },
+            "scenarios": summarise(found, data),
+        }
+        if "wolfpacs-fsync" in results["scenarios"]:
+            results["fsync_limit"] = fsync_limit(data, root, results["scenarios"])
+        if args.latency_sends:
+            results["latency"] = latency(root / "latency", args.latency_sends)
+        sizes = [int(s) for s in args.scaling.split(",") if s.strip()]
+        if sizes:
+            results["scaling"] = scaling(data, root / "scaling", sizes, args.repeat)
+        if args.big_gb > 0:
+            results["big"] = big_study(root / "bigrun", args.big_gb)
+        results["targets"] = targets(results)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    ratio = medians["direct"] / medians["wolfpacs"]
-    for name, median in medians.items():
-        print(f"{name:9s} median {median:6.2f} s  {len(files) / median:6.1f} inst/s  "
-              f"{megabytes / median:6.1f} MB/s")  # fmt: skip
-    print(f"throughput through WolfPACS ({args.durability}): {ratio:.2f} x direct")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "instances": len(files), "megabytes": megabytes,
-        "durability": args.durability, "runs": times, "medians": medians, "ratio": ratio,
-    }, indent=2) + "\n")  # fmt: skip
-    print(f"wrote {args.output}")
+    report(results)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stem = "smoke" if args.smoke else "bench"
+    (args.output_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    drawn = chart(results, args.output_dir / f"{stem}.png")
+    print(
+        f"wrote {args.output_dir / f'{stem}.json'}"
+        + (f" and {stem}.png" if drawn else " (no chart: pip install '.[bench]')")
+    )
     return 0
 
 

@@ -1,26 +1,37 @@
-"""The pieces the benchmarks share: DCMTK peers and a node subprocess, on loopback."""
+"""The pieces the benchmarks share: DCMTK peers, a node subprocess, Orthanc; all on loopback.
+
+Every DCMTK tool runs with ``TCP_NODELAY=1`` (without it DCMTK stalls ~40 ms
+per instance on loopback, Nagle's algorithm); the node sets TCP_NODELAY on
+its own sockets. A node's cost is read from ``/proc``: peak resident memory
+(``VmHWM``) and CPU seconds (user + system) over the timed part of a run.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wolfpacs.simulate import free_port, wait_port
+from wolfpacs.store import SQLiteStore
 
 DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
-# Without TCP_NODELAY DCMTK stalls ~40 ms per instance on loopback (Nagle).
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 ENV = {**os.environ, "TCP_NODELAY": "1"}
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def storescp(directory: Path, ae_title: str, port: int) -> subprocess.Popen[bytes]:
+    """DCMTK ``storescp`` writing what it receives into ``directory``; returns once it listens."""
     directory.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [str(DCMTK / "storescp"), "-aet", ae_title, "-od", str(directory), "+xa", str(port)],
@@ -30,69 +41,197 @@ def storescp(directory: Path, ae_title: str, port: int) -> subprocess.Popen[byte
     return proc
 
 
-def storescu(files: list[Path], port: int, called: str) -> float:
+def storescu_command(files: Sequence[Path], port: int, called: str, calling: str) -> list[str]:
+    """DCMTK ``storescu`` sending ``files`` on one association, proposing explicit VR LE."""
+    return [str(DCMTK / "storescu"), "-xe", "-aet", calling, "-aec", called,
+            "127.0.0.1", str(port), *map(str, files)]  # fmt: skip
+
+
+def storescu(files: Sequence[Path], port: int, called: str, calling: str = "HOSPITAL") -> float:
     """Send ``files`` on one association; the seconds it took."""
     started = time.perf_counter()
-    subprocess.run(
-        [str(DCMTK / "storescu"), "-xe", "-aet", "HOSPITAL", "-aec", called,
-         "127.0.0.1", str(port), *map(str, files)],
-        env=ENV, check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    subprocess.run(storescu_command(files, port, called, calling), env=ENV, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
     return time.perf_counter() - started
 
 
-def wait_files(directory: Path, count: int, timeout: float = 300) -> None:
-    """Return once ``directory`` holds ``count`` files."""
+def storescu_all(streams: Sequence[tuple[Sequence[Path], int, str, str]]) -> None:
+    """Run one ``storescu`` per (files, port, called, calling) at once; wait for them all."""
+    procs = [
+        subprocess.Popen(storescu_command(*stream), env=ENV, stdout=subprocess.DEVNULL)
+        for stream in streams
+    ]
+    failed = [p.args for p in procs if p.wait(600) != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} storescu runs failed")
+
+
+def count_files(directory: Path) -> int:
+    try:
+        return len(os.listdir(directory))
+    except FileNotFoundError:
+        return 0
+
+
+def wait_files(directories: Sequence[Path], count: int, timeout: float = 600) -> None:
+    """Return once ``directories`` hold ``count`` files between them.
+
+    Raises:
+        TimeoutError: they did not within ``timeout`` seconds.
+    """
     deadline = time.monotonic() + timeout
-    while sum(1 for _ in directory.iterdir()) < count:
+    while sum(count_files(d) for d in directories) < count:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{directory} did not get {count} files")
-        time.sleep(0.002)
+            raise TimeoutError(f"{[str(d) for d in directories]} did not get {count} files")
+        time.sleep(0.001)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size so far, in MB (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 @dataclass
 class Node:
-    """A running node subprocess with one storescp worker behind it."""
+    """A running ``wolfpacs run`` with DCMTK workers (and a DCMTK destination) behind it."""
 
     outside: int
+    inside: int
     config: Path
-    worker_dir: Path
+    data_dir: Path
+    worker_dirs: list[Path]
+    destination_dir: Path
     process: subprocess.Popen[bytes]
+    client_aes: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
 
-def send_through(files: list[Path], running: Node) -> float:
-    """Seconds from the start of storescu to the worker holding the last instance."""
-    started = time.perf_counter()
-    storescu(files, running.outside, "BENCH")
-    wait_files(running.worker_dir, len(files))
-    return time.perf_counter() - started
+def write_routes(data_dir: Path, studies: Sequence[str], worker: str, client: str) -> None:
+    """Put routes into a node's state database before it starts (a routing table of a size)."""
+    SQLiteStore(data_dir / "state.sqlite3").open()  # creates the schema
+    now = time.time()
+    with contextlib.closing(sqlite3.connect(data_dir / "state.sqlite3")) as db, db:
+        db.executemany(
+            "INSERT INTO studies (study_uid, client, worker, routed_at, last_activity_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(uid, client, worker, now, now) for uid in studies],
+        )
 
 
 @contextlib.contextmanager
-def node(root: Path, durability: str = "fsync") -> Iterator[Node]:
-    """``wolfpacs run`` with one DCMTK worker; stopped with SIGTERM and cleaned up after."""
-    worker_port, outside, inside = free_port(), free_port(), free_port()
-    out, data, config = root / "worker", root / "node", root / "bench.toml"
-    config.write_text(
-        f'[node]\nbind = "127.0.0.1"\noutside_port = {outside}\ninside_port = {inside}\n'
-        f'data_dir = "{data}"\ndurability = "{durability}"\necho_interval = 0\n'
-        "http_port = 0\n\n"
-        '[[destinations]]\nname = "pacs"\nhost = "127.0.0.1"\nport = 9\nae_title = "PACS"\n\n'
-        '[[clients]]\nname = "bench"\nae_title = "BENCH"\ndestination = "pacs"\npool = "p"\n\n'
-        f'[[workers]]\nname = "w"\nhost = "127.0.0.1"\nport = {worker_port}\n'
-        'ae_title = "WORKER"\npool = "p"\n'
-    )
-    worker = storescp(out, "WORKER", worker_port)
+def node(
+    root: Path,
+    durability: str = "fsync",
+    *,
+    workers: int = 1,
+    clients: int = 1,
+    destination: bool = False,
+    routes: Sequence[str] = (),
+) -> Iterator[Node]:
+    """``wolfpacs run`` with ``workers`` storescp workers in one pool and ``clients`` clients.
+
+    Client ``i`` is called ``BENCH<i>``; worker ``i`` calls itself ``WORKER<i>``.
+    ``destination``: a storescp takes the return path (else nothing listens
+    there). ``routes``: studies already routed to worker 0 (for client 0).
+    Stopped with SIGTERM and cleaned up after.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    outside, inside, pacs_port = free_port(), free_port(), free_port()
+    data, config = root / "node", root / "bench.toml"
+    lines = [
+        "[node]", 'bind = "127.0.0.1"', f"outside_port = {outside}", f"inside_port = {inside}",
+        f'data_dir = "{data}"', f'durability = "{durability}"', "echo_interval = 0",
+        "http_port = 0", "",
+        "[[destinations]]", 'name = "pacs"', 'host = "127.0.0.1"', f"port = {pacs_port}",
+        'ae_title = "PACS"', "",
+    ]  # fmt: skip
+    for i in range(clients):
+        lines += ["[[clients]]", f'name = "bench{i}"', f'ae_title = "BENCH{i}"',
+                  'destination = "pacs"', 'pool = "p"', ""]  # fmt: skip
+    ports = [free_port() for _ in range(workers)]
+    for i, port in enumerate(ports):
+        lines += ["[[workers]]", f'name = "w{i}"', 'host = "127.0.0.1"', f"port = {port}",
+                  f'ae_title = "WORKER{i}"', 'pool = "p"', ""]  # fmt: skip
+    config.write_text("\n".join(lines))
+    if routes:
+        write_routes(data, routes, "w0", "bench0")
+    dirs = [root / f"worker{i}" for i in range(workers)]
+    peers = [
+        storescp(d, f"WORKER{i}", port) for i, (d, port) in enumerate(zip(dirs, ports, strict=True))
+    ]
+    if destination:
+        peers.append(storescp(root / "pacs", "PACS", pacs_port))
     command = [sys.executable, "-m", "wolfpacs", "run", "--config", str(config)]
     with open(root / "node.log", "ab") as log:
         process = subprocess.Popen([*command, "--log-level", "warning"], stdout=log, stderr=log)
     try:
         wait_port(outside)
-        yield Node(outside, config, out, process)
+        wait_port(inside)
+        yield Node(outside, inside, config, data, dirs, root / "pacs", process,
+                   [f"BENCH{i}" for i in range(clients)])  # fmt: skip
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
-        worker.terminate()
-        worker.wait()
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(data, ignore_errors=True)
+        for peer in peers:
+            peer.terminate()
+            peer.wait()
+        for directory in (*dirs, root / "pacs", data):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+_FORWARD_LUA = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+   SendToModality(instanceId, 'worker')
+   Delete(instanceId)
+end
+"""
+
+
+@contextlib.contextmanager
+def orthanc(root: Path, worker_port: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Debian's Orthanc as a router: a Lua script forwards each stored instance and deletes it.
+
+    Yields its DICOM port and process. Its HTTP server is off; TCP_NODELAY on.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (root / "forward.lua").write_text(_FORWARD_LUA)
+    (root / "orthanc.json").write_text(json.dumps({
+        "Name": "bench", "StorageDirectory": str(root / "storage"),
+        "IndexDirectory": str(root / "index"), "DicomAet": "ORTHANC", "DicomPort": port,
+        "DicomServerEnabled": True, "HttpServerEnabled": False, "RemoteAccessAllowed": False,
+        "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False, "TcpNoDelay": True,
+        "StorageCompression": False, "LuaScripts": [str(root / "forward.lua")],
+        "DicomModalities": {"worker": ["WORKER0", "127.0.0.1", worker_port]},
+        "Plugins": [], "DicomAssociationCloseDelay": 5,
+    }))  # fmt: skip
+    with open(root / "orthanc.log", "ab") as log:
+        proc = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], env=ENV, stdout=log,
+                                stderr=log)  # fmt: skip
+    try:
+        wait_port(port, timeout=60)
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def send_through(files: list[Path], running: Node) -> float:
+    """Seconds from the start of storescu to the worker holding the last instance."""
+    started = time.perf_counter()
+    storescu(files, running.outside, running.client_aes[0])
+    wait_files(running.worker_dirs, len(files))
+    return time.perf_counter() - started

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from pydicom.uid import generate_uid
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from wolfpacs.peek import PeekError, peek
+from wolfpacs.part10 import dataset_offset
+from wolfpacs.peek import PeekError, peek, peek_head
+from wolfpacs.receiver import HEAD_BYTES
 from wolfpacs.synthetic import SYNTAXES, ct_instance, write
 
 
@@ -82,3 +87,52 @@ def test_a_deflate_bomb_is_not_inflated_whole(tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 20 << 20
+
+
+# -- the quick scanner (peek_head) agrees with pydicom, or says it is unsure ---------------
+
+_SQ_TAGS = ["ReferencedStudySequence", "ProcedureCodeSequence", "ReferencedPatientSequence"]
+
+
+@st.composite
+def _datasets(draw):
+    ds = ct_instance(generate_uid(), generate_uid(), 1, transfer_syntax=draw(st.sampled_from(
+        [ExplicitVRLittleEndian, ImplicitVRLittleEndian])))  # fmt: skip
+    for keyword in draw(st.lists(st.sampled_from(_SQ_TAGS), unique=True, max_size=3)):
+        items = []
+        for _ in range(draw(st.integers(0, 3))):
+            item = Dataset()
+            item.ReferencedSOPInstanceUID = generate_uid()
+            item.CodeMeaning = draw(st.text("abc xyz", max_size=20))
+            if draw(st.booleans()):  # a nested sequence
+                inner = Dataset()
+                inner.CodeValue = "X1"
+                item.ConceptNameCodeSequence = [inner]
+                item["ConceptNameCodeSequence"].is_undefined_length = draw(st.booleans())
+            item.is_undefined_length_sequence_item = draw(st.booleans())
+            items.append(item)
+        setattr(ds, keyword, items)
+        ds[keyword].is_undefined_length = draw(st.booleans())
+    if draw(st.booleans()):  # a long value before the study: the head may end first
+        ds.add_new(0x00091010, "LO", "private")
+        ds.add_new(0x00091011, "OB", bytes(draw(st.sampled_from([10, 40_000, 70_000]))))
+    if draw(st.booleans()):
+        del ds.SeriesInstanceUID
+    return ds
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_datasets())
+def test_the_quick_scanner_agrees_with_pydicom_or_is_unsure(tmp_path, ds):
+    path = write(ds, tmp_path / "x.dcm")
+    with open(path, "rb") as fp:
+        fp.seek(dataset_offset(fp))
+        head = fp.read()[:HEAD_BYTES]
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    quick = peek_head(head, syntax, ds.SOPClassUID, ds.SOPInstanceUID)
+    if quick is not None:
+        assert quick == peek(path)
+    if len(head) < HEAD_BYTES:  # the whole dataset is in the head: no reason to be unsure
+        assert quick == peek(path)

@@ -128,6 +128,8 @@ def _uid(value: str) -> bytes:
 
 
 def _string(value: str, limit: int) -> bytes:
+    # LO: a backslash would split the value in two (value multiplicity); no control characters
+    value = "".join(c if " " <= c <= "~" and c != "\\" else "/" for c in value)
     data = value.encode("ascii", "replace")[:limit]
     return data + b" " if len(data) % 2 else data
 

@@ -1,0 +1,37 @@
+"""The benchmark's smoke run: every scenario once, on tiny data, as CI runs it (not timed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_benchmark_runs_every_scenario_and_writes_its_results(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--output-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    expected = {"direct", "wolfpacs-os", "wolfpacs-fsync", "return", "direct-8", "wolfpacs-8"}
+    if shutil.which("Orthanc") or Path("/usr/sbin/Orthanc").exists():
+        expected.add("orthanc")
+    assert set(results["scenarios"]) == expected
+    for name, scenario in results["scenarios"].items():
+        assert scenario["instances_per_s"] > 0 and len(scenario["runs_s"]) == 1, name
+        if name.startswith("wolfpacs") or name == "return":
+            assert scenario["peak_rss_mb"] > 0 and scenario["cpu_s_per_gb"] >= 0, name
+    assert results["latency"]["instances"] == 10
+    assert set(results["scaling"]["ms_per_instance"]) == {"10", "100"}
+    assert {"os ratio >= 0.5", "8 clients ratio >= 0.5"} <= set(results["targets"])
+    assert "met" in done.stdout or "MISS" in done.stdout
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "smoke.png").read_bytes().startswith(b"\x89PNG")
