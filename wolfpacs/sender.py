@@ -103,7 +103,9 @@ class Sender(SupervisedActor):
         self._retry_at: float | None = None
         self._handed_over_at = 0.0
         self._hand_over_due = True  # at start: a move may have happened while it was down
-        self._idle_timer: Any = None
+        self._next: list[QueueItem] = []  # the next batch, if the last call brought it
+        self._idle_check = False  # an _IDLE is on its way
+        self._busy_at = 0.0  # monotonic time of the last batch sent
         self.up: bool | None = None
         self.last_error: str | None = None
         self.last_success: float | None = None
@@ -156,8 +158,13 @@ class Sender(SupervisedActor):
             self._hand_over_due = True
             self._drain()
         elif message == _IDLE:
-            self._idle_timer = None
-            self._close(release=True)
+            self._idle_check = False
+            idle = time.monotonic() - self._busy_at
+            if idle < self.node.idle_release:  # work came meanwhile: look again later
+                self._idle_check = True
+                self.send_after(self.node.idle_release - idle, _IDLE)
+            else:
+                self._close(release=True)
         elif message == _ECHO:
             self._echo()
             if self.node.echo_interval > 0:
@@ -176,21 +183,34 @@ class Sender(SupervisedActor):
         """
         if self._hand_over_due and self.target.kind == WORKER:
             self._hand_over()
-        items: list[QueueItem] = self.registry.call("store", "next_items", self.target.name, BATCH)
+        items, self._next = self._next, []
+        if not items:
+            items = self.registry.call("store", "next_items", self.target.name, BATCH)
         self.queued_hint = len(items)
         if not items:
-            if self.assoc is not None and self._idle_timer is None:
-                self._idle_timer = self.send_after(self.node.idle_release, _IDLE)
+            if self.assoc is not None and not self._idle_check:
+                # One timer per idle period, never cancelled: a timer per empty queue
+                # would cost a thread per instance on a steady stream.
+                self._idle_check = True
+                self.send_after(self.node.idle_release, _IDLE)
             return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._busy_at = time.monotonic()
+        done: list[int] = []
         try:
             for item in items:
-                self._deliver(item, items)
+                self._deliver(item, items, done)
         except _PeerDownError as down:
             self._backoff(str(down))
             return
+        finally:
+            if done:  # their rows go, and the next batch comes, in one call
+                self._next = self.registry.call(
+                    "store", "delivered_next", done, self.target.name, BATCH
+                )
+                for item in items:
+                    if item.id in done:
+                        self.spool.remove(item.path)
+        self._busy_at = time.monotonic()
         self.actor_ref.tell(WAKE)
 
     def _hand_over(self) -> None:
@@ -202,6 +222,7 @@ class Sender(SupervisedActor):
         """
         self._handed_over_at = time.monotonic()
         self._hand_over_due = False
+        self._next = []  # it may hold rows about to move: ask afresh after
         moved = self.registry.call("store", "moved_items", self.target.name, HAND_OVER_BATCH)
         for item, worker in moved:
             src = item.path
@@ -216,7 +237,11 @@ class Sender(SupervisedActor):
         if len(moved) == HAND_OVER_BATCH:
             self.actor_ref.tell(HAND_OVER)  # more to hand on: next turn, after other messages
 
-    def _deliver(self, item: QueueItem, batch: list[QueueItem]) -> None:
+    def _deliver(self, item: QueueItem, batch: list[QueueItem], done: list[int]) -> None:
+        """Send one queued instance; its id goes to ``done`` if the peer took it.
+
+        Its row and file go after the batch (a crash before that sends it again).
+        """
         path = self.spool.path(item.path)
         if not path.exists():
             # Only a bug or a hand in data_dir does this: say so loudly, keep a record.
@@ -254,8 +279,7 @@ class Sender(SupervisedActor):
         self.metrics.peer_answered(status)
         outcome = classify(status)
         if outcome is Outcome.DELIVERED:
-            self.registry.call("store", "delivered", item.id)
-            self.spool.remove(item.path)
+            done.append(item.id)
             self._succeeded(item)
         elif outcome is Outcome.RETRY:
             error = f"status 0x{status:04X} {answer.error_comment}".strip()

@@ -423,6 +423,13 @@ class SQLiteStore(_AdminQueries):
                     (now, study_uid),
                 )
 
+    def delivered_next(self, item_ids: list[int], target: str, limit: int = 32) -> list[QueueItem]:
+        """:meth:`delivered` for each of ``item_ids``, then :meth:`next_items`: one call a batch."""
+        now = time.time()
+        for item_id in item_ids:
+            self.delivered(item_id, now)
+        return self.next_items(target, limit)
+
     def remove_item(self, item_id: int) -> None:
         """Drop a row whose file went to ``dead/``."""
         with self._transaction(synced=False) as db:

@@ -66,6 +66,9 @@ UNCOMPRESSED = [
     "1.2.840.10008.1.2.1.99",
 ]  # fmt: skip
 
+RECEIVE_BUFFER = 256 * 1024  # read at a time, at most: a few PDUs
+SEND_READ = 512 * 1024  # bytes of a file read, and sent, at a time
+MAX_PDUS_PER_SEND = 300  # three iovecs each: under Linux's IOV_MAX of 1024
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
@@ -157,8 +160,11 @@ class Association:
         chunk = min(peer_max_pdu or DEFAULT_SEND_PDU, MAX_SEND_PDU)
         self.send_fragment = max(chunk - 6, 1024)  # a PDV item's header takes 6 bytes
         self.address, self.port = sock.getpeername()[:2]
-        self._buffer = bytearray(64 * 1024)
+        # What has been read and not yet parsed lies in _buffer[_start:_end]; each read
+        # takes all the socket has (up to the buffer's end), often several PDUs.
+        self._buffer = bytearray(RECEIVE_BUFFER)
         self._view = memoryview(self._buffer)
+        self._start = self._end = 0
         self._pdu: memoryview = self._view[:0]  # the current P-DATA-TF body
         self._offset = 0  # of the next PDV in it
         self._send_lock = threading.Lock()
@@ -166,34 +172,59 @@ class Association:
         self._message_id = 0
         self.is_open = True
         self.released = False
+        self._set_timeout(timeout)
+
+    def _set_timeout(self, seconds: float | None) -> None:
+        """Time out reads and writes after ``seconds`` (None: never).
+
+        A plain socket stays blocking and the kernel keeps the time
+        (SO_RCVTIMEO/SO_SNDTIMEO): Python's own timeouts poll() before every
+        read and write, a system call (and a GIL hand-off) more each time.
+        """
+        if not self._plain:
+            self.sock.settimeout(seconds)
+            return
+        self.sock.settimeout(None)
+        whole = int(seconds or 0)
+        micro = 0 if not seconds else max(int((seconds - whole) * 1e6), 1 if not whole else 0)
+        value = struct.pack("ll", whole, micro)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
     # -- reading -----------------------------------------------------------------
 
-    def _read_into(self, view: memoryview) -> None:
-        got, size = 0, len(view)
-        recv_into = self.sock.recv_into
-        while got < size:
-            n = recv_into(view[got:], size - got)
+    def _fill(self, need: int) -> None:
+        """Have at least ``need`` unparsed bytes in the buffer, from ``_start`` on."""
+        if self._start + need > len(self._buffer):  # make room: the unparsed bytes go first
+            unread = bytes(self._view[self._start : self._end])
+            if need > len(self._buffer):
+                self._buffer = bytearray(max(need, RECEIVE_BUFFER))
+                self._view = memoryview(self._buffer)
+            self._view[: len(unread)] = unread
+            self._start, self._end = 0, len(unread)
+        recv_into, view, size = self.sock.recv_into, self._view, len(self._buffer)
+        while self._end - self._start < need:
+            try:
+                n = recv_into(view[self._end :], size - self._end)
+            except BlockingIOError:  # SO_RCVTIMEO ran out
+                raise TimeoutError("the peer was silent for too long") from None
             if not n:
                 raise PeerAbortedError("connection closed by the peer")
-            got += n
+            self._end += n
 
     def _read_pdu(self) -> tuple[int, memoryview]:
         """The next PDU's type and body (a view valid until the next read)."""
-        header = self._view[:6]
         try:
-            self._read_into(header)
-            kind, length = _HEADER.unpack(header)
+            self._fill(6)
+            kind, length = _HEADER.unpack_from(self._view, self._start)
             limit = self.pdu_limit if kind == P_DATA_TF else MAX_ASSOCIATE_PDU
             if length > limit:
                 self._protocol_error(
                     f"a PDU of {length} bytes announced (limit {limit})", ABORT_INVALID_PARAMETER
                 )
-            if length > len(self._buffer):
-                self._buffer = bytearray(length)
-                self._view = memoryview(self._buffer)
-            body = self._view[:length]
-            self._read_into(body)
+            self._fill(6 + length)
+            body = self._view[self._start + 6 : self._start + 6 + length]
+            self._start += 6 + length
         except TimeoutError:
             self.abort()
             raise
@@ -303,14 +334,20 @@ class Association:
 
     def _send(self, *parts: bytes | memoryview) -> None:
         with self._send_lock:
-            if self._plain and len(parts) > 1:
-                total = sum(len(p) for p in parts)
-                sent = self.sock.sendmsg(parts)
-                if sent < total:  # rare: a full send buffer; finish with sendall
-                    self.sock.sendall(b"".join(bytes(p) for p in parts)[sent:])
-            else:
+            if not self._plain:
                 for part in parts:
                     self.sock.sendall(part)
+                return
+            pending = list(parts)
+            while pending:  # sendmsg may take only part of it: go on from where it stopped
+                try:
+                    sent = self.sock.sendmsg(pending)
+                except BlockingIOError:  # SO_SNDTIMEO ran out
+                    raise TimeoutError("the peer took nothing for too long") from None
+                while pending and sent >= len(pending[0]):
+                    sent -= len(pending.pop(0))
+                if sent:
+                    pending[0] = memoryview(pending[0])[sent:]
 
     def send_command(self, context_id: int, command: bytes) -> None:
         """One command set, in one PDV (command sets are far smaller than any PDU)."""
@@ -325,8 +362,15 @@ class Association:
             raise PeerAbortedError(f"connection broken: {exc}") from None
 
     def send_dataset(self, context_id: int, fp: BinaryIO, size: int) -> None:
-        """Send ``size`` bytes from ``fp``'s position as a dataset, in PDUs the peer takes."""
-        chunk = min(self.send_fragment, max(size, 1))
+        """Send ``size`` bytes from ``fp``'s position as a dataset, in PDUs the peer takes.
+
+        The file is read a few hundred KiB at a time and each read goes out as
+        all the PDUs it makes in one ``sendmsg``: a peer with 16 KiB PDUs
+        (DCMTK's default) costs two system calls per read, not two per PDU.
+        """
+        fragment = self.send_fragment
+        per_read = min(max(SEND_READ // fragment, 1), MAX_PDUS_PER_SEND)
+        chunk = min(per_read * fragment, max(size, 1))
         buffer = bytearray(chunk)
         view = memoryview(buffer)
         left = size
@@ -336,9 +380,14 @@ class Association:
                 if n == 0 and left:
                     raise AssociationError(f"{fp.name}: file shorter than expected")
                 left -= n
-                control = LAST if not left else 0
-                self._send(_HEADER.pack(P_DATA_TF, n + 6), _PDV.pack(n + 2, context_id, control),
-                           view[:n])  # fmt: skip
+                parts: list[bytes | memoryview] = []
+                for start in range(0, max(n, 1), fragment):
+                    piece = view[start : min(start + fragment, n)]
+                    last = not left and start + fragment >= n
+                    control = LAST if last else 0
+                    parts += [_HEADER.pack(P_DATA_TF, len(piece) + 6),
+                              _PDV.pack(len(piece) + 2, context_id, control), piece]  # fmt: skip
+                self._send(*parts)
                 if not left:
                     return
         except OSError as exc:
@@ -360,12 +409,12 @@ class Association:
         return self._message_id
 
     def _response(self, message_id: int, timeout: float | None) -> dimse.Command:
-        self.sock.settimeout(timeout)
+        self._set_timeout(timeout)
         try:
             answer = self.receive_command()
         finally:
             if self.is_open:
-                self.sock.settimeout(self.timeout)
+                self._set_timeout(self.timeout)
         if answer is None:
             raise PeerAbortedError("the peer released the association instead of answering")
         _, command = answer
@@ -422,7 +471,7 @@ class Association:
             return
         try:
             self._send(_pdu(RELEASE_RQ, b"\x00" * 4))
-            self.sock.settimeout(timeout if timeout is not None else self.timeout)
+            self._set_timeout(timeout if timeout is not None else self.timeout)
             while True:
                 kind, _body = self._read_pdu()
                 if kind == RELEASE_RP:
@@ -445,7 +494,7 @@ class Association:
             return
         if self._send_lock.acquire(blocking=False):  # mid-send, an A-ABORT would corrupt a PDU
             try:
-                self.sock.settimeout(1.0)
+                self._set_timeout(1.0)
                 self.sock.sendall(_abort_pdu(*reason))
             except OSError:
                 pass
