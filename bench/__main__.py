@@ -375,6 +375,51 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The results as the README shows them: a table, then the other figures."""
+    data = results["data"]
+    lines = [
+        f"{results['date']}, {results['machine']['cpus']} cores, {data['instances']} CT instances "
+        f"({data['studies']} studies, {data['megabytes']:.0f} MB), median of "
+        f"{len(next(iter(results['scenarios'].values()))['runs_s'])} interleaved runs:",
+        "",
+        "| scenario | median | instances/s | MB/s | ratio | node peak RSS | node CPU s/GB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in results["scenarios"].values():
+        rss = f"{s['peak_rss_mb']:.0f} MB" if s["peak_rss_mb"] else "-"
+        cpu = f"{s['cpu_s_per_gb']:.1f}" if s["cpu_s_per_gb"] is not None else "-"
+        ratio = f"{s['ratio']:.2f} x {s['baseline']}"
+        lines.append(f"| {s['what']} | {s['median_s']:.2f} s | {s['instances_per_s']:.0f} | "
+                     f"{s['mb_per_s']:.0f} | {ratio} | {rss} | {cpu} |")  # fmt: skip
+    lines.append("")
+    if "fsync_limit" in results:
+        limit = results["fsync_limit"]
+        lines.append(f"- fsync limit: direct + {limit['fsync_ms_per_instance']:.2f} ms (one "
+                     f"write+fsync+rename, measured) per instance = {limit['limit_s']:.2f} s; "
+                     f"`fsync` mode took {limit['time_over_limit']:.2f} x that")  # fmt: skip
+    if "latency" in results:
+        lat = results["latency"]
+        lines.append(f"- one small instance ({lat['bytes_each'] / 1000:.0f} kB) at low load, "
+                     f"{lat['instances']} sends: direct p50 {lat['direct']['p50_ms']:.1f} ms / "
+                     f"p99 {lat['direct']['p99_ms']:.1f} ms, through WolfPACS p50 "
+                     f"{lat['wolfpacs']['p50_ms']:.1f} ms / "
+                     f"p99 {lat['wolfpacs']['p99_ms']:.1f} ms")  # fmt: skip
+    if "scaling" in results:
+        per = ", ".join(f"{int(k):,} studies {v:.2f} ms"
+                        for k, v in results["scaling"]["ms_per_instance"].items())  # fmt: skip
+        lines.append(f"- per instance with studies already in the routing table: {per}")
+    if "big" in results:
+        big = results["big"]
+        lines.append(f"- one {big['gigabytes']:.1f} GB study ({big['instances']} instances): "
+                     f"{big['seconds']:.1f} s, "
+                     f"node peak RSS {big['peak_rss_mb']:.0f} MB")  # fmt: skip
+    lines.append("")
+    for name, t in results["targets"].items():
+        lines.append(f"- {'met' if t['met'] else '**missed**'}: {name} (measured {t['value']})")
+    return "\n".join(lines) + "\n"
+
+
 def report(results: dict[str, Any]) -> None:
     print(f"\n{'scenario':15s} {'median':>8s} {'inst/s':>8s} {'MB/s':>7s} {'ratio':>6s} "
           f"{'RSS MB':>7s} {'CPU s/GB':>8s}")  # fmt: skip
@@ -493,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     stem = "smoke" if args.smoke else "bench"
     (args.output_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.output_dir / f"{stem}.md").write_text(markdown(results))
     drawn = chart(results, args.output_dir / f"{stem}.png")
     print(
         f"wrote {args.output_dir / f'{stem}.json'}"
