@@ -183,7 +183,13 @@ class Gate:
         spec = ChildSpec(
             f"receiver:{next(_receiver_ids)}",
             lambda: Receiver.start(
-                self.registry, self.spool, peer, assoc, metrics=self.metrics, limits=node
+                self.registry,
+                self.spool,
+                peer,
+                assoc,
+                metrics=self.metrics,
+                limits=node,
+                live=self.live,
             ),
             restart="temporary",
         )

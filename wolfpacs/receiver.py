@@ -40,7 +40,8 @@ from wolfpacs.status import Answer, Status, response
 from wolfpacs.store import DESTINATION, WORKER, QueueItem
 
 if TYPE_CHECKING:
-    from wolfpacs.config import NodeConfig
+    from wolfpacs.config import Config, NodeConfig
+    from wolfpacs.runtime import LiveConfig
     from wolfpacs.spool import Spool
     from wolfpacs.upper_layer import Association, Context
 
@@ -123,6 +124,7 @@ class Receiver(SupervisedActor):
         *,
         metrics: Metrics | None = None,
         limits: NodeConfig | None = None,
+        live: LiveConfig | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
@@ -136,6 +138,12 @@ class Receiver(SupervisedActor):
         self.bytes = 0
         self.refused = 0
         self.last_status: int | None = None
+        # The router's answers for this association's studies, while the config stands:
+        # a study's route changes only by a move (enqueue_received says so) or by a
+        # config change (the cache is dropped). None: ask the router every time.
+        self.live = live
+        self._routes: dict[str, str] = {}
+        self._routes_config: Config | None = None
 
     def on_start(self) -> None:
         if self.assoc is not None:
@@ -252,16 +260,10 @@ class Receiver(SupervisedActor):
             )
             return response(code, str(exc))
         try:
-            if self.peer.side == OUTSIDE:
-                target = self.registry.call("router", "route", self.peer.name, tags.study_uid)
-                kind = WORKER
-            else:
-                target = self.registry.call(
-                    "router", "return_route", tags.study_uid, self.peer.name
-                )
-                kind = DESTINATION
-                if target is None:
-                    return self._unknown_study(path, tags)
+            kind = WORKER if self.peer.side == OUTSIDE else DESTINATION
+            target = self._route(tags.study_uid)
+            if target is None:
+                return self._unknown_study(path, tags)
             size = path.stat().st_size
             self.spool.check_room(size)
             rel = self.spool.admit(path, target, tags.sop_instance_uid, synced=synced)
@@ -289,11 +291,33 @@ class Receiver(SupervisedActor):
         except OSError as exc:
             logger.error("%s: instance %s refused: %s", self.peer, tags.sop_instance_uid, exc)
             return response(Status.OUT_OF_RESOURCES, str(exc.strerror or exc))
+        if moved_to:
+            self._routes[tags.study_uid] = moved_to
         self.registry.tell(f"sender:{target}", HAND_OVER if moved_to else WAKE)
         self.instances += 1
         self.bytes += size
         self.metrics.received(self.peer.side, self.peer.name, size, time.monotonic() - started)
         return response(Status.SUCCESS)
+
+    def _route(self, study_uid: str) -> str | None:
+        """Where this study's instances go: the router's answer, remembered for the association.
+
+        None: a derived instance of a study this node never routed.
+        """
+        config = self.live.get() if self.live is not None else None
+        if config is None or config is not self._routes_config or len(self._routes) > 256:
+            self._routes.clear()
+            self._routes_config = config
+        target = self._routes.get(study_uid)
+        if target is not None:
+            return target
+        if self.peer.side == OUTSIDE:
+            target = self.registry.call("router", "route", self.peer.name, study_uid)
+        else:
+            target = self.registry.call("router", "return_route", study_uid, self.peer.name)
+        if target is not None and config is not None:
+            self._routes[study_uid] = target
+        return target
 
     def _unknown_study(self, path: Path, tags: Any) -> Answer:
         reason = {

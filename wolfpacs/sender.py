@@ -211,7 +211,11 @@ class Sender(SupervisedActor):
                     if item.id in done:
                         self.spool.remove(item.path)
         self._busy_at = time.monotonic()
-        self.actor_ref.tell(WAKE)
+        if self._next or not done:
+            # More is known to be queued (or nothing was delivered, so nothing was asked):
+            # the next batch on the next turn, after whatever else is in the inbox. Else a
+            # receiver's WAKE comes with the next instance queued.
+            self.actor_ref.tell(WAKE)
 
     def _hand_over(self) -> None:
         """Pass queued instances of studies moved to another worker on to that worker.
