@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from wolfpacs.part10 import file_meta
 from wolfpacs.peek import PeekError, RoutingTags, peek, peek_head
 from wolfpacs.router import NoWorkerError
 from wolfpacs.sender import HAND_OVER, WAKE
+from wolfpacs.spool import unique_name
 from wolfpacs.status import Answer, Status, response
 from wolfpacs.store import DESTINATION, WORKER, QueueItem
 
@@ -201,9 +201,9 @@ class Receiver(SupervisedActor):
         """Receive one dataset into ``incoming/`` and :meth:`store` it; the answer."""
         meta = file_meta(command.sop_class_uid, command.sop_instance_uid,
                          context.transfer_syntax, assoc.calling_ae)  # fmt: skip
-        incoming = _Incoming(self.spool.incoming / f"{uuid.uuid4().hex}.dcm", meta)
+        incoming = _Incoming(self.spool.incoming / f"{unique_name()}.dcm", meta)
         try:
-            assoc.receive_dataset(context, incoming.write, limit=self.max_instance_bytes)
+            received = assoc.receive_dataset(context, incoming.write, limit=self.max_instance_bytes)
         except BaseException:
             incoming.close(fsync=False)
             incoming.discard()
@@ -219,7 +219,7 @@ class Receiver(SupervisedActor):
             tags = peek_head(bytes(incoming.head), context.transfer_syntax,
                              command.sop_class_uid, command.sop_instance_uid)  # fmt: skip
         return self.store(str(incoming.path), command.sop_instance_uid, tags,
-                          synced=self.spool.durable)  # fmt: skip
+                          synced=self.spool.durable, size=len(meta) + received)  # fmt: skip
 
     def store(
         self,
@@ -227,6 +227,7 @@ class Receiver(SupervisedActor):
         sop_instance_uid: str = "",
         tags: RoutingTags | None = None,
         synced: bool = False,
+        size: int | None = None,
     ) -> Answer:
         """Take one received instance (a whole file in ``incoming/``); the answer to send.
 
@@ -234,8 +235,7 @@ class Receiver(SupervisedActor):
         ``tags`` are its routing tags if they are known already; ``synced``
         says the file was fsynced already.
         """
-        started = time.monotonic()
-        answer = self._store(Path(path), sop_instance_uid, tags, synced, started)
+        answer = self._store(Path(path), sop_instance_uid, tags, synced, size)
         if answer.status != Status.SUCCESS:
             Path(path).unlink(missing_ok=True)  # refused: nothing of it is kept
             self.refused += 1
@@ -249,8 +249,9 @@ class Receiver(SupervisedActor):
         sop_instance_uid: str,
         tags: RoutingTags | None,
         synced: bool,
-        started: float,
+        size: int | None,
     ) -> Answer:
+        started = time.monotonic()
         try:
             tags = tags or peek(path)
         except PeekError as exc:
@@ -264,9 +265,9 @@ class Receiver(SupervisedActor):
             target = self._route(tags.study_uid)
             if target is None:
                 return self._unknown_study(path, tags)
-            size = path.stat().st_size
+            size = path.stat().st_size if size is None else size
             self.spool.check_room(size)
-            rel = self.spool.admit(path, target, tags.sop_instance_uid, synced=synced)
+            rel = self.spool.admit(path, target, tags.sop_instance_uid, synced, size)
             item = QueueItem(
                 target, kind, rel, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
                 tags.transfer_syntax, size, time.time(),

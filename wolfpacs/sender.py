@@ -209,7 +209,7 @@ class Sender(SupervisedActor):
                 )
                 for item in items:
                     if item.id in done:
-                        self.spool.remove(item.path)
+                        self.spool.remove(item.path, item.size)
         self._busy_at = time.monotonic()
         if self._next or not done:
             # More is known to be queued (or nothing was delivered, so nothing was asked):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -47,6 +48,15 @@ class SpoolFullError(OSError):
 logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^0-9A-Za-z.]")
+# Unique file names without a system call each: a random prefix per process, then a count.
+_PREFIX = uuid.uuid4().hex[:10]
+_COUNT = itertools.count()
+DISK_CHECK_EVERY = 0.2  # seconds a free-space reading is trusted
+
+
+def unique_name() -> str:
+    """A name no other file of this or any other run of the node has (random, then counted)."""
+    return f"{_PREFIX}{next(_COUNT):x}"
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
@@ -125,6 +135,7 @@ class Spool:
         self.dead = self.root / "dead"
         self._known_dirs: dict[Path, GroupSync] = {}
         self._lock_fd: int | None = None
+        self._free, self._free_at = 0, -DISK_CHECK_EVERY - 1.0  # the last free-space reading
 
     def lock(self) -> None:
         """Take ``data_dir`` for this process alone: a second node on it would lose files.
@@ -175,7 +186,10 @@ class Spool:
             raise SpoolFullError(
                 f"spool full: {self.queued_bytes} of {self.max_bytes} bytes queued"
             )
-        free = shutil.disk_usage(self.root).free
+        now = time.monotonic()
+        if now - self._free_at > DISK_CHECK_EVERY:  # statvfs at most five times a second
+            self._free, self._free_at = shutil.disk_usage(self.root).free, now
+        free = self._free
         if free - size < self.min_free:
             raise SpoolFullError(f"disk nearly full: {free} bytes free, {self.min_free} kept")
 
@@ -211,24 +225,28 @@ class Spool:
     def path(self, rel: str) -> Path:
         return self.root / rel
 
-    def admit(self, src: Path, target: str, sop_instance_uid: str, synced: bool = False) -> str:
+    def admit(
+        self, src: Path, target: str, sop_instance_uid: str, synced: bool = False,
+        size: int | None = None,
+    ) -> str:  # fmt: skip
         """Move a received file into ``target``'s queue directory; its path relative to data_dir.
 
         The source is consumed (renamed, or copied then removed if it lies on
-        another file system). ``synced``: the caller has fsynced it already.
+        another file system). ``synced``: the caller has fsynced it already;
+        ``size``: its size, if the caller knows it.
         """
         directory = self._queue_dir(target)
         label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
-        name = f"{label}.{uuid.uuid4().hex[:12]}.dcm"
+        name = f"{label}.{unique_name()}.dcm"
         self._move_in(Path(src), directory / name, synced)
-        self._count((directory / name).stat().st_size)
+        self._count(size if size is not None else (directory / name).stat().st_size)
         return f"spool/{target}/{name}"
 
     def adopt(self, src: Path, target: str, sop_instance_uid: str) -> str:
         """Like :meth:`admit`, but ``src`` stays where it is (a hard link, or a copy)."""
         directory = self._queue_dir(target)
         label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
-        dest = directory / f"{label}.{uuid.uuid4().hex[:12]}.dcm"
+        dest = directory / f"{label}.{unique_name()}.dcm"
         try:
             os.link(src, dest)
         except OSError:
@@ -251,11 +269,11 @@ class Spool:
             self._sync_dir(src.parent)
         return f"spool/{target}/{src.name}"
 
-    def remove(self, rel: str) -> None:
-        """Delete a delivered file; a file already gone is not an error."""
+    def remove(self, rel: str, size: int | None = None) -> None:
+        """Delete a delivered file (of ``size`` bytes, if known); one already gone is no error."""
         path = self.path(rel)
         try:
-            size = path.stat().st_size
+            size = path.stat().st_size if size is None else size
             path.unlink()
         except FileNotFoundError:
             return
