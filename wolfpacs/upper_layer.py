@@ -589,6 +589,19 @@ def _accept_contexts(primitive: A_ASSOCIATE, max_pdu: int) -> tuple[bytes, dict[
     return pdu.encode(), contexts
 
 
+def _decoded(pdu: A_ASSOCIATE_RQ | A_ASSOCIATE_AC, data: bytes, what: str) -> A_ASSOCIATE:
+    """The primitive of an A-ASSOCIATE PDU, by pynetdicom.
+
+    Raises:
+        ProtocolError: it does not decode (pynetdicom raises many kinds on hostile bytes).
+    """
+    try:
+        pdu.decode(data)
+        return pdu.to_primitive()
+    except Exception as exc:
+        raise ProtocolError(f"undecodable {what}: {type(exc).__name__}") from None
+
+
 def accept(
     sock: socket.socket,
     decide: Callable[[str, str], tuple[int, int, int] | None],
@@ -615,13 +628,9 @@ def accept(
         if kind != ASSOCIATE_RQ:
             raise ProtocolError(f"PDU type 0x{kind:02X} before an A-ASSOCIATE-RQ")
         rq = A_ASSOCIATE_RQ()
-        try:
-            rq.decode(data)
-            primitive = rq.to_primitive()
-            calling = _text(primitive.calling_ae_title)
-            called = _text(primitive.called_ae_title)
-        except Exception as exc:  # pynetdicom raises many kinds on hostile bytes
-            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {type(exc).__name__}") from None
+        primitive = _decoded(rq, data, "A-ASSOCIATE-RQ")
+        calling = _text(primitive.calling_ae_title)
+        called = _text(primitive.called_ae_title)
         if not rq.protocol_version & 0x0001:
             rejection: tuple[int, int, int] | None = REJECT_PROTOCOL_VERSION
         elif str(primitive.application_context_name) != APPLICATION_CONTEXT:
@@ -701,12 +710,7 @@ def request(
             raise PeerAbortedError("the peer aborted instead of answering A-ASSOCIATE-RQ")
         if kind != ASSOCIATE_AC:
             raise ProtocolError(f"PDU type 0x{kind:02X} in answer to A-ASSOCIATE-RQ")
-        ac = A_ASSOCIATE_AC()
-        try:
-            ac.decode(data)
-            answer = ac.to_primitive()
-        except Exception as exc:
-            raise ProtocolError(f"undecodable A-ASSOCIATE-AC: {type(exc).__name__}") from None
+        answer = _decoded(A_ASSOCIATE_AC(), data, "A-ASSOCIATE-AC")
         contexts = {
             int(cx.context_id): Context(
                 int(cx.context_id), proposed[int(cx.context_id)], str(cx.transfer_syntax[0])
