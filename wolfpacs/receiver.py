@@ -276,7 +276,8 @@ class Receiver(SupervisedActor):
                 moved_to = self.registry.call("store", "enqueue_received", item)
             except UnavailableError:
                 # The store may still commit the row: leave the file; if no row comes,
-                # recovery at the next start removes it (it was never acknowledged).
+                # recovery at the next start gives it one (sent though never acknowledged:
+                # at least once, as a resend by the client would make it anyway).
                 raise
             except Exception:
                 self.spool.remove(rel)  # no row, not acknowledged: not kept
