@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from integration.peers import NodeProcess, StoreSCP
@@ -104,3 +107,18 @@ def cluster(tmp_path):
         code = c.stop()
         if running:
             assert code == 0, f"SIGTERM should stop the node cleanly:\n{c.node.logs()[-3000:]}"
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    """Run tmux commands on a server of its own (its socket in tmp_path); killed after."""
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed: apt-get install -y tmux")
+    socket = str(tmp_path / "tmux.sock")
+
+    def run(*args: str) -> str:
+        return subprocess.run(["tmux", "-S", socket, *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout  # fmt: skip
+
+    yield run
+    subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True, timeout=30)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -74,30 +73,19 @@ def test_the_entry_point_runs_the_node_healthy_and_stops_on_sigterm(image_env):
     assert subprocess.run(check, env=image_env, timeout=30).returncode == 1  # and now it is not
 
 
-def test_the_console_opens_the_shell_and_leaving_it_stops_the_node(image_env, tmp_path):
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is not installed: apt-get install -y tmux")
-    sock = str(tmp_path / "tmux.sock")
-
-    def tmux(*args: str) -> str:
-        return subprocess.run(["tmux", "-S", sock, *args], capture_output=True, text=True,
-                              check=True, timeout=30).stdout  # fmt: skip
-
+def test_the_console_opens_the_shell_and_leaving_it_stops_the_node(image_env, tmux):
     env_args = [f"{k}={image_env[k]}" for k in
                 ("WOLFPACS_CONFIG", "WOLFPACS_OUTSIDE_PORT", "WOLFPACS_INSIDE_PORT",
                  "WOLFPACS_HTTP_PORT", "WOLFPACS_HISTORY")]  # fmt: skip
     command = f"env {' '.join(env_args)} PATH={os.environ['PATH']} {ENTRYPOINT} console"
-    try:
-        tmux("new-session", "-d", "-s", "console", "-x", "150", "-y", "40", command)
-        screen = lambda: tmux("capture-pane", "-p", "-t", "console")  # noqa: E731
-        wait_until(lambda: "wolfpacs(WOLFPACS)>" in screen(), timeout=30, what="the prompt")
-        tmux("send-keys", "-t", "console", "tree", "Enter")
-        wait_until(lambda: "listener:outside" in screen(), timeout=10, what="the tree")
-        tmux("send-keys", "-t", "console", "C-d")
-        port = int(image_env["WOLFPACS_OUTSIDE_PORT"])
-        wait_until(lambda: not _listening(port), timeout=30, what="the node stopped")
-    finally:
-        subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True, timeout=30)
+    tmux("new-session", "-d", "-s", "console", "-x", "150", "-y", "40", command)
+    screen = lambda: tmux("capture-pane", "-p", "-t", "console")  # noqa: E731
+    wait_until(lambda: "wolfpacs(WOLFPACS)>" in screen(), timeout=30, what="the prompt")
+    tmux("send-keys", "-t", "console", "tree", "Enter")
+    wait_until(lambda: "listener:outside" in screen(), timeout=10, what="the tree")
+    tmux("send-keys", "-t", "console", "C-d")
+    port = int(image_env["WOLFPACS_OUTSIDE_PORT"])
+    wait_until(lambda: not _listening(port), timeout=30, what="the node stopped")
 
 
 def _listening(port: int) -> bool:

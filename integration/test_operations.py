@@ -7,11 +7,9 @@ send-keys types, capture-pane reads the screen.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
-import pytest
 from pydicom import dcmread
 
 from integration.conftest import CLIENT_AE
@@ -138,20 +136,6 @@ def test_ctl_says_why_it_refuses(cluster):
     c = cluster().start()
     assert "no worker 'gpu-z'" in ctl(c, "drain", "gpu-z", ok=False)
     assert "the following arguments are required: --to" in ctl(c, "move", "gpu-a", ok=False)
-
-
-@pytest.fixture
-def tmux(tmp_path):
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is not installed: apt-get install -y tmux")
-    socket = str(tmp_path / "tmux.sock")
-
-    def run(*args: str) -> str:
-        return subprocess.run(["tmux", "-S", socket, *args], capture_output=True, text=True,
-                              check=True, timeout=30).stdout  # fmt: skip
-
-    yield run
-    subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True, timeout=30)
 
 
 def test_the_shell_in_a_real_terminal(cluster, tmux, tmp_path):
