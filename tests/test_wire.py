@@ -116,6 +116,12 @@ def test_the_file_meta_we_write_is_read_by_pydicom_with_the_dataset(tmp_path):
         assert dataset_offset(fp) == len(meta)
 
 
+def test_a_calling_ae_with_a_backslash_stays_one_value_in_the_file_meta(tmp_path):
+    meta = file_meta("1.2.3", "1.2.3.4", "1.2.840.10008.1.2.1", "HOSP\\ITAL")
+    (tmp_path / "x.dcm").write_bytes(meta)
+    assert dcmread(tmp_path / "x.dcm").file_meta.SourceApplicationEntityTitle == "HOSP/ITAL"
+
+
 def test_a_file_without_a_preamble_has_no_dataset_offset(tmp_path):
     with open(tmp_path / "x", "w+b") as fp:
         fp.write(b"not DICOM" * 40)

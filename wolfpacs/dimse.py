@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "C_ECHO_RQ", "C_ECHO_RSP", "C_STORE_RQ", "C_STORE_RSP", "Command", "DimseError",
-    "decode", "echo_rq", "echo_rsp", "store_rq", "store_rsp",
+    "decode", "echo_rq", "echo_rsp", "store_rq", "store_rsp", "text_value", "uid_value",
 ]  # fmt: skip
 
 C_STORE_RQ = 0x0001
@@ -122,13 +122,18 @@ def decode(data: bytes | bytearray | memoryview) -> Command:
     )
 
 
-def _uid(value: str) -> bytes:
+def uid_value(value: str) -> bytes:
+    """A UI value, padded to even length with a NUL (PS3.5 6.2); the file meta's too."""
     data = value.encode("ascii")
     return data + b"\x00" if len(data) % 2 else data
 
 
-def _string(value: str, limit: int) -> bytes:
-    # LO: a backslash would split the value in two (value multiplicity); no control characters
+def text_value(value: str, limit: int) -> bytes:
+    """One value of a text VR (LO, SH, AE): at most ``limit`` characters, padded with a space.
+
+    A backslash would split it in two (value multiplicity) and control
+    characters are not allowed: each becomes ``/``.
+    """
     value = "".join(c if " " <= c <= "~" and c != "\\" else "/" for c in value)
     data = value.encode("ascii", "replace")[:limit]
     return data + b" " if len(data) % 2 else data
@@ -144,33 +149,33 @@ def store_rq(
 ) -> bytes:
     """A C-STORE-RQ command set announcing a dataset."""
     return _encode([
-        (_SOP_CLASS, _uid(sop_class_uid)),
+        (_SOP_CLASS, uid_value(sop_class_uid)),
         (_COMMAND_FIELD, _US.pack(C_STORE_RQ)),
         (_MESSAGE_ID, _US.pack(message_id)),
         (_PRIORITY, _US.pack(priority)),
         (_DATASET_TYPE, _US.pack(DATASET)),
-        (_SOP_INSTANCE, _uid(sop_instance_uid)),
+        (_SOP_INSTANCE, uid_value(sop_instance_uid)),
     ])  # fmt: skip
 
 
 def store_rsp(request: Command, status: int, error_comment: str = "") -> bytes:
     """The C-STORE-RSP to ``request``; an ErrorComment (at most 64 characters) if given."""
     elements = [
-        (_SOP_CLASS, _uid(request.sop_class_uid)),
+        (_SOP_CLASS, uid_value(request.sop_class_uid)),
         (_COMMAND_FIELD, _US.pack(C_STORE_RSP)),
         (_RESPONDED_TO, _US.pack(request.message_id)),
         (_DATASET_TYPE, _US.pack(NO_DATASET)),
         (_STATUS, _US.pack(status)),
     ]
     if error_comment:
-        elements.append((_ERROR_COMMENT, _string(error_comment, 64)))
-    elements.append((_SOP_INSTANCE, _uid(request.sop_instance_uid)))
+        elements.append((_ERROR_COMMENT, text_value(error_comment, 64)))
+    elements.append((_SOP_INSTANCE, uid_value(request.sop_instance_uid)))
     return _encode(elements)
 
 
 def echo_rq(message_id: int) -> bytes:
     return _encode([
-        (_SOP_CLASS, _uid("1.2.840.10008.1.1")),
+        (_SOP_CLASS, uid_value("1.2.840.10008.1.1")),
         (_COMMAND_FIELD, _US.pack(C_ECHO_RQ)),
         (_MESSAGE_ID, _US.pack(message_id)),
         (_DATASET_TYPE, _US.pack(NO_DATASET)),
@@ -179,7 +184,7 @@ def echo_rq(message_id: int) -> bytes:
 
 def echo_rsp(request: Command, status: int = 0x0000) -> bytes:
     return _encode([
-        (_SOP_CLASS, _uid(request.sop_class_uid or "1.2.840.10008.1.1")),
+        (_SOP_CLASS, uid_value(request.sop_class_uid or "1.2.840.10008.1.1")),
         (_COMMAND_FIELD, _US.pack(C_ECHO_RSP)),
         (_RESPONDED_TO, _US.pack(request.message_id)),
         (_DATASET_TYPE, _US.pack(NO_DATASET)),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
+from wolfpacs.dimse import text_value, uid_value
+
 __all__ = ["IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION", "Part10Error",
            "dataset_offset", "file_meta"]  # fmt: skip
 
@@ -31,28 +33,18 @@ def _element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
-def _uid(value: str) -> bytes:
-    data = value.encode("ascii")
-    return data + b"\x00" if len(data) % 2 else data
-
-
-def _text(value: str, limit: int) -> bytes:
-    data = value.encode("ascii", "replace")[:limit]
-    return data + b" " if len(data) % 2 else data
-
-
 def file_meta(
     sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_ae: str = ""
 ) -> bytes:
     """The preamble and file meta (Explicit VR Little Endian) for a dataset received as given."""
     body = b"".join([
         _element(0x0001, b"OB", b"\x00\x01"),
-        _element(0x0002, b"UI", _uid(sop_class_uid)),
-        _element(0x0003, b"UI", _uid(sop_instance_uid)),
-        _element(0x0010, b"UI", _uid(transfer_syntax)),
-        _element(0x0012, b"UI", _uid(IMPLEMENTATION_CLASS_UID)),
-        _element(0x0013, b"SH", _text(IMPLEMENTATION_VERSION, 16)),
-        *([_element(0x0016, b"AE", _text(source_ae, 16))] if source_ae else []),
+        _element(0x0002, b"UI", uid_value(sop_class_uid)),
+        _element(0x0003, b"UI", uid_value(sop_instance_uid)),
+        _element(0x0010, b"UI", uid_value(transfer_syntax)),
+        _element(0x0012, b"UI", uid_value(IMPLEMENTATION_CLASS_UID)),
+        _element(0x0013, b"SH", text_value(IMPLEMENTATION_VERSION, 16)),
+        *([_element(0x0016, b"AE", text_value(source_ae, 16))] if source_ae else []),
     ])  # fmt: skip
     return PREAMBLE + _element(0x0000, b"UL", struct.pack("<L", len(body))) + body
 
