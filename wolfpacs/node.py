@@ -157,8 +157,10 @@ class Node:
                     store.drop_missing({path})
             changes = store.runtime_changes()
             config = self._replay(changes)
+            kinds = {**{d.name: DESTINATION for d in config.destinations},
+                     **{w.name: WORKER for w in config.workers}}  # fmt: skip
             for orphan in sorted(files - store.queued_paths()):
-                self._adopt(store, orphan, config)
+                self._adopt(store, orphan, kinds)
             self.spool.recount()
             queued = store.queued_paths()
             if queued:
@@ -180,16 +182,17 @@ class Node:
                 logger.error("runtime change %d (%s) no longer fits; skipped: %s", n, what, exc)
         return config
 
-    def _adopt(self, store: SQLiteStore, rel: str, config: Config) -> None:
-        """Give a spool file without a queue row its row again, or say why it cannot have one."""
+    def _adopt(self, store: SQLiteStore, rel: str, kinds: dict[str, str]) -> None:
+        """Give a spool file without a queue row its row again, or say why it cannot have one.
+
+        ``kinds``: each configured target's kind (worker or destination).
+        """
         path = self.spool.path(rel)
         if path.suffix == ".part":
             logger.info("removing %s: a copy cut short by a crash", rel)
             self.spool.remove(rel)
             return
         target = path.parent.name
-        kinds = {**{d.name: DESTINATION for d in config.destinations},
-                 **{w.name: WORKER for w in config.workers}}  # fmt: skip
         try:
             tags = peek(path)
         except PeekError as exc:
@@ -203,10 +206,10 @@ class Node:
                                    "sop_instance_uid": tags.sop_instance_uid},
                             kind="target_removed")  # fmt: skip
             return
-        size = path.stat().st_size
+        stat = path.stat()
         store.enqueue(QueueItem(
             target, kinds[target], rel, tags.study_uid, tags.sop_class_uid,
-            tags.sop_instance_uid, tags.transfer_syntax, size, path.stat().st_mtime,
+            tags.sop_instance_uid, tags.transfer_syntax, stat.st_size, stat.st_mtime,
         ))  # fmt: skip
         logger.warning("queue row of %s re-created from the file (lost in a power cut?)", rel)
 

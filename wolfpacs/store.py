@@ -401,34 +401,35 @@ class SQLiteStore(_AdminQueries):
 
     def delivered(self, item_id: int, at: float | None = None) -> None:
         """The target answered success: drop the row, count the delivery (once)."""
-        now = at or time.time()
-        with self._transaction(synced=False) as db:
-            row = db.execute(
-                "DELETE FROM queue WHERE id = ? RETURNING kind, study_uid, target", (item_id,)
-            ).fetchone()
-            if row is None:
-                return
-            kind, study_uid, target = row
-            if kind == WORKER:  # count, too, what reached a worker the study has left
-                db.execute(
-                    "UPDATE studies SET instances_delivered = instances_delivered + 1, "
-                    "last_activity_at = ?, delivered_elsewhere = delivered_elsewhere + "
-                    "CASE WHEN worker <> ? THEN 1 ELSE 0 END WHERE study_uid = ?",
-                    (now, target, study_uid),
-                )
-            else:
-                db.execute(
-                    "UPDATE studies SET derived_delivered = derived_delivered + 1, "
-                    "last_activity_at = ? WHERE study_uid = ?",
-                    (now, study_uid),
-                )
+        self._delivered([item_id], at or time.time())
 
     def delivered_next(self, item_ids: list[int], target: str, limit: int = 32) -> list[QueueItem]:
-        """:meth:`delivered` for each of ``item_ids``, then :meth:`next_items`: one call a batch."""
-        now = time.time()
-        for item_id in item_ids:
-            self.delivered(item_id, now)
+        """:meth:`delivered` for each of ``item_ids`` (one commit), then :meth:`next_items`."""
+        self._delivered(item_ids, time.time())
         return self.next_items(target, limit)
+
+    def _delivered(self, item_ids: list[int], now: float) -> None:
+        with self._transaction(synced=False) as db:
+            for item_id in item_ids:
+                row = db.execute(
+                    "DELETE FROM queue WHERE id = ? RETURNING kind, study_uid, target", (item_id,)
+                ).fetchone()
+                if row is None:
+                    continue  # counted already
+                kind, study_uid, target = row
+                if kind == WORKER:  # count, too, what reached a worker the study has left
+                    db.execute(
+                        "UPDATE studies SET instances_delivered = instances_delivered + 1, "
+                        "last_activity_at = ?, delivered_elsewhere = delivered_elsewhere + "
+                        "CASE WHEN worker <> ? THEN 1 ELSE 0 END WHERE study_uid = ?",
+                        (now, target, study_uid),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE studies SET derived_delivered = derived_delivered + 1, "
+                        "last_activity_at = ? WHERE study_uid = ?",
+                        (now, study_uid),
+                    )
 
     def remove_item(self, item_id: int) -> None:
         """Drop a row whose file went to ``dead/``."""
