@@ -43,9 +43,8 @@ from typing import Any
 from pydicom import dcmread
 
 from bench import harness
-from bench.harness import Node, storescp, storescu, storescu_all, wait_files
+from bench.harness import Node, storescps, storescu, storescu_all, wait_files
 from wolfpacs import upper_layer
-from wolfpacs.simulate import free_port
 from wolfpacs.synthetic import write_study
 
 RESULTS = Path(__file__).parent / "results"
@@ -109,14 +108,8 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
     n = len(data.files)
 
     def direct() -> Run:
-        port = free_port()
-        proc = storescp(root / "direct", "DIRECT", port)
-        try:
+        with storescps([(root / "direct", "DIRECT")]) as (port,):
             return Run(storescu(data.files, port, "DIRECT"))
-        finally:
-            proc.terminate()
-            proc.wait()
-            shutil.rmtree(root / "direct")
 
     def through(durability: str) -> Callable[[], Run]:
         def run() -> Run:
@@ -133,22 +126,11 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
 
     def direct_8() -> Run:
         parts = halves(data)
-        ports = [free_port() for _ in parts]
-        procs = [storescp(root / f"direct{i}", "DIRECT", p) for i, p in enumerate(ports)]
-        try:
+        with storescps([(root / f"direct{i}", "DIRECT") for i in range(len(parts))]) as ports:
+            streams = zip(parts, ports, strict=True)
             started = time.perf_counter()
-            storescu_all(
-                [
-                    (part, port, "DIRECT", "HOSPITAL")
-                    for part, port in zip(parts, ports, strict=True)
-                ]
-            )
+            storescu_all([(part, port, "DIRECT", "HOSPITAL") for part, port in streams])
             return Run(time.perf_counter() - started)
-        finally:
-            for i, proc in enumerate(procs):
-                proc.terminate()
-                proc.wait()
-                shutil.rmtree(root / f"direct{i}")
 
     def wolfpacs_8() -> Run:
         parts = halves(data)
@@ -159,21 +141,18 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
             return timed_node(node, lambda: storescu_all(streams), node.worker_dirs, n)
 
     def orthanc() -> Run:
-        port = free_port()
-        worker = storescp(root / "orthanc-worker", "WORKER0", port)
-        try:
-            with harness.orthanc(root / "orthanc", port) as (orthanc_port, proc):
-                cpu = harness.cpu_seconds(proc.pid)
-                started = time.perf_counter()
-                storescu(data.files, orthanc_port, "ORTHANC")
-                wait_files([root / "orthanc-worker"], n)
-                seconds = time.perf_counter() - started
-                return Run(seconds, harness.peak_rss_mb(proc.pid),
-                           harness.cpu_seconds(proc.pid) - cpu)  # fmt: skip
-        finally:
-            worker.terminate()
-            worker.wait()
-            shutil.rmtree(root / "orthanc-worker")
+        worker = root / "orthanc-worker"
+        with (
+            storescps([(worker, "WORKER0")]) as (port,),
+            harness.orthanc(root / "orthanc", port) as (orthanc_port, proc),
+        ):
+            cpu = harness.cpu_seconds(proc.pid)
+            started = time.perf_counter()
+            storescu(data.files, orthanc_port, "ORTHANC")
+            wait_files([worker], n)
+            seconds = time.perf_counter() - started
+            return Run(seconds, harness.peak_rss_mb(proc.pid),
+                       harness.cpu_seconds(proc.pid) - cpu)  # fmt: skip
 
     found = [
         Scenario("direct", "storescu -> storescp", direct),
@@ -255,13 +234,8 @@ def one_by_one(files: list[Path], port: int, called: str, arrive: Path) -> list[
 def latency(root: Path, sends: int) -> dict[str, Any]:
     """Added latency of one small (64 x 64) instance at low load, through a node in fsync mode."""
     files = write_study(root / "small", series=1, per_series=sends)
-    port = free_port()
-    proc = storescp(root / "small-direct", "DIRECT", port)
-    try:
+    with storescps([(root / "small-direct", "DIRECT")]) as (port,):
         direct = one_by_one(files, port, "DIRECT", root / "small-direct")
-    finally:
-        proc.terminate()
-        proc.wait()
     with harness.node(root / "node") as node:
         through = one_by_one(files, node.outside, "BENCH0", node.worker_dirs[0])
     d, w = percentiles(direct), percentiles(through)

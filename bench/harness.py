@@ -37,8 +37,33 @@ def storescp(directory: Path, ae_title: str, port: int) -> subprocess.Popen[byte
         [str(DCMTK / "storescp"), "-aet", ae_title, "-od", str(directory), "+xa", str(port)],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_port(port)
+    try:
+        wait_port(port)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc
+
+
+@contextlib.contextmanager
+def storescps(peers: Sequence[tuple[Path, str]]) -> Iterator[list[int]]:
+    """A storescp for each (directory, AE title), on free ports (yielded in that order).
+
+    Stopped, and their directories removed, after.
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        ports = [free_port() for _ in peers]
+        for (directory, ae_title), port in zip(peers, ports, strict=True):
+            procs.append(storescp(directory, ae_title, port))
+        yield ports
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+        for directory, _ in peers:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def storescu_command(files: Sequence[Path], port: int, called: str, calling: str) -> list[str]:
@@ -148,11 +173,43 @@ def node(
     Stopped with SIGTERM and cleaned up after.
     """
     root.mkdir(parents=True, exist_ok=True)
-    outside, inside, pacs_port = free_port(), free_port(), free_port()
-    data, config = root / "node", root / "bench.toml"
+    dirs = [root / f"worker{i}" for i in range(workers)]
+    peers = [(d, f"WORKER{i}") for i, d in enumerate(dirs)]
+    with storescps([*peers, *([(root / "pacs", "PACS")] if destination else [])]) as ports:
+        pacs_port = ports[workers] if destination else free_port()
+        outside, inside = free_port(), free_port()
+        config = _write_config(root, durability, clients, (outside, inside, pacs_port),
+                               ports[:workers])  # fmt: skip
+        data = root / "node"
+        if routes:
+            write_routes(data, routes, "w0", "bench0")
+        command = [sys.executable, "-m", "wolfpacs", "run", "--config", str(config)]
+        with open(root / "node.log", "ab") as log:
+            process = subprocess.Popen([*command, "--log-level", "warning"], stdout=log,
+                                       stderr=log)  # fmt: skip
+        try:
+            wait_port(outside)
+            wait_port(inside)
+            yield Node(outside, inside, config, data, dirs, root / "pacs", process,
+                       [f"BENCH{i}" for i in range(clients)])  # fmt: skip
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+            shutil.rmtree(data, ignore_errors=True)
+
+
+def _write_config(
+    root: Path, durability: str, clients: int, node_ports: tuple[int, int, int],
+    worker_ports: list[int],
+) -> Path:  # fmt: skip
+    """The node's TOML: clients BENCH<i> and workers WORKER<i> in pool ``p``, destination PACS.
+
+    ``node_ports``: the outside and inside ports, and the destination's.
+    """
+    outside, inside, pacs_port = node_ports
     lines = [
         "[node]", 'bind = "127.0.0.1"', f"outside_port = {outside}", f"inside_port = {inside}",
-        f'data_dir = "{data}"', f'durability = "{durability}"', "echo_interval = 0",
+        f'data_dir = "{root / "node"}"', f'durability = "{durability}"', "echo_interval = 0",
         "http_port = 0", "",
         "[[destinations]]", 'name = "pacs"', 'host = "127.0.0.1"', f"port = {pacs_port}",
         'ae_title = "PACS"', "",
@@ -160,35 +217,12 @@ def node(
     for i in range(clients):
         lines += ["[[clients]]", f'name = "bench{i}"', f'ae_title = "BENCH{i}"',
                   'destination = "pacs"', 'pool = "p"', ""]  # fmt: skip
-    ports = [free_port() for _ in range(workers)]
-    for i, port in enumerate(ports):
+    for i, port in enumerate(worker_ports):
         lines += ["[[workers]]", f'name = "w{i}"', 'host = "127.0.0.1"', f"port = {port}",
                   f'ae_title = "WORKER{i}"', 'pool = "p"', ""]  # fmt: skip
+    config = root / "bench.toml"
     config.write_text("\n".join(lines))
-    if routes:
-        write_routes(data, routes, "w0", "bench0")
-    dirs = [root / f"worker{i}" for i in range(workers)]
-    peers = [
-        storescp(d, f"WORKER{i}", port) for i, (d, port) in enumerate(zip(dirs, ports, strict=True))
-    ]
-    if destination:
-        peers.append(storescp(root / "pacs", "PACS", pacs_port))
-    command = [sys.executable, "-m", "wolfpacs", "run", "--config", str(config)]
-    with open(root / "node.log", "ab") as log:
-        process = subprocess.Popen([*command, "--log-level", "warning"], stdout=log, stderr=log)
-    try:
-        wait_port(outside)
-        wait_port(inside)
-        yield Node(outside, inside, config, data, dirs, root / "pacs", process,
-                   [f"BENCH{i}" for i in range(clients)])  # fmt: skip
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
-        for peer in peers:
-            peer.terminate()
-            peer.wait()
-        for directory in (*dirs, root / "pacs", data):
-            shutil.rmtree(directory, ignore_errors=True)
+    return config
 
 
 _FORWARD_LUA = """
