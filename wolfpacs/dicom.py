@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def configure_pynetdicom() -> None:
-    """Set pynetdicom's process-wide flags for a pass-through node.
+    """Set pynetdicom's process-wide flags for the simulated peers (not the node's data path).
 
     - ``STORE_RECV_CHUNKED_DATASET``: a received dataset is written to a file
       as its P-DATA arrives and never decoded (handlers get ``dataset_path``);
