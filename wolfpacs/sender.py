@@ -194,7 +194,6 @@ class Sender(SupervisedActor):
                 self._idle_check = True
                 self.send_after(self.node.idle_release, _IDLE)
             return
-        self._busy_at = time.monotonic()
         done: list[int] = []
         try:
             for item in items:
@@ -203,6 +202,7 @@ class Sender(SupervisedActor):
             self._backoff(str(down))
             return
         finally:
+            self._busy_at = time.monotonic()
             if done:  # their rows go, and the next batch comes, in one call
                 self._next = self.registry.call(
                     "store", "delivered_next", done, self.target.name, BATCH
@@ -210,7 +210,6 @@ class Sender(SupervisedActor):
                 for item in items:
                     if item.id in done:
                         self.spool.remove(item.path, item.size)
-        self._busy_at = time.monotonic()
         if self._next or not done:
             # More is known to be queued (or nothing was delivered, so nothing was asked):
             # the next batch on the next turn, after whatever else is in the inbox. Else a
