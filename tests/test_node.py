@@ -49,6 +49,19 @@ def test_studies_land_whole_on_one_worker_each_and_bytes_are_unchanged(world):
     assert {item.digest for wk in w.workers for item in wk.received} == sent
 
 
+def test_a_small_instance_written_over_a_delivered_big_one_arrives_unchanged(world):
+    w = world()
+    big = w.study("big", series=1, per_series=3, rows=256, columns=256)
+    assert w.send(big) == [0] * 3
+    wait_until(lambda: w.delivered() == 3)
+    assert len(list(w.node.spool.incoming.glob("recycled-*"))) == 3  # kept to be reused
+    small = w.study("small", series=1, per_series=3)
+    assert w.send(small) == [0] * 3
+    wait_until(lambda: w.delivered() == 6)
+    sent = {digest_of_dataset(p) for p in big + small}
+    assert {item.digest for wk in w.workers for item in wk.received} == sent
+
+
 def test_a_sender_keeps_one_association_while_it_has_work(world):
     w = world(idle_release=5.0)
     assert w.send(w.study("s", series=2, per_series=10)) == [0] * 20

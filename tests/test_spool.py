@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from wolfpacs.spool import Spool
+from wolfpacs.spool import RECYCLE_FILES, RECYCLED, Spool
 
 
 @pytest.fixture(params=[True, False], ids=["fsync", "os"])
@@ -71,7 +72,6 @@ def test_prepare_removes_interrupted_receives(tmp_path):
 
 
 def test_sweep_removes_only_stale_files_of_cut_receives(spool):
-    import os
     import time
 
     stale = spool.incoming / "cut.dcm"
@@ -82,3 +82,53 @@ def test_sweep_removes_only_stale_files_of_cut_receives(spool):
     fresh.write_bytes(b"being written")
     assert spool.sweep_incoming(older_than=600) == 1
     assert not stale.exists() and fresh.exists()
+
+
+def delivered(spool: Spool, content: bytes) -> None:
+    """Admit a file of ``content`` and take it out again, as a sender does after delivery."""
+    src, fd, _ = spool.open_incoming()
+    os.write(fd, content)
+    os.close(fd)
+    spool.remove(spool.admit(src, "gpu-a", "1.2.3"), len(content))
+
+
+def test_a_delivered_file_is_written_over_by_the_next_receive(spool):
+    delivered(spool, b"x" * 1000)
+    path, fd, size = spool.open_incoming()
+    os.close(fd)
+    assert size == 1000 and path.name.startswith(RECYCLED) and path.read_bytes() == b"x" * 1000
+    assert spool.queued_files() == set() and spool.queued_bytes == 0
+    path.unlink()
+    path, fd, size = spool.open_incoming()  # none kept: a new file
+    os.close(fd)
+    assert size == 0 and not path.name.startswith(RECYCLED) and path.read_bytes() == b""
+
+
+def test_a_file_with_another_link_is_deleted_not_recycled(spool, tmp_path):
+    src = received(spool, b"a dead letter's twin")
+    rel = spool.admit(src, "gpu-a", "1.2.3")
+    os.link(spool.path(rel), tmp_path / "twin.dcm")
+    spool.remove(rel)
+    assert list(spool.incoming.iterdir()) == []
+    assert (tmp_path / "twin.dcm").read_bytes() == b"a dead letter's twin"
+
+
+def test_only_so_many_delivered_files_are_kept(spool):
+    for _ in range(RECYCLE_FILES + 3):
+        spool.admit(received(spool), "gpu-a", "1.2.3")
+    for rel in sorted(spool.queued_files()):
+        spool.remove(rel)
+    assert len(list(spool.incoming.iterdir())) == RECYCLE_FILES
+    assert spool.queued_files() == set()
+
+
+def test_kept_files_go_when_idle_and_at_start(spool):
+    delivered(spool, b"old")
+    assert spool.sweep_incoming(older_than=600) == 0
+    assert len(list(spool.incoming.iterdir())) == 1  # not idle long enough
+    spool.sweep_incoming(older_than=0)
+    assert list(spool.incoming.iterdir()) == []
+    delivered(spool, b"old")
+    spool.prepare()
+    assert list(spool.incoming.iterdir()) == []
+    assert spool.open_incoming()[2] == 0  # the pool forgot it

@@ -35,7 +35,6 @@ from wolfpacs.part10 import file_meta
 from wolfpacs.peek import PeekError, RoutingTags, peek, peek_head
 from wolfpacs.router import NoWorkerError
 from wolfpacs.sender import HAND_OVER, WAKE
-from wolfpacs.spool import unique_name
 from wolfpacs.status import Answer, Status, response
 from wolfpacs.store import DESTINATION, WORKER, QueueItem
 
@@ -57,15 +56,17 @@ HEAD_BYTES = 64 * 1024  # of each dataset kept in memory, for the routing tags
 class _Incoming:
     """The file a C-STORE's dataset goes to as it arrives, and the dataset's first bytes.
 
+    The file may be a recycled one (:meth:`Spool.open_incoming`): it is
+    written from its start and cut to what was written when closed.
     A write error is kept, not raised: the dataset must still be read to its
     end, so that the association stays in step and the peer gets its answer.
     """
 
-    def __init__(self, path: Path, meta: bytes) -> None:
-        self.path = path
+    def __init__(self, spool: Spool, meta: bytes) -> None:
+        self.path, self.fd, self._old_size = spool.open_incoming()
         self.head = bytearray()
+        self.written = 0
         self.error: OSError | None = None
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._write(memoryview(meta))
 
     def write(self, fragment: memoryview) -> None:
@@ -77,12 +78,16 @@ class _Incoming:
     def _write(self, fragment: memoryview) -> None:
         try:
             while fragment:
-                fragment = fragment[os.write(self.fd, fragment) :]
+                done = os.write(self.fd, fragment)
+                self.written += done
+                fragment = fragment[done:]
         except OSError as exc:
             self.error = exc
 
     def close(self, fsync: bool) -> None:
         try:
+            if self._old_size > self.written and self.error is None:
+                os.ftruncate(self.fd, self.written)  # what a recycled file held beyond
             if fsync and self.error is None:
                 os.fsync(self.fd)  # now, while it is open and in the page cache
         except OSError as exc:
@@ -201,7 +206,7 @@ class Receiver(SupervisedActor):
         """Receive one dataset into ``incoming/`` and :meth:`store` it; the answer."""
         meta = file_meta(command.sop_class_uid, command.sop_instance_uid,
                          context.transfer_syntax, assoc.calling_ae)  # fmt: skip
-        incoming = _Incoming(self.spool.incoming / f"{unique_name()}.dcm", meta)
+        incoming = _Incoming(self.spool, meta)
         try:
             received = assoc.receive_dataset(context, incoming.write, limit=self.max_instance_bytes)
         except BaseException:
