@@ -49,13 +49,13 @@ def file_meta(
     return PREAMBLE + _element(0x0000, b"UL", struct.pack("<L", len(body))) + body
 
 
-def dataset_offset(fp: BinaryIO) -> int:
-    """Where the dataset starts in the DICOM file ``fp`` (read from its start).
+def dataset_offset(file: BinaryIO | bytes | memoryview) -> int:
+    """Where the dataset starts in a DICOM file: ``fp`` (read from its start) or its first bytes.
 
     Raises:
         Part10Error: no preamble, or no (0002,0000) group length first.
     """
-    head = fp.read(144)
+    head = bytes(file[:144]) if isinstance(file, (bytes, memoryview)) else file.read(144)
     if len(head) < 144 or head[128:132] != b"DICM":
         raise Part10Error("no DICOM preamble")
     group, element, vr, length, value = _HEADER.unpack_from(head, 132)

@@ -67,7 +67,7 @@ class _Incoming:
         self.head = bytearray()
         self.written = 0
         self.error: OSError | None = None
-        self._write(memoryview(meta))
+        self._meta: bytes | None = meta  # written with the first fragment: one call fewer
 
     def write(self, fragment: memoryview) -> None:
         if len(self.head) < HEAD_BYTES:
@@ -76,15 +76,22 @@ class _Incoming:
             self._write(fragment)
 
     def _write(self, fragment: memoryview) -> None:
+        parts = [memoryview(self._meta), fragment] if self._meta is not None else [fragment]
+        self._meta = None
         try:
-            while fragment:
-                done = os.write(self.fd, fragment)
+            while parts:
+                done = os.writev(self.fd, parts)
                 self.written += done
-                fragment = fragment[done:]
+                while parts and done >= len(parts[0]):
+                    done -= len(parts.pop(0))
+                if done:
+                    parts[0] = parts[0][done:]
         except OSError as exc:
             self.error = exc
 
     def close(self, fsync: bool) -> None:
+        if self._meta is not None and self.error is None:
+            self._write(memoryview(b""))  # no fragment came: the meta alone
         try:
             if self._old_size > self.written and self.error is None:
                 os.ftruncate(self.fd, self.written)  # what a recycled file held beyond

@@ -352,24 +352,7 @@ class SQLiteStore(_AdminQueries):
 
         Idempotent by path: a retried call finds the row and counts nothing.
         """
-        counter = "instances_in" if item.kind == WORKER else "derived_in"
-        now = item.enqueued_at or time.time()
-        with self._transaction(synced=False) as db:
-            inserted = db.execute(
-                "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, "
-                "sop_instance_uid, transfer_syntax, size, enqueued_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO NOTHING",
-                (item.target, item.kind, item.path, item.study_uid, item.sop_class_uid,
-                 item.sop_instance_uid, item.transfer_syntax, item.size, now),
-            ).rowcount  # fmt: skip
-            if inserted:
-                db.execute(
-                    f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
-                    "WHERE study_uid = ?",
-                    (now, item.study_uid),
-                )
-            row = db.execute("SELECT id FROM queue WHERE path = ?", (item.path,)).fetchone()
-        return int(row[0])
+        return self._enqueue(item)[0]
 
     def enqueue_received(self, item: QueueItem) -> str | None:
         """:meth:`enqueue` a received instance; the worker its study moved to meanwhile, if any.
@@ -377,11 +360,33 @@ class SQLiteStore(_AdminQueries):
         A move between the router's answer and this row leaves the row with
         the worker the study left: its sender must hand it on (tell it so).
         """
-        self.enqueue(item)
-        if item.kind != WORKER:
-            return None
-        route = self.get_route(item.study_uid)
-        return route.worker if route is not None and route.worker != item.target else None
+        _, worker = self._enqueue(item)
+        return worker if item.kind == WORKER and worker not in (None, item.target) else None
+
+    def _enqueue(self, item: QueueItem) -> tuple[int, str | None]:
+        """:meth:`enqueue`; the row id and the worker the study's route names now."""
+        counter = "instances_in" if item.kind == WORKER else "derived_in"
+        now = item.enqueued_at or time.time()
+        with self._transaction(synced=False) as db:  # four statements: this runs per instance
+            row = db.execute(
+                "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, "
+                "sop_instance_uid, transfer_syntax, size, enqueued_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO NOTHING RETURNING id",
+                (item.target, item.kind, item.path, item.study_uid, item.sop_class_uid,
+                 item.sop_instance_uid, item.transfer_syntax, item.size, now),
+            ).fetchone()  # fmt: skip
+            if row is None:  # a retried call: the row is there, counted already
+                row = db.execute("SELECT id FROM queue WHERE path = ?", (item.path,)).fetchone()
+                route = db.execute(
+                    "SELECT worker FROM studies WHERE study_uid = ?", (item.study_uid,)
+                ).fetchone()
+            else:
+                route = db.execute(
+                    f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
+                    "WHERE study_uid = ? RETURNING worker",
+                    (now, item.study_uid),
+                ).fetchone()
+        return int(row[0]), route[0] if route else None
 
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
         """The oldest rows owed to ``target``, leaving out those of studies moved away.

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -49,7 +50,12 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_unrestricted
 
 from wolfpacs import dimse
-from wolfpacs.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, dataset_offset
+from wolfpacs.part10 import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    Part10Error,
+    dataset_offset,
+)
 
 __all__ = [
     "Association", "AssociationError", "Context", "PeerAbortedError", "ProtocolError",
@@ -67,7 +73,7 @@ UNCOMPRESSED = [
 ]  # fmt: skip
 
 RECEIVE_BUFFER = 256 * 1024  # read at a time, at most: a few PDUs
-SEND_READ = 512 * 1024  # bytes of a file read, and sent, at a time
+SEND_READ = 1024 * 1024  # bytes of a file read, and sent, at a time (a CT slice in one go)
 MAX_PDUS_PER_SEND = 300  # three iovecs each: under Linux's IOV_MAX of 1024
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -88,6 +94,9 @@ COMMAND, LAST = 0x01, 0x02  # message control header bits
 MAX_ASSOCIATE_PDU = 1 << 20  # an A-ASSOCIATE-RQ of 128 contexts is a few kilobytes
 DEFAULT_SEND_PDU = 1 << 20  # what to send to a peer that announces no maximum
 MAX_SEND_PDU = 4 << 20  # a larger announced maximum is not honoured in full
+
+
+_UNSET = object()
 
 
 class AssociationError(Exception):
@@ -169,9 +178,13 @@ class Association:
         self._offset = 0  # of the next PDV in it
         self._send_lock = threading.Lock()
         self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS has no sendmsg
+        self._file_buffer: memoryview | None = None  # files are read into it to be sent
         self._message_id = 0
         self.is_open = True
         self.released = False
+        self._timeout: object = _UNSET
+        if self._plain:
+            self.sock.settimeout(None)
         self._set_timeout(timeout)
 
     def _set_timeout(self, seconds: float | None) -> None:
@@ -181,10 +194,12 @@ class Association:
         (SO_RCVTIMEO/SO_SNDTIMEO): Python's own timeouts poll() before every
         read and write, a system call (and a GIL hand-off) more each time.
         """
+        if seconds == self._timeout:
+            return  # two system calls saved on every C-STORE a sender makes
+        self._timeout = seconds
         if not self._plain:
             self.sock.settimeout(seconds)
             return
-        self.sock.settimeout(None)
         whole = int(seconds or 0)
         micro = 0 if not seconds else max(int((seconds - whole) * 1e6), 1 if not whole else 0)
         value = struct.pack("ll", whole, micro)
@@ -349,47 +364,54 @@ class Association:
                 if sent:
                     pending[0] = memoryview(pending[0])[sent:]
 
+    @staticmethod
+    def _command_parts(context_id: int, command: bytes) -> list[bytes]:
+        """A command set as one P-DATA-TF of one PDV (command sets are far smaller than any PDU)."""
+        return [_HEADER.pack(P_DATA_TF, len(command) + 6),
+                _PDV.pack(len(command) + 2, context_id, COMMAND | LAST), command]  # fmt: skip
+
     def send_command(self, context_id: int, command: bytes) -> None:
-        """One command set, in one PDV (command sets are far smaller than any PDU)."""
+        """One command set, in one PDV."""
         try:
-            self._send(
-                _HEADER.pack(P_DATA_TF, len(command) + 6),
-                _PDV.pack(len(command) + 2, context_id, COMMAND | LAST),
-                command,
-            )
+            self._send(*self._command_parts(context_id, command))
         except OSError as exc:
             self.close()
             raise PeerAbortedError(f"connection broken: {exc}") from None
 
-    def send_dataset(self, context_id: int, fp: BinaryIO, size: int) -> None:
-        """Send ``size`` bytes from ``fp``'s position as a dataset, in PDUs the peer takes.
+    def _send_dataset(
+        self, context_id: int, fd: int, first: memoryview, left: int, prefix: list[bytes]
+    ) -> None:
+        """Send ``first`` and then ``left`` more bytes read from ``fd`` as a dataset.
 
-        The file is read a few hundred KiB at a time and each read goes out as
-        all the PDUs it makes in one ``sendmsg``: a peer with 16 KiB PDUs
-        (DCMTK's default) costs two system calls per read, not two per PDU.
+        ``first`` lies in the file buffer; the file is read into it again,
+        up to :data:`SEND_READ` at a time, and each read goes out as all the
+        PDUs it makes in one ``sendmsg`` (the first with ``prefix``, the
+        command, before it): a CT slice to a peer with 16 KiB PDUs (DCMTK's
+        default) costs one read and one send, not two system calls per PDU.
         """
-        fragment = self.send_fragment
-        per_read = min(max(SEND_READ // fragment, 1), MAX_PDUS_PER_SEND)
-        chunk = min(per_read * fragment, max(size, 1))
-        buffer = bytearray(chunk)
-        view = memoryview(buffer)
-        left = size
+        fragment, chunk = self.send_fragment, first
         try:
             while True:
-                n = fp.readinto(view[: min(chunk, left)]) if left else 0
-                if n == 0 and left:
-                    raise AssociationError(f"{fp.name}: file shorter than expected")
-                left -= n
-                parts: list[bytes | memoryview] = []
-                for start in range(0, max(n, 1), fragment):
-                    piece = view[start : min(start + fragment, n)]
-                    last = not left and start + fragment >= n
-                    control = LAST if last else 0
+                parts: list[bytes | memoryview] = prefix
+                n = len(chunk)
+                stop = n if n or left else 1  # an empty dataset: one empty last fragment
+                for start in range(0, stop, fragment):
+                    piece = chunk[start : start + fragment]
+                    control = LAST if not left and start + fragment >= n else 0
                     parts += [_HEADER.pack(P_DATA_TF, len(piece) + 6),
                               _PDV.pack(len(piece) + 2, context_id, control), piece]  # fmt: skip
+                    if len(parts) >= 3 * MAX_PDUS_PER_SEND:  # Linux's IOV_MAX is 1024
+                        self._send(*parts)
+                        parts = []
                 self._send(*parts)
                 if not left:
                     return
+                buffer = self._file_buffer
+                assert buffer is not None
+                n = os.readv(fd, [buffer[: min(len(buffer), left)]])
+                if n == 0:
+                    raise AssociationError("the file is shorter than it was")
+                chunk, left, prefix = buffer[:n], left - n, []
         except OSError as exc:
             self.close()
             raise PeerAbortedError(f"connection broken: {exc}") from None
@@ -437,14 +459,22 @@ class Association:
         Raises:
             Part10Error: the file has no file meta to skip.
         """
-        with open(path, "rb", buffering=0) as fp:
-            offset = dataset_offset(fp)  # type: ignore[arg-type]
-            size = fp.seek(0, 2) - offset
-            fp.seek(offset)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if self._file_buffer is None:
+                self._file_buffer = memoryview(bytearray(SEND_READ))
+            head = self._file_buffer[: min(size, SEND_READ)]
+            n = os.readv(fd, [head])
+            offset = dataset_offset(head[:n])
+            if offset > n:
+                raise Part10Error("a file meta longer than the file's first read")
             message_id = self._next_message_id()
-            self.send_command(context.id, dimse.store_rq(message_id, sop_class_uid,
-                                                         sop_instance_uid))  # fmt: skip
-            self.send_dataset(context.id, fp, size)  # type: ignore[arg-type]
+            command = dimse.store_rq(message_id, sop_class_uid, sop_instance_uid)
+            self._send_dataset(context.id, fd, head[offset:n], size - n,
+                               self._command_parts(context.id, command))  # fmt: skip
+        finally:
+            os.close(fd)
         return self._response(message_id, dimse_timeout)
 
     def send_c_echo(self, dimse_timeout: float | None = None) -> int:
