@@ -183,7 +183,7 @@ def _serve_once(port_box: list[int], seen: dict, limit: int = 0) -> threading.Th
             while (received := assoc.receive_command()) is not None:
                 context, command = received
                 dataset = io.BytesIO()
-                assoc.receive_dataset(context, dataset.write, limit)
+                assoc.receive_dataset(context, dataset.writelines, limit)
                 seen.setdefault("datasets", []).append(dataset.getvalue())
                 assoc.send_command(context.id, dimse.store_rsp(command, 0x0000))
             seen["end"] = "released"

@@ -69,14 +69,16 @@ class _Incoming:
         self.error: OSError | None = None
         self._meta: bytes | None = meta  # written with the first fragment: one call fewer
 
-    def write(self, fragment: memoryview) -> None:
-        if len(self.head) < HEAD_BYTES:
+    def write(self, fragments: list[memoryview]) -> None:
+        for fragment in fragments:
+            if len(self.head) >= HEAD_BYTES:
+                break
             self.head += fragment[: HEAD_BYTES - len(self.head)]
         if self.error is None:
-            self._write(fragment)
+            self._write(fragments)
 
-    def _write(self, fragment: memoryview) -> None:
-        parts = [memoryview(self._meta), fragment] if self._meta is not None else [fragment]
+    def _write(self, fragments: list[memoryview]) -> None:
+        parts = [memoryview(self._meta), *fragments] if self._meta is not None else [*fragments]
         self._meta = None
         try:
             while parts:
@@ -91,7 +93,7 @@ class _Incoming:
 
     def close(self, fsync: bool) -> None:
         if self._meta is not None and self.error is None:
-            self._write(memoryview(b""))  # no fragment came: the meta alone
+            self._write([])  # no fragment came: the meta alone
         try:
             if self._old_size > self.written and self.error is None:
                 os.ftruncate(self.fd, self.written)  # what a recycled file held beyond

@@ -246,13 +246,6 @@ class Sender(SupervisedActor):
         Its row and file go after the batch (a crash before that sends it again).
         """
         path = self.spool.path(item.path)
-        if not path.exists():
-            # Only a bug or a hand in data_dir does this: say so loudly, keep a record.
-            logger.error(
-                "%s: spool file %s of queue row %d is missing", self.name, item.path, item.id
-            )
-            self._bury(item, "spool file missing: instance cannot be delivered", None, "missing")
-            return
         assoc = self._association(item, batch)
         context = assoc.context_for(item.sop_class_uid, item.transfer_syntax)
         if context is None:
@@ -271,6 +264,13 @@ class Sender(SupervisedActor):
             )  # fmt: skip
         except Part10Error as exc:  # only a hand in data_dir does this
             self._bury(item, f"spool file is not a DICOM file: {exc}", None, "refused")
+            return
+        except FileNotFoundError:  # raised by the file's open, before anything is sent
+            # Only a bug or a hand in data_dir does this: say so loudly, keep a record.
+            logger.error(
+                "%s: spool file %s of queue row %d is missing", self.name, item.path, item.id
+            )
+            self._bury(item, "spool file missing: instance cannot be delivered", None, "missing")
             return
         except (AssociationError, OSError) as exc:  # association gone mid-send, or timed out
             self._close(release=False)

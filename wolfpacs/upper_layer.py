@@ -72,9 +72,10 @@ UNCOMPRESSED = [
     "1.2.840.10008.1.2.1.99",
 ]  # fmt: skip
 
-RECEIVE_BUFFER = 256 * 1024  # read at a time, at most: a few PDUs
+RECEIVE_BUFFER = 1024 * 1024  # read at a time, at most: several PDUs
 SEND_READ = 1024 * 1024  # bytes of a file read, and sent, at a time (a CT slice in one go)
 MAX_PDUS_PER_SEND = 300  # three iovecs each: under Linux's IOV_MAX of 1024
+MAX_FRAGMENTS_PER_WRITE = 512  # received fragments handed on at once, at most (IOV_MAX too)
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
@@ -313,9 +314,13 @@ class Association:
         return self.contexts[context_id], command
 
     def receive_dataset(
-        self, context: Context, write: Callable[[memoryview], Any], limit: int = 0
+        self, context: Context, write: Callable[[list[memoryview]], Any], limit: int = 0
     ) -> int:
-        """Pass each fragment of the dataset that follows a command to ``write``; its size.
+        """Pass the fragments of the dataset that follows a command to ``write``; its size.
+
+        ``write`` gets, in order, lists of the fragments that arrived together
+        (one ``writev`` for several PDUs); they are views into the receive
+        buffer, valid until it returns.
 
         Raises:
             DatasetTooLargeError: over ``limit`` bytes (0: no limit); the
@@ -323,7 +328,11 @@ class Association:
             ProtocolError: a command fragment, a release, or another context.
         """
         size = 0
+        pending: list[memoryview] = []
         while True:
+            if pending and (len(pending) >= MAX_FRAGMENTS_PER_WRITE or not self._pdv_buffered()):
+                write(pending)  # before a read moves or overwrites what the views show
+                pending = []
             pdv = self._next_pdv()
             if pdv is None:
                 self._protocol_error("A-RELEASE-RQ inside a dataset", ABORT_UNEXPECTED_PDU)
@@ -335,9 +344,17 @@ class Association:
             if limit and size > limit:
                 self.abort()
                 raise DatasetTooLargeError(f"a dataset of over {limit} bytes")
-            write(fragment)
+            pending.append(fragment)
             if control & LAST:
+                write(pending)
                 return size
+
+    def _pdv_buffered(self) -> bool:
+        """Whether the next PDV lies in the buffer already (it can be had without a read)."""
+        if self._offset < len(self._pdu):
+            return True
+        have = self._end - self._start
+        return have >= 6 and have >= 6 + _HEADER.unpack_from(self._view, self._start)[1]
 
     def _answer_release(self) -> None:
         with contextlib.suppress(OSError):
@@ -447,7 +464,7 @@ class Association:
                 ABORT_UNEXPECTED_PDU,
             )
         if command.has_dataset:  # no response the node asks for carries one: drain it
-            self.receive_dataset(self.contexts[answer[0].id], lambda _fragment: None)
+            self.receive_dataset(self.contexts[answer[0].id], lambda _fragments: None)
         return command
 
     def send_c_store(
