@@ -45,6 +45,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # see _child()
         self.started = time.time()
         r = self.registry
         self.associations = Counter(
@@ -83,24 +84,32 @@ class Metrics:
 
     # -- what the actors say ------------------------------------------------------------
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: it is looked up several times an instance."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, metric.labels(*labels))
+        return child
+
     def association(self, side: str, outcome: str, reason: str = "") -> None:
         self.associations.labels(side, outcome, reason).inc()
 
     def received(self, side: str, peer: str, size: int, seconds: float) -> None:
-        self.instances.labels("in", side, peer).inc()
-        self.bytes.labels("in", side, peer).inc(size)
-        self.spooled.labels(side).observe(seconds)
+        self._child(self.instances, "in", side, peer).inc()
+        self._child(self.bytes, "in", side, peer).inc(size)
+        self._child(self.spooled, side).observe(seconds)
 
     def answered(self, status: int) -> None:
-        self.statuses.labels("in", f"0x{status:04X}").inc()
+        self._child(self.statuses, "in", f"0x{status:04X}").inc()
 
     def peer_answered(self, status: int) -> None:
-        self.statuses.labels("out", f"0x{status:04X}").inc()
+        self._child(self.statuses, "out", f"0x{status:04X}").inc()
 
     def delivered(self, kind: str, target: str, size: int, queued_seconds: float) -> None:
-        self.instances.labels("out", kind, target).inc()
-        self.bytes.labels("out", kind, target).inc(size)
-        self.delivered_after.labels(kind).observe(max(queued_seconds, 0.0))
+        self._child(self.instances, "out", kind, target).inc()
+        self._child(self.bytes, "out", kind, target).inc(size)
+        self._child(self.delivered_after, kind).observe(max(queued_seconds, 0.0))
 
     def dead_letter(self, reason: str) -> None:
         self.dead.labels(reason).inc()

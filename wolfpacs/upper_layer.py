@@ -29,6 +29,7 @@ caller's to forget):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -649,6 +650,44 @@ def _decoded(pdu: A_ASSOCIATE_RQ | A_ASSOCIATE_AC, data: bytes, what: str) -> A_
         raise ProtocolError(f"undecodable {what}: {type(exc).__name__}") from None
 
 
+@dataclass(frozen=True)
+class _Negotiation:
+    """What an A-ASSOCIATE-RQ asks, and the answer to it (the caller may still reject)."""
+
+    calling_ae: str
+    called_ae: str
+    rejection: tuple[int, int, int] | None  # the request is not one we can take
+    answer: bytes  # the A-ASSOCIATE-AC
+    contexts: dict[int, Context]
+    peer_max_pdu: int
+
+
+@functools.lru_cache(maxsize=64)
+def _negotiated(data: bytes, max_pdu: int) -> _Negotiation:
+    """Decode a request and work out the answer, once for each distinct request.
+
+    A modality sends the same request, byte for byte, every time; decoding
+    its hundred-odd presentation contexts with pynetdicom takes ~8 ms of the
+    interpreter, which eight clients connecting at once would wait for in turn.
+
+    Raises:
+        ProtocolError: it does not decode (not cached).
+    """
+    rq = A_ASSOCIATE_RQ()
+    primitive = _decoded(rq, data, "A-ASSOCIATE-RQ")
+    calling, called = _text(primitive.calling_ae_title), _text(primitive.called_ae_title)
+    rejection: tuple[int, int, int] | None = None
+    if not rq.protocol_version & 0x0001:
+        rejection = REJECT_PROTOCOL_VERSION
+    elif str(primitive.application_context_name) != APPLICATION_CONTEXT:
+        rejection = REJECT_APPLICATION_CONTEXT
+    if rejection is not None:
+        return _Negotiation(calling, called, rejection, b"", {}, 0)
+    answer, contexts = _accept_contexts(primitive, max_pdu)
+    peer_max_pdu = _peer_max_pdu(primitive.user_information or [])
+    return _Negotiation(calling, called, None, answer, contexts, peer_max_pdu)
+
+
 def accept(
     sock: socket.socket,
     decide: Callable[[str, str], tuple[int, int, int] | None],
@@ -674,27 +713,18 @@ def accept(
         kind, data = _read_first(sock)
         if kind != ASSOCIATE_RQ:
             raise ProtocolError(f"PDU type 0x{kind:02X} before an A-ASSOCIATE-RQ")
-        rq = A_ASSOCIATE_RQ()
-        primitive = _decoded(rq, data, "A-ASSOCIATE-RQ")
-        calling = _text(primitive.calling_ae_title)
-        called = _text(primitive.called_ae_title)
-        if not rq.protocol_version & 0x0001:
-            rejection: tuple[int, int, int] | None = REJECT_PROTOCOL_VERSION
-        elif str(primitive.application_context_name) != APPLICATION_CONTEXT:
-            rejection = REJECT_APPLICATION_CONTEXT
-        else:
-            rejection = decide(calling, called)
+        found = _negotiated(data, max_pdu)
+        rejection = found.rejection or decide(found.calling_ae, found.called_ae)
         if rejection is not None:
             sock.sendall(_pdu(ASSOCIATE_RJ, bytes([0, *rejection])))
             sock.close()
             return None
-        user_information = primitive.user_information or []
-        answer, contexts = _accept_contexts(primitive, max_pdu)
-        sock.sendall(answer)
+        sock.sendall(found.answer)
         sock.settimeout(timeout)
         return Association(
-            sock, contexts, peer_max_pdu=_peer_max_pdu(user_information), calling_ae=calling,
-            called_ae=called, pdu_limit=pdu_limit, timeout=timeout,
+            sock, dict(found.contexts), peer_max_pdu=found.peer_max_pdu,
+            calling_ae=found.calling_ae, called_ae=found.called_ae, pdu_limit=pdu_limit,
+            timeout=timeout,
         )  # fmt: skip
     except ProtocolError:
         with contextlib.suppress(OSError):
