@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS queue (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_target ON queue (target, id);
+-- Every queue row counts its instance in, to its study, as it is inserted: enqueue is then
+-- one statement (a PostgreSQL store makes the same trigger in its own dialect).
+CREATE TRIGGER IF NOT EXISTS queue_counted_in AFTER INSERT ON queue BEGIN
+    UPDATE studies SET instances_in = instances_in + (NEW.kind = 'worker'),
+        derived_in = derived_in + (NEW.kind <> 'worker'), last_activity_at = NEW.enqueued_at
+    WHERE study_uid = NEW.study_uid;
+END;
 CREATE INDEX IF NOT EXISTS queue_study ON queue (study_uid);
 CREATE TABLE IF NOT EXISTS worker_states (
     name TEXT PRIMARY KEY,
@@ -364,29 +371,30 @@ class SQLiteStore(_AdminQueries):
         return worker if item.kind == WORKER and worker not in (None, item.target) else None
 
     def _enqueue(self, item: QueueItem) -> tuple[int, str | None]:
-        """:meth:`enqueue`; the row id and the worker the study's route names now."""
-        counter = "instances_in" if item.kind == WORKER else "derived_in"
-        now = item.enqueued_at or time.time()
-        with self._transaction(synced=False) as db:  # four statements: this runs per instance
-            row = db.execute(
-                "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, "
-                "sop_instance_uid, transfer_syntax, size, enqueued_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO NOTHING RETURNING id",
-                (item.target, item.kind, item.path, item.study_uid, item.sop_class_uid,
-                 item.sop_instance_uid, item.transfer_syntax, item.size, now),
-            ).fetchone()  # fmt: skip
-            if row is None:  # a retried call: the row is there, counted already
-                row = db.execute("SELECT id FROM queue WHERE path = ?", (item.path,)).fetchone()
-                route = db.execute(
-                    "SELECT worker FROM studies WHERE study_uid = ?", (item.study_uid,)
-                ).fetchone()
-            else:
-                route = db.execute(
-                    f"UPDATE studies SET {counter} = {counter} + 1, last_activity_at = ? "
-                    "WHERE study_uid = ? RETURNING worker",
-                    (now, item.study_uid),
-                ).fetchone()
-        return int(row[0]), route[0] if route else None
+        """:meth:`enqueue`; the row id and the worker the study's route names now.
+
+        One statement, its own transaction: the trigger ``queue_counted_in``
+        counts the instance in. This runs once an instance in the store's one
+        thread, and each statement lets go of the interpreter and must wait
+        to have it back; four statements here made every receiver wait.
+        """
+        rows = self._database.execute(
+            "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, "
+            "sop_instance_uid, transfer_syntax, size, enqueued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO NOTHING "
+            "RETURNING id, (SELECT worker FROM studies WHERE studies.study_uid = queue.study_uid)",
+            (item.target, item.kind, item.path, item.study_uid, item.sop_class_uid,
+             item.sop_instance_uid, item.transfer_syntax, item.size,
+             item.enqueued_at or time.time()),
+        ).fetchall()  # to the end: the statement's transaction commits there  # fmt: skip
+        if rows:
+            return int(rows[0][0]), rows[0][1]
+        # a retried call: the row is there, counted already
+        (row_id,) = self._database.execute(
+            "SELECT id FROM queue WHERE path = ?", (item.path,)
+        ).fetchone()
+        route = self.get_route(item.study_uid)
+        return int(row_id), route.worker if route else None
 
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
         """The oldest rows owed to ``target``, leaving out those of studies moved away.
