@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -91,17 +92,28 @@ class Registry:
         with self._changed:
             return dict(self._refs)
 
-    def call(self, name: str, method: str, *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
+    def call(
+        self,
+        name: str,
+        method: str,
+        *args: Any,
+        timeout: float = 10.0,
+        meanwhile: Callable[[], object] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Call ``method`` of the actor named ``name`` and return its result.
 
         Waits through a restart: if the actor is missing or dies before it
         takes the message, the call goes to its successor, until ``timeout``.
         A message an actor has taken is never sent twice, so a method that
-        is not idempotent runs at most once.
+        is not idempotent runs at most once. ``meanwhile``, if given, runs
+        once in the caller's thread after the message is sent and before
+        the wait for the answer: work of the caller's that can overlap.
 
         Raises:
             UnavailableError: no live actor took the call within ``timeout``.
-            Exception: whatever the method raised, unchanged.
+            Exception: whatever the method raised, unchanged; or what
+                ``meanwhile`` raised (then the answer is not waited for).
         """
         deadline = time.monotonic() + timeout
         message = ProxyCall((method,), args, kwargs)
@@ -111,7 +123,11 @@ class Registry:
             if ref is None:
                 raise UnavailableError(f"{name} did not answer within {timeout} s")
             try:
-                return ref.ask(message, timeout=max(deadline - time.monotonic(), 0.001))
+                future = ref.ask(message, block=False)
+                if meanwhile is not None:
+                    run, meanwhile = meanwhile, None
+                    run()
+                return future.get(timeout=max(deadline - time.monotonic(), 0.001))
             except pykka.ActorDeadError:
                 continue  # it died before taking the message: ask its successor
             except pykka.Timeout:

@@ -88,3 +88,25 @@ def test_errors_of_the_method_reach_the_caller_unchanged():
     with pytest.raises(TypeError):
         registry.call("named", "bump", "not a number")
     assert registry.call("named", "bump") == 1
+
+
+def test_call_runs_meanwhile_once_while_the_actor_works():
+    registry = Registry()
+    gate = threading.Event()
+
+    class Slow(Named):
+        def bump(self, by: int = 1) -> int:
+            assert gate.wait(10)  # the call's answer waits for the caller's meanwhile
+            return super().bump(by)
+
+    ref = Slow.start(registry)
+    ran = []
+    assert registry.call("named", "bump", 3, meanwhile=lambda: (ran.append(1), gate.set())) == 3
+    assert ran == [1]
+
+    def fails() -> None:
+        raise OSError("disk")
+
+    with pytest.raises(OSError, match="disk"):
+        registry.call("named", "bump", meanwhile=fails)
+    ref.stop()

@@ -131,7 +131,9 @@ class Node:
 
         A queue row whose file is not where the row says but elsewhere in the
         spool (a crash in the middle of a move) is pointed at it. A row whose
-        file is gone was delivered just before a crash: the row goes. A file
+        file is gone was delivered just before a crash, or its instance was
+        never acknowledged (its move into the queue had not reached the disk
+        when its row was written): the row goes. A file
         with no row gets one again from its own tags: queue rows are not
         fsynced (the file is), so a power loss may take the row of an
         acknowledged instance; one never acknowledged is then sent too (at
@@ -153,7 +155,8 @@ class Node:
                     files.discard(found)
                     logger.warning("queue row of %s found its file at %s", path, found)
                 else:
-                    logger.warning("queue row of %s had no file (delivered before a crash)", path)
+                    logger.warning("queue row of %s had no file (delivered, or never "
+                                   "acknowledged, before a crash)", path)  # fmt: skip
                     store.drop_missing({path})
             changes = store.runtime_changes()
             config = self._replay(changes)

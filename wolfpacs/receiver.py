@@ -281,13 +281,18 @@ class Receiver(SupervisedActor):
                 return self._unknown_study(path, tags)
             size = path.stat().st_size if size is None else size
             self.spool.check_room(size)
-            rel = self.spool.admit(path, target, tags.sop_instance_uid, synced, size)
+            rel = self.spool.admit(path, target, tags.sop_instance_uid, synced, size,
+                                   sync_later=True)  # fmt: skip
             item = QueueItem(
                 target, kind, rel, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
                 tags.transfer_syntax, size, time.time(),
             )  # fmt: skip
             try:
-                moved_to = self.registry.call("store", "enqueue_received", item)
+                # The queue directory's fsync runs while the store commits the row: both
+                # are done before the answer. A row may name a file whose move is not yet
+                # durable; after a crash recovery drops such a row (never acknowledged).
+                sync = lambda: self.spool.sync_queue(target)  # noqa: E731
+                moved_to = self.registry.call("store", "enqueue_received", item, meanwhile=sync)
             except UnavailableError:
                 # The store may still commit the row: leave the file; if no row comes,
                 # recovery at the next start gives it one (sent though never acknowledged:

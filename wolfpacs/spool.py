@@ -318,18 +318,19 @@ class Spool:
 
     def admit(
         self, src: Path, target: str, sop_instance_uid: str, synced: bool = False,
-        size: int | None = None,
+        size: int | None = None, *, sync_later: bool = False,
     ) -> str:  # fmt: skip
         """Move a received file into ``target``'s queue directory; its path relative to data_dir.
 
         The source is consumed (renamed, or copied then removed if it lies on
         another file system). ``synced``: the caller has fsynced it already;
-        ``size``: its size, if the caller knows it.
+        ``size``: its size, if the caller knows it; ``sync_later``: the
+        caller calls :meth:`sync_queue` itself before it counts on the move.
         """
         directory = self._queue_dir(target)
         label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
         name = f"{label}.{unique_name()}.dcm"
-        self._move_in(Path(src), directory / name, synced)
+        self._move_in(Path(src), directory / name, synced, sync_dir=not sync_later)
         self._count(size if size is not None else (directory / name).stat().st_size)
         return f"spool/{target}/{name}"
 
@@ -441,7 +442,12 @@ class Spool:
         else:
             group.sync()
 
-    def _move_in(self, src: Path, dest: Path, synced: bool = False) -> None:
+    def sync_queue(self, target: str) -> None:
+        """Make the moves into ``target``'s queue directory durable (``fsync`` durability)."""
+        if self.durable:
+            self._sync_dir(self._queue_dir(target))
+
+    def _move_in(self, src: Path, dest: Path, synced: bool = False, sync_dir: bool = True) -> None:
         if self.durable and not synced:
             _fsync_path(src)
         try:
@@ -455,5 +461,5 @@ class Spool:
                 _fsync_path(tmp)
             os.replace(tmp, dest)
             src.unlink(missing_ok=True)
-        if self.durable:
+        if self.durable and sync_dir:
             self._sync_dir(dest.parent)
