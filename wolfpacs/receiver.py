@@ -178,6 +178,8 @@ class Receiver(SupervisedActor):
             self.actor_ref.tell(ProxyCall(("closed",), (how,), {}))
 
     def _commands(self, assoc: Association) -> str:
+        # Errors are logged as text: a handler that keeps records (a test's) would keep
+        # the exception, its frames and the association's buffers with it.
         try:
             while True:
                 received = assoc.receive_command()
@@ -197,13 +199,13 @@ class Receiver(SupervisedActor):
                     assoc.abort(upper_layer.ABORT_UNEXPECTED_PARAMETER)
                     return "aborted"
         except upper_layer.DatasetTooLargeError as exc:
-            logger.warning("association %s: aborted: %s (max_instance_bytes)", self.peer, exc)
+            logger.warning("association %s: aborted: %s (max_instance_bytes)", self.peer, str(exc))
             self.metrics.association(self.peer.side, "aborted", "too_large")
         except upper_layer.ProtocolError as exc:
-            logger.warning("association %s: aborted: %s", self.peer, exc)
+            logger.warning("association %s: aborted: %s", self.peer, str(exc))
             self.metrics.association(self.peer.side, "aborted", "protocol")
         except upper_layer.PeerAbortedError as exc:
-            logger.info("association %s: %s", self.peer, exc)
+            logger.info("association %s: %s", self.peer, str(exc))
         except TimeoutError:
             logger.warning("association %s: aborted: silent for too long (network_timeout)",
                            self.peer)  # fmt: skip
