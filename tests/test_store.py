@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from wolfpacs.store import DESTINATION, WORKER, QueueItem, SQLiteStore
+from wolfpacs.store import DESTINATION, ENQUEUE, WORKER, QueueItem, SQLiteStore
 
 
 @pytest.fixture
@@ -105,3 +105,32 @@ def test_moving_without_a_list_moves_open_studies_only(store):
     store.insert_route("old", "c", "gpu-a", 10.0)
     store.insert_route("new", "c", "gpu-a", 1000.0)
     assert [m["study_uid"] for m in store.move_studies("gpu-a", "gpu-b", cutoff=500.0)] == ["new"]
+
+
+def test_what_runs_per_instance_looks_studies_up_by_key(store):
+    """The routing table may hold 10,000 studies: a scan per instance would be felt."""
+    db = store._database
+    plans = [
+        db.execute(f"EXPLAIN QUERY PLAN {ENQUEUE}", (1,) * 10).fetchall(),
+        db.execute(  # what the trigger runs for each queue row
+            "EXPLAIN QUERY PLAN UPDATE studies SET instances_in = instances_in + 1, "
+            "last_activity_at = ? WHERE study_uid = ?", (1, 1),
+        ).fetchall(),
+    ]  # fmt: skip
+    steps = [row[3] for plan in plans for row in plan]
+    assert any("studies USING INDEX" in step for step in steps), steps
+    assert not any(step.startswith("SCAN studies") for step in steps), steps
+
+
+def test_an_instance_is_counted_in_once_by_the_trigger(store):
+    store.insert_route("1.2.1", "sthlm", "gpu-a", 10.0)
+    assert store.enqueue_received(item("spool/gpu-a/x.dcm")) is None
+    store.enqueue(item("spool/gpu-a/x.dcm"))  # a retried call: counted already
+    store.enqueue(item("spool/pacs/y.dcm", target="pacs", kind=DESTINATION))
+    (row,) = store._database.execute(
+        "SELECT instances_in, derived_in, last_activity_at FROM studies"
+    ).fetchall()
+    assert row == (1, 1, 1000.0)
+    store.insert_route("1.2.1", "sthlm", "gpu-b", 11.0)  # insert-if-absent: still gpu-a
+    store._database.execute("UPDATE studies SET worker = 'gpu-b'")  # a move, as the router does
+    assert store.enqueue_received(item("spool/gpu-a/z.dcm")) == "gpu-b"

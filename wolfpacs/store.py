@@ -93,6 +93,15 @@ CREATE TABLE IF NOT EXISTS runtime_changes (
 """
 
 
+# One statement per received instance (see SQLiteStore._enqueue). The study is given
+# twice: with queue.study_uid in its subquery SQLite scans every study instead.
+ENQUEUE = (
+    "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, sop_instance_uid, "
+    "transfer_syntax, size, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (path) DO NOTHING RETURNING id, (SELECT worker FROM studies WHERE study_uid = ?)"
+)
+
+
 @dataclass(frozen=True)
 class Route:
     study_uid: str
@@ -379,13 +388,10 @@ class SQLiteStore(_AdminQueries):
         to have it back; four statements here made every receiver wait.
         """
         rows = self._database.execute(
-            "INSERT INTO queue (target, kind, path, study_uid, sop_class_uid, "
-            "sop_instance_uid, transfer_syntax, size, enqueued_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO NOTHING "
-            "RETURNING id, (SELECT worker FROM studies WHERE studies.study_uid = queue.study_uid)",
+            ENQUEUE,
             (item.target, item.kind, item.path, item.study_uid, item.sop_class_uid,
              item.sop_instance_uid, item.transfer_syntax, item.size,
-             item.enqueued_at or time.time()),
+             item.enqueued_at or time.time(), item.study_uid),
         ).fetchall()  # to the end: the statement's transaction commits there  # fmt: skip
         if rows:
             return int(rows[0][0]), rows[0][1]
