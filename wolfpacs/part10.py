@@ -9,7 +9,6 @@ decodes the dataset.
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO
 
 from wolfpacs.dimse import text_value, uid_value
 
@@ -49,13 +48,13 @@ def file_meta(
     return PREAMBLE + _element(0x0000, b"UL", struct.pack("<L", len(body))) + body
 
 
-def dataset_offset(file: BinaryIO | bytes | memoryview) -> int:
-    """Where the dataset starts in a DICOM file: ``fp`` (read from its start) or its first bytes.
+def dataset_offset(first: bytes | memoryview) -> int:
+    """Where the dataset starts in a DICOM file, from its first bytes (144 are enough).
 
     Raises:
         Part10Error: no preamble, or no (0002,0000) group length first.
     """
-    head = bytes(file[:144]) if isinstance(file, (bytes, memoryview)) else file.read(144)
+    head = bytes(first[:144])
     if len(head) < 144 or head[128:132] != b"DICM":
         raise Part10Error("no DICOM preamble")
     group, element, vr, length, value = _HEADER.unpack_from(head, 132)

@@ -18,6 +18,7 @@ association is gone); the other associations do not notice.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -293,7 +294,7 @@ class Receiver(SupervisedActor):
                 # The queue directory's fsync runs while the store commits the row: both
                 # are done before the answer. A row may name a file whose move is not yet
                 # durable; after a crash recovery drops such a row (never acknowledged).
-                sync = lambda: self.spool.sync_queue(target)  # noqa: E731
+                sync = functools.partial(self.spool.sync_queue, target)
                 moved_to = self.registry.call("store", "enqueue_received", item, meanwhile=sync)
             except UnavailableError:
                 # The store may still commit the row: leave the file; if no row comes,

@@ -100,6 +100,8 @@ class GroupSync:
 
     def close(self) -> None:
         with self._cond:
+            while self._running:  # an fsync in flight uses the descriptor unlocked
+                self._cond.wait()
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
