@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from typing import Any
 from pydicom import dcmread
 
 from bench import harness
-from bench.harness import Node, storescps, storescu, storescu_all, wait_files
+from bench.harness import storescps, storescu, storescu_all, wait_files
 from wolfpacs import upper_layer
 from wolfpacs.synthetic import write_study
 
@@ -56,6 +56,7 @@ class Run:
     seconds: float
     peak_rss_mb: float | None = None
     cpu_s: float | None = None
+    machine_cpu_s: float | None = None  # of every process and the kernel, while timed
 
 
 @dataclass
@@ -85,14 +86,26 @@ def generate(root: Path, studies: int, per_study: int, size: int) -> Data:
     return Data([f for g in groups for f in g], groups, uids)
 
 
-def timed_node(node: Node, send: Callable[[], None], directories: list[Path], count: int) -> Run:
-    """Time ``send`` until ``directories`` hold ``count`` files; the node's CPU and RSS too."""
-    cpu = harness.cpu_seconds(node.pid)
+def timed(
+    send: Callable[[], object], directories: Sequence[Path] = (), count: int = 0,
+    pid: int | None = None,
+) -> Run:  # fmt: skip
+    """Time ``send``, then until ``directories`` hold ``count`` files.
+
+    The run has the whole machine's CPU seconds meanwhile (every process and
+    the kernel) and, given a ``pid`` (the node's, Orthanc's), its CPU and peak RSS.
+    """
+    cpu = harness.cpu_seconds(pid) if pid else 0.0
+    machine = harness.machine_cpu_seconds()
     started = time.perf_counter()
     send()
-    wait_files(directories, count)
-    seconds = time.perf_counter() - started
-    return Run(seconds, harness.peak_rss_mb(node.pid), harness.cpu_seconds(node.pid) - cpu)
+    if directories:
+        wait_files(directories, count)
+    run = Run(time.perf_counter() - started,
+              machine_cpu_s=harness.machine_cpu_seconds() - machine)  # fmt: skip
+    if pid:
+        run.peak_rss_mb, run.cpu_s = harness.peak_rss_mb(pid), harness.cpu_seconds(pid) - cpu
+    return run
 
 
 def halves(data: Data) -> list[list[Path]]:
@@ -109,28 +122,27 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
 
     def direct() -> Run:
         with storescps([(root / "direct", "DIRECT")]) as (port,):
-            return Run(storescu(data.files, port, "DIRECT"))
+            return timed(lambda: storescu(data.files, port, "DIRECT"))
 
     def through(durability: str) -> Callable[[], Run]:
         def run() -> Run:
             with harness.node(root / "node", durability) as node:
-                return timed_node(node, lambda: storescu(data.files, node.outside, "BENCH0"),
-                                  node.worker_dirs, n)  # fmt: skip
+                send = lambda: storescu(data.files, node.outside, "BENCH0")  # noqa: E731
+                return timed(send, node.worker_dirs, n, pid=node.pid)
 
         return run
 
     def return_path() -> Run:
         with harness.node(root / "node", destination=True, routes=data.study_uids) as node:
             send = lambda: storescu(data.files, node.inside, "WOLFPACS", calling="WORKER0")  # noqa: E731
-            return timed_node(node, send, [node.destination_dir], n)
+            return timed(send, [node.destination_dir], n, pid=node.pid)
 
     def direct_8() -> Run:
         parts = halves(data)
         with storescps([(root / f"direct{i}", "DIRECT") for i in range(len(parts))]) as ports:
-            streams = zip(parts, ports, strict=True)
-            started = time.perf_counter()
-            storescu_all([(part, port, "DIRECT", "HOSPITAL") for part, port in streams])
-            return Run(time.perf_counter() - started)
+            streams = [(part, port, "DIRECT", "HOSPITAL")
+                       for part, port in zip(parts, ports, strict=True)]  # fmt: skip
+            return timed(lambda: storescu_all(streams))
 
     def wolfpacs_8() -> Run:
         parts = halves(data)
@@ -138,7 +150,7 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
                           clients=CONCURRENT_CLIENTS) as node:  # fmt: skip
             streams = [(part, node.outside, node.client_aes[i % CONCURRENT_CLIENTS], "HOSPITAL")
                        for i, part in enumerate(parts)]  # fmt: skip
-            return timed_node(node, lambda: storescu_all(streams), node.worker_dirs, n)
+            return timed(lambda: storescu_all(streams), node.worker_dirs, n, pid=node.pid)
 
     def orthanc() -> Run:
         worker = root / "orthanc-worker"
@@ -146,13 +158,8 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
             storescps([(worker, "WORKER0")]) as (port,),
             harness.orthanc(root / "orthanc", port) as (orthanc_port, proc),
         ):
-            cpu = harness.cpu_seconds(proc.pid)
-            started = time.perf_counter()
-            storescu(data.files, orthanc_port, "ORTHANC")
-            wait_files([worker], n)
-            seconds = time.perf_counter() - started
-            return Run(seconds, harness.peak_rss_mb(proc.pid),
-                       harness.cpu_seconds(proc.pid) - cpu)  # fmt: skip
+            send = lambda: storescu(data.files, orthanc_port, "ORTHANC")  # noqa: E731
+            return timed(send, [worker], n, pid=proc.pid)
 
     found = [
         Scenario("direct", "storescu -> storescp", direct),
@@ -254,8 +261,8 @@ def scaling(data: Data, root: Path, sizes: list[int], repeat: int) -> dict[str, 
             os.sync()
             # durability "os": this measures the routing table's cost, not the disk's
             with harness.node(root / "node", "os", routes=routes) as node:
-                run = timed_node(node, lambda: storescu(files, node.outside, "BENCH0"),
-                                 node.worker_dirs, len(files))  # fmt: skip
+                send = lambda: storescu(files, node.outside, "BENCH0")  # noqa: E731
+                run = timed(send, node.worker_dirs, len(files), pid=node.pid)
             times[size].append(run.seconds / len(files) * 1000)
     per = {str(size): statistics.median(values) for size, values in times.items()}
     return {"instances": len(files), "ms_per_instance": per,
@@ -269,8 +276,8 @@ def big_study(root: Path, gigabytes: float) -> dict[str, Any]:
     size = sum(f.stat().st_size for f in files)
     try:
         with harness.node(root / "node") as node:
-            run = timed_node(node, lambda: storescu(files, node.outside, "BENCH0"),
-                             node.worker_dirs, len(files))  # fmt: skip
+            send = lambda: storescu(files, node.outside, "BENCH0")  # noqa: E731
+            run = timed(send, node.worker_dirs, len(files), pid=node.pid)
     finally:
         shutil.rmtree(root / "big")
     return {"instances": count, "gigabytes": size / 1e9, "seconds": run.seconds,
@@ -279,18 +286,25 @@ def big_study(root: Path, gigabytes: float) -> dict[str, Any]:
 
 def summarise(found: list[Scenario], data: Data) -> dict[str, Any]:
     medians = {s.name: statistics.median(r.seconds for r in s.runs) for s in found}
-    gigabytes = data.bytes / 1e9
+    gigabytes, n, cores = data.bytes / 1e9, len(data.files), os.cpu_count() or 1
     out = {}
     for s in found:
         median = medians[s.name]
         rss = [r.peak_rss_mb for r in s.runs if r.peak_rss_mb is not None]
         cpu = [r.cpu_s for r in s.runs if r.cpu_s is not None]
+        machine = [r for r in s.runs if r.machine_cpu_s is not None]
         out[s.name] = {
             "what": s.what, "runs_s": [r.seconds for r in s.runs], "median_s": median,
             "instances_per_s": len(data.files) / median, "mb_per_s": data.bytes / 1e6 / median,
             "ratio": medians[s.baseline] / median, "baseline": s.baseline,
             "peak_rss_mb": max(rss) if rss else None,
             "cpu_s_per_gb": statistics.median(cpu) / gigabytes if cpu else None,
+            "node_cpu_ms_per_instance": statistics.median(cpu) / n * 1000 if cpu else None,
+            # the budget: what every process and the kernel used, and how busy the cores were
+            "machine_cpu_ms_per_instance": statistics.median(
+                r.machine_cpu_s for r in machine) / n * 1000 if machine else None,
+            "machine_busy": statistics.median(
+                r.machine_cpu_s / (cores * r.seconds) for r in machine) if machine else None,
         }  # fmt: skip
     return out
 
@@ -370,6 +384,14 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {s['what']} | {s['median_s']:.2f} s | {s['instances_per_s']:.0f} | "
                      f"{s['mb_per_s']:.0f} | {ratio} | {rss} | {cpu} |")  # fmt: skip
     lines.append("")
+    lines.append("- CPU per instance while timed, of the whole machine (every process and the "
+                 "kernel; how busy its cores were) and of the node: " + "; ".join(
+                     f"{name} {s['machine_cpu_ms_per_instance']:.2f} ms "
+                     f"({s['machine_busy']:.0%} busy)"
+                     + (f", node {s['node_cpu_ms_per_instance']:.2f} ms"
+                        if s["node_cpu_ms_per_instance"] is not None else "")
+                     for name, s in results["scenarios"].items()
+                     if s["machine_cpu_ms_per_instance"] is not None))  # fmt: skip
     if "fsync_limit" in results:
         limit = results["fsync_limit"]
         lines.append(f"- fsync limit: direct + {limit['fsync_ms_per_instance']:.2f} ms (one "
@@ -399,12 +421,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 def report(results: dict[str, Any]) -> None:
     print(f"\n{'scenario':15s} {'median':>8s} {'inst/s':>8s} {'MB/s':>7s} {'ratio':>6s} "
-          f"{'RSS MB':>7s} {'CPU s/GB':>8s}")  # fmt: skip
+          f"{'RSS MB':>7s} {'CPU s/GB':>8s} {'machine ms/inst':>15s}")  # fmt: skip
     for name, s in results["scenarios"].items():
         rss = f"{s['peak_rss_mb']:7.0f}" if s["peak_rss_mb"] else "      -"
         cpu = f"{s['cpu_s_per_gb']:8.1f}" if s["cpu_s_per_gb"] is not None else "       -"
+        machine = (f"{s['machine_cpu_ms_per_instance']:6.2f} ({s['machine_busy']:4.0%})"
+                   if s["machine_cpu_ms_per_instance"] is not None else "")  # fmt: skip
         print(f"{name:15s} {s['median_s']:7.2f}s {s['instances_per_s']:8.0f} "
-              f"{s['mb_per_s']:7.0f} {s['ratio']:5.2f}x {rss} {cpu}")  # fmt: skip
+              f"{s['mb_per_s']:7.0f} {s['ratio']:5.2f}x {rss} {cpu} {machine:>15s}")  # fmt: skip
     limit = results.get("fsync_limit")
     if limit:
         print(

@@ -125,6 +125,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine (every core, every process, the kernel) has been busy."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS  # all but idle and iowait
+
+
 @dataclass
 class Node:
     """A running ``wolfpacs run`` with DCMTK workers (and a DCMTK destination) behind it."""

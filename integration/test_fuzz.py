@@ -41,6 +41,7 @@ LIMITS = {"acse_timeout": 1.0, "network_timeout": 2.0, "max_associations": 20}
 pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
     pytest.mark.filterwarnings("ignore:Invalid value for VR UI"),
+    pytest.mark.filterwarnings("ignore:The value length"),  # pydicom, of a fuzzed long UID
 ]
 
 

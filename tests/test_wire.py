@@ -142,7 +142,12 @@ def _scp(handlers: list) -> tuple[AE, int, object]:
     return ae, port, server
 
 
-def test_we_send_a_file_to_pynetdicom_in_small_pdus_and_it_gets_the_same_dataset(tmp_path):
+# 10,000: the file goes in several reads, each ending in a PDU shorter than the rest
+@pytest.mark.parametrize("send_read", [upper_layer.SEND_READ, 10_000])
+def test_we_send_a_file_to_pynetdicom_in_small_pdus_and_it_gets_the_same_dataset(
+    tmp_path, monkeypatch, send_read
+):
+    monkeypatch.setattr(upper_layer, "SEND_READ", send_read)
     ds = ct_instance(generate_uid(), generate_uid(), 1, rows=128, columns=128)
     path = write(ds, tmp_path / "x.dcm")
     got: list[Dataset] = []
@@ -252,3 +257,59 @@ def test_a_rejection_is_a_rejected_error():
                             calling_ae="STRANGER", called_ae="B", max_pdu=16384,
                             connect_timeout=2, acse_timeout=2, timeout=2)  # fmt: skip
     assert done.wait(5)
+
+
+@pytest.mark.parametrize("syntaxes", [1, 14])  # ~3 KB, and over CACHED_REQUEST_BYTES
+def test_only_requests_of_a_modalitys_size_are_remembered(syntaxes):
+    # 14 made-up transfer syntaxes of 64 characters on 120 contexts: ~120 KB of request
+    proposals = [(f"1.2.3.{n}", ["1.2.840.10008.1.2.1"] +
+                  [f"1.2.{n}.{k}.".ljust(64, "9") for k in range(syntaxes - 1)])
+                 for n in range(120)]  # fmt: skip
+    upper_layer._negotiated.cache_clear()
+    port, seen = [], {}
+    thread = _serve_once(port, seen)
+    assoc = upper_layer.request(("127.0.0.1", port[0]), proposals, calling_ae="HOSPITAL",
+                                called_ae="WOLFPACS", max_pdu=16384, connect_timeout=5,
+                                acse_timeout=5, timeout=5)  # fmt: skip
+    assert len(assoc.contexts) == 120  # negotiated alike, remembered or not
+    assoc.release(5)
+    thread.join(10)
+    assert seen == {"end": "released"}
+    assert upper_layer._negotiated.cache_info().currsize == (1 if syntaxes == 1 else 0)
+
+
+def test_a_requestor_reads_a_pdu_larger_than_its_small_buffer(tmp_path):
+    # A requestor starts with RESPONSE_BUFFER bytes; one PDU of ~200 KB must still come whole.
+    ds = ct_instance(generate_uid(), generate_uid(), 1, rows=320, columns=320)
+    path = write(ds, tmp_path / "x.dcm")
+    listener = socket.create_server(("127.0.0.1", 0))
+    answers: list[int] = []
+
+    def serve() -> None:  # the acceptor sends a C-STORE to the requestor, in one PDU
+        conn, _ = listener.accept()
+        listener.close()
+        acceptor = upper_layer.accept(conn, lambda calling, called: None, max_pdu=16384,
+                                      acse_timeout=5, timeout=5, pdu_limit=1 << 20)  # fmt: skip
+        assert acceptor is not None
+        context = acceptor.context_for(CTImageStorage, "1.2.840.10008.1.2.1")
+        answers.append(acceptor.send_c_store(context, str(path), ds.SOPClassUID,
+                                             ds.SOPInstanceUID, 5).status)  # fmt: skip
+        acceptor.receive_command()  # the release
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assoc = upper_layer.request(("127.0.0.1", listener.getsockname()[1]),
+                                [(CTImageStorage, ["1.2.840.10008.1.2.1"])], calling_ae="A",
+                                called_ae="B", max_pdu=1 << 20, connect_timeout=5,
+                                acse_timeout=5, timeout=5)  # fmt: skip
+    received = assoc.receive_command()
+    assert received is not None
+    context, command = received
+    dataset = io.BytesIO()
+    assert assoc.receive_dataset(context, dataset.writelines) > 2 * upper_layer.RESPONSE_BUFFER
+    assoc.send_command(context.id, dimse.store_rsp(command, 0x0000))
+    assoc.release(5)
+    thread.join(10)
+    with open(path, "rb") as fp:
+        fp.seek(dataset_offset(fp.read(144)))
+        assert answers == [0] and dataset.getvalue() == fp.read()

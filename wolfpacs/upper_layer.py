@@ -74,8 +74,10 @@ UNCOMPRESSED = [
 ]  # fmt: skip
 
 RECEIVE_BUFFER = 1024 * 1024  # read at a time, at most: several PDUs
+RESPONSE_BUFFER = 64 * 1024  # a requestor's: it reads responses (grows for a larger PDU)
+CACHED_REQUEST_BYTES = 64 * 1024  # a larger A-ASSOCIATE-RQ is decoded, not remembered
 SEND_READ = 1024 * 1024  # bytes of a file read, and sent, at a time (a CT slice in one go)
-MAX_PDUS_PER_SEND = 300  # three iovecs each: under Linux's IOV_MAX of 1024
+MAX_PDUS_PER_SEND = 500  # two iovecs each, and three for a command: under Linux's IOV_MAX of 1024
 MAX_FRAGMENTS_PER_WRITE = 512  # received fragments handed on at once, at most (IOV_MAX too)
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -92,6 +94,7 @@ REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
 
 _HEADER = struct.Struct(">BxL")  # PDU type, reserved, length
 _PDV = struct.Struct(">LBB")  # item length, context id, message control header
+_PDU_PDV = struct.Struct(">BxLLBB")  # both: a P-DATA-TF PDU that carries one PDV
 COMMAND, LAST = 0x01, 0x02  # message control header bits
 MAX_ASSOCIATE_PDU = 1 << 20  # an A-ASSOCIATE-RQ of 128 contexts is a few kilobytes
 DEFAULT_SEND_PDU = 1 << 20  # what to send to a peer that announces no maximum
@@ -161,6 +164,7 @@ class Association:
         called_ae: str,
         pdu_limit: int,
         timeout: float | None,
+        receive_buffer: int = RECEIVE_BUFFER,
     ) -> None:
         self.sock = sock
         self.contexts = contexts
@@ -173,7 +177,7 @@ class Association:
         self.address, self.port = sock.getpeername()[:2]
         # What has been read and not yet parsed lies in _buffer[_start:_end]; each read
         # takes all the socket has (up to the buffer's end), often several PDUs.
-        self._buffer = bytearray(RECEIVE_BUFFER)
+        self._buffer = bytearray(receive_buffer)
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
         self._pdu: memoryview = self._view[:0]  # the current P-DATA-TF body
@@ -372,11 +376,15 @@ class Association:
                     self.sock.sendall(part)
                 return
             pending = list(parts)
+            total = sum(map(len, pending))
             while pending:  # sendmsg may take only part of it: go on from where it stopped
                 try:
                     sent = self.sock.sendmsg(pending)
                 except BlockingIOError:  # SO_SNDTIMEO ran out
                     raise TimeoutError("the peer took nothing for too long") from None
+                total -= sent
+                if not total:
+                    return  # all of it (a blocking socket's usual case)
                 while pending and sent >= len(pending[0]):
                     sent -= len(pending.pop(0))
                 if sent:
@@ -408,6 +416,7 @@ class Association:
         default) costs one read and one send, not two system calls per PDU.
         """
         fragment, chunk = self.send_fragment, first
+        full = _PDU_PDV.pack(P_DATA_TF, fragment + 6, fragment + 2, context_id, 0)
         try:
             while True:
                 parts: list[bytes | memoryview] = prefix
@@ -415,10 +424,14 @@ class Association:
                 stop = n if n or left else 1  # an empty dataset: one empty last fragment
                 for start in range(0, stop, fragment):
                     piece = chunk[start : start + fragment]
-                    control = LAST if not left and start + fragment >= n else 0
-                    parts += [_HEADER.pack(P_DATA_TF, len(piece) + 6),
-                              _PDV.pack(len(piece) + 2, context_id, control), piece]  # fmt: skip
-                    if len(parts) >= 3 * MAX_PDUS_PER_SEND:  # Linux's IOV_MAX is 1024
+                    size = len(piece)
+                    if size == fragment and (left or start + fragment < n):
+                        parts += [full, piece]  # most PDUs: the header is made once
+                    else:
+                        control = LAST if not left and start + fragment >= n else 0
+                        parts += [_PDU_PDV.pack(P_DATA_TF, size + 6, size + 2, context_id,
+                                                control), piece]  # fmt: skip
+                    if len(parts) >= 2 * MAX_PDUS_PER_SEND:
                         self._send(*parts)
                         parts = []
                 self._send(*parts)
@@ -713,7 +726,10 @@ def accept(
         kind, data = _read_first(sock)
         if kind != ASSOCIATE_RQ:
             raise ProtocolError(f"PDU type 0x{kind:02X} before an A-ASSOCIATE-RQ")
-        found = _negotiated(data, max_pdu)
+        # Only requests of a modality's size are remembered: 64 distinct ones of up to
+        # 1 MiB (MAX_ASSOCIATE_PDU) would keep 64 MiB for a peer that sends them.
+        negotiate = _negotiated if len(data) <= CACHED_REQUEST_BYTES else _negotiated.__wrapped__
+        found = negotiate(data, max_pdu)
         rejection = found.rejection or decide(found.calling_ae, found.called_ae)
         if rejection is not None:
             sock.sendall(_pdu(ASSOCIATE_RJ, bytes([0, *rejection])))
@@ -799,6 +815,7 @@ def request(
         return Association(
             sock, contexts, peer_max_pdu=_peer_max_pdu(answer.user_information or []),
             calling_ae=calling_ae, called_ae=called_ae, pdu_limit=pdu_limit, timeout=timeout,
+            receive_buffer=RESPONSE_BUFFER,
         )  # fmt: skip
     except BaseException:
         sock.close()
