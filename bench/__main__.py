@@ -295,7 +295,7 @@ def summarise(found: list[Scenario], data: Data) -> dict[str, Any]:
         machine = [r for r in s.runs if r.machine_cpu_s is not None]
         out[s.name] = {
             "what": s.what, "runs_s": [r.seconds for r in s.runs], "median_s": median,
-            "instances_per_s": len(data.files) / median, "mb_per_s": data.bytes / 1e6 / median,
+            "instances_per_s": n / median, "mb_per_s": data.bytes / 1e6 / median,
             "ratio": medians[s.baseline] / median, "baseline": s.baseline,
             "peak_rss_mb": max(rss) if rss else None,
             "cpu_s_per_gb": statistics.median(cpu) / gigabytes if cpu else None,

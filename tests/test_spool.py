@@ -89,7 +89,7 @@ def delivered(spool: Spool, content: bytes) -> None:
     src, fd, _ = spool.open_incoming()
     os.write(fd, content)
     os.close(fd)
-    spool.remove(spool.admit(src, "gpu-a", "1.2.3"), len(content))
+    spool.remove(spool.admit(src, "gpu-a", "1.2.3"))
 
 
 def test_a_delivered_file_is_written_over_by_the_next_receive(spool):

@@ -209,7 +209,7 @@ class Sender(SupervisedActor):
                 )
                 for item in items:
                     if item.id in done:
-                        self.spool.remove(item.path, item.size)
+                        self.spool.remove(item.path)
         if self._next or not done:
             # More is known to be queued (or nothing was delivered, so nothing was asked):
             # the next batch on the next turn, after whatever else is in the inbox. Else a

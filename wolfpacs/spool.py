@@ -363,21 +363,20 @@ class Spool:
             self._sync_dir(src.parent)
         return f"spool/{target}/{src.name}"
 
-    def remove(self, rel: str, size: int | None = None) -> None:
-        """Take a delivered file (of ``size`` bytes, if known) out of the spool.
+    def remove(self, rel: str) -> None:
+        """Take a delivered file out of the spool.
 
         It is kept to be written over by a later receive if there is room
         (and it has no other link), else deleted. One already gone is no error.
         """
         path = self.path(rel)
         try:
-            stat = os.stat(path)
-            size = stat.st_size if size is None else size
+            stat = os.stat(path)  # its links decide, and it gives the size to uncount
             if not self._recycle(path, stat.st_size, stat.st_nlink):
                 path.unlink()
         except FileNotFoundError:
             return
-        self._count(-size)
+        self._count(-stat.st_size)
 
     def bury(self, src: Path, reason: dict[str, Any], kind: str = "refused") -> Path:
         """Move ``src`` to ``dead/`` and write its reason beside it; the dead file's path.

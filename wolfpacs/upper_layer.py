@@ -77,7 +77,7 @@ RECEIVE_BUFFER = 1024 * 1024  # read at a time, at most: several PDUs
 RESPONSE_BUFFER = 64 * 1024  # a requestor's: it reads responses (grows for a larger PDU)
 CACHED_REQUEST_BYTES = 64 * 1024  # a larger A-ASSOCIATE-RQ is decoded, not remembered
 SEND_READ = 1024 * 1024  # bytes of a file read, and sent, at a time (a CT slice in one go)
-MAX_PDUS_PER_SEND = 500  # two iovecs each, and three for a command: under Linux's IOV_MAX of 1024
+MAX_PDUS_PER_SEND = 500  # two iovecs each (and two for the command): under IOV_MAX, 1024
 MAX_FRAGMENTS_PER_WRITE = 512  # received fragments handed on at once, at most (IOV_MAX too)
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -393,8 +393,8 @@ class Association:
     @staticmethod
     def _command_parts(context_id: int, command: bytes) -> list[bytes]:
         """A command set as one P-DATA-TF of one PDV (command sets are far smaller than any PDU)."""
-        return [_HEADER.pack(P_DATA_TF, len(command) + 6),
-                _PDV.pack(len(command) + 2, context_id, COMMAND | LAST), command]  # fmt: skip
+        size = len(command)
+        return [_PDU_PDV.pack(P_DATA_TF, size + 6, size + 2, context_id, COMMAND | LAST), command]
 
     def send_command(self, context_id: int, command: bytes) -> None:
         """One command set, in one PDV."""
