@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -313,3 +314,13 @@ def test_a_requestor_reads_a_pdu_larger_than_its_small_buffer(tmp_path):
     with open(path, "rb") as fp:
         fp.seek(dataset_offset(fp.read(144)))
         assert answers == [0] and dataset.getvalue() == fp.read()
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_not_handed_out_twice():
+    # An ephemeral port, free when asked, may be taken by any outgoing connection
+    # before the server binds it: that made a node fail to start (EADDRINUSE) in CI.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert all(1024 <= port < low for port in ports) and len(set(ports)) == 200
+    with socket.create_server(("127.0.0.1", ports[0])):  # and a server can bind one
+        pass

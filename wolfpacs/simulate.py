@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import socket
 import threading
 import time
@@ -58,11 +59,45 @@ RETRIES = 60  # a worker's attempts to hand a derived series back
 RETRY_PAUSE = 1.0  # seconds between them
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range, whence outgoing connections' ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_given: set[int] = set()  # handed out by this process: not again while most are not
+_given_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for a server to bind soon.
+
+    It lies below the ephemeral range: a port from that range (what binding
+    port 0 gives) can become the local port of any outgoing connection, a
+    sender's or a DCMTK tool's, before the caller binds it (EADDRINUSE).
+
+    Raises:
+        OSError: no free port found.
+    """
+    low = max(_EPHEMERAL_LOW // 2, 1024)
+    for _ in range(1000):
+        port = random.randrange(low, _EPHEMERAL_LOW)
+        with _given_lock:
+            if port in _given:
+                continue
+            if len(_given) > (_EPHEMERAL_LOW - low) // 2:  # long ago, most of them: forget
+                _given.clear()
+            _given.add(port)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: try another
+        return port
+    raise OSError(f"no free port in {low}-{_EPHEMERAL_LOW - 1}")
 
 
 @dataclass(frozen=True)
