@@ -44,8 +44,8 @@ from pydicom import dcmread
 
 from bench import harness
 from bench.harness import storescps, storescu, storescu_all, wait_files
-from wolfpacs import upper_layer
-from wolfpacs.synthetic import write_study
+from wolfpacs.dicom import acse
+from wolfpacs.testing.synthetic import write_study
 
 RESULTS = Path(__file__).parent / "results"
 CONCURRENT_CLIENTS, CONCURRENT_WORKERS = 8, 4
@@ -216,7 +216,7 @@ def one_by_one(files: list[Path], port: int, called: str, arrive: Path) -> list[
     """Send each file on one open association, waiting until it arrives; the latencies."""
     tags = [dcmread(f, stop_before_pixels=True) for f in files]
     contexts = sorted({(str(t.SOPClassUID), str(t.file_meta.TransferSyntaxUID)) for t in tags})
-    assoc = upper_layer.request(
+    assoc = acse.request(
         ("127.0.0.1", port), [(sop, [ts]) for sop, ts in contexts], calling_ae="HOSPITAL",
         called_ae=called, max_pdu=131072, connect_timeout=10, acse_timeout=10, timeout=30,
     )  # fmt: skip

@@ -21,8 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wolfpacs.simulate import free_port, wait_port
-from wolfpacs.store import SQLiteStore
+from wolfpacs.state.sqlite import SQLiteStore
+from wolfpacs.testing.peers import free_port, wait_port
 
 DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"

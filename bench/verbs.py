@@ -20,8 +20,8 @@ from typing import Any
 
 from bench.harness import node, send_through
 from wolfpacs.config import load
-from wolfpacs.control import ControlClient
-from wolfpacs.synthetic import write_study
+from wolfpacs.ops.control import ControlClient
+from wolfpacs.testing.synthetic import write_study
 
 RESULTS = Path(__file__).parent / "results"
 VERBS = [("tree", {}), ("studies", {}), ("workers", {}), ("queues", {}), ("stats", {})]

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from integration.peers import NodeProcess, StoreSCP
-from wolfpacs.simulate import free_port
+from wolfpacs.testing.peers import free_port
 
 CLIENT_AE = "STHLM_SECRET"
 

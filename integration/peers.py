@@ -13,7 +13,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from wolfpacs.simulate import free_port, wait_port
+from wolfpacs.testing.peers import free_port, wait_port
 
 DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
 # Without TCP_NODELAY DCMTK stalls ~40 ms per instance on loopback (Nagle).

@@ -19,7 +19,7 @@ import pytest
 from integration.peers import echoscu
 from tests.conftest import wait_until
 from wolfpacs.config import load
-from wolfpacs.simulate import free_port, wait_port
+from wolfpacs.testing.peers import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"

@@ -31,7 +31,7 @@ from tests.pdus import (
     silent,
 )
 from tests.world import CLIENT_AE
-from wolfpacs.upper_layer import Association
+from wolfpacs.dicom.association import Association
 
 LIMITS = {"acse_timeout": 1.0, "network_timeout": 2.0, "max_associations": 20}
 # pynetdicom's state machine raises in its own thread on some pipelined or out-of-order
@@ -190,4 +190,4 @@ def test_connections_up_to_the_association_limit_and_beyond(world, tmp_path):
 
 
 def open_associations(w) -> int:
-    return w.node.admin.call("inspect", {"actor": "listener:outside"})["state"]["open_associations"]
+    return w.admin("inspect", actor="listener:outside")["state"]["open_associations"]

@@ -15,7 +15,7 @@ from pydicom import dcmread
 from integration.conftest import CLIENT_AE
 from integration.peers import ENV, acknowledged, echoscu, storescu, tool
 from tests.conftest import wait_until
-from wolfpacs.synthetic import write_study
+from wolfpacs.testing.synthetic import write_study
 
 
 def ctl(cluster, *words: str, ok: bool = True) -> dict | list | str:

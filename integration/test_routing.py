@@ -19,8 +19,8 @@ from pydicom.uid import (
 from integration.conftest import CLIENT_AE
 from integration.peers import ENV, PROPOSE, StoreSCP, acknowledged, echoscu, storescu, tool
 from tests.conftest import wait_until as wait_for
-from wolfpacs.synthetic import SYNTAXES as MIXTURE
-from wolfpacs.synthetic import ct_instance, derived_instance, write, write_study
+from wolfpacs.testing.synthetic import SYNTAXES as MIXTURE
+from wolfpacs.testing.synthetic import ct_instance, derived_instance, write, write_study
 
 
 def dataset_digest(path: Path) -> str:

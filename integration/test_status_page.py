@@ -15,7 +15,7 @@ import pytest
 
 from integration.peers import PROPOSE, acknowledged, storescu
 from tests.conftest import wait_until
-from wolfpacs.synthetic import write_study
+from wolfpacs.testing.synthetic import write_study
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 # The flags a sandboxed, offline machine needs (no background calls to Google's hosts).

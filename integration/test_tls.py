@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from integration.peers import ENV, NodeProcess, acknowledged, tool, wait_port
-from wolfpacs.simulate import free_port
-from wolfpacs.synthetic import write_study
+from wolfpacs.testing.peers import free_port
+from wolfpacs.testing.synthetic import write_study
 
 
 def openssl(*args: str, cwd: Path) -> None:

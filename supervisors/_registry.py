@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pykka
 from pykka.messages import ProxyCall
@@ -13,6 +13,12 @@ from pykka.messages import ProxyCall
 from supervisors._exit import lifecycle_of
 
 __all__ = ["NameTakenError", "Registry", "UnavailableError"]
+
+R = TypeVar("R")
+
+
+def _name_of(method: str | Callable[..., Any]) -> str:
+    return method if isinstance(method, str) else method.__name__
 
 
 class NameTakenError(RuntimeError):
@@ -92,31 +98,30 @@ class Registry:
         with self._changed:
             return dict(self._refs)
 
-    def call(
+    def ask(
         self,
         name: str,
-        method: str,
-        *args: Any,
+        message: Any,
+        *,
         timeout: float = 10.0,
         meanwhile: Callable[[], object] | None = None,
-        **kwargs: Any,
     ) -> Any:
-        """Call ``method`` of the actor named ``name`` and return its result.
+        """Ask the actor named ``name`` with ``message``; its answer (OTP's ``gen_server:call``).
 
         Waits through a restart: if the actor is missing or dies before it
-        takes the message, the call goes to its successor, until ``timeout``.
-        A message an actor has taken is never sent twice, so a method that
-        is not idempotent runs at most once. ``meanwhile``, if given, runs
-        once in the caller's thread after the message is sent and before
-        the wait for the answer: work of the caller's that can overlap.
+        takes the message, the message goes to its successor, until
+        ``timeout``. A message an actor has taken is never sent twice, so a
+        request that is not idempotent is handled at most once.
+        ``meanwhile``, if given, runs once in the caller's thread after the
+        message is sent and before the wait for the answer: work of the
+        caller's that can overlap.
 
         Raises:
-            UnavailableError: no live actor took the call within ``timeout``.
-            Exception: whatever the method raised, unchanged; or what
+            UnavailableError: no live actor took the message within ``timeout``.
+            Exception: whatever the actor raised, unchanged; or what
                 ``meanwhile`` raised (then the answer is not waited for).
         """
         deadline = time.monotonic() + timeout
-        message = ProxyCall((method,), args, kwargs)
         while True:
             remaining = deadline - time.monotonic()
             ref = self.wait_for(name, max(remaining, 0.0))
@@ -132,6 +137,58 @@ class Registry:
                 continue  # it died before taking the message: ask its successor
             except pykka.Timeout:
                 raise UnavailableError(f"{name} did not answer within {timeout} s") from None
+
+    @overload
+    def call(
+        self,
+        name: str,
+        method: Callable[..., R],
+        *args: Any,
+        timeout: float = 10.0,
+        meanwhile: Callable[[], object] | None = None,
+        **kwargs: Any,
+    ) -> R: ...
+
+    @overload
+    def call(
+        self,
+        name: str,
+        method: str,
+        *args: Any,
+        timeout: float = 10.0,
+        meanwhile: Callable[[], object] | None = None,
+        **kwargs: Any,
+    ) -> Any: ...
+
+    def call(
+        self,
+        name: str,
+        method: str | Callable[..., Any],
+        *args: Any,
+        timeout: float = 10.0,
+        meanwhile: Callable[[], object] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``method`` of the actor named ``name``; its result (see :meth:`ask`).
+
+        ``method`` is the method itself (``Router.route``: its name is what is
+        sent, and a type checker sees the result's type and any misspelling),
+        or its name.
+
+        Raises:
+            UnavailableError, Exception: as :meth:`ask`.
+        """
+        return self.ask(
+            name, ProxyCall((_name_of(method),), args, kwargs), timeout=timeout, meanwhile=meanwhile
+        )
+
+    def cast(self, name: str, method: str | Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        """Call ``method`` of the actor named ``name`` without waiting (``gen_server:cast``).
+
+        False if there is no such actor now. What it raises, it raises in its
+        own thread: the actor crashes, as after any message told to it.
+        """
+        return self.tell(name, ProxyCall((_name_of(method),), args, kwargs))
 
     def tell(self, name: str, message: Any) -> bool:
         """Put ``message`` in the inbox of the actor named ``name``; False if there is none."""

@@ -10,9 +10,9 @@ from pydicom import dcmread
 
 from supervisors import join
 from tests.conftest import wait_until
-from wolfpacs.admin import AdminError
-from wolfpacs.control import ControlClient, ControlError
-from wolfpacs.simulate import SimulatedWorker
+from wolfpacs.ops.admin import AdminError
+from wolfpacs.ops.control import ControlClient, ControlError
+from wolfpacs.testing.peers import SimulatedWorker
 
 
 def study_uid(files) -> str:
@@ -268,7 +268,7 @@ def test_the_control_socket_answers_bad_requests_with_errors(world):
 
 def test_tcp_control_needs_the_token(tmp_path):
     from tests.world import World
-    from wolfpacs.simulate import free_port
+    from wolfpacs.testing.peers import free_port
 
     port, token = free_port(), "a-long-enough-secret-token"
     w = World(tmp_path / "w", control_port=port, control_token=token)
@@ -311,7 +311,7 @@ def test_malformed_arguments_are_refused_before_any_actor_sees_them(world):
 
 
 def test_the_control_socket_takes_a_bounded_number_of_connections(world):
-    from wolfpacs.control import MAX_CONNECTIONS
+    from wolfpacs.ops.control import MAX_CONNECTIONS
 
     w = world()
     path = str(w.config.node.control_path)
@@ -333,6 +333,7 @@ def test_a_runtime_change_the_file_no_longer_fits_is_skipped(world, caplog):
     from dataclasses import replace
 
     from wolfpacs.node import Node
+    from wolfpacs.ops import Operations
 
     w = world()
     w.admin("add-worker", name="gpu-9", host="127.0.0.1", port=9, ae_title="GPU_9", pool="demo")
@@ -340,7 +341,7 @@ def test_a_runtime_change_the_file_no_longer_fits_is_skipped(world, caplog):
     # the file now gives another worker the AE title the runtime one took
     edited = replace(w.config, workers=(*w.config.workers, replace(
         w.config.workers[0], name="gpu-x", ae_title="GPU_9")))  # fmt: skip
-    w.node = Node(edited)
+    w.node = Node(edited, operations=Operations)
     w.node.start()
     assert "no longer fits; skipped" in caplog.text
     assert "gpu-9" not in w.admin("names")["workers"]

@@ -14,9 +14,9 @@ from pydicom.uid import generate_uid
 
 from tests.conftest import wait_until
 from tests.world import World
-from wolfpacs.admin import AdminError
-from wolfpacs.simulate import SimulatedWorker
-from wolfpacs.synthetic import ct_instance, write
+from wolfpacs.ops.admin import AdminError
+from wolfpacs.testing.peers import SimulatedWorker
+from wolfpacs.testing.synthetic import ct_instance, write
 
 WORKERS = ["gpu-1", "gpu-2", "gpu-3"]
 OPS = st.one_of(

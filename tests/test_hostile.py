@@ -8,9 +8,9 @@ from pynetdicom import AE
 
 from tests.conftest import wait_until
 from tests.world import CLIENT_AE
-from wolfpacs import dicom
-from wolfpacs.status import Status
-from wolfpacs.synthetic import ct_instance, write
+from wolfpacs.dicom.status import Status
+from wolfpacs.testing.peers import configure_pynetdicom
+from wolfpacs.testing.synthetic import ct_instance, write
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -27,7 +27,7 @@ def raw_file(tmp_path, name: str, dataset: bytes):
 
 
 def send_raw(w, paths) -> list[int]:
-    dicom.configure_pynetdicom()
+    configure_pynetdicom()
     ae = AE(ae_title="HOSPITAL")
     ae.add_requested_context(CT, EXPLICIT)
     assoc = ae.associate("127.0.0.1", w.outside, ae_title=CLIENT_AE)

@@ -1,6 +1,6 @@
 """The chaos ledger counts what the peers hold, not what the node says."""
 
-from wolfpacs.ledger import Ledger, Sent
+from wolfpacs.testing.ledger import Ledger, Sent
 
 
 def sent(uid: str, study: str, owner: str = "h0", digest: str = "d", acked: bool = True) -> Sent:

@@ -9,15 +9,15 @@ import time
 from pynetdicom import AE
 
 from tests.conftest import wait_until
-from wolfpacs import dicom
-from wolfpacs.status import Status
+from wolfpacs.dicom.status import Status
+from wolfpacs.testing.peers import configure_pynetdicom
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 def associate(w, called: str = "DEMO_SECRET"):
-    dicom.configure_pynetdicom()
+    configure_pynetdicom()
     ae = AE(ae_title="HOSPITAL")
     ae.add_requested_context(CT, EXPLICIT)
     return ae.associate("127.0.0.1", w.outside, ae_title=called)

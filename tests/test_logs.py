@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from wolfpacs.logs import JsonFormatter
+from wolfpacs.ops.logs import JsonFormatter
 
 
 def test_json_lines_carry_the_event_keys():

@@ -13,12 +13,12 @@ from pydicom.uid import generate_uid
 from supervisors import join, kill
 from tests.conftest import wait_until
 from tests.world import World
-from wolfpacs.demo import CLIENT_AE, demo
+from wolfpacs.cli.demo import CLIENT_AE, demo
+from wolfpacs.dicom.status import Status
 from wolfpacs.node import Node
-from wolfpacs.simulate import send_files
-from wolfpacs.status import Status
-from wolfpacs.store import SQLiteStore
-from wolfpacs.synthetic import ct_instance, write
+from wolfpacs.state.sqlite import SQLiteStore
+from wolfpacs.testing.peers import send_files
+from wolfpacs.testing.synthetic import ct_instance, write
 
 
 def digest_of_dataset(path: Path) -> str:
@@ -100,7 +100,7 @@ def test_an_instance_without_study_uid_is_refused_with_a_c0xx_status(world, capl
 def test_no_active_worker_is_out_of_resources(world):
     w = world()
     for worker in ("gpu-1", "gpu-2"):
-        w.node.registry.call("store", "set_worker_state", worker, "draining")
+        w.node.store.set_worker_state(worker, "draining")
     router = w.actor("router")
     kill(router)  # the restarted router reads the states
     join(router, timeout=10)
@@ -143,7 +143,7 @@ def test_a_failure_status_is_retried_and_a_permanent_one_is_dead(world):
 def test_unknown_study_on_the_inside_port_is_refused_and_kept_in_dead(world):
     w = world()
     source = ct_instance(generate_uid(), generate_uid(), 1)
-    from wolfpacs.synthetic import derived_instance
+    from wolfpacs.testing.synthetic import derived_instance
 
     path = write(derived_instance(source, generate_uid(), 1), w.root / "d.dcm")
     assert send_files([path], w.inside, "WOLFPACS", calling_ae="GPU_A") == [Status.UNKNOWN_STUDY]
@@ -195,7 +195,7 @@ def test_a_crashed_receiver_aborts_only_its_own_association(world):
     w = world()
     from pynetdicom import AE
 
-    from wolfpacs import dicom
+    from wolfpacs.testing.peers import configure_pynetdicom
 
     ae = AE(ae_title="HOSPITAL")
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
@@ -208,7 +208,7 @@ def test_a_crashed_receiver_aborts_only_its_own_association(world):
     kill(first_ref)
     wait_until(lambda: doomed.is_aborted)
     files = w.study("s", series=1, per_series=2)
-    dicom.configure_pynetdicom()
+    configure_pynetdicom()
     assert [int(other.send_c_store(p).Status) for p in files] == [0, 0]
     other.release()
     assert first_id.startswith("receiver:")

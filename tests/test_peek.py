@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from wolfpacs.part10 import dataset_offset
-from wolfpacs.peek import PeekError, peek, peek_head
-from wolfpacs.receiver import HEAD_BYTES
-from wolfpacs.synthetic import SYNTAXES, ct_instance, write
+from wolfpacs.dicom.part10 import dataset_offset
+from wolfpacs.dicom.peek import PeekError, peek, peek_head
+from wolfpacs.node.receiver import HEAD_BYTES
+from wolfpacs.testing.synthetic import SYNTAXES, ct_instance, write
 
 
 @pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda s: s.name)

@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 
 from supervisors import ChildSpec, Registry, Supervisor, join, kill
 from wolfpacs.config import Client, Config, Destination, NodeConfig, Worker
-from wolfpacs.router import NoWorkerError, Router, choose_worker
-from wolfpacs.runtime import LiveConfig
-from wolfpacs.store import WORKER, QueueItem, StoreActor
+from wolfpacs.config.live import LiveConfig
+from wolfpacs.node.messages import TargetHealth
+from wolfpacs.node.router import NoWorkerError, Router, choose_worker
+from wolfpacs.node.store import StoreActor, StoreClient
+from wolfpacs.state.sqlite import SQLiteStore
+from wolfpacs.state.store import WORKER, QueueItem
 
 
 class Clock:
@@ -46,17 +49,21 @@ class Tree:
     def __init__(self, tmp_path, cfg: Config, clock: Clock | None = None) -> None:
         self.registry = Registry()
         reg = self.registry
+        self.store = StoreClient(reg)
         db = tmp_path / "state.sqlite3"
         self.sup = Supervisor.start(
             [
-                ChildSpec("store", lambda: StoreActor.start(reg, db, False)),
-                ChildSpec("router", lambda: Router.start(reg, LiveConfig(cfg), clock or Clock())),
+                ChildSpec("store", lambda: StoreActor.start(reg, lambda: SQLiteStore(db, False))),
+                ChildSpec(
+                    "router",
+                    lambda: Router.start(reg, LiveConfig(cfg), self.store, clock=clock or Clock()),
+                ),
             ],
             max_restarts=100,
         )
 
     def route(self, client: str, study: str) -> str:
-        return self.registry.call("router", "route", client, study)
+        return self.registry.call("router", Router.route, client, study)
 
     def kill(self, name: str) -> None:
         ref = self.registry.whereis(name)
@@ -103,7 +110,7 @@ def test_idle_studies_stop_counting_but_queued_ones_do_not(tree, tmp_path):
     assert t.route("sthlm", "new-1") == "gpu-a"
     # a study with an instance still queued stays open however old it is
     queued = QueueItem("gpu-a", WORKER, "spool/gpu-a/x.dcm", "new-1", "1.2", "1.3", "1.2", 1)
-    t.registry.call("store", "enqueue", replace(queued, enqueued_at=clock.now))
+    t.store.enqueue(replace(queued, enqueued_at=clock.now))
     clock.now += 120
     assert t.route("sthlm", "new-2") == "gpu-b"
 
@@ -114,7 +121,7 @@ def test_unknown_client_and_empty_pool_refuse(tree):
         t.route("nobody", "1.1")
     t2 = tree()
     for name in ("gpu-a", "gpu-b"):
-        t2.registry.call("store", "set_worker_state", name, "draining")
+        t2.store.set_worker_state(name, "draining")
     t2.kill("router")  # a restarted router reads the states back
     with pytest.raises(NoWorkerError, match="no active worker"):
         t2.route("sthlm", "1.1")
@@ -122,17 +129,18 @@ def test_unknown_client_and_empty_pool_refuse(tree):
 
 def test_a_worker_known_down_gets_no_new_study(tree):
     t = tree()
-    t.registry.call("router", "target_health", "gpu-a", False)
+    t.registry.call("router", Router.target_health, "gpu-a", False)
     assert [t.route("sthlm", f"1.{n}") for n in range(3)] == ["gpu-b"] * 3
-    t.registry.call("router", "target_health", "gpu-b", False)
+    t.registry.tell("router", TargetHealth("gpu-b", False))  # as a sender tells it
+    t.registry.call("router", Router.inspect)  # (told before this call: handled by now)
     assert t.route("sthlm", "2.0") == "gpu-a"  # all down: the least loaded still takes it
 
 
 def test_return_route(tree):
     t = tree()
     worker = t.route("gbg", "1.1")
-    assert t.registry.call("router", "return_route", "1.1", worker) == "pacs"
-    assert t.registry.call("router", "return_route", "9.9", worker) is None
+    assert t.registry.call("router", Router.return_route, "1.1", worker) == "pacs"
+    assert t.registry.call("router", Router.return_route, "9.9", worker) is None
 
 
 def test_restarts_rebuild_the_same_table(tree):
@@ -190,7 +198,7 @@ def test_stickiness_under_any_interleaving_and_a_router_crash(
                 f.result(timeout=30)
         for study, workers in answers.items():
             assert len(workers) == 1, f"study {study} went to {workers}"
-            route = t.registry.call("store", "get_route", study)
+            route = t.store.get_route(study)
             assert workers == {route.worker}
     finally:
         t.stop()

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from wolfpacs.spool import RECYCLE_FILES, RECYCLED, Spool
+from wolfpacs.state.spool import RECYCLE_FILES, RECYCLED, Spool
 
 
 @pytest.fixture(params=[True, False], ids=["fsync", "os"])

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from wolfpacs.store import DESTINATION, ENQUEUE, WORKER, QueueItem, SQLiteStore
+from wolfpacs.state.sqlite import ENQUEUE, SQLiteStore
+from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
 
 @pytest.fixture

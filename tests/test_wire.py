@@ -2,7 +2,7 @@
 
 :mod:`wolfpacs.dimse` and :mod:`wolfpacs.part10` are checked both ways
 against pydicom's encoder (what we write, pydicom reads; what pynetdicom
-writes, we read); :mod:`wolfpacs.upper_layer` talks to pynetdicom peers over
+writes, we read); :mod:`wolfpacs.dicom` talks to pynetdicom peers over
 real loopback sockets, each way. DCMTK and the fuzz suite check it too
 (``integration/``).
 """
@@ -29,10 +29,11 @@ from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from tests.conftest import wait_until
-from wolfpacs import dimse, upper_layer
-from wolfpacs.part10 import Part10Error, dataset_offset, file_meta
-from wolfpacs.simulate import free_port
-from wolfpacs.synthetic import ct_instance, write
+from wolfpacs.dicom import acse, association, dimse
+from wolfpacs.dicom.errors import AssociationError, RejectedError
+from wolfpacs.dicom.part10 import Part10Error, dataset_offset, file_meta
+from wolfpacs.testing.peers import free_port
+from wolfpacs.testing.synthetic import ct_instance, write
 
 uids = (
     st.lists(st.integers(0, 99999), min_size=2, max_size=12)
@@ -144,11 +145,11 @@ def _scp(handlers: list) -> tuple[AE, int, object]:
 
 
 # 10,000: the file goes in several reads, each ending in a PDU shorter than the rest
-@pytest.mark.parametrize("send_read", [upper_layer.SEND_READ, 10_000])
+@pytest.mark.parametrize("send_read", [association.SEND_READ, 10_000])
 def test_we_send_a_file_to_pynetdicom_in_small_pdus_and_it_gets_the_same_dataset(
     tmp_path, monkeypatch, send_read
 ):
-    monkeypatch.setattr(upper_layer, "SEND_READ", send_read)
+    monkeypatch.setattr(association, "SEND_READ", send_read)
     ds = ct_instance(generate_uid(), generate_uid(), 1, rows=128, columns=128)
     path = write(ds, tmp_path / "x.dcm")
     got: list[Dataset] = []
@@ -159,7 +160,7 @@ def test_we_send_a_file_to_pynetdicom_in_small_pdus_and_it_gets_the_same_dataset
 
     _ae, port, server = _scp([(evt.EVT_C_STORE, on_store)])
     try:
-        assoc = upper_layer.request(
+        assoc = acse.request(
             ("127.0.0.1", port), [(CTImageStorage, ["1.2.840.10008.1.2.1"]),
                                   (Verification, ["1.2.840.10008.1.2"])],
             calling_ae="WOLFPACS", called_ae="PYNETDICOM", max_pdu=4096, connect_timeout=5,
@@ -182,7 +183,7 @@ def _serve_once(port_box: list[int], seen: dict, limit: int = 0) -> threading.Th
     def serve() -> None:
         conn, _ = listener.accept()
         listener.close()
-        assoc = upper_layer.accept(conn, lambda calling, called: None, max_pdu=16384,
+        assoc = acse.accept(conn, lambda calling, called: None, max_pdu=16384,
                                    acse_timeout=5, timeout=5, pdu_limit=1 << 20)  # fmt: skip
         assert assoc is not None
         try:
@@ -193,7 +194,7 @@ def _serve_once(port_box: list[int], seen: dict, limit: int = 0) -> threading.Th
                 seen.setdefault("datasets", []).append(dataset.getvalue())
                 assoc.send_command(context.id, dimse.store_rsp(command, 0x0000))
             seen["end"] = "released"
-        except upper_layer.AssociationError as exc:
+        except AssociationError as exc:
             seen["end"] = type(exc).__name__
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -234,8 +235,8 @@ def test_a_dataset_over_the_limit_aborts_the_association(tmp_path):
 
 
 def test_a_peer_that_is_not_there_is_an_association_error():
-    with pytest.raises((upper_layer.AssociationError, OSError)):
-        upper_layer.request(("127.0.0.1", free_port()), [(Verification, ["1.2.840.10008.1.2"])],
+    with pytest.raises((AssociationError, OSError)):
+        acse.request(("127.0.0.1", free_port()), [(Verification, ["1.2.840.10008.1.2"])],
                             calling_ae="A", called_ae="B", max_pdu=16384, connect_timeout=2,
                             acse_timeout=2, timeout=2)  # fmt: skip
 
@@ -247,14 +248,14 @@ def test_a_rejection_is_a_rejected_error():
 
     def serve() -> None:
         conn, _ = listener.accept()
-        upper_layer.accept(conn, lambda calling, called: (1, 1, 7), max_pdu=16384,
+        acse.accept(conn, lambda calling, called: (1, 1, 7), max_pdu=16384,
                            acse_timeout=5, timeout=5, pdu_limit=1 << 20)  # fmt: skip
         listener.close()
         done.set()
 
     threading.Thread(target=serve, daemon=True).start()
-    with pytest.raises(upper_layer.RejectedError):
-        upper_layer.request(("127.0.0.1", port[0]), [(Verification, ["1.2.840.10008.1.2"])],
+    with pytest.raises(RejectedError):
+        acse.request(("127.0.0.1", port[0]), [(Verification, ["1.2.840.10008.1.2"])],
                             calling_ae="STRANGER", called_ae="B", max_pdu=16384,
                             connect_timeout=2, acse_timeout=2, timeout=2)  # fmt: skip
     assert done.wait(5)
@@ -266,17 +267,17 @@ def test_only_requests_of_a_modalitys_size_are_remembered(syntaxes):
     proposals = [(f"1.2.3.{n}", ["1.2.840.10008.1.2.1"] +
                   [f"1.2.{n}.{k}.".ljust(64, "9") for k in range(syntaxes - 1)])
                  for n in range(120)]  # fmt: skip
-    upper_layer._negotiated.cache_clear()
+    acse._negotiated.cache_clear()
     port, seen = [], {}
     thread = _serve_once(port, seen)
-    assoc = upper_layer.request(("127.0.0.1", port[0]), proposals, calling_ae="HOSPITAL",
+    assoc = acse.request(("127.0.0.1", port[0]), proposals, calling_ae="HOSPITAL",
                                 called_ae="WOLFPACS", max_pdu=16384, connect_timeout=5,
                                 acse_timeout=5, timeout=5)  # fmt: skip
     assert len(assoc.contexts) == 120  # negotiated alike, remembered or not
     assoc.release(5)
     thread.join(10)
     assert seen == {"end": "released"}
-    assert upper_layer._negotiated.cache_info().currsize == (1 if syntaxes == 1 else 0)
+    assert acse._negotiated.cache_info().currsize == (1 if syntaxes == 1 else 0)
 
 
 def test_a_requestor_reads_a_pdu_larger_than_its_small_buffer(tmp_path):
@@ -289,7 +290,7 @@ def test_a_requestor_reads_a_pdu_larger_than_its_small_buffer(tmp_path):
     def serve() -> None:  # the acceptor sends a C-STORE to the requestor, in one PDU
         conn, _ = listener.accept()
         listener.close()
-        acceptor = upper_layer.accept(conn, lambda calling, called: None, max_pdu=16384,
+        acceptor = acse.accept(conn, lambda calling, called: None, max_pdu=16384,
                                       acse_timeout=5, timeout=5, pdu_limit=1 << 20)  # fmt: skip
         assert acceptor is not None
         context = acceptor.context_for(CTImageStorage, "1.2.840.10008.1.2.1")
@@ -299,7 +300,7 @@ def test_a_requestor_reads_a_pdu_larger_than_its_small_buffer(tmp_path):
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    assoc = upper_layer.request(("127.0.0.1", listener.getsockname()[1]),
+    assoc = acse.request(("127.0.0.1", listener.getsockname()[1]),
                                 [(CTImageStorage, ["1.2.840.10008.1.2.1"])], calling_ae="A",
                                 called_ae="B", max_pdu=1 << 20, connect_timeout=5,
                                 acse_timeout=5, timeout=5)  # fmt: skip
@@ -307,7 +308,7 @@ def test_a_requestor_reads_a_pdu_larger_than_its_small_buffer(tmp_path):
     assert received is not None
     context, command = received
     dataset = io.BytesIO()
-    assert assoc.receive_dataset(context, dataset.writelines) > 2 * upper_layer.RESPONSE_BUFFER
+    assert assoc.receive_dataset(context, dataset.writelines) > 2 * acse.RESPONSE_BUFFER
     assoc.send_command(context.id, dimse.store_rsp(command, 0x0000))
     assoc.release(5)
     thread.join(10)

@@ -7,10 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from wolfpacs.demo import CLIENT_AE, demo_config
+from wolfpacs.cli.demo import CLIENT_AE, demo_config
 from wolfpacs.node import Node
-from wolfpacs.simulate import SimulatedPACS, SimulatedWorker, free_port, send_files
-from wolfpacs.synthetic import write_study
+from wolfpacs.ops import Operations
+from wolfpacs.testing.peers import SimulatedPACS, SimulatedWorker, free_port, send_files
+from wolfpacs.testing.synthetic import write_study
 
 __all__ = ["CLIENT_AE", "World"]
 
@@ -27,7 +28,7 @@ class World:
             "http_port": free_port(), **node_settings,
         }  # fmt: skip
         self.config = replace(config, node=replace(config.node, **settings))
-        self.node = Node(self.config)
+        self.node = Node(self.config, operations=Operations)
         for peer in (self.pacs, *self.workers):
             peer.start()
         self.node.start()
@@ -62,10 +63,11 @@ class World:
 
     def admin(self, verb: str, **args: Any) -> Any:
         """A verb, in-process, as the control socket would run it."""
-        return self.node.admin.call(verb, args)
+        assert isinstance(self.node.operations, Operations)
+        return self.node.operations.admin.call(verb, args)
 
     def restart(self) -> None:
         """Stop the node and start a new one on the same data_dir and config file."""
         self.node.stop()
-        self.node = Node(self.config)
+        self.node = Node(self.config, operations=Operations)
         self.node.start()

@@ -1,0 +1,121 @@
+"""The ``wolfpacs`` command: ``run`` a node, the ``demo``, ``ctl``, ``shell``, ``chaos``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from wolfpacs import __version__
+from wolfpacs.cli import ctl, shell
+from wolfpacs.cli.demo import demo
+from wolfpacs.config.checker import load
+from wolfpacs.config.model import ConfigError
+from wolfpacs.node.tree import Node
+from wolfpacs.ops import logs
+from wolfpacs.ops.operations import Operations
+from wolfpacs.testing import chaos
+
+__all__ = ["main"]
+
+logger = logging.getLogger("wolfpacs")
+
+EXIT_CONFIG = 2
+
+
+def _common(parser: argparse.ArgumentParser, level: str = "info") -> None:
+    parser.add_argument("--log-level", default=level,
+                        choices=["debug", "info", "warning", "error"])  # fmt: skip
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="wolfpacs", description="A DICOM load balancer.")
+    top.add_argument("--version", action="version", version=f"wolfpacs {__version__}")
+    verbs = top.add_subparsers(dest="verb", required=True)
+    run = verbs.add_parser("run", help="run a node (foreground; SIGTERM stops it cleanly)")
+    run.add_argument("--config", required=True, help="the node's TOML file")
+    _common(run)
+    demo = verbs.add_parser("demo", help="a self-contained round trip on loopback")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    _common(demo, level="warning")  # the demo's own lines tell the story
+    chaos_parser = verbs.add_parser(
+        "chaos", help="a node under injected faults, and the ledger of every instance"
+    )
+    for flag, default in (("instances", 300), ("studies", 10), ("clients", 2), ("workers", 3),
+                          ("seed", 1), ("faults", 10), ("kills", 1), ("size", 32)):  # fmt: skip
+        chaos_parser.add_argument(f"--{flag}", type=int, default=default)
+    chaos_parser.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
+    chaos_parser.add_argument("--keep", action="store_true", help="keep the run's directory")
+    chaos_parser.add_argument("--report", type=Path, help="also write the ledger as JSON")
+    _common(chaos_parser, level="warning")
+    ctl_parser = verbs.add_parser(
+        "ctl", help="one verb on a running node (see 'wolfpacs ctl help')", add_help=False
+    )
+    ctl.add_connection_options(ctl_parser)
+    ctl_parser.add_argument("--json", action="store_true", help="the result as JSON")
+    ctl_parser.add_argument("words", nargs=argparse.REMAINDER, help="VERB and its arguments")
+    _common(ctl_parser, level="warning")
+    shell_parser = verbs.add_parser("shell", help="an interactive console on a running node")
+    ctl.add_connection_options(shell_parser)
+    _common(shell_parser, level="warning")
+    return top
+
+
+def run(config_path: str) -> int:
+    """Run a node until SIGTERM or SIGINT; 0 after a clean stop, 1 if the tree gave up."""
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        print(f"wolfpacs: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    node = Node(config, operations=Operations)
+    if config.node.audit_log:
+        logs.add_audit(node.spool.root / config.node.audit_log)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        node.start()
+    except Exception as exc:
+        logger.error("the node could not start: %s", exc)
+        return 1
+    while not stop.is_set() and not node.exited.is_set():
+        stop.wait(0.5)  # wakes for signals too: a handler only runs between waits
+    if node.exited.is_set():
+        logger.critical("the supervision tree gave up: %s", node.exit_reason)
+        return 1
+    logger.info("stopping: no new associations; finishing what is in flight")
+    clean = node.stop(timeout=60)
+    logger.info("stopped%s", "" if clean else " (some actors did not end in time)")
+    return 0
+
+
+def _chaos_options(args: argparse.Namespace) -> chaos.Options:
+    fields = ("instances", "studies", "clients", "workers", "seed", "faults", "kills", "size",
+              "duration")  # fmt: skip
+    return chaos.Options(**{name: getattr(args, name) for name in fields})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    verbs = {
+        "run": lambda: run(args.config),
+        "demo": lambda: demo(keep=args.keep),
+        "ctl": lambda: ctl.main(args),
+        "shell": lambda: shell.main(args),
+        "chaos": lambda: chaos.main(_chaos_options(args), args.keep, args.report),
+    }
+    code = verbs[args.verb]()
+    logging.shutdown()
+    # Threads of abandoned actors or peers must not keep a stopped node alive.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

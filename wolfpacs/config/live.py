@@ -1,0 +1,99 @@
+"""The effective configuration: the file, plus the changes an operator made at runtime.
+
+Runtime changes (a client, worker or destination added or removed) are
+kept in the store, so they survive restarts; the effective config is the
+file's with those changes applied in order. :class:`LiveConfig` holds the
+current one: an immutable snapshot that the router and the listeners read
+on each decision, swapped whole when an operator changes something.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from wolfpacs.config.checker import parse_entry, validate
+from wolfpacs.config.model import SECTIONS, Config, Entry
+
+__all__ = ["Change", "LiveConfig", "apply", "entry_table", "to_toml"]
+
+# A change: (kind, name, table of the entry's keys), or (kind, name, None) for a removal.
+Change = tuple[str, str, dict[str, Any] | None]
+
+
+class LiveConfig:
+    """The node's current Config; thread-safe (a reference swapped under a lock)."""
+
+    def __init__(self, config: Config) -> None:
+        self._lock = threading.Lock()
+        self._config = config
+
+    def get(self) -> Config:
+        with self._lock:
+            return self._config
+
+    def set(self, config: Config) -> None:
+        with self._lock:
+            self._config = config
+
+
+def entry_table(entry: Entry) -> dict[str, Any]:
+    """An entry's keys as a TOML/JSON table (networks as strings; empty optionals left out)."""
+    table = asdict(entry)
+    for key in ("allow", "calling_ae_titles"):
+        if key in table:
+            table[key] = [str(v) for v in table[key]]
+            if not table[key]:
+                del table[key]
+    return table
+
+
+def apply(config: Config, changes: list[Change]) -> Config:
+    """``config`` with ``changes`` applied in order, then checked as a whole.
+
+    Raises:
+        ConfigError: an entry is invalid, or the result is (a dangling reference,
+            a duplicate AE title...).
+    """
+    sections = {kind: list(getattr(config, section)) for kind, section in SECTIONS.items()}
+    for kind, name, table in changes:
+        entries = [e for e in sections[kind] if e.name != name]
+        if table is not None:
+            entries.append(parse_entry(kind, table))
+        sections[kind] = entries
+    result = replace(
+        config,
+        clients=tuple(sections["client"]),
+        workers=tuple(sections["worker"]),
+        destinations=tuple(sections["destination"]),
+    )
+    validate(result)
+    return result
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def to_toml(config: Config) -> str:
+    """The effective config as a TOML file that :func:`wolfpacs.config.load` reads back."""
+    lines = ["# WolfPACS effective configuration: the file plus runtime changes", "[node]"]
+    for key, value in asdict(config.node).items():
+        if key == "control_token":
+            lines.append("# control_token: not exported (a secret)")
+        elif value != "":
+            lines.append(f"{key} = {_toml_value(str(value) if isinstance(value, Path) else value)}")
+    for section in SECTIONS.values():
+        for entry in getattr(config, section):
+            lines += ["", f"[[{section}]]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in entry_table(entry).items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,136 @@
+"""What a configuration is: the node's settings, its clients, workers and destinations.
+
+Frozen dataclasses, plain data: the checked result of a TOML file
+(:mod:`wolfpacs.config.checker`), swapped whole when an operator changes
+something at runtime (:mod:`wolfpacs.config.live`). Imports nothing of
+WolfPACS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DURABILITY_MODES", "SECTIONS", "Client", "Config", "ConfigError", "Destination",
+    "Entry", "NodeConfig", "Worker",
+]  # fmt: skip
+
+DURABILITY_MODES = ("fsync", "os")
+# An entry's kind (a runtime change says it) -> its section in the file and in Config.
+SECTIONS = {"client": "clients", "worker": "workers", "destination": "destinations"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem: ``file:line: key: what is wrong``."""
+
+    def __init__(self, source: str, line: int | None, key: str, problem: str) -> None:
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+        self.source, self.line, self.key, self.problem = source, line, key, problem
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """``[node]``: this node's own settings. Times are seconds."""
+
+    ae_title: str = "WOLFPACS"
+    bind: str = "0.0.0.0"
+    outside_port: int = 11112
+    inside_port: int = 11113
+    data_dir: Path = Path("./wolfpacs-data")
+    durability: str = "fsync"
+    study_idle_timeout: float = 600.0
+    http_port: int = 9111  # metrics, health, status page; 0: off
+    http_bind: str = "127.0.0.1"
+    audit_log: str = ""  # one JSON line per association and routing decision; relative to data_dir
+    max_pdu: int = 131072
+    max_associations: int = 64
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+    max_attempts: int = 20
+    idle_release: float = 5.0
+    echo_interval: float = 60.0
+    max_associations_per_client: int = 16  # open at once, per client or worker
+    max_instance_bytes: int = 4 << 30  # a larger dataset aborts its association
+    spool_max_bytes: int = 0  # queued instances may take this much; 0: no limit but the disk
+    min_free_bytes: int = 64 << 20  # below this much free disk, new instances are refused
+    control_socket: str = "control.sock"  # relative to data_dir
+    control_port: int = 0  # TCP control on 127.0.0.1; 0: off
+    control_token: str = ""  # required with control_port
+    tls_cert: str = ""  # the node's certificate (PEM), for TLS on either side
+    tls_key: str = ""  # its private key (PEM, unencrypted)
+    tls_ca: str = ""  # CA certificates that peers' certificates must chain to
+    tls_outside: bool = False  # TLS on the clients' port
+    tls_inside: bool = False  # TLS on the workers' port
+    tls_require_client_cert: bool = True  # on a TLS port, a peer must present a certificate
+
+    @property
+    def control_path(self) -> Path:
+        return Path(self.data_dir) / self.control_socket
+
+
+@dataclass(frozen=True)
+class Destination:
+    """``[[destinations]]``: where a client's derived series are sent."""
+
+    name: str
+    host: str
+    port: int
+    ae_title: str
+    tls: bool = False  # associate over TLS (the node's certificate, peers checked on tls_ca)
+
+
+@dataclass(frozen=True)
+class Client:
+    """``[[clients]]``: a hospital, known by the called AE title it uses (its shared secret)."""
+
+    name: str
+    ae_title: str
+    destination: str
+    pool: str
+    calling_ae_titles: tuple[str, ...] = ()
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class Worker:
+    """``[[workers]]``: an AI worker, known on the inside port by its (calling) AE title."""
+
+    name: str
+    host: str
+    port: int
+    ae_title: str
+    pool: str
+    capacity: int = 1
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    tls: bool = False  # associate over TLS (the node's certificate, peers checked on tls_ca)
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    destinations: tuple[Destination, ...] = ()
+    clients: tuple[Client, ...] = ()
+    workers: tuple[Worker, ...] = ()
+    source: str = "<defaults>"
+
+    def worker(self, name: str) -> Worker | None:
+        return next((w for w in self.workers if w.name == name), None)
+
+    def client(self, name: str) -> Client | None:
+        return next((c for c in self.clients if c.name == name), None)
+
+    def destination(self, name: str) -> Destination | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+    def pool(self, name: str) -> tuple[Worker, ...]:
+        return tuple(w for w in self.workers if w.pool == name)
+
+
+Entry = Client | Worker | Destination

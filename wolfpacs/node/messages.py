@@ -1,0 +1,84 @@
+"""The plain data the node's actors give each other: messages, and what they are started with.
+
+Strings, numbers and frozen dataclasses only, so that an actor could move
+to another process or node without its callers changing (``DESIGN.md``).
+
+- To a sender (``sender:<target>``): :data:`WAKE`, :data:`HAND_OVER`, :data:`REPORT`.
+- To the router: :class:`TargetHealth`, from a worker's sender.
+- A receiver is started with the :class:`Peer` on the other end; a sender
+  with its :class:`Target`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wolfpacs.state.store import DESTINATION, WORKER
+
+if TYPE_CHECKING:
+    from wolfpacs.config.model import Config
+
+__all__ = [
+    "ACTIVE", "DRAINING", "HAND_OVER", "INSIDE", "OUTSIDE", "REPORT", "WAKE", "Peer", "Target",
+    "TargetHealth", "targets",
+]  # fmt: skip
+
+WAKE = "wake"  # there may be work in the queue
+HAND_OVER = "hand_over"  # studies were moved away from this worker: pass their instances on
+REPORT = "report"  # tell the router whether the target is up (a restarted router asks)
+
+OUTSIDE = "outside"  # the port clients send studies to
+INSIDE = "inside"  # the port workers send derived series to
+
+ACTIVE = "active"  # a worker's state: takes new studies
+DRAINING = "draining"  # takes no new study; its open studies finish
+
+
+@dataclass(frozen=True)
+class TargetHealth:
+    """A worker's sender to the router: whether its worker can be reached now."""
+
+    name: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of an association."""
+
+    side: str
+    name: str  # the client's or the worker's name
+    calling_ae: str
+    called_ae: str
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        kind = "client" if self.side == OUTSIDE else "worker"
+        return (
+            f"{kind} {self.name} ({self.calling_ae}@{self.address}:{self.port} -> {self.called_ae})"
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a sender delivers: a worker or a destination."""
+
+    name: str
+    kind: str
+    host: str
+    port: int
+    ae_title: str
+    tls: bool = False
+
+
+def targets(config: Config) -> list[Target]:
+    """Every worker and destination of ``config``: each has a sender."""
+    return [
+        *(Target(w.name, WORKER, w.host, w.port, w.ae_title, w.tls) for w in config.workers),
+        *(
+            Target(d.name, DESTINATION, d.host, d.port, d.ae_title, d.tls)
+            for d in config.destinations
+        ),
+    ]

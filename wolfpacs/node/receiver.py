@@ -1,0 +1,395 @@
+"""A receiver: the actor behind one accepted association, on either port.
+
+A thread linked to the actor serves the association: it answers C-ECHO,
+and for each C-STORE writes the dataset into ``incoming/`` as it arrives
+(keeping its first bytes), peeks the routing tags, asks the router where
+the instance goes, moves the file into that target's spool queue, commits
+the queue row, wakes the sender, and only then answers success. Any
+failure before that answers a failure status and keeps nothing.
+
+Error contract: :meth:`take` never raises for bad input or a busy node;
+it returns the DICOM status to answer (see :mod:`wolfpacs.dicom.status`). A
+protocol error, a dataset over ``max_instance_bytes`` or a silent peer
+aborts the association, logged. A receiver that crashes (its thread
+included) aborts its own association and is not restarted (its
+association is gone); the other associations do not notice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from supervisors import Registry, SupervisedActor, UnavailableError
+from wolfpacs.dicom import dimse
+from wolfpacs.dicom.errors import DatasetTooLargeError, PeerAbortedError, ProtocolError
+from wolfpacs.dicom.part10 import file_meta
+from wolfpacs.dicom.pdu import ABORT_UNEXPECTED_PARAMETER
+from wolfpacs.dicom.peek import PeekError, RoutingTags, peek, peek_head
+from wolfpacs.dicom.status import Answer, Status, response
+from wolfpacs.node.messages import HAND_OVER, OUTSIDE, WAKE, Peer
+from wolfpacs.node.metrics import Metrics
+from wolfpacs.node.router import NoWorkerError, Router
+from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
+
+if TYPE_CHECKING:
+    from wolfpacs.config.live import LiveConfig
+    from wolfpacs.config.model import Config, NodeConfig
+    from wolfpacs.dicom.association import Association, Context
+    from wolfpacs.state.spool import Spool
+    from wolfpacs.state.store import Store
+
+__all__ = ["HEAD_BYTES", "Receiver"]
+
+logger = logging.getLogger(__name__)
+
+HEAD_BYTES = 64 * 1024  # of each dataset kept in memory, for the routing tags
+
+
+class _Incoming:
+    """The file a C-STORE's dataset goes to as it arrives, and the dataset's first bytes.
+
+    The file may be a recycled one (:meth:`Spool.open_incoming`): it is
+    written from its start and cut to what was written when closed.
+    A write error is kept, not raised: the dataset must still be read to its
+    end, so that the association stays in step and the peer gets its answer.
+    """
+
+    def __init__(self, spool: Spool, meta: bytes) -> None:
+        self.path, self.fd, self._old_size = spool.open_incoming()
+        self.head = bytearray()
+        self.written = 0
+        self.error: OSError | None = None
+        self._meta: bytes | None = meta  # written with the first fragment: one call fewer
+
+    def write(self, fragments: list[memoryview]) -> None:
+        for fragment in fragments:
+            if len(self.head) >= HEAD_BYTES:
+                break
+            self.head += fragment[: HEAD_BYTES - len(self.head)]
+        if self.error is None:
+            self._write(fragments)
+
+    def _write(self, fragments: list[memoryview]) -> None:
+        parts = [memoryview(self._meta), *fragments] if self._meta is not None else [*fragments]
+        self._meta = None
+        try:
+            while parts:
+                done = os.writev(self.fd, parts)
+                self.written += done
+                while parts and done >= len(parts[0]):
+                    done -= len(parts.pop(0))
+                if done:
+                    parts[0] = parts[0][done:]
+        except OSError as exc:
+            self.error = exc
+
+    def close(self, fsync: bool) -> None:
+        if self._meta is not None and self.error is None:
+            self._write([])  # no fragment came: the meta alone
+        try:
+            if self._old_size > self.written and self.error is None:
+                os.ftruncate(self.fd, self.written)  # what a recycled file held beyond
+            if fsync and self.error is None:
+                os.fsync(self.fd)  # now, while it is open and in the page cache
+        except OSError as exc:
+            self.error = exc
+        finally:
+            os.close(self.fd)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Closed:
+    """From the association's thread to its actor: the association has ended, and how."""
+
+    how: str
+
+
+class Receiver(SupervisedActor):
+    """One association's receiver; a temporary child of the ``receivers`` supervisor."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        spool: Spool,
+        store: Store,
+        peer: Peer,
+        assoc: Association | None = None,
+        *,
+        metrics: Metrics | None = None,
+        limits: NodeConfig | None = None,
+        live: LiveConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.registry = registry
+        self.spool = spool
+        self.store = store
+        self.peer = peer
+        self.assoc = assoc
+        self.metrics = metrics or Metrics()
+        self.max_instance_bytes = limits.max_instance_bytes if limits else 0
+        self.started = time.monotonic()
+        self.instances = 0
+        self.bytes = 0
+        self.refused = 0
+        self.last_status: int | None = None
+        # The router's answers for this association's studies, while the config stands:
+        # a study's route changes only by a move (enqueue_received says so) or by a
+        # config change (the cache is dropped). None: ask the router every time.
+        self.live = live
+        self._routes: dict[str, str] = {}
+        self._routes_config: Config | None = None
+
+    def on_start(self) -> None:
+        if self.assoc is not None:
+            self.start_thread(self._serve, self.assoc, name=f"receiver-{self.peer.name}")
+
+    # -- the association, in the linked thread -------------------------------------------
+
+    def _serve(self, assoc: Association) -> None:
+        """Answer C-ECHO and C-STORE until the association ends; then tell the actor how."""
+        try:
+            how = self._commands(assoc)
+        except BaseException:
+            assoc.abort()
+            raise  # the actor crashes with its thread: the supervisor logs why
+        assoc.abort()  # a no-op after a release or the peer's abort
+        assoc.close()
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(_Closed(how))
+
+    def _commands(self, assoc: Association) -> str:
+        # Errors are logged as text: a handler that keeps records (a test's) would keep
+        # the exception, its frames and the association's buffers with it.
+        try:
+            while True:
+                received = assoc.receive_command()
+                if received is None:
+                    return "released"
+                context, command = received
+                if command.field == dimse.C_ECHO_RQ and not command.has_dataset:
+                    assoc.send_command(context.id, dimse.echo_rsp(command))
+                elif command.field == dimse.C_STORE_RQ and command.has_dataset:
+                    answer = self._c_store(assoc, context, command)
+                    assoc.send_command(
+                        context.id, dimse.store_rsp(command, answer.status, answer.comment)
+                    )
+                else:
+                    logger.warning("association %s: aborted: command 0x%04X is not served here",
+                                   self.peer, command.field)  # fmt: skip
+                    assoc.abort(ABORT_UNEXPECTED_PARAMETER)
+                    return "aborted"
+        except DatasetTooLargeError as exc:
+            logger.warning("association %s: aborted: %s (max_instance_bytes)", self.peer, str(exc))
+            self.metrics.association(self.peer.side, "aborted", "too_large")
+        except ProtocolError as exc:
+            logger.warning("association %s: aborted: %s", self.peer, str(exc))
+            self.metrics.association(self.peer.side, "aborted", "protocol")
+        except PeerAbortedError as exc:
+            logger.info("association %s: %s", self.peer, str(exc))
+        except TimeoutError:
+            logger.warning("association %s: aborted: silent for too long (network_timeout)",
+                           self.peer)  # fmt: skip
+            self.metrics.association(self.peer.side, "aborted", "timeout")
+            return "timed out"
+        return "aborted"
+
+    def _c_store(self, assoc: Association, context: Context, command: dimse.Command) -> Answer:
+        """Receive one dataset into ``incoming/`` and :meth:`take` it; the answer."""
+        meta = file_meta(command.sop_class_uid, command.sop_instance_uid,
+                         context.transfer_syntax, assoc.calling_ae)  # fmt: skip
+        incoming = _Incoming(self.spool, meta)
+        try:
+            received = assoc.receive_dataset(context, incoming.write, limit=self.max_instance_bytes)
+        except BaseException:
+            incoming.close(fsync=False)
+            incoming.discard()
+            raise
+        incoming.close(fsync=self.spool.durable)
+        if incoming.error is not None:
+            incoming.discard()
+            error = incoming.error
+            logger.error("%s: instance %s refused: %s", self.peer, command.sop_instance_uid, error)
+            return response(Status.OUT_OF_RESOURCES, str(error.strerror or error))
+        tags = None
+        with contextlib.suppress(PeekError):  # then peek() says what is wrong, from the file
+            tags = peek_head(bytes(incoming.head), context.transfer_syntax,
+                             command.sop_class_uid, command.sop_instance_uid)  # fmt: skip
+        return self.take(str(incoming.path), command.sop_instance_uid, tags,
+                         synced=self.spool.durable, size=len(meta) + received)  # fmt: skip
+
+    def take(
+        self,
+        path: str,
+        sop_instance_uid: str = "",
+        tags: RoutingTags | None = None,
+        synced: bool = False,
+        size: int | None = None,
+    ) -> Answer:
+        """Take one received instance (a whole file in ``incoming/``); the answer to send.
+
+        The file is consumed: moved into a queue, into ``dead/``, or removed.
+        ``tags`` are its routing tags if they are known already; ``synced``
+        says the file was fsynced already.
+        """
+        answer = self._take(Path(path), sop_instance_uid, tags, synced, size)
+        if answer.status != Status.SUCCESS:
+            Path(path).unlink(missing_ok=True)  # refused: nothing of it is kept
+            self.refused += 1
+        self.last_status = answer.status
+        self.metrics.answered(answer.status)
+        return answer
+
+    def _take(
+        self,
+        path: Path,
+        sop_instance_uid: str,
+        tags: RoutingTags | None,
+        synced: bool,
+        size: int | None,
+    ) -> Answer:
+        started = time.monotonic()
+        try:
+            tags = tags or peek(path)
+        except PeekError as exc:
+            code = Status.NO_STUDY_UID if exc.missing_study else Status.UNREADABLE
+            logger.warning(
+                "%s: instance %s refused (0x%04X): %s", self.peer, sop_instance_uid, code, exc
+            )
+            return response(code, str(exc))
+        try:
+            kind = WORKER if self.peer.side == OUTSIDE else DESTINATION
+            target = self._route(tags.study_uid)
+            if target is None:
+                return self._unknown_study(path, tags)
+            size = path.stat().st_size if size is None else size
+            self.spool.check_room(size)
+            rel = self.spool.admit(path, target, tags.sop_instance_uid, synced, size,
+                                   sync_later=True)  # fmt: skip
+            item = QueueItem(
+                target, kind, rel, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
+                tags.transfer_syntax, size, time.time(),
+            )  # fmt: skip
+            try:
+                # The queue directory's fsync runs while the store commits the row: both
+                # are done before the answer. A row may name a file whose move is not yet
+                # durable; after a crash recovery drops such a row (never acknowledged).
+                sync = functools.partial(self.spool.sync_queue, target)
+                moved_to = self.store.enqueue_received(item, meanwhile=sync)
+            except UnavailableError:
+                # The store may still commit the row: leave the file; if no row comes,
+                # recovery at the next start gives it one (sent though never acknowledged:
+                # at least once, as a resend by the client would make it anyway).
+                raise
+            except Exception:
+                self.spool.remove(rel)  # no row, not acknowledged: not kept
+                raise
+        except NoWorkerError as exc:
+            logger.warning("%s: study %s refused: %s", self.peer, tags.study_uid, exc)
+            return response(Status.NO_WORKER, str(exc))
+        except UnavailableError as exc:
+            logger.warning(
+                "%s: instance %s refused, node busy: %s", self.peer, tags.sop_instance_uid, exc
+            )
+            return response(Status.BUSY, "node busy, try again")
+        except OSError as exc:
+            logger.error("%s: instance %s refused: %s", self.peer, tags.sop_instance_uid, exc)
+            return response(Status.OUT_OF_RESOURCES, str(exc.strerror or exc))
+        if moved_to:
+            self._routes[tags.study_uid] = moved_to
+        self.registry.tell(f"sender:{target}", HAND_OVER if moved_to else WAKE)
+        self.instances += 1
+        self.bytes += size
+        self.metrics.received(self.peer.side, self.peer.name, size, time.monotonic() - started)
+        return response(Status.SUCCESS)
+
+    def _route(self, study_uid: str) -> str | None:
+        """Where this study's instances go: the router's answer, remembered for the association.
+
+        None: a derived instance of a study this node never routed.
+        """
+        config = self.live.get() if self.live is not None else None
+        if config is None or config is not self._routes_config or len(self._routes) > 256:
+            self._routes.clear()
+            self._routes_config = config
+        target = self._routes.get(study_uid)
+        if target is not None:
+            return target
+        if self.peer.side == OUTSIDE:
+            target = self.registry.call("router", Router.route, self.peer.name, study_uid)
+        else:
+            target = self.registry.call("router", Router.return_route, study_uid, self.peer.name)
+        if target is not None and config is not None:
+            self._routes[study_uid] = target
+        return target
+
+    def _unknown_study(self, path: Path, tags: RoutingTags) -> Answer:
+        reason = {
+            "reason": f"unknown study: no study {tags.study_uid} was routed by this node",
+            "worker": self.peer.name,
+            "calling_ae": self.peer.calling_ae,
+            "study_uid": tags.study_uid,
+            "sop_instance_uid": tags.sop_instance_uid,
+            "sop_class_uid": tags.sop_class_uid,
+            "transfer_syntax": tags.transfer_syntax,
+        }
+        self.spool.bury(path, reason, kind="unknown_study")
+        logger.warning("%s: derived instance %s of unknown study %s kept in dead/",
+                       self.peer, tags.sop_instance_uid, tags.study_uid)  # fmt: skip
+        return response(Status.UNKNOWN_STUDY, "unknown StudyInstanceUID")
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Closed):
+            self.closed(message.how)
+            return None
+        return super().on_receive(message)
+
+    def closed(self, how: str) -> None:
+        """The association has ended: log its one line and stop (once)."""
+        if self.actor_stopped.is_set():
+            return
+        logger.info(
+            "association %s: %s after %.1f s, %d instances, %d bytes, %d refused",
+            self.peer, how, time.monotonic() - self.started, self.instances, self.bytes,
+            self.refused,
+            extra={"event": "association", "side": self.peer.side, "peer": self.peer.name,
+                   "outcome": how, "instances": self.instances, "bytes": self.bytes},
+        )  # fmt: skip
+        self.assoc = None
+        self.stop()
+
+    def on_stop(self) -> None:
+        self._abort("the node is stopping")
+
+    def on_failure(self, *_exc_info: object) -> None:
+        self._abort("its receiver crashed")
+
+    def _abort(self, why: str) -> None:
+        assoc, self.assoc = self.assoc, None
+        if assoc is not None and assoc.is_open:
+            logger.warning("association %s: aborted: %s", self.peer, why)
+            assoc.abort()  # wakes the association's thread, which then ends
+
+    def inspect(self) -> dict[str, Any]:
+        return {
+            "peer": str(self.peer),
+            "side": self.peer.side,
+            "name": self.peer.name,
+            "calling_ae": self.peer.calling_ae,
+            "called_ae": self.peer.called_ae,
+            "instances": self.instances,
+            "bytes": self.bytes,
+            "refused": self.refused,
+            "age_s": time.monotonic() - self.started,
+        }

@@ -1,0 +1,111 @@
+"""Recovery at start: make the spool and the queue agree, and replay the runtime changes.
+
+Plain functions over a :class:`~wolfpacs.state.spool.Spool` and a
+:class:`~wolfpacs.state.store.Store`, run before the tree starts (never
+while receivers work), testable without actors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from wolfpacs.config.live import Change, apply
+from wolfpacs.config.model import ConfigError
+from wolfpacs.dicom.peek import PeekError, peek
+from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
+
+if TYPE_CHECKING:
+    from wolfpacs.config.model import Config
+    from wolfpacs.state.spool import Spool
+    from wolfpacs.state.store import Store
+
+__all__ = ["recover", "replay"]
+
+logger = logging.getLogger(__name__)
+
+
+def recover(spool: Spool, store: Store, config: Config) -> Config:
+    """Make ``spool`` and ``store``'s queue agree; the live config (``config`` and its changes).
+
+    A queue row whose file is not where the row says but elsewhere in the
+    spool (a crash in the middle of a move) is pointed at it. A row whose
+    file is gone was delivered just before a crash, or its instance was
+    never acknowledged (its move into the queue had not reached the disk
+    when its row was written): the row goes. A file with no row gets one
+    again from its own tags: queue rows are not fsynced (the file is), so
+    a power loss may take the row of an acknowledged instance; one never
+    acknowledged is then sent too (at least once). A file that is no DICOM
+    goes to ``dead/``, a copy cut by a crash (``.part``) is removed.
+
+    ``spool`` must be prepared (its directories exist). A runtime change
+    that no longer fits the file (edited since) is skipped with an error in
+    the log, so that the node can always start.
+    """
+    files = spool.queued_files()
+    for path in sorted(store.queued_paths() - files):
+        found = spool.find(path.rsplit("/", 1)[-1])
+        if found is not None and store.repath(path, found):
+            files.discard(found)
+            logger.warning("queue row of %s found its file at %s", path, found)
+        else:
+            logger.warning("queue row of %s had no file (delivered, or never "
+                           "acknowledged, before a crash)", path)  # fmt: skip
+            store.drop_missing({path})
+    changes = store.runtime_changes()
+    live = replay(config, changes)
+    kinds = {**{d.name: DESTINATION for d in live.destinations},
+             **{w.name: WORKER for w in live.workers}}  # fmt: skip
+    for orphan in sorted(files - store.queued_paths()):
+        _adopt(spool, store, orphan, kinds)
+    spool.recount()
+    queued = store.queued_paths()
+    if queued:
+        logger.info("%d queued instances to deliver", len(queued))
+    if changes:
+        logger.info("%d runtime changes applied to %s", len(changes), config.source)
+    return live
+
+
+def replay(config: Config, changes: list[Change]) -> Config:
+    """``config`` with each change that still fits it applied, in order."""
+    for n, change in enumerate(changes, 1):
+        try:
+            config = apply(config, [change])
+        except ConfigError as exc:  # the file was edited since: keep the node startable
+            kind, name, table = change
+            what = f"{'add' if table else 'remove'} {kind} {name}"
+            logger.error("runtime change %d (%s) no longer fits; skipped: %s", n, what, exc)
+    return config
+
+
+def _adopt(spool: Spool, store: Store, rel: str, kinds: dict[str, str]) -> None:
+    """Give a spool file without a queue row its row again, or say why it cannot have one.
+
+    ``kinds``: each configured target's kind (worker or destination).
+    """
+    path = spool.path(rel)
+    if path.suffix == ".part":
+        logger.info("removing %s: a copy cut short by a crash", rel)
+        spool.remove(rel)
+        return
+    target = path.parent.name
+    try:
+        tags = peek(path)
+    except PeekError as exc:
+        spool.bury(path, {"reason": f"spool file without a queue row, unreadable: {exc}",
+                          "target": target}, kind="refused")  # fmt: skip
+        return
+    if target not in kinds:
+        spool.bury(path, {"reason": f"spool file without a queue row for {target}, "
+                          "which is no longer configured", "target": target,
+                          "study_uid": tags.study_uid,
+                          "sop_instance_uid": tags.sop_instance_uid},
+                   kind="target_removed")  # fmt: skip
+        return
+    stat = path.stat()
+    store.enqueue(QueueItem(
+        target, kinds[target], rel, tags.study_uid, tags.sop_class_uid,
+        tags.sop_instance_uid, tags.transfer_syntax, stat.st_size, stat.st_mtime,
+    ))  # fmt: skip
+    logger.warning("queue row of %s re-created from the file (lost in a power cut?)", rel)

@@ -1,0 +1,304 @@
+"""The router: the one actor that decides which worker a study goes to.
+
+It is the only writer of the study → worker table (in the store). A known
+study goes where it went before, whoever sends it; a new study goes to the
+least-loaded active worker of its client's pool. The return path looks up
+which client sent a study, to find that client's destination.
+
+Load (see README, "Routing"): a study is *open* on its worker from its
+routing until ``study_idle_timeout`` seconds have passed with none of its
+instances received or delivered, and none still queued for the worker. A
+worker's load is its open studies divided by its ``capacity``; ties go to
+the worker with fewer open studies, then to the first by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from supervisors import Registry, SupervisedActor, UnavailableError
+from wolfpacs.node.messages import (
+    ACTIVE,
+    DRAINING,
+    HAND_OVER,
+    REPORT,
+    WAKE,
+    TargetHealth,
+    targets,
+)
+from wolfpacs.state.store import WORKER
+
+if TYPE_CHECKING:
+    from wolfpacs.config.live import LiveConfig
+    from wolfpacs.config.model import Config, Worker
+    from wolfpacs.node.metrics import Metrics
+    from wolfpacs.state.spool import Spool
+    from wolfpacs.state.store import Route, Store
+
+__all__ = ["NoWorkerError", "Router", "choose_worker"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_SIZE = 100_000  # routes kept in memory; older ones are read back from the store
+SWEEP_INTERVAL = 60.0  # seconds between two looks for rows of removed targets
+_SWEEP = "sweep"
+
+
+class NoWorkerError(RuntimeError):
+    """The client's pool has no active worker: the instance cannot be taken now."""
+
+
+def choose_worker(candidates: list[Worker], open_studies: dict[str, int], down: set[str]) -> Worker:
+    """The least-loaded worker: open studies per unit of capacity, healthy ones first.
+
+    A worker known to be down is chosen only if every candidate is down (its
+    queue keeps the study until it comes back).
+    """
+    healthy = [w for w in candidates if w.name not in down] or candidates
+    return min(
+        healthy,
+        key=lambda w: (
+            open_studies.get(w.name, 0) / w.capacity,
+            open_studies.get(w.name, 0),
+            w.name,
+        ),
+    )
+
+
+class Router(SupervisedActor):
+    """Registered as ``router``; called as ``registry.call("router", Router.route, ...)``:
+
+    - :meth:`route` ``(client, study_uid) -> worker``: raises :class:`NoWorkerError`.
+    - :meth:`return_route` ``(study_uid, worker) -> destination | None``.
+    - :meth:`set_worker_state`, :meth:`move`: the operator's drain, resume
+      and move (``ValueError`` for unknown names).
+
+    Told: a sender's :class:`~wolfpacs.node.messages.TargetHealth`.
+
+    A restarted router starts with an empty cache and reads routes back from
+    the store as they are asked for; nothing it knows lives only in memory.
+    The config it routes by is the node's live one, read at each decision.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        live: LiveConfig,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        super().__init__()
+        self.registry = registry
+        self.live = live
+        self.store = store
+        self.clock = clock
+        self.spool = spool
+        self.metrics = metrics
+        self._cache: OrderedDict[str, Route] = OrderedDict()
+        self._states: dict[str, str] = {}
+        self._down: set[str] = set()
+        self.decisions = 0
+
+    @property
+    def config(self) -> Config:
+        return self.live.get()
+
+    def on_start(self) -> None:
+        self._states = self.store.worker_states()
+        self.registry.register("router", self.actor_ref)
+        for name in self.registry.names():  # a restarted router must relearn who is down
+            if name.startswith("sender:"):
+                self.registry.tell(name, REPORT)
+        # Rows of targets removed (also while the node was down, or just now by a race
+        # with a receiver that had routed to it): at start, then now and then.
+        self.actor_ref.tell(_SWEEP)
+
+    def _lookup(self, study_uid: str) -> Route | None:
+        route = self._cache.get(study_uid)
+        if route is None:
+            route = self.store.get_route(study_uid)
+            if route is not None:
+                self._remember(route)
+        else:
+            self._cache.move_to_end(study_uid)
+        return route
+
+    def _remember(self, route: Route) -> None:
+        self._cache[route.study_uid] = route
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def route(self, client: str, study_uid: str) -> str:
+        """The worker for this study: the one it already has, or a new choice.
+
+        A study whose worker has been removed is routed anew (and recorded as
+        moved). Raises :class:`NoWorkerError` if a new choice finds no worker.
+        """
+        route = self._lookup(study_uid)
+        if route is not None and self.config.worker(route.worker) is not None:
+            if route.client != client:
+                logger.warning(
+                    "study %s from client %s was first sent by client %s: it stays on worker %s",
+                    study_uid, client, route.client, route.worker,
+                )  # fmt: skip
+            return route.worker
+        worker, loads = self._choose(client)
+        if route is None:
+            route = self.store.insert_route(study_uid, client, worker, self.clock())
+        else:
+            logger.warning("study %s: its worker %s was removed", study_uid, route.worker)
+            self.store.move_studies(route.worker, worker, [study_uid])
+            route = replace(route, worker=worker)
+        self._remember(route)
+        self.decisions += 1
+        if self.metrics is not None:
+            self.metrics.routed(client, route.worker)
+        logger.info(
+            "route: study %s from client %s -> worker %s (open studies %s)",
+            study_uid, client, route.worker, loads,
+            extra={"event": "route", "study": study_uid, "client": client, "worker": route.worker},
+        )  # fmt: skip
+        return route.worker
+
+    def _choose(self, client: str) -> tuple[str, str]:
+        """The least-loaded active worker of the client's pool, and the loads it saw."""
+        settings = self.config.client(client)
+        if settings is None:
+            raise NoWorkerError(f"unknown client {client!r}")
+        pool = [
+            w for w in self.config.pool(settings.pool)
+            if self._states.get(w.name, ACTIVE) == ACTIVE
+        ]  # fmt: skip
+        if not pool:
+            raise NoWorkerError(f"no active worker in pool {settings.pool!r}")
+        cutoff = self.clock() - self.config.node.study_idle_timeout
+        open_studies = self.store.open_studies([w.name for w in pool], cutoff)
+        worker = choose_worker(pool, open_studies, self._down)
+        loads = ", ".join(f"{w.name}={open_studies.get(w.name, 0)}/{w.capacity}" for w in pool)
+        return worker.name, loads
+
+    def return_route(self, study_uid: str, worker: str) -> str | None:
+        """The destination for a derived instance of ``study_uid``, or None if unknown."""
+        route = self._lookup(study_uid)
+        if route is None:
+            return None
+        if route.worker != worker:
+            logger.warning(
+                "derived instance of study %s came from worker %s, routed to %s",
+                study_uid, worker, route.worker,
+            )  # fmt: skip
+        client = self.config.client(route.client)
+        return client.destination if client is not None else None
+
+    def target_health(self, name: str, up: bool) -> None:
+        if up:
+            self._down.discard(name)
+        else:
+            self._down.add(name)
+
+    def set_worker_state(self, name: str, state: str) -> None:
+        """``active`` or ``draining``, persisted; a draining worker gets no new study."""
+        if self.config.worker(name) is None:
+            raise ValueError(f"no worker {name!r}")
+        if state not in (ACTIVE, DRAINING):
+            raise ValueError(f"state must be {ACTIVE} or {DRAINING}, not {state!r}")
+        self.store.set_worker_state(name, state)
+        self._states[name] = state
+        logger.info("worker %s is now %s", name, state, extra={"event": "admin", "worker": name})
+
+    def worker_state(self, name: str) -> str:
+        return self._states.get(name, ACTIVE)
+
+    def move(self, worker: str, to: str, studies: list[str] | None = None) -> list[dict[str, Any]]:
+        """Re-route ``worker``'s studies (or those given) to ``to``; what moved.
+
+        Instances still queued for ``worker`` follow: its sender hands them on
+        (see :class:`wolfpacs.node.sender.Sender`). Each moved study comes back with
+        the instances ``worker`` already has, so a split is never silent.
+        """
+        for name in (worker, to):
+            if self.config.worker(name) is None:
+                raise ValueError(f"no worker {name!r}")
+        if worker == to:
+            raise ValueError("a worker cannot be moved to itself")
+        cutoff = self.clock() - self.config.node.study_idle_timeout
+        try:
+            moved = self.store.move_studies(worker, to, studies, cutoff)
+        except UnavailableError:
+            self._cache.clear()  # it may have committed all the same: read routes afresh
+            raise
+        for study in moved:
+            self._cache.pop(study["study_uid"], None)
+        self.registry.tell(f"sender:{worker}", HAND_OVER)
+        split = sum(1 for study in moved if study["delivered"])
+        logger.warning(
+            "move: %d studies from worker %s to %s (%d already partly at %s)",
+            len(moved), worker, to, split, worker, extra={"event": "admin", "worker": worker},
+        )  # fmt: skip
+        return moved
+
+    def sweep_orphans(self) -> dict[str, int]:
+        """See to queued rows whose target is no longer configured; how many of each fate.
+
+        A removed worker's rows go to the worker its study routes to now (the
+        study is routed anew if need be, and recorded as moved); a removed
+        destination's rows, and rows whose study can go nowhere, go to ``dead/``.
+        Their sender is gone, so nothing else touches them meanwhile.
+        """
+        counts = {"rerouted": 0, "dead_letters": 0}
+        if self.spool is None:
+            return counts
+        known = {t.name for t in targets(self.config)}
+        for target in [t for t in self.store.queue_stats() if t not in known]:
+            for item in self.store.items_of(target):
+                why = f"destination {target} was removed"
+                if item.kind == WORKER:
+                    route = self._lookup(item.study_uid)
+                    try:
+                        if route is None:
+                            raise NoWorkerError("its study has no route")
+                        worker = self.route(route.client, item.study_uid)
+                    except NoWorkerError as exc:
+                        why = f"worker {target} was removed and {exc}"
+                    else:
+                        path = self.spool.relocate(item.path, worker)
+                        self.store.retarget(item.id, worker, path)
+                        self.registry.tell(f"sender:{worker}", WAKE)
+                        counts["rerouted"] += 1
+                        continue
+                self.spool.bury(self.spool.path(item.path), {
+                    "reason": why, "target": target, "target_kind": item.kind,
+                    "study_uid": item.study_uid, "sop_instance_uid": item.sop_instance_uid,
+                    "sop_class_uid": item.sop_class_uid, "transfer_syntax": item.transfer_syntax,
+                }, kind="target_removed")  # fmt: skip
+                self.store.remove_item(item.id)
+                counts["dead_letters"] += 1
+        if any(counts.values()):
+            logger.warning("orphaned queue rows: %s", counts, extra={"event": "admin"})
+        return counts
+
+    def on_receive(self, message: Any) -> Any:
+        if message == _SWEEP:
+            self.sweep_orphans()
+            self.send_after(SWEEP_INTERVAL, _SWEEP)
+            return None
+        if isinstance(message, TargetHealth):
+            self.target_health(message.name, message.up)
+            return None
+        return super().on_receive(message)
+
+    def inspect(self) -> dict[str, Any]:
+        return {
+            "cached_routes": len(self._cache),
+            "decisions": self.decisions,
+            "worker_states": dict(self._states),
+            "down": sorted(self._down),
+        }

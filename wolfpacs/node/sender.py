@@ -1,0 +1,415 @@
+"""A sender: delivers one target's queue (a worker or a destination) over one association.
+
+It keeps an association open while it has work and releases it after
+``idle_release`` seconds without; it sends each spooled file as it is
+(chunked, never decoded), in queue order; it deletes a file only after the
+peer answered success or warning. A peer that is down, refuses, or answers
+"out of resources" is retried with capped exponential backoff; a peer that
+refuses an instance for good (its SOP class or transfer syntax is not
+accepted, or a failure status that says "never") sends it to ``dead/``.
+When idle it checks the peer with a C-ECHO every ``echo_interval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from supervisors import Registry, SupervisedActor
+from wolfpacs.dicom import acse
+from wolfpacs.dicom.association import Association
+from wolfpacs.dicom.errors import AssociationError, RejectedError
+from wolfpacs.dicom.part10 import Part10Error
+from wolfpacs.dicom.status import Outcome, classify
+from wolfpacs.dicom.tls import client_tls
+from wolfpacs.dicom.uids import UNCOMPRESSED, VERIFICATION
+from wolfpacs.node.messages import HAND_OVER, REPORT, WAKE, Target, TargetHealth
+from wolfpacs.node.metrics import Metrics
+from wolfpacs.state.store import WORKER
+
+if TYPE_CHECKING:
+    from wolfpacs.config.model import NodeConfig
+    from wolfpacs.state.spool import Spool
+    from wolfpacs.state.store import QueueItem, Store
+
+__all__ = ["Sender"]
+
+logger = logging.getLogger(__name__)
+
+_RETRY = "retry"  # the backoff has passed
+_IDLE = "idle"  # time to release an unused association
+_ECHO = "echo"  # time for a health check
+BATCH = 32
+HAND_OVER_BATCH = 256
+MAX_CONTEXTS = 120  # of the 128 a requestor may propose, leave room for Verification
+
+
+class _PeerDownError(Exception):
+    """The association could not be opened, or broke: retry later."""
+
+
+class Sender(SupervisedActor):
+    """Registered as ``sender:<target name>``; tell it :data:`~wolfpacs.node.messages.WAKE`.
+
+    A crash aborts its association; the restarted sender starts from the
+    queue in the store, so an instance being sent at the crash is sent again
+    (at least once, never lost).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        target: Target,
+        node: NodeConfig,
+        spool: Spool,
+        store: Store,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        super().__init__()
+        self.registry = registry
+        self.store = store
+        self.target = target
+        self.node = node
+        self.spool = spool
+        self.metrics = metrics or Metrics()
+        self.assoc: Association | None = None
+        self._proposed: set[tuple[str, str]] = set()
+        self._failures = 0  # consecutive, for the backoff
+        self._retry_at: float | None = None
+        self._handed_over_at = 0.0
+        self._hand_over_due = True  # at start: a move may have happened while it was down
+        self._next: list[QueueItem] = []  # the next batch, if the last call brought it
+        self._idle_check = False  # an _IDLE is on its way
+        self._busy_at = 0.0  # monotonic time of the last batch sent
+        self.up: bool | None = None
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        self.delivered = 0
+        self.delivered_bytes = 0
+        self.dead = 0
+        self.queued_hint = 0
+
+    @property
+    def name(self) -> str:
+        return f"sender:{self.target.name}"
+
+    def on_start(self) -> None:
+        self.registry.register(self.name, self.actor_ref)
+        self.actor_ref.tell(WAKE)  # whatever was queued before a restart
+        if self.node.echo_interval > 0:
+            self.send_after(self.node.echo_interval, _ECHO)
+
+    def on_stop(self) -> None:
+        self._close(release=True)
+
+    def interrupt(self) -> None:
+        """Abort the association a send is blocked on (called by the supervisor's thread)."""
+        assoc = self.assoc
+        if assoc is not None:
+            logger.warning("%s: stop overdue: aborting the association", self.name)
+            assoc.abort()  # the blocked read wakes with an error: the stop gets its turn
+
+    def on_failure(self, *_exc_info: object) -> None:
+        self._close(release=False)
+
+    def on_receive(self, message: Any) -> Any:
+        if message == WAKE:
+            if self._retry_at is None:
+                self._drain()
+            elif self.target.kind == WORKER and time.monotonic() - self._handed_over_at > 1.0:
+                # Moved studies need no peer: hand them on even in backoff, but look for
+                # them at most once a second, not at every instance queued meanwhile.
+                self._hand_over()
+        elif message == HAND_OVER:
+            if self.target.kind == WORKER:
+                self._hand_over()
+            if self._retry_at is None:
+                self._drain()  # it was a WAKE too
+        elif message == REPORT:
+            if self.up is not None:
+                self._tell_router(self.up)
+        elif message == _RETRY:
+            self._retry_at = None
+            self._hand_over_due = True
+            self._drain()
+        elif message == _IDLE:
+            self._idle_check = False
+            idle = time.monotonic() - self._busy_at
+            if idle < self.node.idle_release:  # work came meanwhile: look again later
+                self._idle_check = True
+                self.send_after(self.node.idle_release - idle, _IDLE)
+            else:
+                self._close(release=True)
+        elif message == _ECHO:
+            self._echo()
+            if self.node.echo_interval > 0:
+                self.send_after(self.node.echo_interval, _ECHO)
+        else:
+            return super().on_receive(message)
+        return None
+
+    # -- delivery ------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Send one batch; ask for another through the inbox, so other messages get a turn.
+
+        Moved studies are looked for only when there may be some (at start,
+        after a backoff, when told :data:`HAND_OVER`), not at every instance.
+        """
+        if self._hand_over_due and self.target.kind == WORKER:
+            self._hand_over()
+        items, self._next = self._next, []
+        if not items:
+            items = self.store.next_items(self.target.name, BATCH)
+        self.queued_hint = len(items)
+        if not items:
+            if self.assoc is not None and not self._idle_check:
+                # One timer per idle period, never cancelled: a timer per empty queue
+                # would cost a thread per instance on a steady stream.
+                self._idle_check = True
+                self.send_after(self.node.idle_release, _IDLE)
+            return
+        done: list[int] = []
+        try:
+            for item in items:
+                self._deliver(item, items, done)
+        except _PeerDownError as down:
+            self._backoff(str(down))
+            return
+        finally:
+            self._busy_at = time.monotonic()
+            if done:  # their rows go, and the next batch comes, in one call
+                self._next = self.store.delivered_next(done, self.target.name, BATCH)
+                for item in items:
+                    if item.id in done:
+                        self.spool.remove(item.path)
+        if self._next or not done:
+            # More is known to be queued (or nothing was delivered, so nothing was asked):
+            # the next batch on the next turn, after whatever else is in the inbox. Else a
+            # receiver's WAKE comes with the next instance queued.
+            self.actor_ref.tell(WAKE)
+
+    def _hand_over(self) -> None:
+        """Pass queued instances of studies moved to another worker on to that worker.
+
+        The file moves first, then its row: the other worker's sender cannot see
+        the row before the file is in its queue, and recovery after a crash in
+        between finds the file by its (unique) name.
+        """
+        self._handed_over_at = time.monotonic()
+        self._hand_over_due = False
+        self._next = []  # it may hold rows about to move: ask afresh after
+        moved = self.store.moved_items(self.target.name, HAND_OVER_BATCH)
+        for item, worker in moved:
+            src = item.path
+            if not self.spool.path(src).exists():  # moved already, before a crash: find it
+                src = self.spool.find(src.rsplit("/", 1)[-1]) or src
+            path = self.spool.relocate(src, worker)
+            self.store.retarget(item.id, worker, path)
+        for worker in {worker for _, worker in moved}:
+            self.registry.tell(f"sender:{worker}", WAKE)
+        if moved:
+            logger.info("%s: %d queued instances handed on after a move", self.name, len(moved))
+        if len(moved) == HAND_OVER_BATCH:
+            self.actor_ref.tell(HAND_OVER)  # more to hand on: next turn, after other messages
+
+    def _deliver(self, item: QueueItem, batch: list[QueueItem], done: list[int]) -> None:
+        """Send one queued instance; its id goes to ``done`` if the peer took it.
+
+        Its row and file go after the batch (a crash before that sends it again).
+        """
+        path = self.spool.path(item.path)
+        assoc = self._association(item, batch)
+        context = assoc.context_for(item.sop_class_uid, item.transfer_syntax)
+        if context is None:
+            self._bury(
+                item,
+                f"{self.target.kind} {self.target.name} does not accept SOP class "
+                f"{item.sop_class_uid} in transfer syntax {item.transfer_syntax}",
+                None,
+                "not_accepted",
+            )
+            return
+        try:
+            answer = assoc.send_c_store(
+                context, str(path), item.sop_class_uid, item.sop_instance_uid,
+                dimse_timeout=self.node.dimse_timeout,
+            )  # fmt: skip
+        except Part10Error as exc:  # only a hand in data_dir does this
+            self._bury(item, f"spool file is not a DICOM file: {exc}", None, "refused")
+            return
+        except FileNotFoundError:  # raised by the file's open, before anything is sent
+            # Only a bug or a hand in data_dir does this: say so loudly, keep a record.
+            logger.error(
+                "%s: spool file %s of queue row %d is missing", self.name, item.path, item.id
+            )
+            self._bury(item, "spool file missing: instance cannot be delivered", None, "missing")
+            return
+        except (AssociationError, OSError) as exc:  # association gone mid-send, or timed out
+            self._close(release=False)
+            raise _PeerDownError(f"send failed: {str(exc) or type(exc).__name__}") from None
+        if answer.status is None:
+            self._close(release=False)
+            raise _PeerDownError("a C-STORE response without a status")
+        status = answer.status
+        self.metrics.peer_answered(status)
+        outcome = classify(status)
+        if outcome is Outcome.DELIVERED:
+            done.append(item.id)
+            self._succeeded(item)
+        elif outcome is Outcome.RETRY:
+            error = f"status 0x{status:04X} {answer.error_comment}".strip()
+            attempts = self.store.failed_attempt(item.id, error)
+            if attempts >= self.node.max_attempts:
+                self._bury(item, f"gave up after {attempts} attempts: {error}", status, "gave_up")
+                return
+            raise _PeerDownError(f"{error} (attempt {attempts} of {self.node.max_attempts})")
+        else:
+            comment = answer.error_comment
+            self._bury(
+                item, f"refused with status 0x{status:04X} {comment}".strip(), status, "refused"
+            )
+
+    def _association(self, item: QueueItem, batch: list[QueueItem]) -> Association:
+        wanted = (item.sop_class_uid, item.transfer_syntax)
+        if self.assoc is not None and self.assoc.is_open and wanted in self._proposed:
+            return self.assoc
+        self._close(release=True)
+        proposals = [wanted]
+        for other in batch:  # propose for the whole batch, so one association serves it
+            pair = (other.sop_class_uid, other.transfer_syntax)
+            if pair not in proposals and len(proposals) < MAX_CONTEXTS:
+                proposals.append(pair)
+        assoc = self._associate([(sop, [ts]) for sop, ts in proposals])
+        self._proposed = set(proposals)
+        return assoc
+
+    def _associate(self, proposals: list[tuple[str, list[str]]]) -> Association:
+        """Open an association proposing these contexts and Verification.
+
+        Raises:
+            _PeerDownError: refused, rejected, aborted or timed out.
+        """
+        t, node = self.target, self.node
+        try:
+            assoc = acse.request(
+                (t.host, t.port), [*proposals, (VERIFICATION, UNCOMPRESSED)],
+                calling_ae=node.ae_title, called_ae=t.ae_title, max_pdu=node.max_pdu,
+                connect_timeout=node.connect_timeout, acse_timeout=node.acse_timeout,
+                timeout=node.network_timeout, tls=client_tls(node) if t.tls else None,
+            )  # fmt: skip
+        except RejectedError as exc:
+            raise _PeerDownError(f"{exc} (check its AE title and config)") from None
+        except (AssociationError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
+            raise _PeerDownError(
+                f"cannot associate with {t.ae_title}@{t.host}:{t.port}: {why}"
+            ) from None
+        self.assoc = assoc
+        self._health(True, None)
+        return assoc
+
+    def _close(self, release: bool) -> None:
+        assoc, self.assoc = self.assoc, None
+        self._proposed = set()
+        if assoc is None:
+            return
+        if release and assoc.is_open:
+            assoc.release(timeout=self.node.acse_timeout)  # aborts if it is not answered
+        else:
+            assoc.abort()
+        assoc.close()
+
+    def _succeeded(self, item: QueueItem) -> None:
+        self._failures = 0
+        self.delivered += 1
+        self.delivered_bytes += item.size
+        self.metrics.delivered(
+            self.target.kind, self.target.name, item.size, time.time() - item.enqueued_at
+        )
+        self.last_success = time.time()
+        self._health(True, None)
+
+    def _bury(self, item: QueueItem, reason: str, status: int | None, kind: str) -> None:
+        record = {
+            "reason": reason,
+            "status": status,
+            "target": self.target.name,
+            "target_kind": self.target.kind,
+            "study_uid": item.study_uid,
+            "sop_instance_uid": item.sop_instance_uid,
+            "sop_class_uid": item.sop_class_uid,
+            "transfer_syntax": item.transfer_syntax,
+            "enqueued_at": item.enqueued_at,
+        }
+        path = self.spool.path(item.path)
+        if path.exists():
+            self.spool.bury(path, record, kind)
+        else:
+            logger.error("%s: dead letter without a file: %s", self.name, record)
+            self.spool.on_dead(kind)
+        self.store.remove_item(item.id)
+        self.dead += 1
+
+    def _backoff(self, why: str) -> None:
+        self._failures += 1
+        delay = min(self.node.retry_max, self.node.retry_initial * 2 ** (self._failures - 1))
+        delay *= random.uniform(0.9, 1.1)  # so that many senders do not retry in step
+        self._retry_at = time.monotonic() + delay
+        self._health(False, why)
+        logger.warning(
+            "%s: %s; retrying in %.1f s (failure %d)", self.name, why, delay, self._failures
+        )
+        self.send_after(delay, _RETRY)
+
+    def _echo(self) -> None:
+        """C-ECHO the peer: on the open association, or on a short one of its own."""
+        if self._retry_at is not None:
+            return  # the next retry is the health check
+        try:
+            timeout = self.node.dimse_timeout
+            if self.assoc is not None and self.assoc.is_open:
+                status = self.assoc.send_c_echo(timeout)
+            else:
+                status = self._associate([]).send_c_echo(timeout)
+                self._close(release=True)
+            ok = status == 0
+            self._health(ok, None if ok else f"C-ECHO answered 0x{status:04X}")
+        except _PeerDownError as down:
+            self._health(False, str(down))
+        except (AssociationError, OSError) as exc:  # the association broke under the echo
+            self._close(release=False)
+            self._health(False, f"C-ECHO failed: {str(exc) or type(exc).__name__}")
+
+    def _health(self, up: bool, error: str | None) -> None:
+        if error:
+            self.last_error = error
+        if up != self.up:
+            self.up = up
+            self._tell_router(up)
+            logger.info(
+                "%s: %s is %s", self.name, self.target.kind, "up" if up else f"down ({error})"
+            )
+
+    def _tell_router(self, up: bool) -> None:
+        if self.target.kind == WORKER:  # only workers are chosen between
+            self.registry.tell("router", TargetHealth(self.target.name, up))
+
+    def inspect(self) -> dict[str, Any]:
+        return {
+            "target": self.target.name,
+            "kind": self.target.kind,
+            "peer": f"{self.target.ae_title}@{self.target.host}:{self.target.port}",
+            "up": self.up,
+            "association_open": self.assoc is not None,
+            "backoff_s": max(self._retry_at - time.monotonic(), 0) if self._retry_at else 0,
+            "consecutive_failures": self._failures,
+            "last_error": self.last_error,
+            "last_success": self.last_success,
+            "delivered": self.delivered,
+            "delivered_bytes": self.delivered_bytes,
+            "dead": self.dead,
+        }

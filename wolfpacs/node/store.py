@@ -1,0 +1,210 @@
+"""The store in the supervision tree: the actor that owns the backend, and the client actors use.
+
+:class:`StoreActor`, registered as ``store``, opens a backend
+(:class:`wolfpacs.state.store.Backend`) in its own thread and runs every
+operation there, one at a time. It answers :class:`StoreRequest` s for the
+operations of :class:`~wolfpacs.state.store.Store` and nothing else: no
+caller can close its connection or reach past the interface.
+
+:class:`StoreClient` is the :class:`~wolfpacs.state.store.Store` the other
+actors, the operator's verbs and the HTTP port hold: each method asks the
+actor (whichever is alive, through the registry) and returns its answer.
+
+Errors: an operation's exception goes back to the caller unchanged; one
+that means the backend is broken (:meth:`Backend.is_broken`) then crashes
+the actor, and its successor opens the backend afresh (committed state is
+whole: each operation is a transaction). A caller that finds no store in
+``timeout`` seconds gets ``supervisors.UnavailableError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from supervisors import Registry, SupervisedActor
+from wolfpacs.state.store import OPERATIONS, Backend, QueueItem, Route, Store
+
+__all__ = ["StoreActor", "StoreClient", "StoreRequest"]
+
+NAME = "store"
+TIMEOUT = 10.0  # seconds a caller waits for the store, through a restart
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """One operation of :class:`~wolfpacs.state.store.Store`, by name, with its arguments."""
+
+    operation: str
+    args: tuple[Any, ...] = ()
+
+
+class StoreActor(SupervisedActor):
+    """Registered as ``store``: owns one backend, opened by ``open_backend()`` at its start."""
+
+    def __init__(self, registry: Registry, open_backend: Callable[[], Backend]) -> None:
+        super().__init__()
+        self.registry = registry
+        self._open_backend = open_backend
+        self._backend: Backend | None = None
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise RuntimeError("the store is not open")
+        return self._backend
+
+    def on_start(self) -> None:
+        backend = self._open_backend()
+        backend.open()
+        self._backend = backend
+        self.registry.register(NAME, self.actor_ref)
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        return self._backend is not None and self._backend.is_broken(exc)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, StoreRequest):
+            if message.operation not in OPERATIONS:
+                raise ValueError(f"the store has no operation {message.operation!r}")
+            return getattr(self.backend, message.operation)(*message.args)
+        return super().on_receive(message)
+
+    def inspect(self) -> dict[str, Any]:
+        return {**self.backend.describe(), "studies": self.backend.count_studies()}
+
+
+class StoreClient:
+    """The store as the actors see it: a :class:`~wolfpacs.state.store.Store` that asks the actor.
+
+    Thread-safe; hold one, never a ref to the actor (it changes with every restart).
+    """
+
+    def __init__(self, registry: Registry, timeout: float = TIMEOUT) -> None:
+        self.registry = registry
+        self.timeout = timeout
+
+    def _ask(
+        self,
+        operation: Callable[..., R],
+        *args: Any,
+        timeout: float | None = None,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> R:
+        result: R = self.registry.ask(
+            NAME, StoreRequest(operation.__name__, args),
+            timeout=self.timeout if timeout is None else timeout, meanwhile=meanwhile,
+        )  # fmt: skip
+        return result
+
+    def get_route(self, study_uid: str) -> Route | None:
+        return self._ask(Store.get_route, study_uid)
+
+    def insert_route(self, study_uid: str, client: str, worker: str, at: float) -> Route:
+        return self._ask(Store.insert_route, study_uid, client, worker, at)
+
+    def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
+        return self._ask(Store.open_studies, workers, cutoff)
+
+    def move_studies(
+        self, worker: str, to: str, studies: list[str] | None = None, cutoff: float = 0.0
+    ) -> list[dict[str, Any]]:
+        return self._ask(Store.move_studies, worker, to, studies, cutoff)
+
+    def enqueue(self, item: QueueItem) -> int:
+        return self._ask(Store.enqueue, item)
+
+    def enqueue_received(
+        self, item: QueueItem, meanwhile: Callable[[], object] | None = None
+    ) -> str | None:
+        """``meanwhile``: the caller's work that overlaps the commit (see ``Registry.ask``)."""
+        return self._ask(Store.enqueue_received, item, meanwhile=meanwhile)
+
+    def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
+        return self._ask(Store.next_items, target, limit, after_id)
+
+    def delivered(self, item_id: int, at: float | None = None) -> None:
+        return self._ask(Store.delivered, item_id, at)
+
+    def delivered_next(self, item_ids: list[int], target: str, limit: int = 32) -> list[QueueItem]:
+        return self._ask(Store.delivered_next, item_ids, target, limit)
+
+    def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
+        return self._ask(Store.moved_items, target, limit)
+
+    def retarget(self, item_id: int, target: str, path: str) -> None:
+        return self._ask(Store.retarget, item_id, target, path)
+
+    def repath(self, old: str, new: str) -> bool:
+        return self._ask(Store.repath, old, new)
+
+    def remove_item(self, item_id: int) -> None:
+        return self._ask(Store.remove_item, item_id)
+
+    def failed_attempt(self, item_id: int, error: str) -> int:
+        return self._ask(Store.failed_attempt, item_id, error)
+
+    def items_of(self, target: str) -> list[QueueItem]:
+        return self._ask(Store.items_of, target)
+
+    def queue_stats(self) -> dict[str, dict[str, Any]]:
+        return self._ask(Store.queue_stats)
+
+    def queued_paths(self) -> set[str]:
+        return self._ask(Store.queued_paths)
+
+    def drop_missing(self, paths: set[str]) -> int:
+        return self._ask(Store.drop_missing, paths)
+
+    def study(self, study_uid: str) -> dict[str, Any] | None:
+        return self._ask(Store.study, study_uid)
+
+    def studies(
+        self, worker: str | None = None, client: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        return self._ask(Store.studies, worker, client, limit)
+
+    def queued_for_study(self, study_uid: str) -> dict[str, int]:
+        return self._ask(Store.queued_for_study, study_uid)
+
+    def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
+        return self._ask(Store.open_studies_of, column, name, cutoff)
+
+    def count_studies(self) -> int:
+        return self._ask(Store.count_studies)
+
+    def worker_states(self) -> dict[str, str]:
+        return self._ask(Store.worker_states)
+
+    def set_worker_state(self, name: str, state: str, at: float | None = None) -> None:
+        return self._ask(Store.set_worker_state, name, state, at)
+
+    def delete_worker_state(self, name: str) -> None:
+        return self._ask(Store.delete_worker_state, name)
+
+    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        return self._ask(Store.runtime_changes)
+
+    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
+        return self._ask(Store.add_runtime_change, kind, name, table)
+
+    def ping(self, timeout: float | None = None) -> bool:
+        """``timeout``: seconds to wait for an answer, if not the client's."""
+        return self._ask(Store.ping, timeout=timeout)
+
+
+if TYPE_CHECKING:  # the type checker holds the client to every operation of the interface
+    _CLIENT_IS_A_STORE: type[Store] = StoreClient

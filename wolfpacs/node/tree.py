@@ -1,0 +1,211 @@
+"""A WolfPACS node: its supervision tree, started from a Config. The one declaration of the tree.
+
+::
+
+    wolfpacs (root, one_for_one)
+    ├── store             routes, queue rows, worker states, runtime changes (SQLite)
+    ├── router            decides study → worker; the only writer of routes
+    ├── senders           supervisor: sender:<name> for every worker and destination
+    ├── receivers         supervisor: receiver:<n>, one per open association (temporary)
+    ├── listener:outside  clients' port
+    ├── listener:inside   workers' port
+    ├── control           the shell's and ctl's socket        } the operator's children,
+    └── web               metrics, health, the status page    } given by wolfpacs.ops
+
+Children start in that order and stop in reverse: the control socket and
+the listeners stop accepting first, receivers finish their C-STORE in
+progress, senders stop between two instances, and the store closes last.
+
+The node layer never imports the operator's (:mod:`wolfpacs.ops` sits
+above it), so the last children come from whoever starts the node:
+``Node(config, operations=Operations)`` (what ``wolfpacs run`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pykka
+
+from supervisors import ChildSpec, ExitReason, Registry, Supervisor, join, monitor
+from wolfpacs.config.live import LiveConfig
+from wolfpacs.node.listener import Listener
+from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
+from wolfpacs.node.metrics import Metrics
+from wolfpacs.node.recovery import recover
+from wolfpacs.node.router import Router
+from wolfpacs.node.sender import Sender
+from wolfpacs.node.store import StoreActor, StoreClient
+from wolfpacs.state.spool import DataDirInUseError, Spool
+from wolfpacs.state.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from wolfpacs.config.model import Config
+
+__all__ = ["DataDirInUseError", "Node", "Operations"]
+
+logger = logging.getLogger(__name__)
+
+STATE_DB = "state.sqlite3"
+# Ten crashes a minute before a supervisor gives up: a flapping peer must not take
+# the node down, a bug that crashes on every message must.
+ROOT_INTENSITY = {"max_restarts": 10, "max_seconds": 60.0}
+SENDERS_INTENSITY = {"max_restarts": 10, "max_seconds": 60.0}
+
+
+class Operations(Protocol):
+    """The operator's side of a node (:class:`wolfpacs.ops.Operations`): its children."""
+
+    def children(self) -> list[ChildSpec]:
+        """The tree's last children: they start after the listeners, and stop first."""
+        ...
+
+
+def _registered(registry: Registry, name: str, start: Callable[[], pykka.ActorRef[Any]]) -> Any:
+    """A start function that also registers the started actor (a supervisor) under ``name``."""
+
+    def start_and_register() -> pykka.ActorRef[Any]:
+        ref = start()
+        registry.register(name, ref)
+        return ref
+
+    return start_and_register
+
+
+class Node:
+    """A running node. :meth:`start` returns once both ports accept associations.
+
+    ``config`` is the file's; the node runs on the *live* config, the file's
+    with the runtime changes kept in its store (:mod:`wolfpacs.config.live`).
+    ``operations``, if given, makes the operator's side from the node (it is
+    kept as :attr:`operations`) and adds its children to the tree.
+
+    Errors: :meth:`start` raises ``supervisors.StartError`` if a part of the
+    tree cannot start (a port in use), :class:`DataDirInUseError` if another
+    node holds ``data_dir``, ``SchemaError`` for a state database of a newer
+    WolfPACS.
+    """
+
+    def __init__(
+        self, config: Config, operations: Callable[[Node], Operations] | None = None
+    ) -> None:
+        self.config = config
+        self.live = LiveConfig(config)
+        self.registry = Registry()
+        self.metrics = Metrics()
+        node = config.node
+        self.spool = Spool(
+            node.data_dir, node.durability == "fsync", node.spool_max_bytes, node.min_free_bytes,
+            on_dead=self.metrics.dead_letter,
+        )  # fmt: skip
+        self.db_path = self.spool.root / STATE_DB
+        self.store = StoreClient(self.registry)
+        self.root: pykka.ActorRef[Supervisor] | None = None
+        self.exited = threading.Event()
+        self.exit_reason: ExitReason | None = None
+        self.operations = operations(self) if operations is not None else None
+
+    def backend(self) -> SQLiteStore:
+        """A new, unopened backend on the node's state database."""
+        return SQLiteStore(self.db_path, durable=self.spool.durable)
+
+    def sender_spec(self, target: Target) -> ChildSpec:
+        node, reg, spool, store, metrics = (
+            self.config.node,
+            self.registry,
+            self.spool,
+            self.store,
+            self.metrics,
+        )
+        return ChildSpec(
+            f"sender:{target.name}",
+            lambda: Sender.start(reg, target, node, spool, store, metrics=metrics),
+        )
+
+    def children(self) -> list[ChildSpec]:
+        live, reg, spool, store, metrics = (
+            self.live,
+            self.registry,
+            self.spool,
+            self.store,
+            self.metrics,
+        )
+
+        def senders() -> pykka.ActorRef[Any]:  # from the live config, also after a restart
+            specs = [self.sender_spec(t) for t in targets(live.get())]
+            return Supervisor.start(specs, name="senders", **SENDERS_INTENSITY)
+
+        def listener(side: str) -> ChildSpec:
+            return ChildSpec(
+                f"listener:{side}",
+                lambda: Listener.start(side, live, reg, spool, store, metrics=metrics),
+            )
+
+        return [
+            ChildSpec("store", lambda: StoreActor.start(reg, self.backend)),
+            ChildSpec(
+                "router", lambda: Router.start(reg, live, store, spool=spool, metrics=metrics)
+            ),
+            ChildSpec("senders", _registered(reg, "senders", senders), type="supervisor"),
+            ChildSpec(
+                "receivers",
+                _registered(reg, "receivers", lambda: Supervisor.start(name="receivers")),
+                type="supervisor",
+            ),
+            listener(OUTSIDE),
+            listener(INSIDE),
+            *(self.operations.children() if self.operations is not None else []),
+        ]
+
+    def recover(self) -> None:
+        """Make the spool and the queue agree, and load the runtime changes (replay).
+
+        See :func:`wolfpacs.node.recovery.recover`; runs before the tree starts.
+        """
+        self.spool.prepare()
+        store = self.backend()
+        store.open()
+        try:
+            config = recover(self.spool, store, self.config)
+        finally:
+            store.close()
+        self.live.set(config)
+
+    def start(self) -> None:
+        """Lock data_dir, recover the spool, start the tree."""
+        self.spool.lock()
+        try:
+            self.recover()
+            self.root = Supervisor.start(self.children(), name="wolfpacs", **ROOT_INTENSITY)
+        except BaseException:
+            self.spool.unlock()
+            raise
+        monitor(self.root, self._on_exit)
+        node = self.config.node
+        logger.info(
+            "WolfPACS node %s up: outside port %d, inside port %d, data in %s",
+            node.ae_title, node.outside_port, node.inside_port, self.spool.root,
+        )  # fmt: skip
+
+    def _on_exit(self, reason: ExitReason) -> None:
+        self.exit_reason = reason
+        self.spool.unlock()
+        self.exited.set()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the tree in reverse order; True if every actor ended within ``timeout``."""
+        root = self.root
+        if root is None:
+            return True
+        if root.is_alive():
+            root.stop(block=False)
+        return join(root, timeout) is not None
+
+    def describe(self) -> dict[str, Any]:
+        """The whole tree as plain data (``Supervisor.describe``)."""
+        assert self.root is not None
+        description: dict[str, Any] = self.root.proxy().describe().get()
+        return description

@@ -1,0 +1,186 @@
+"""The store interface: what the node keeps in its database, and the data it keeps.
+
+:class:`Store` is every operation the node needs of its routing state
+(routes, the delivery queue, worker states, runtime config changes);
+:class:`Backend` is a store that can be opened and closed, as the store
+actor owns one. :class:`~wolfpacs.state.sqlite.SQLiteStore` is the
+embedded backend; the actors reach whichever there is through the typed
+client of :mod:`wolfpacs.node.store`, which is a :class:`Store` too.
+
+Contract of every backend: each operation is one transaction, committed
+when it returns; a write a retry can repeat is idempotent (a study's route
+is insert-if-absent, a queue row is unique by its spool path, counters move
+only when a row did). An error that means the backend cannot go on (a
+broken file or connection) is one :meth:`Backend.is_broken` accepts; the
+store actor then crashes and its successor opens the backend afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["DESTINATION", "OPERATIONS", "WORKER", "Backend", "QueueItem", "Route", "Store"]
+
+WORKER = "worker"  # a queue row bound for a worker: an instance a client sent
+DESTINATION = "destination"  # bound for a client's destination: a derived instance
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a study goes: the client that sent it and the worker it was given (plain data)."""
+
+    study_uid: str
+    client: str
+    worker: str
+    routed_at: float
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One spooled instance owed to a target (plain data: it crosses actors)."""
+
+    target: str
+    kind: str
+    path: str
+    study_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    size: int
+    enqueued_at: float = 0.0
+    id: int = 0
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class Store(Protocol):
+    """The operations on the node's routing state. Times are ``time.time()`` seconds."""
+
+    # -- routes ------------------------------------------------------------------------
+
+    def get_route(self, study_uid: str) -> Route | None: ...
+
+    def insert_route(self, study_uid: str, client: str, worker: str, at: float) -> Route:
+        """Record a new study's route unless it has one; the route that stands."""
+        ...
+
+    def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
+        """How many studies each worker has open: active since ``cutoff`` or still queued to it."""
+        ...
+
+    def move_studies(
+        self, worker: str, to: str, studies: list[str] | None = None, cutoff: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """Re-route ``worker``'s studies (those given, or those open) to ``to``; what moved."""
+        ...
+
+    # -- the queue ---------------------------------------------------------------------
+
+    def enqueue(self, item: QueueItem) -> int:
+        """Add a queue row and count the instance in; its row id (idempotent by path)."""
+        ...
+
+    def enqueue_received(self, item: QueueItem) -> str | None:
+        """:meth:`enqueue` a received instance; the worker its study moved to meanwhile, if any."""
+        ...
+
+    def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
+        """The oldest rows owed to ``target``, leaving out those of studies moved away."""
+        ...
+
+    def delivered(self, item_id: int, at: float | None = None) -> None:
+        """The target answered success: drop the row, count the delivery (once)."""
+        ...
+
+    def delivered_next(self, item_ids: list[int], target: str, limit: int = 32) -> list[QueueItem]:
+        """:meth:`delivered` for each of ``item_ids`` (one commit), then :meth:`next_items`."""
+        ...
+
+    def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
+        """Queued rows of ``target`` whose study now routes elsewhere, with that worker."""
+        ...
+
+    def retarget(self, item_id: int, target: str, path: str) -> None: ...
+
+    def repath(self, old: str, new: str) -> bool:
+        """Point the row of spool file ``old`` at ``new``; whether there was one."""
+        ...
+
+    def remove_item(self, item_id: int) -> None:
+        """Drop a row whose file went to ``dead/``."""
+        ...
+
+    def failed_attempt(self, item_id: int, error: str) -> int:
+        """Count a failure answer for one instance; the attempts so far."""
+        ...
+
+    def items_of(self, target: str) -> list[QueueItem]: ...
+
+    def queue_stats(self) -> dict[str, dict[str, Any]]:
+        """Per target: its kind, queued instances, bytes, oldest enqueue time."""
+        ...
+
+    def queued_paths(self) -> set[str]: ...
+
+    def drop_missing(self, paths: set[str]) -> int:
+        """Remove the rows of these spool paths (their files are gone); how many."""
+        ...
+
+    # -- studies, for the shell --------------------------------------------------------
+
+    def study(self, study_uid: str) -> dict[str, Any] | None: ...
+
+    def studies(
+        self, worker: str | None = None, client: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The most recently routed studies, of a worker or a client if given."""
+        ...
+
+    def queued_for_study(self, study_uid: str) -> dict[str, int]: ...
+
+    def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
+        """Studies of a client or worker (``column``) active since ``cutoff`` or queued."""
+        ...
+
+    def count_studies(self) -> int: ...
+
+    # -- workers and runtime changes ---------------------------------------------------
+
+    def worker_states(self) -> dict[str, str]: ...
+
+    def set_worker_state(self, name: str, state: str, at: float | None = None) -> None: ...
+
+    def delete_worker_state(self, name: str) -> None: ...
+
+    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]: ...
+
+    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None: ...
+
+    def ping(self) -> bool:
+        """Take the write lock and let it go: the store can be written to now."""
+        ...
+
+
+class Backend(Store, Protocol):
+    """A store the store actor owns: opened in its thread, closed when it ends."""
+
+    def open(self) -> None:
+        """Connect, and bring the schema up to date (:mod:`wolfpacs.state.schema`)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def is_broken(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by an operation, means this backend cannot go on."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Where it keeps its data, and how (plain data, for ``inspect store``)."""
+        ...
+
+
+# The names a store actor answers to: Store's operations, and nothing else (not ``close``).
+OPERATIONS = frozenset(
+    name for name, value in vars(Store).items() if callable(value) and not name.startswith("_")
+)

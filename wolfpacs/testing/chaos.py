@@ -1,0 +1,404 @@
+"""``wolfpacs chaos``: a node under fire, and a ledger of what became of every instance.
+
+On loopback only: a node (``wolfpacs run`` in a subprocess, so that it can be
+``kill -9``-ed), simulated workers that return derived series, one simulated
+PACS per hospital, and hospitals sending studies over concurrent
+associations, resending what was refused, as hospitals do. Meanwhile a
+seeded schedule crashes actors, takes workers and PACS down or makes them
+misbehave, kills the node and restarts it, and fills the spool to its limit.
+Then the faults end, the queues drain, and the ledger (:mod:`wolfpacs.testing.ledger`)
+is drawn up from what the simulated peers really hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
+
+from wolfpacs.ops.control import ControlClient, ControlError
+from wolfpacs.testing.ledger import Ledger, Sent
+from wolfpacs.testing.peers import (
+    SimulatedPACS,
+    SimulatedWorker,
+    free_port,
+    send_files,
+    wait_port,
+)
+from wolfpacs.testing.synthetic import write_study
+
+__all__ = ["Chaos", "Options"]
+
+logger = logging.getLogger(__name__)
+
+# What a crash fault picks from; a trailing * is any actor of that kind.
+CRASHABLE = [
+    "router", "store", "senders", "receivers", "listener:outside", "listener:inside", "control",
+    "sender:*", "sender:*", "receiver:*", "receiver:*", "receiver:*",
+]  # fmt: skip
+PEER_FAULTS = ["down", "status", "abort", "stall"]
+BATCH = 8  # instances a hospital sends per association
+DRAIN_TIMEOUT = 180.0  # seconds the queues get to empty once the faults end
+
+
+@dataclass(frozen=True)
+class Options:
+    instances: int = 300
+    studies: int = 10
+    clients: int = 2
+    workers: int = 3
+    seed: int = 1
+    duration: float = 60.0  # seconds of faults; sending may go on a little longer
+    faults: int = 10
+    kills: int = 1
+    size: int = 32  # rows = columns of each image
+
+
+def _matching(names: list[str], choice: str) -> list[str]:
+    """The actors ``choice`` names: itself, or with a trailing * every one of that kind."""
+    if choice.endswith("*"):
+        return [n for n in names if n.startswith(choice[:-1])]
+    return [n for n in names if n == choice]
+
+
+def _digest(path: Path) -> str:
+    data = path.read_bytes()
+    meta = read_file_meta_info(path)
+    return hashlib.sha256(data[132 + 12 + int(meta.FileMetaInformationGroupLength) :]).hexdigest()
+
+
+class Chaos:
+    """One run. :meth:`run` returns its ledger; everything it started is stopped."""
+
+    def __init__(self, options: Options, root: Path | None = None) -> None:
+        self.options = options
+        self.root = root or Path(tempfile.mkdtemp(prefix="wolfpacs-chaos-"))
+        self.rng = random.Random(options.seed)
+        self.outside, self.inside = free_port(), free_port()
+        self.workers = [SimulatedWorker(f"CHAOS_W{i}", self.inside, quiet=0.5)
+                        for i in range(options.workers)]  # fmt: skip
+        self.pacs = [SimulatedPACS(f"CHAOS_P{i}") for i in range(options.clients)]
+        self.config = self.root / "chaos.toml"
+        self.node: subprocess.Popen[bytes] | None = None
+        self.ledger = Ledger()
+        self.refusals: dict[int, int] = {}
+        self._restarts_now: dict[str, int] = {}
+        self._lock = threading.Lock()  # one fault, or one restart of the node, at a time
+        self._counting = threading.Lock()
+
+    # -- the node ----------------------------------------------------------------------
+
+    def write_config(self, spool_max: int) -> None:
+        lines = [
+            "[node]", 'bind = "127.0.0.1"', f"outside_port = {self.outside}",
+            f"inside_port = {self.inside}", 'data_dir = "data"', "retry_initial = 0.2",
+            "retry_max = 2.0", "dimse_timeout = 3.0", "acse_timeout = 5.0",
+            "network_timeout = 10.0", "idle_release = 1.0", "echo_interval = 2.0",
+            "max_attempts = 100000", f"spool_max_bytes = {spool_max}", "http_port = 0", "",
+        ]  # fmt: skip
+        for i, pacs in enumerate(self.pacs):
+            lines += ["[[destinations]]", f'name = "pacs-{i}"', 'host = "127.0.0.1"',
+                      f"port = {pacs.port}", f'ae_title = "{pacs.ae_title}"', "",
+                      "[[clients]]", f'name = "hospital-{i}"', f'ae_title = "HOSP{i}_SECRET"',
+                      f'destination = "pacs-{i}"', 'pool = "chaos"', ""]  # fmt: skip
+        for i, worker in enumerate(self.workers):
+            lines += ["[[workers]]", f'name = "gpu-{i}"', 'host = "127.0.0.1"',
+                      f"port = {worker.port}", f'ae_title = "{worker.ae_title}"',
+                      'pool = "chaos"', ""]  # fmt: skip
+        self.config.write_text("\n".join(lines))
+
+    def start_node(self) -> None:
+        with open(self.root / "node.log", "ab") as log:
+            self.node = subprocess.Popen(
+                [sys.executable, "-m", "wolfpacs", "run", "--config", str(self.config)],
+                stdout=log, stderr=log,
+            )  # fmt: skip
+        wait_port(self.outside, timeout=60)
+        wait_port(self.inside, timeout=60)
+
+    def control(self) -> ControlClient:
+        return ControlClient(self.root / "data" / "control.sock", timeout=30, reconnect=30)
+
+    def poll_restarts(self) -> None:
+        """Note this node's restarts so far (the latest count of its present life)."""
+        client = ControlClient(self.root / "data" / "control.sock", timeout=10, reconnect=1)
+        try:
+            self._restarts_now = client.call("stats")["restarts"]
+        except ControlError:
+            pass  # between lives, or busy: the last count stands
+        finally:
+            client.close()
+
+    def collect_restarts(self) -> None:
+        """Bank the restarts of the node's present life (before it is killed, or after it died)."""
+        for actor, n in self._restarts_now.items():
+            self.ledger.restarts[actor] = self.ledger.restarts.get(actor, 0) + n
+        self._restarts_now = {}
+
+    def kill_node(self) -> None:
+        self.poll_restarts()
+        self.collect_restarts()
+        assert self.node is not None
+        self.node.kill()  # SIGKILL: no on_stop, no flush, nothing
+        self.node.wait(30)
+        self.ledger.node_kills += 1
+        self.start_node()
+
+    def watch_node(self, stop: threading.Event) -> None:
+        """A node that exits by itself (its tree gave up) is started again, as systemd would.
+
+        Meanwhile, its restart counts are read every second.
+        """
+        while not stop.wait(1.0):
+            with self._lock:
+                if self.node is not None and self.node.poll() is not None:
+                    logger.warning("chaos: the node exited (%s); starting it again",
+                                   self.node.returncode)  # fmt: skip
+                    self.ledger.node_exits += 1
+                    self.collect_restarts()
+                    self.start_node()
+                else:
+                    self.poll_restarts()
+
+    # -- faults ------------------------------------------------------------------------
+
+    def schedule(self) -> list[tuple[float, str]]:
+        """(seconds from the start, fault): seeded, within the first 80% of the duration."""
+        span = self.options.duration
+        events = [(self.rng.uniform(0.1, 0.8) * span, "kill") for _ in range(self.options.kills)]
+        events.append((self.rng.uniform(0.2, 0.5) * span, "spool"))  # at least one fill-up
+        kinds = ["crash"] * 6 + ["worker"] * 3 + ["pacs"]
+        events += [(self.rng.uniform(0.05, 0.8) * span, self.rng.choice(kinds))
+                   for _ in range(max(self.options.faults - len(events), 0))]  # fmt: skip
+        return sorted(events)
+
+    def inject(self, fault: str) -> None:
+        if fault == "kill":
+            with self._lock:  # not while the watcher starts the node again
+                self.kill_node()
+        elif fault == "crash":
+            self.crash()  # without the lock: it waits for a node between lives to be back
+        elif fault == "spool":  # every worker away: the queue grows to the spool's limit
+            self.misbehave(self.workers, "down", self.rng.uniform(3, 6))
+        else:
+            peers = self.workers if fault == "worker" else self.pacs
+            self.misbehave([self.rng.choice(peers)], self.rng.choice(PEER_FAULTS),
+                           self.rng.uniform(1, 4))  # fmt: skip
+        self.ledger.faults += 1
+
+    def crash(self) -> None:
+        """Crash one actor; if the node is between lives or the actor between restarts, retry."""
+        client = ControlClient(self.root / "data" / "control.sock", timeout=10, reconnect=2)
+        try:
+            for _ in range(20):
+                try:
+                    names = client.call("names")["actors"]
+                    pool = _matching(names, self.rng.choice(CRASHABLE))
+                    if pool:  # (a receiver may not be there at this instant)
+                        actor = self.rng.choice(pool)
+                        client.call("kill", actor=actor)
+                        self.ledger.crashes += 1
+                        logger.info("chaos: crashed %s", actor)
+                        return
+                except ControlError as exc:
+                    logger.info("chaos: crash not injected yet: %s", exc)
+                    time.sleep(0.5)
+            logger.warning("chaos: no crash injected after 20 tries")
+        finally:
+            client.close()
+
+    def misbehave(self, peers: list[Any], how: str, seconds: float) -> None:
+        for peer in peers:
+            if how == "down":
+                peer.stop()
+            else:
+                peer.stall = 5.0  # longer than the node's dimse_timeout
+                peer.fault = how
+        logger.info("chaos: %s %s for %.1f s", ", ".join(p.ae_title for p in peers), how, seconds)
+
+        def recover() -> None:
+            for peer in peers:
+                peer.fault = None
+                if not peer.running:
+                    peer.start()
+
+        timer = threading.Timer(seconds, recover)
+        timer.daemon = True
+        timer.start()
+
+    def run_faults(self, started: float, stop: threading.Event) -> None:
+        for at, fault in self.schedule():
+            if stop.wait(max(0.0, started + at - time.monotonic())):
+                return
+            try:
+                self.inject(fault)
+            except Exception:  # a fault that could not be played is logged, the run goes on
+                logger.exception("chaos: fault %s failed", fault)
+
+    # -- hospitals ---------------------------------------------------------------------
+
+    def hospital(self, client: int, files: list[Path], deadline: float) -> list[Path]:
+        """Send until every file is acknowledged or the deadline passes; the acknowledged."""
+        pending, acked = list(files), []
+        while pending and time.monotonic() < deadline:
+            batch, pending = pending[:BATCH], pending[BATCH:]
+            try:
+                statuses = send_files(batch, self.outside, f"HOSP{client}_SECRET",
+                                      calling_ae=f"HOSPITAL{client}")  # fmt: skip
+            except Exception:  # the node is down or restarting: later
+                statuses = [-1] * len(batch)
+            for path, status in zip(batch, statuses, strict=True):
+                if status == 0:
+                    acked.append(path)
+                else:
+                    pending.append(path)
+                    with self._counting:
+                        self.refusals[status] = self.refusals.get(status, 0) + 1
+            if any(s != 0 for s in statuses):
+                time.sleep(self.rng.uniform(0.1, 0.5))
+        return acked
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self) -> Ledger:
+        started_wall = time.monotonic()
+        o = self.options
+        studies: dict[int, list[Path]] = {c: [] for c in range(o.clients)}
+        per_study = max(o.instances // o.studies, 1)
+        for s in range(o.studies):
+            files = write_study(self.root / f"study{s}", series=1, per_series=per_study,
+                                rows=o.size, columns=o.size)  # fmt: skip
+            studies[s % o.clients].extend(files)
+        for files in studies.values():  # interleave a hospital's studies: several open at once
+            self.rng.shuffle(files)
+        size = max(f.stat().st_size for files in studies.values() for f in files)
+        # A spool that a worker outage fills: the node must refuse, then recover.
+        self.write_config(spool_max=size * max(30, o.instances // 50))
+        for peer in (*self.workers, *self.pacs):
+            peer.start()
+        self.start_node()
+        stop = threading.Event()
+        threading.Thread(target=self.watch_node, args=(stop,), daemon=True).start()
+        faults = threading.Thread(target=self.run_faults, args=(time.monotonic(), stop))
+        faults.start()
+        deadline = time.monotonic() + o.duration * 3 + 60
+        acked: dict[int, list[Path]] = {}
+        senders = [threading.Thread(target=lambda c=c: acked.__setitem__(
+            c, self.hospital(c, studies[c], deadline))) for c in studies]  # fmt: skip
+        try:
+            for thread in senders:
+                thread.start()
+            for thread in senders:
+                thread.join()
+            faults.join()
+            self.settle()
+        finally:
+            stop.set()
+            with self._lock:
+                self.poll_restarts()
+                self.collect_restarts()
+                self.stop_node()
+            for peer in (*self.workers, *self.pacs):
+                peer.fault = None
+                peer.stop()
+        self.ledger = self.count(studies, acked, self.ledger)
+        self.ledger.wall_s = time.monotonic() - started_wall
+        return self.ledger
+
+    def settle(self) -> None:
+        """Faults over: wait (bounded) until the queues are empty and the derived series home."""
+        for peer in (*self.workers, *self.pacs):
+            peer.fault = None
+            if not peer.running:
+                peer.start()
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        client = self.control()
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    queued = client.call("queues")
+                except ControlError:
+                    queued = ["unknown"]
+                if not queued and all(w.idle for w in self.workers):
+                    return
+                time.sleep(0.5)
+            logger.warning("chaos: queues not empty after %.0f s", DRAIN_TIMEOUT)
+        finally:
+            client.close()
+
+    def stop_node(self) -> None:
+        if self.node is not None and self.node.poll() is None:
+            self.node.send_signal(signal.SIGTERM)
+            try:
+                self.node.wait(60)
+            except subprocess.TimeoutExpired:
+                self.node.kill()
+
+    def count(self, studies: dict[int, list[Path]], acked: dict[int, list[Path]],
+              ledger: Ledger) -> Ledger:  # fmt: skip
+        done = {p for paths in acked.values() for p in paths}
+        sent = []
+        for client, files in studies.items():
+            for path in files:
+                ds = dcmread(path, stop_before_pixels=True)
+                sent.append(Sent(str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
+                                 f"hospital-{client}", _digest(path), path in done))  # fmt: skip
+        owner = {s.study_uid: s.owner for s in sent}
+        derived = [Sent(uid, study, owner.get(study, "?"), "", ok)
+                   for w in self.workers for uid, (study, ok) in w.derived.items()]  # fmt: skip
+        dead = set()
+        for note in (self.root / "data" / "dead").glob("*.json"):
+            dead.add(json.loads(note.read_text()).get("sop_instance_uid"))
+        result = Ledger.count(
+            sent,
+            {w.ae_title: [(r.sop_instance_uid, r.study_uid, r.digest) for r in w.received]
+             for w in self.workers},
+            derived,
+            {f"hospital-{i}": [(r.sop_instance_uid, r.study_uid, r.digest) for r in p.received]
+             for i, p in enumerate(self.pacs)},
+            dead,
+        )  # fmt: skip
+        for key in ("restarts", "node_kills", "node_exits", "faults", "crashes"):
+            setattr(result, key, getattr(ledger, key))
+        return result
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(options: Options, keep: bool = False, report: Path | None = None) -> int:
+    """Run, print the ledger; 0 only if nothing acknowledged was lost or misrouted."""
+    # Refused connections are the point of the exercise: pynetdicom need not shout them.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    chaos = Chaos(options)
+    print(f"chaos: {options.instances} instances in {options.studies} studies from "
+          f"{options.clients} hospitals to {options.workers} workers; {options.faults} faults, "
+          f"{options.kills} kill -9, seed {options.seed}; in {chaos.root}", flush=True)  # fmt: skip
+    try:
+        ledger = chaos.run()
+    finally:
+        if not keep:
+            chaos.cleanup()
+    print(ledger.render())
+    if chaos.refusals:
+        print("refusals seen by hospitals: " + ", ".join(
+            f"0x{s:04X} x{n}" if s >= 0 else f"no answer x{n}"
+            for s, n in sorted(chaos.refusals.items())))  # fmt: skip
+    if report is not None:
+        report.write_text(json.dumps({**ledger.as_dict(), "refusals": {
+            str(k): v for k, v in chaos.refusals.items()}}, indent=2) + "\n")  # fmt: skip
+    return 0 if ledger.clean() else 1
