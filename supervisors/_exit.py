@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -159,18 +159,18 @@ def _call(listener: ExitListener, reason: ExitReason) -> None:
 
 # Keyed by the ActorRef object itself: pykka hands out one ref per actor, and
 # the record must outlive the actor for as long as anyone holds its ref.
-_lifecycles: weakref.WeakKeyDictionary[pykka.ActorRef, Lifecycle] = weakref.WeakKeyDictionary()
+_lifecycles: weakref.WeakKeyDictionary[pykka.ActorRef[Any], Lifecycle] = weakref.WeakKeyDictionary()
 _lifecycles_lock = threading.Lock()
 
 
-def register(ref: pykka.ActorRef) -> Lifecycle:
+def register(ref: pykka.ActorRef[Any]) -> Lifecycle:
     lifecycle = Lifecycle()
     with _lifecycles_lock:
         _lifecycles[ref] = lifecycle
     return lifecycle
 
 
-def lifecycle_of(ref: pykka.ActorRef) -> Lifecycle:
+def lifecycle_of(ref: pykka.ActorRef[Any]) -> Lifecycle:
     """The lifecycle of a :class:`~supervisors.SupervisedActor`'s ref.
 
     Raises:

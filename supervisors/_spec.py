@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from supervisors._exceptions import InvalidSpecError
 
@@ -43,12 +44,15 @@ class Strategy(StrEnum):
     REST_FOR_ONE = "rest_for_one"  # that child and the children started after it
 
 
-def _enum(kind: type[StrEnum], name: str, value: object) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(member.value for member in kind)
-        raise InvalidSpecError(name, value, f"must be one of {allowed}") from None
+E = TypeVar("E", bound=StrEnum)
+
+
+def _enum(kind: type[E], name: str, value: object) -> E:
+    if isinstance(value, str):  # a member is a str too
+        with contextlib.suppress(ValueError):
+            return kind(value)
+    allowed = ", ".join(member.value for member in kind)
+    raise InvalidSpecError(name, value, f"must be one of {allowed}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,12 @@ class ChildSpec:
         if math.isnan(shutdown) or shutdown < 0:
             raise InvalidSpecError("shutdown", shutdown, "must be >= 0")
         object.__setattr__(self, "shutdown", float(shutdown))
+
+    @property
+    def shutdown_seconds(self) -> float:
+        """``shutdown`` as normalised: the seconds a stop may take (``math.inf``: for ever)."""
+        assert self.shutdown is not None  # __post_init__ gives every spec its number
+        return self.shutdown
 
 
 def validate_children(children: Iterable[ChildSpec]) -> list[ChildSpec]:

@@ -103,7 +103,7 @@ class Supervisor(SupervisedActor):
         self._given_up = False
 
     @classmethod
-    def start(  # type: ignore[override]
+    def start(
         cls,
         children: Sequence[ChildSpec] = (),
         strategy: Strategy | str = Strategy.ONE_FOR_ONE,
@@ -382,11 +382,12 @@ class Supervisor(SupervisedActor):
         self._by_urn.pop(ref.actor_urn, None)
         ref.stop(block=False)
         lifecycle = lifecycle_of(ref)
-        reason = lifecycle.wait(None if math.isinf(spec.shutdown) else spec.shutdown)
+        shutdown = spec.shutdown_seconds
+        reason = lifecycle.wait(None if math.isinf(shutdown) else shutdown)
         if reason is None:
             # OTP would kill it here; a thread can only be asked to let go of what blocks it.
             lifecycle.interrupt()
-            reason = lifecycle.wait(min(spec.shutdown, INTERRUPT_GRACE))
+            reason = lifecycle.wait(min(shutdown, INTERRUPT_GRACE))
         if reason is None:
             lifecycle.abandoned = True
             logger.error(
@@ -415,7 +416,8 @@ class Supervisor(SupervisedActor):
         }
         if spec.type is ChildType.SUPERVISOR and ref is not None:
             try:
-                sub = ref.ask(ProxyCall(("describe",), (), {}), timeout=DESCRIBE_TIMEOUT)
+                describe = ProxyCall((Supervisor.describe.__name__,), (), {})
+                sub: dict[str, Any] = ref.ask(describe, block=True, timeout=DESCRIBE_TIMEOUT)
             except (pykka.Timeout, pykka.ActorDeadError, AttributeError):
                 sub = {"children": None}
             info["name"] = sub.get("id")

@@ -1,11 +1,13 @@
-"""The SQLite store: idempotent writes, the queue, open studies."""
+"""The SQLite store: idempotent writes, the queue, open studies, its schema's versions."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 
 import pytest
 
+from wolfpacs.state import schema
 from wolfpacs.state.sqlite import ENQUEUE, SQLiteStore
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
@@ -135,3 +137,38 @@ def test_an_instance_is_counted_in_once_by_the_trigger(store):
     store.insert_route("1.2.1", "sthlm", "gpu-b", 11.0)  # insert-if-absent: still gpu-a
     store._database.execute("UPDATE studies SET worker = 'gpu-b'")  # a move, as the router does
     assert store.enqueue_received(item("spool/gpu-a/z.dcm")) == "gpu-b"
+
+
+def test_a_new_database_records_its_schema_version(tmp_path):
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    store.open()
+    store.close()
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION >= 1
+
+
+def test_a_database_from_before_versions_is_taken_as_version_1_with_its_rows(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:  # what every node before versions made: no user_version
+        db.executescript(schema.MIGRATIONS[0])
+        db.execute("INSERT INTO studies (study_uid, client, worker, routed_at, last_activity_at) "
+                   "VALUES ('1.2.1', 'sthlm', 'gpu-a', 1.0, 1.0)")  # fmt: skip
+    store = SQLiteStore(path)
+    store.open()
+    try:
+        assert store.get_route("1.2.1").worker == "gpu-a"
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION
+
+
+def test_a_database_of_a_newer_wolfpacs_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {schema.VERSION + 1}")
+    with pytest.raises(schema.SchemaError, match=r"newer than this WolfPACS knows"):
+        SQLiteStore(path).open()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION + 1
+        assert not db.execute("SELECT name FROM sqlite_master").fetchall()  # nothing created

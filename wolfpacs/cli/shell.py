@@ -53,7 +53,7 @@ def _node_name(client: ControlClient) -> str:
 class Shell(cmd.Cmd):
     """The console. ``client`` talks to the node; output goes to ``stdout``."""
 
-    intro = "WolfPACS shell: 'help' lists the verbs, Tab completes, Ctrl-D leaves."
+    intro: str | None = "WolfPACS shell: 'help' lists the verbs, Tab completes, Ctrl-D leaves."
 
     def __init__(self, client: ControlClient, stdout: Any = None) -> None:
         super().__init__(stdout=stdout)

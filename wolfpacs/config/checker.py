@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ ENV_INSIDE_PORT = "WOLFPACS_INSIDE_PORT"
 ENV_HTTP_PORT = "WOLFPACS_HTTP_PORT"
 
 
-def load(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Config:
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     """Read, check and return the config in ``path``; env ports override the file's.
 
     Raises:
@@ -55,7 +55,7 @@ def load(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Con
     return config
 
 
-def parse(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+def parse(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
     """Check a config given as TOML text; see :func:`load`."""
     try:
         data = tomllib.loads(text)
@@ -127,7 +127,7 @@ class _Checker:
     def tls_check(
         self, node: NodeConfig, destinations: tuple[Destination, ...], workers: tuple[Worker, ...]
     ) -> None:
-        for section, items in (("destinations", destinations), ("workers", workers)):
+        for section, items in _targets(destinations, workers):
             for i, item in enumerate(items):
                 if item.tls and not (node.tls_ca and node.tls_cert and node.tls_key):
                     why = "TLS to a peer needs [node] tls_cert, tls_key and tls_ca"
@@ -268,7 +268,7 @@ class _Checker:
     ) -> None:
         # Workers and destinations share one namespace: each has a sender and a spool queue.
         targets: dict[str, str] = {}
-        for section, items in (("destinations", destinations), ("workers", workers)):
+        for section, items in _targets(destinations, workers):
             for i, item in enumerate(items):
                 if item.name in targets:
                     raise self.fail(
@@ -331,7 +331,7 @@ class _Checker:
         return value.strip()
 
     def port(self, value: Any, path: tuple[Any, ...]) -> int:
-        return self.number(value, path, integer=True, minimum=1, maximum=65535)
+        return int(self.number(value, path, integer=True, minimum=1, maximum=65535))
 
     def number(
         self,
@@ -400,6 +400,13 @@ def validate(config: Config) -> None:
     checker.tls_check(config.node, config.destinations, config.workers)
 
 
+def _targets(
+    destinations: tuple[Destination, ...], workers: tuple[Worker, ...]
+) -> tuple[tuple[str, tuple[Destination | Worker, ...]], ...]:
+    """Each section of targets (the entries that have a sender), with its entries."""
+    return (("destinations", destinations), ("workers", workers))
+
+
 def _key_name(path: tuple[Any, ...]) -> str:
     out = ""
     for part in path:
@@ -407,7 +414,7 @@ def _key_name(path: tuple[Any, ...]) -> str:
     return out
 
 
-def _apply_env(config: Config, env: dict[str, str]) -> Config:
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
     ports: dict[str, int] = {}
     pairs = ((ENV_OUTSIDE_PORT, "outside_port"), (ENV_INSIDE_PORT, "inside_port"),
              (ENV_HTTP_PORT, "http_port"))  # fmt: skip
@@ -422,7 +429,13 @@ def _apply_env(config: Config, env: dict[str, str]) -> Config:
             ports[key] = int(text)
     if not ports:
         return config
-    node = replace(config.node, **ports)
+    old = config.node
+    node = replace(
+        old,
+        outside_port=ports.get("outside_port", old.outside_port),
+        inside_port=ports.get("inside_port", old.inside_port),
+        http_port=ports.get("http_port", old.http_port),
+    )
     if node.outside_port == node.inside_port:
         raise ConfigError("environment", None, "", "outside and inside ports must differ")
     return replace(config, node=node)

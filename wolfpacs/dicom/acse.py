@@ -18,10 +18,11 @@ import contextlib
 import functools
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -60,6 +61,14 @@ def _text(value: object) -> str:
     return str(value or "").strip()
 
 
+def _id(context: PresentationContext) -> int:
+    return context.context_id or 0  # pynetdicom gives every context it makes or decodes one
+
+
+def _syntaxes(uids: Sequence[str]) -> list[str | bytes | UID]:
+    return list(uids)
+
+
 def _user_information(max_pdu: int) -> list[Any]:
     max_length = MaximumLengthNotification()
     max_length.maximum_length_received = max_pdu
@@ -82,11 +91,11 @@ def _accept_contexts(primitive: A_ASSOCIATE, max_pdu: int) -> tuple[bytes, dict[
     roles = {
         item.sop_class_uid: (item.scu_role, item.scp_role)
         for item in primitive.user_information or []
-        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.sop_class_uid is not None
     }
     verification = PresentationContext()
     verification.abstract_syntax = VERIFICATION
-    verification.transfer_syntax = UNCOMPRESSED
+    verification.transfer_syntax = _syntaxes(UNCOMPRESSED)
     results, role_items = negotiate_unrestricted(
         primitive.presentation_context_definition_list, [verification], roles
     )
@@ -100,9 +109,7 @@ def _accept_contexts(primitive: A_ASSOCIATE, max_pdu: int) -> tuple[bytes, dict[
     pdu = A_ASSOCIATE_AC()
     pdu.from_primitive(ac)
     contexts = {
-        int(cx.context_id): Context(
-            int(cx.context_id), str(cx.abstract_syntax), str(cx.transfer_syntax[0])
-        )
+        _id(cx): Context(_id(cx), str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
         for cx in results
         if cx.result == 0x00
     }
@@ -247,7 +254,7 @@ def request(
             context = PresentationContext()
             context.context_id = 2 * index + 1
             context.abstract_syntax = abstract
-            context.transfer_syntax = syntaxes
+            context.transfer_syntax = _syntaxes(syntaxes)
             primitive.presentation_context_definition_list.append(context)
             proposed[context.context_id] = abstract
         primitive.user_information = _user_information(max_pdu)
@@ -264,11 +271,9 @@ def request(
             raise ProtocolError(f"PDU type 0x{kind:02X} in answer to A-ASSOCIATE-RQ")
         answer = _decoded(A_ASSOCIATE_AC(), data, "A-ASSOCIATE-AC")
         contexts = {
-            int(cx.context_id): Context(
-                int(cx.context_id), proposed[int(cx.context_id)], str(cx.transfer_syntax[0])
-            )
+            _id(cx): Context(_id(cx), proposed[_id(cx)], str(cx.transfer_syntax[0]))
             for cx in answer.presentation_context_definition_results_list
-            if cx.result == 0x00 and int(cx.context_id) in proposed and cx.transfer_syntax
+            if cx.result == 0x00 and _id(cx) in proposed and cx.transfer_syntax
         }
         sock.settimeout(timeout)
         return Association(

@@ -62,6 +62,7 @@ from wolfpacs.dicom.pdu import (
     PDV,
     RELEASE_RP,
     RELEASE_RQ,
+    Pieces,
     abort_pdu,
     command_pdu,
     encode_pdu,
@@ -333,7 +334,7 @@ class Association:
             raise PeerAbortedError(f"connection broken: {exc}") from None
 
     def _send_dataset(
-        self, context_id: int, fd: int, first: memoryview, left: int, prefix: list[bytes]
+        self, context_id: int, fd: int, first: memoryview, left: int, prefix: Pieces
     ) -> None:
         """Send ``first`` and then ``left`` more bytes read from ``fd`` as a dataset.
 
@@ -347,7 +348,7 @@ class Association:
         full = PDU_PDV.pack(P_DATA_TF, fragment + 6, fragment + 2, context_id, 0)
         try:
             while True:
-                parts: list[bytes | memoryview] = prefix
+                parts: Pieces = prefix
                 n = len(chunk)
                 stop = n if n or left else 1  # an empty dataset: one empty last fragment
                 for start in range(0, stop, fragment):

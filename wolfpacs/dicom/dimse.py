@@ -101,7 +101,7 @@ def decode(data: bytes | bytearray | memoryview) -> Command:
             return None
         if len(value) != 2:
             raise DimseError(f"element (0000,{element:04X}) is not a US")
-        return _US.unpack(value)[0]
+        return int(_US.unpack(value)[0])
 
     is_request = not field & 0x8000
     message_id = number(_MESSAGE_ID if is_request else _RESPONDED_TO)

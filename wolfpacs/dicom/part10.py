@@ -60,4 +60,4 @@ def dataset_offset(first: bytes | memoryview) -> int:
     group, element, vr, length, value = _HEADER.unpack_from(head, 132)
     if (group, element, vr, length) != (0x0002, 0x0000, b"UL", 4):
         raise Part10Error("no file meta group length (0002,0000) first")
-    return 144 + value
+    return 144 + int(value)

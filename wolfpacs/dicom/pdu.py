@@ -18,8 +18,8 @@ __all__ = [
     "ABORT", "ABORT_BY_USER", "ABORT_INVALID_PARAMETER", "ABORT_UNEXPECTED_PARAMETER",
     "ABORT_UNEXPECTED_PDU", "ABORT_UNRECOGNISED_PDU", "ASSOCIATE_AC", "ASSOCIATE_RJ",
     "ASSOCIATE_RQ", "COMMAND", "DEFAULT_SEND_PDU", "HEADER", "LAST", "MAX_ASSOCIATE_PDU",
-    "MAX_SEND_PDU", "PDU_PDV", "PDV", "P_DATA_TF", "REJECT_APPLICATION_CONTEXT", "REJECT_BUSY",
-    "REJECT_CALLED_AE", "REJECT_CALLING_AE", "REJECT_LIMIT", "REJECT_NO_REASON",
+    "MAX_SEND_PDU", "PDU_PDV", "PDV", "P_DATA_TF", "Pieces", "REJECT_APPLICATION_CONTEXT",
+    "REJECT_BUSY", "REJECT_CALLED_AE", "REJECT_CALLING_AE", "REJECT_LIMIT", "REJECT_NO_REASON",
     "REJECT_PROTOCOL_VERSION", "RELEASE_RP", "RELEASE_RQ", "abort_pdu", "command_pdu",
     "encode_pdu", "read_first",
 ]  # fmt: skip
@@ -51,6 +51,8 @@ MAX_ASSOCIATE_PDU = 1 << 20  # an A-ASSOCIATE-RQ of 128 contexts is a few kiloby
 DEFAULT_SEND_PDU = 1 << 20  # what to send to a peer that announces no maximum
 MAX_SEND_PDU = 4 << 20  # a larger announced maximum is not honoured in full
 
+Pieces = list[bytes | memoryview]  # of PDUs, for one sendmsg
+
 
 def encode_pdu(kind: int, body: bytes) -> bytes:
     """A whole PDU: its header and ``body``."""
@@ -61,7 +63,7 @@ def abort_pdu(source: int, reason: int) -> bytes:
     return encode_pdu(ABORT, bytes([0, 0, source, reason]))
 
 
-def command_pdu(context_id: int, command: bytes) -> list[bytes]:
+def command_pdu(context_id: int, command: bytes) -> Pieces:
     """A command set as one P-DATA-TF of one PDV (command sets are far smaller than any PDU).
 
     Two pieces, header and command, for a ``sendmsg`` that may carry more.

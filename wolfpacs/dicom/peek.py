@@ -20,12 +20,12 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_file_meta_info, read_partial
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -38,7 +38,7 @@ _STUDY_UID = Tag(0x0020, 0x000D)
 _SERIES_UID = Tag(0x0020, 0x000E)
 _SOP_CLASS_UID = Tag(0x0008, 0x0016)
 _SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
-_WANTED = [_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_UID, _SERIES_UID]
+_WANTED: list[BaseTag | int] = [_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_UID, _SERIES_UID]
 INFLATE_LIMIT = 1 << 20  # bytes of a deflated dataset inflated to find its routing tags
 # A UI value: at most 64 characters (PS3.5 6.2); printable ASCII, no backslash.
 _UID = re.compile(r"^[\x21-\x5b\x5d-\x7e]{1,64}$")
@@ -65,8 +65,8 @@ def _text(value: object) -> str:
     return str(value or "").strip(" \x00")
 
 
-def _past_series(tag: object, _vr: object, _length: object) -> bool:
-    return tag > _SERIES_UID  # type: ignore[operator]
+def _past_series(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return bool(tag > _SERIES_UID)
 
 
 def _read_deflated(fp: BinaryIO, meta: FileMetaDataset) -> Dataset:
@@ -83,7 +83,8 @@ def _read_deflated(fp: BinaryIO, meta: FileMetaDataset) -> Dataset:
             break
         prefix += inflater.decompress(chunk, INFLATE_LIMIT - len(prefix))
     ds = read_dataset(
-        DicomBytesIO(prefix), is_implicit_VR=False, is_little_endian=True,
+        cast("BinaryIO", DicomBytesIO(prefix)),  # one, in all but pydicom's annotations
+        is_implicit_VR=False, is_little_endian=True,
         stop_when=_past_series, defer_size=4096, specific_tags=_WANTED,
     )  # fmt: skip
     if _STUDY_UID not in ds and len(prefix) >= INFLATE_LIMIT:

@@ -20,7 +20,7 @@ import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 
-from supervisors import ChildSpec, Registry, SupervisedActor, Supervisor, monitor
+from supervisors import ChildSpec, Registry, Restart, SupervisedActor, Supervisor, monitor
 from wolfpacs.dicom import acse
 from wolfpacs.dicom.association import Association
 from wolfpacs.dicom.errors import AssociationError
@@ -39,8 +39,8 @@ from wolfpacs.node.receiver import Receiver
 if TYPE_CHECKING:
     from wolfpacs.config.live import LiveConfig
     from wolfpacs.config.model import Config
+    from wolfpacs.node.store import StoreClient
     from wolfpacs.state.spool import Spool
-    from wolfpacs.state.store import Store
 
 __all__ = ["Gate", "Listener"]
 
@@ -75,7 +75,7 @@ class Gate:
         live: LiveConfig,
         registry: Registry,
         spool: Spool,
-        store: Store,
+        store: StoreClient,
         *,
         metrics: Metrics,
     ) -> None:
@@ -206,7 +206,7 @@ class Gate:
                 limits=node,
                 live=self.live,
             ),
-            restart="temporary",
+            restart=Restart.TEMPORARY,
         )
         try:
             ref = self.registry.call("receivers", Supervisor.start_child, spec, timeout=ASK_TIMEOUT)
@@ -278,7 +278,7 @@ class Listener(SupervisedActor):
         live: LiveConfig,
         registry: Registry,
         spool: Spool,
-        store: Store,
+        store: StoreClient,
         *,
         metrics: Metrics | None = None,
     ) -> None:

@@ -28,7 +28,7 @@ __all__ = ["Metrics"]
 logger = logging.getLogger(__name__)
 
 # A *_created sample beside every counter doubles the output for what restarts tell anyway.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client's, unannotated
 
 # Seconds: a fsync'ed spool write is milliseconds; a delivery waits for a peer, maybe long.
 SPOOL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

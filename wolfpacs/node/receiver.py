@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from wolfpacs.config.live import LiveConfig
     from wolfpacs.config.model import Config, NodeConfig
     from wolfpacs.dicom.association import Association, Context
+    from wolfpacs.node.store import StoreClient
     from wolfpacs.state.spool import Spool
-    from wolfpacs.state.store import Store
 
 __all__ = ["HEAD_BYTES", "Receiver"]
 
@@ -123,7 +123,7 @@ class Receiver(SupervisedActor):
         self,
         registry: Registry,
         spool: Spool,
-        store: Store,
+        store: StoreClient,
         peer: Peer,
         assoc: Association | None = None,
         *,

@@ -26,11 +26,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import pykka
 
-from supervisors import ChildSpec, ExitReason, Registry, Supervisor, join, monitor
+from supervisors import ChildSpec, ChildType, ExitReason, Registry, Supervisor, join, monitor
 from wolfpacs.config.live import LiveConfig
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
@@ -50,10 +50,17 @@ __all__ = ["DataDirInUseError", "Node", "Operations"]
 logger = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite3"
+
+
+class Intensity(TypedDict):
+    max_restarts: int
+    max_seconds: float
+
+
 # Ten crashes a minute before a supervisor gives up: a flapping peer must not take
 # the node down, a bug that crashes on every message must.
-ROOT_INTENSITY = {"max_restarts": 10, "max_seconds": 60.0}
-SENDERS_INTENSITY = {"max_restarts": 10, "max_seconds": 60.0}
+ROOT_INTENSITY = Intensity(max_restarts=10, max_seconds=60.0)
+SENDERS_INTENSITY = Intensity(max_restarts=10, max_seconds=60.0)
 
 
 class Operations(Protocol):
@@ -149,11 +156,11 @@ class Node:
             ChildSpec(
                 "router", lambda: Router.start(reg, live, store, spool=spool, metrics=metrics)
             ),
-            ChildSpec("senders", _registered(reg, "senders", senders), type="supervisor"),
+            ChildSpec("senders", _registered(reg, "senders", senders), type=ChildType.SUPERVISOR),
             ChildSpec(
                 "receivers",
                 _registered(reg, "receivers", lambda: Supervisor.start(name="receivers")),
-                type="supervisor",
+                type=ChildType.SUPERVISOR,
             ),
             listener(OUTSIDE),
             listener(INSIDE),

@@ -76,8 +76,8 @@ class Control(SupervisedActor):
         if self.node.control_port:
             tcp = socket.create_server(("127.0.0.1", self.node.control_port), reuse_port=False)
             self._listeners.append((tcp, True))
-        for sock, tcp in self._listeners:
-            self.start_thread(self._accept, sock, tcp, name="control-accept")
+        for sock, is_tcp in self._listeners:
+            self.start_thread(self._accept, sock, is_tcp, name="control-accept")
 
     def on_stop(self) -> None:
         self._close()
@@ -253,7 +253,8 @@ class ControlClient:
         self._sock.sendall(msgpack.packb(request, use_bin_type=True))
         while True:
             for reply in self._unpacker:
-                return reply
+                answer: dict[str, Any] = reply
+                return answer
             data = self._sock.recv(65536)
             if not data:
                 raise OSError("the node closed the control connection")

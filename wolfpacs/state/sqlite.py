@@ -44,130 +44,7 @@ _ITEM_COLUMNS = (
 )
 
 
-class _AdminQueries:
-    """What the shell asks and changes beyond routing: moves, listings, runtime config."""
-
-    _transaction: Any
-    _database: sqlite3.Connection
-
-    def move_studies(
-        self, worker: str, to: str, studies: list[str] | None = None, cutoff: float = 0.0
-    ) -> list[dict[str, Any]]:
-        """Re-route ``worker``'s studies to ``to``; what moved.
-
-        The studies given, or else those open: active since ``cutoff`` or with
-        instances queued (a closed study stays where it was done). Each moved
-        study: its UID, the instances already delivered to ``worker`` (now a
-        split study) and those still queued for it (its sender hands them on).
-        """
-        with self._transaction() as db:
-            where, args = "worker = ?", [worker]
-            if studies is not None:
-                where += f" AND study_uid IN ({', '.join('?' for _ in studies)})"
-                args += studies
-            else:
-                where += (
-                    " AND (last_activity_at >= ? OR EXISTS "
-                    "(SELECT 1 FROM queue q WHERE q.study_uid = studies.study_uid))"
-                )
-                args.append(cutoff)
-            moved = db.execute(
-                f"UPDATE studies SET worker = ?, moved_from = ?, "
-                f"delivered_before_move = instances_delivered WHERE {where} "
-                "RETURNING study_uid, instances_delivered",
-                (to, worker, *args),
-            ).fetchall()
-            queued = dict(
-                db.execute(
-                    "SELECT study_uid, COUNT(*) FROM queue WHERE target = ? AND kind = ? "
-                    "GROUP BY study_uid",
-                    (worker, WORKER),
-                ).fetchall()
-            )
-        return [
-            {"study_uid": uid, "delivered": delivered, "queued": queued.get(uid, 0)}
-            for uid, delivered in sorted(moved)
-        ]
-
-    def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
-        """Queued rows of ``target`` whose study now routes elsewhere, with that worker."""
-        columns = ", ".join(f"q.{c.strip()}" for c in _ITEM_COLUMNS.split(","))
-        rows = self._database.execute(
-            f"SELECT {columns}, s.worker FROM queue q JOIN studies s "
-            "ON s.study_uid = q.study_uid WHERE q.target = ? AND q.kind = ? "
-            "AND s.worker <> q.target ORDER BY q.id LIMIT ?",
-            (target, WORKER, limit),
-        ).fetchall()
-        return [(QueueItem(*row[:-1]), row[-1]) for row in rows]
-
-    def repath(self, old: str, new: str) -> bool:
-        """Point the row of spool file ``old`` at ``new``; whether there was one."""
-        with self._transaction(synced=False) as db:
-            return bool(db.execute("UPDATE queue SET path = ? WHERE path = ?", (new, old)).rowcount)
-
-    def retarget(self, item_id: int, target: str, path: str) -> None:
-        with self._transaction(synced=False) as db:
-            db.execute(
-                "UPDATE queue SET target = ?, path = ? WHERE id = ?", (target, path, item_id)
-            )
-
-    def items_of(self, target: str) -> list[QueueItem]:
-        rows = self._database.execute(
-            f"SELECT {_ITEM_COLUMNS} FROM queue WHERE target = ? ORDER BY id", (target,)
-        ).fetchall()
-        return [QueueItem(*row) for row in rows]
-
-    def studies(
-        self, worker: str | None = None, client: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        """The most recently routed studies, of a worker or a client if given."""
-        where, args = [], []
-        for column, value in (("worker", worker), ("client", client)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        cursor = self._database.execute(
-            "SELECT * FROM studies "
-            + (f"WHERE {' AND '.join(where)} " if where else "")
-            + "ORDER BY routed_at DESC LIMIT ?",
-            (*args, limit),
-        )
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-    def queued_for_study(self, study_uid: str) -> dict[str, int]:
-        return dict(
-            self._database.execute(
-                "SELECT target, COUNT(*) FROM queue WHERE study_uid = ? GROUP BY target",
-                (study_uid,),
-            ).fetchall()
-        )
-
-    def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
-        """Studies of a client or worker active since ``cutoff`` or with instances queued."""
-        assert column in ("client", "worker")
-        row = self._database.execute(
-            f"SELECT COUNT(*) FROM studies s WHERE s.{column} = ? AND (s.last_activity_at >= ? "
-            "OR EXISTS (SELECT 1 FROM queue q WHERE q.study_uid = s.study_uid))",
-            (name, cutoff),
-        ).fetchone()
-        return int(row[0])
-
-    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
-        rows = self._database.execute(
-            "SELECT kind, name, body FROM runtime_changes ORDER BY seq"
-        ).fetchall()
-        return [(kind, name, json.loads(body) if body else None) for kind, name, body in rows]
-
-    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO runtime_changes (kind, name, body, changed_at) VALUES (?, ?, ?, ?)",
-                (kind, name, None if table is None else json.dumps(table), time.time()),
-            )
-
-
-class SQLiteStore(_AdminQueries):
+class SQLiteStore:
     """The store on SQLite. Not thread-safe: one thread uses it (the store actor's).
 
     ``durable=True`` commits routes, moves, worker states and runtime
@@ -448,4 +325,122 @@ class SQLiteStore(_AdminQueries):
                 "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
                 "changed_at = excluded.changed_at",
                 (name, state, at or time.time()),
+            )
+
+    # -- moves, listings and runtime changes, for the operator ----------------------
+
+    def move_studies(
+        self, worker: str, to: str, studies: list[str] | None = None, cutoff: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """Re-route ``worker``'s studies to ``to``; what moved.
+
+        The studies given, or else those open: active since ``cutoff`` or with
+        instances queued (a closed study stays where it was done). Each moved
+        study: its UID, the instances already delivered to ``worker`` (now a
+        split study) and those still queued for it (its sender hands them on).
+        """
+        with self._transaction() as db:
+            where, args = "worker = ?", list[object]([worker])
+            if studies is not None:
+                where += f" AND study_uid IN ({', '.join('?' for _ in studies)})"
+                args += studies
+            else:
+                where += (
+                    " AND (last_activity_at >= ? OR EXISTS "
+                    "(SELECT 1 FROM queue q WHERE q.study_uid = studies.study_uid))"
+                )
+                args.append(cutoff)
+            moved = db.execute(
+                f"UPDATE studies SET worker = ?, moved_from = ?, "
+                f"delivered_before_move = instances_delivered WHERE {where} "
+                "RETURNING study_uid, instances_delivered",
+                (to, worker, *args),
+            ).fetchall()
+            queued = dict(
+                db.execute(
+                    "SELECT study_uid, COUNT(*) FROM queue WHERE target = ? AND kind = ? "
+                    "GROUP BY study_uid",
+                    (worker, WORKER),
+                ).fetchall()
+            )
+        return [
+            {"study_uid": uid, "delivered": delivered, "queued": queued.get(uid, 0)}
+            for uid, delivered in sorted(moved)
+        ]
+
+    def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
+        """Queued rows of ``target`` whose study now routes elsewhere, with that worker."""
+        columns = ", ".join(f"q.{c.strip()}" for c in _ITEM_COLUMNS.split(","))
+        rows = self._database.execute(
+            f"SELECT {columns}, s.worker FROM queue q JOIN studies s "
+            "ON s.study_uid = q.study_uid WHERE q.target = ? AND q.kind = ? "
+            "AND s.worker <> q.target ORDER BY q.id LIMIT ?",
+            (target, WORKER, limit),
+        ).fetchall()
+        return [(QueueItem(*row[:-1]), row[-1]) for row in rows]
+
+    def repath(self, old: str, new: str) -> bool:
+        """Point the row of spool file ``old`` at ``new``; whether there was one."""
+        with self._transaction(synced=False) as db:
+            return bool(db.execute("UPDATE queue SET path = ? WHERE path = ?", (new, old)).rowcount)
+
+    def retarget(self, item_id: int, target: str, path: str) -> None:
+        with self._transaction(synced=False) as db:
+            db.execute(
+                "UPDATE queue SET target = ?, path = ? WHERE id = ?", (target, path, item_id)
+            )
+
+    def items_of(self, target: str) -> list[QueueItem]:
+        rows = self._database.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM queue WHERE target = ? ORDER BY id", (target,)
+        ).fetchall()
+        return [QueueItem(*row) for row in rows]
+
+    def studies(
+        self, worker: str | None = None, client: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The most recently routed studies, of a worker or a client if given."""
+        where, args = [], []
+        for column, value in (("worker", worker), ("client", client)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        cursor = self._database.execute(
+            "SELECT * FROM studies "
+            + (f"WHERE {' AND '.join(where)} " if where else "")
+            + "ORDER BY routed_at DESC LIMIT ?",
+            (*args, limit),
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def queued_for_study(self, study_uid: str) -> dict[str, int]:
+        return dict(
+            self._database.execute(
+                "SELECT target, COUNT(*) FROM queue WHERE study_uid = ? GROUP BY target",
+                (study_uid,),
+            ).fetchall()
+        )
+
+    def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
+        """Studies of a client or worker active since ``cutoff`` or with instances queued."""
+        assert column in ("client", "worker")
+        row = self._database.execute(
+            f"SELECT COUNT(*) FROM studies s WHERE s.{column} = ? AND (s.last_activity_at >= ? "
+            "OR EXISTS (SELECT 1 FROM queue q WHERE q.study_uid = s.study_uid))",
+            (name, cutoff),
+        ).fetchone()
+        return int(row[0])
+
+    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        rows = self._database.execute(
+            "SELECT kind, name, body FROM runtime_changes ORDER BY seq"
+        ).fetchall()
+        return [(kind, name, json.loads(body) if body else None) for kind, name, body in rows]
+
+    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runtime_changes (kind, name, body, changed_at) VALUES (?, ?, ?, ?)",
+                (kind, name, None if table is None else json.dumps(table), time.time()),
             )

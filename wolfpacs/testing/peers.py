@@ -24,6 +24,7 @@ from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import generate_uid
 from pynetdicom import AE, _config, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     SecondaryCaptureImageStorage,
@@ -68,7 +69,7 @@ def set_nodelay(event: evt.Event) -> None:
             logger.debug("TCP_NODELAY not set: %s", exc)
 
 
-def nodelay_handlers() -> list[tuple[Any, Any]]:
+def nodelay_handlers() -> list[EventHandlerType]:
     return [(evt.EVT_CONN_OPEN, set_nodelay)]
 
 
@@ -178,7 +179,7 @@ class _StorageSCP:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = 131072
         ae.add_supported_context(Verification, UNCOMPRESSED)
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -209,9 +210,11 @@ class _StorageSCP:
             time.sleep(self.stall)
         path = Path(event.dataset_path)
         ds = dcmread(path, stop_before_pixels=True)
+        requested = event.assoc.requestor.primitive
+        assert requested is not None  # an accepted association was asked for
         item = Received(
             str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
-            _dataset_digest(path), event.assoc.requestor.primitive.calling_ae_title.strip(),
+            _dataset_digest(path), requested.calling_ae_title.strip(),
         )  # fmt: skip
         status = self.answer(item)
         if status != 0x0000:

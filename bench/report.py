@@ -1,0 +1,161 @@
+"""What a benchmark run says: its targets met or missed, a chart, the README's table, the summary.
+
+Plain functions of the results (the dict ``python -m bench`` writes as JSON).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark issue's targets, each with the measured value and whether it is met."""
+    s, found = results["scenarios"], {}
+
+    def target(name: str, value: float | None, limit: float, at_least: bool) -> None:
+        if value is not None:
+            met = value >= limit if at_least else value <= limit
+            found[name] = {"value": round(value, 3), "target": limit, "met": met}
+
+    ratio = lambda name: s[name]["ratio"] if name in s else None  # noqa: E731
+    target("os ratio >= 0.5", ratio("wolfpacs-os"), 0.5, True)
+    target("fsync ratio >= 0.3", ratio("wolfpacs-fsync"), 0.3, True)
+    if "fsync_limit" in results:
+        over = results["fsync_limit"]["time_over_limit"]
+        target("fsync time / its limit <= 1.25", over, 1.25, False)
+    target("8 clients ratio >= 0.5", ratio("wolfpacs-8"), 0.5, True)
+    if "latency" in results:
+        target("added latency p50 <= 20 ms", results["latency"]["added_p50_ms"], 20, False)
+    if "scaling" in results:
+        target("scaling spread <= 1.2", results["scaling"]["spread"], 1.2, False)
+    if "big" in results:
+        target("2 GB study peak RSS <= 200 MB", results["big"]["peak_rss_mb"], 200, False)
+    return found
+
+
+def chart(results: dict[str, Any], path: Path) -> bool:
+    """A PNG: instances/s per scenario, and the ratio to its baseline. False without matplotlib."""
+    try:
+        import matplotlib  # noqa: PLC0415 (optional: the bench extra)
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    names = list(results["scenarios"])
+    rates = [results["scenarios"][n]["instances_per_s"] for n in names]
+    colours = ["#888888" if n.startswith("direct") else "#c0504d" if n == "orthanc"
+               else "#4f81bd" for n in names]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    bars = ax.barh(names[::-1], rates[::-1], color=colours[::-1])
+    for bar, name in zip(bars, names[::-1], strict=True):
+        ratio = results["scenarios"][name]["ratio"]
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {ratio:.2f}x",
+                va="center", fontsize=9)  # fmt: skip
+    data = results["data"]
+    ax.set_xlabel("instances per second (higher is better); "
+                  "label: ratio to direct (8 clients: to direct-8)")  # fmt: skip
+    ax.set_title(f"WolfPACS bench {results['date']}: {data['instances']} x "
+                 f"{data['megabytes'] / data['instances']:.2f} MB CT, loopback, "
+                 f"{results['machine']['cpus']} cores", fontsize=10)  # fmt: skip
+    ax.set_xlim(0, max(rates) * 1.18)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as the README shows them: a table, then the other figures."""
+    data = results["data"]
+    lines = [
+        f"{results['date']}, {results['machine']['cpus']} cores, {data['instances']} CT instances "
+        f"({data['studies']} studies, {data['megabytes']:.0f} MB), median of "
+        f"{len(next(iter(results['scenarios'].values()))['runs_s'])} interleaved runs:",
+        "",
+        "| scenario | median | instances/s | MB/s | ratio | node peak RSS | node CPU s/GB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in results["scenarios"].values():
+        rss = f"{s['peak_rss_mb']:.0f} MB" if s["peak_rss_mb"] else "-"
+        cpu = f"{s['cpu_s_per_gb']:.1f}" if s["cpu_s_per_gb"] is not None else "-"
+        ratio = f"{s['ratio']:.2f} x {s['baseline']}"
+        lines.append(f"| {s['what']} | {s['median_s']:.2f} s | {s['instances_per_s']:.0f} | "
+                     f"{s['mb_per_s']:.0f} | {ratio} | {rss} | {cpu} |")  # fmt: skip
+    lines.append("")
+    lines.append("- CPU per instance while timed, of the whole machine (every process and the "
+                 "kernel; how busy its cores were) and of the node: " + "; ".join(
+                     f"{name} {s['machine_cpu_ms_per_instance']:.2f} ms "
+                     f"({s['machine_busy']:.0%} busy)"
+                     + (f", node {s['node_cpu_ms_per_instance']:.2f} ms"
+                        if s["node_cpu_ms_per_instance"] is not None else "")
+                     for name, s in results["scenarios"].items()
+                     if s["machine_cpu_ms_per_instance"] is not None))  # fmt: skip
+    if "fsync_limit" in results:
+        limit = results["fsync_limit"]
+        lines.append(f"- fsync limit: direct + {limit['fsync_ms_per_instance']:.2f} ms (one "
+                     f"write+fsync+rename, measured) per instance = {limit['limit_s']:.2f} s; "
+                     f"`fsync` mode took {limit['time_over_limit']:.2f} x that")  # fmt: skip
+    if "latency" in results:
+        lat = results["latency"]
+        lines.append(f"- one small instance ({lat['bytes_each'] / 1000:.0f} kB) at low load, "
+                     f"{lat['instances']} sends: direct p50 {lat['direct']['p50_ms']:.1f} ms / "
+                     f"p99 {lat['direct']['p99_ms']:.1f} ms, through WolfPACS p50 "
+                     f"{lat['wolfpacs']['p50_ms']:.1f} ms / "
+                     f"p99 {lat['wolfpacs']['p99_ms']:.1f} ms")  # fmt: skip
+    if "scaling" in results:
+        per = ", ".join(f"{int(k):,} studies {v:.2f} ms"
+                        for k, v in results["scaling"]["ms_per_instance"].items())  # fmt: skip
+        lines.append(f"- per instance (`os` mode) with studies already in the routing table: {per}")
+    if "big" in results:
+        big = results["big"]
+        lines.append(f"- one {big['gigabytes']:.1f} GB study ({big['instances']} instances): "
+                     f"{big['seconds']:.1f} s, "
+                     f"node peak RSS {big['peak_rss_mb']:.0f} MB")  # fmt: skip
+    lines.append("")
+    for name, t in results["targets"].items():
+        lines.append(f"- {'met' if t['met'] else '**missed**'}: {name} (measured {t['value']})")
+    return "\n".join(lines) + "\n"
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"\n{'scenario':15s} {'median':>8s} {'inst/s':>8s} {'MB/s':>7s} {'ratio':>6s} "
+          f"{'RSS MB':>7s} {'CPU s/GB':>8s} {'machine ms/inst':>15s}")  # fmt: skip
+    for name, s in results["scenarios"].items():
+        rss = f"{s['peak_rss_mb']:7.0f}" if s["peak_rss_mb"] else "      -"
+        cpu = f"{s['cpu_s_per_gb']:8.1f}" if s["cpu_s_per_gb"] is not None else "       -"
+        machine = (f"{s['machine_cpu_ms_per_instance']:6.2f} ({s['machine_busy']:4.0%})"
+                   if s["machine_cpu_ms_per_instance"] is not None else "")  # fmt: skip
+        print(f"{name:15s} {s['median_s']:7.2f}s {s['instances_per_s']:8.0f} "
+              f"{s['mb_per_s']:7.0f} {s['ratio']:5.2f}x {rss} {cpu} {machine:>15s}")  # fmt: skip
+    limit = results.get("fsync_limit")
+    if limit:
+        print(
+            f"\nfsync limit: direct + {limit['fsync_ms_per_instance']:.2f} ms x instance = "
+            f"{limit['limit_s']:.2f} s; fsync mode took {limit['time_over_limit']:.2f} x that"
+        )
+    if "latency" in results:
+        lat = results["latency"]
+        print(
+            f"one small instance at low load: direct p50 {lat['direct']['p50_ms']:.1f} ms, "
+            f"p99 {lat['direct']['p99_ms']:.1f} ms; through WolfPACS p50 "
+            f"{lat['wolfpacs']['p50_ms']:.1f} ms, p99 {lat['wolfpacs']['p99_ms']:.1f} ms "
+            f"(added p50 {lat['added_p50_ms']:.1f} ms, p99 {lat['added_p99_ms']:.1f} ms)"
+        )
+    if "scaling" in results:
+        per = ", ".join(f"{k} studies {v:.2f} ms" for k, v in
+                        results["scaling"]["ms_per_instance"].items())  # fmt: skip
+        print(
+            f"per instance with studies in the table: {per} "
+            f"(max/min {results['scaling']['spread']:.2f})"
+        )
+    if "big" in results:
+        big = results["big"]
+        print(
+            f"{big['gigabytes']:.1f} GB study ({big['instances']} instances) in "
+            f"{big['seconds']:.1f} s; node peak RSS {big['peak_rss_mb']:.0f} MB"
+        )
+    print()
+    for name, t in results["targets"].items():
+        print(f"  {'met ' if t['met'] else 'MISS'}  {name}: {t['value']}")

@@ -1,0 +1,71 @@
+"""Recovery at start, as plain functions over a spool and a store: no actor, no socket."""
+
+from __future__ import annotations
+
+import pytest
+
+from wolfpacs.config import Client, Config, Destination, NodeConfig, Worker
+from wolfpacs.node.recovery import recover, replay
+from wolfpacs.state.spool import Spool
+from wolfpacs.state.sqlite import SQLiteStore
+from wolfpacs.state.store import WORKER, QueueItem
+from wolfpacs.testing.synthetic import ct_instance, write
+
+CONFIG = Config(
+    node=NodeConfig(),
+    destinations=(Destination("pacs", "127.0.0.1", 104, "PACS"),),
+    clients=(Client("sthlm", "STHLM", "pacs", "stroke"),),
+    workers=tuple(Worker(n, "127.0.0.1", 11130, n.upper(), "stroke") for n in ("gpu-a", "gpu-b")),
+)
+
+
+@pytest.fixture
+def parts(tmp_path):
+    spool = Spool(tmp_path / "data", durable=False)
+    spool.prepare()
+    store = SQLiteStore(tmp_path / "data" / "state.sqlite3", durable=False)
+    store.open()
+    yield spool, store
+    store.close()
+
+
+def queued(spool: Spool, target: str, name: str, tmp_path) -> tuple[str, object]:
+    """A received instance admitted into ``target``'s queue, and its dataset."""
+    ds = ct_instance(study_uid="1.2.3", series_uid="1.2.3.1", number=1, rows=4, columns=4)
+    path = write(ds, tmp_path / f"{name}.dcm")
+    return spool.admit(path, target, str(ds.SOPInstanceUID)), ds
+
+
+def test_the_spool_and_the_queue_are_made_to_agree(parts, tmp_path):
+    spool, store = parts
+    orphan, ds = queued(spool, "gpu-a", "orphan", tmp_path)  # its row lost in a power cut
+    moved, _ = queued(spool, "gpu-a", "moved", tmp_path)
+    gone, _ = queued(spool, "gpu-b", "gone", tmp_path)
+    for rel in (moved, gone):
+        store.enqueue(QueueItem("gpu-a", WORKER, rel, "1.2.3", "1.2", "9." + rel, "1.2.1", 10))
+    relocated = spool.relocate(moved, "gpu-b")  # the file moved, the crash came before its row
+    spool.path(gone).unlink()  # delivered, the crash came before its row went
+    removed, _ = queued(spool, "gpu-x", "removed", tmp_path)  # a target no longer configured
+
+    live = recover(spool, store, CONFIG)
+
+    assert live == CONFIG
+    assert store.queued_paths() == {orphan, relocated}
+    (adopted,) = [i for i in store.items_of("gpu-a") if i.path == orphan]
+    assert (adopted.study_uid, adopted.sop_instance_uid) == ("1.2.3", str(ds.SOPInstanceUID))
+    assert not spool.path(removed).exists()
+    (letter,) = spool.dead_letters()
+    assert "gpu-x, which is no longer configured" in letter["reason"]
+    assert spool.queued_bytes == sum(spool.path(p).stat().st_size for p in (orphan, relocated))
+
+
+def test_runtime_changes_are_replayed_and_one_that_no_longer_fits_is_skipped(parts, caplog):
+    spool, store = parts
+    store.add_runtime_change("worker", "gpu-c", {"name": "gpu-c", "host": "127.0.0.1",
+                             "port": 9, "ae_title": "GPU-A", "pool": "stroke"})  # fmt: skip
+    store.add_runtime_change("worker", "gpu-d", {"name": "gpu-d", "host": "127.0.0.1",
+                             "port": 9, "ae_title": "GPU_D", "pool": "stroke"})  # fmt: skip
+    live = recover(spool, store, CONFIG)
+    assert [w.name for w in live.workers] == ["gpu-a", "gpu-b", "gpu-d"]
+    assert "runtime change 1 (add worker gpu-c) no longer fits; skipped" in caplog.text
+    assert replay(CONFIG, []) is CONFIG
