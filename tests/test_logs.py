@@ -10,14 +10,14 @@ from wolfpacs.ops.logs import JsonFormatter
 
 def test_json_lines_carry_the_event_keys():
     record = logging.LogRecord(
-        "wolfpacs.router", logging.INFO, __file__, 1, "route: %s", ("x",), None
+        "wolfpacs.node.router", logging.INFO, __file__, 1, "route: %s", ("x",), None
     )
     record.event, record.study, record.worker = "route", "1.2.3", "gpu-a"
     line = json.loads(JsonFormatter().format(record))
     assert (
         line["msg"] == "route: x"
         and line["level"] == "info"
-        and line["logger"] == "wolfpacs.router"
+        and line["logger"] == "wolfpacs.node.router"
     )
     assert (line["event"], line["study"], line["worker"]) == ("route", "1.2.3", "gpu-a")
     assert line["ts"].endswith("Z")

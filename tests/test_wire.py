@@ -1,6 +1,6 @@
 """The node's own data path against pydicom and pynetdicom: command sets, Part 10, the upper layer.
 
-:mod:`wolfpacs.dimse` and :mod:`wolfpacs.part10` are checked both ways
+:mod:`wolfpacs.dicom.dimse` and :mod:`wolfpacs.dicom.part10` are checked both ways
 against pydicom's encoder (what we write, pydicom reads; what pynetdicom
 writes, we read); :mod:`wolfpacs.dicom` talks to pynetdicom peers over
 real loopback sockets, each way. DCMTK and the fuzz suite check it too

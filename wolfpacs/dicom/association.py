@@ -32,7 +32,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from wolfpacs.dicom import dimse
 from wolfpacs.dicom.errors import (
@@ -189,7 +189,7 @@ class Association:
             raise PeerAbortedError(f"connection broken: {exc}") from None
         return kind, body
 
-    def _protocol_error(self, why: str, reason: tuple[int, int]) -> None:
+    def _protocol_error(self, why: str, reason: tuple[int, int]) -> NoReturn:
         self.abort(reason)
         raise ProtocolError(why)
 
@@ -276,7 +276,7 @@ class Association:
             pdv = self._next_pdv()
             if pdv is None:
                 self._protocol_error("A-RELEASE-RQ inside a dataset", ABORT_UNEXPECTED_PDU)
-            context_id, control, fragment = pdv  # type: ignore[misc]
+            context_id, control, fragment = pdv
             if control & COMMAND or context_id != context.id:
                 self._protocol_error("a command or another context inside a dataset",
                                      ABORT_UNEXPECTED_PDU)  # fmt: skip

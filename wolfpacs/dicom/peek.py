@@ -92,8 +92,8 @@ def _read_deflated(fp: BinaryIO, meta: FileMetaDataset) -> Dataset:
     return ds
 
 
-def _value(ds: object, tag: object) -> str:
-    return _text(ds[tag].value) if tag in ds else ""  # type: ignore[index,operator]
+def _value(ds: Dataset, tag: BaseTag) -> str:
+    return _text(ds[tag].value) if tag in ds else ""
 
 
 def peek(path: Path) -> RoutingTags:

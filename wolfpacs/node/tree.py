@@ -23,6 +23,7 @@ above it), so the last children come from whoever starts the node:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -120,26 +121,16 @@ class Node:
         return SQLiteStore(self.db_path, durable=self.spool.durable)
 
     def sender_spec(self, target: Target) -> ChildSpec:
-        node, reg, spool, store, metrics = (
-            self.config.node,
-            self.registry,
-            self.spool,
-            self.store,
-            self.metrics,
-        )
-        return ChildSpec(
-            f"sender:{target.name}",
-            lambda: Sender.start(reg, target, node, spool, store, metrics=metrics),
-        )
+        start = functools.partial(
+            Sender.start, self.registry, target, self.config.node, self.spool, self.store,
+            metrics=self.metrics,
+        )  # fmt: skip
+        return ChildSpec(f"sender:{target.name}", start)
 
     def children(self) -> list[ChildSpec]:
         live, reg, spool, store, metrics = (
-            self.live,
-            self.registry,
-            self.spool,
-            self.store,
-            self.metrics,
-        )
+            self.live, self.registry, self.spool, self.store, self.metrics
+        )  # fmt: skip
 
         def senders() -> pykka.ActorRef[Any]:  # from the live config, also after a restart
             specs = [self.sender_spec(t) for t in targets(live.get())]
@@ -148,7 +139,7 @@ class Node:
         def listener(side: str) -> ChildSpec:
             return ChildSpec(
                 f"listener:{side}",
-                lambda: Listener.start(side, live, reg, spool, store, metrics=metrics),
+                functools.partial(Listener.start, side, live, reg, spool, store, metrics=metrics),
             )
 
         return [

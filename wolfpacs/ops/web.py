@@ -1,6 +1,7 @@
 """The node's HTTP port: Prometheus metrics, health, readiness, and a status page.
 
-- ``/metrics``: the Prometheus text format (:mod:`wolfpacs.metrics`).
+- ``/metrics``: the Prometheus text format (:mod:`wolfpacs.node.metrics`,
+  :mod:`wolfpacs.ops.gauges`).
 - ``/healthz``: the process is up and every actor of the tree is alive.
 - ``/readyz``: both listeners accept connections, the store takes a write,
   the spool is below its limits.
@@ -18,6 +19,7 @@ import json
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -45,27 +47,20 @@ REQUIRED = ("store", "router", "senders", "receivers", "listener:outside", "list
 REFRESH = 2  # seconds between two loads of the status page
 
 
+@dataclass(frozen=True, kw_only=True)
 class Site:
-    """What the pages are made of: the node's parts they read (plain references)."""
+    """What the pages are made of: the node's parts they read.
 
-    def __init__(
-        self,
-        *,
-        settings: NodeConfig,
-        registry: Registry,
-        root: Callable[[], pykka.ActorRef[Supervisor] | None],
-        store: StoreClient,
-        spool: Spool,
-        metrics: Metrics,
-        admin: Admin,
-    ) -> None:
-        self.settings = settings
-        self.registry = registry
-        self.root = root
-        self.store = store
-        self.spool = spool
-        self.metrics = metrics
-        self.admin = admin
+    ``settings``: the node's ``[node]``; ``root()``: the tree's root while it runs.
+    """
+
+    settings: NodeConfig
+    registry: Registry
+    root: Callable[[], pykka.ActorRef[Supervisor] | None]
+    store: StoreClient
+    spool: Spool
+    metrics: Metrics
+    admin: Admin
 
 
 class _Server(ThreadingHTTPServer):
