@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -93,6 +94,7 @@ class AdminError(Exception):
     """A verb that cannot be done; its message says why."""
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class Admin:
     """The verbs of one node; thread-safe (changes are serialised by a lock).
 
@@ -102,25 +104,14 @@ class Admin:
     target's sender.
     """
 
-    def __init__(
-        self,
-        *,
-        registry: Registry,
-        live: LiveConfig,
-        spool: Spool,
-        metrics: Metrics,
-        store: Store,
-        root: Callable[[], pykka.ActorRef[Supervisor] | None],
-        sender_spec: Callable[[Target], ChildSpec],
-    ) -> None:
-        self.registry = registry
-        self.live = live
-        self.spool = spool
-        self.metrics = metrics
-        self.store = store
-        self.root = root
-        self.sender_spec = sender_spec
-        self._changing = threading.Lock()
+    registry: Registry
+    live: LiveConfig
+    spool: Spool
+    metrics: Metrics
+    store: Store
+    root: Callable[[], pykka.ActorRef[Supervisor] | None]
+    sender_spec: Callable[[Target], ChildSpec]
+    _changing: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def call(self, verb: str, args: dict[str, Any] | None = None) -> Any:
         """Run ``verb`` with keyword ``args``; its result as plain data.
