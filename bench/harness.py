@@ -143,6 +143,7 @@ class Node:
     destination_dir: Path
     process: subprocess.Popen[bytes]
     client_aes: list[str] = field(default_factory=list)
+    http_port: int = 0  # 0: off
 
     @property
     def pid(self) -> int:
@@ -170,12 +171,14 @@ def node(
     clients: int = 1,
     destination: bool = False,
     routes: Sequence[str] = (),
+    http: bool = False,
 ) -> Iterator[Node]:
     """``wolfpacs run`` with ``workers`` storescp workers in one pool and ``clients`` clients.
 
     Client ``i`` is called ``BENCH<i>``; worker ``i`` calls itself ``WORKER<i>``.
     ``destination``: a storescp takes the return path (else nothing listens
     there). ``routes``: studies already routed to worker 0 (for client 0).
+    ``http``: the HTTP port on (metrics, status page), on a free port.
     Stopped with SIGTERM and cleaned up after.
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -183,9 +186,9 @@ def node(
     peers = [(d, f"WORKER{i}") for i, d in enumerate(dirs)]
     with storescps([*peers, *([(root / "pacs", "PACS")] if destination else [])]) as ports:
         pacs_port = ports[workers] if destination else free_port()
-        outside, inside = free_port(), free_port()
+        outside, inside, http_port = free_port(), free_port(), free_port() if http else 0
         config = _write_config(root, durability, clients, (outside, inside, pacs_port),
-                               ports[:workers])  # fmt: skip
+                               ports[:workers], http_port=http_port)  # fmt: skip
         data = root / "node"
         if routes:
             write_routes(data, routes, "w0", "bench0")
@@ -194,10 +197,10 @@ def node(
             process = subprocess.Popen([*command, "--log-level", "warning"], stdout=log,
                                        stderr=log)  # fmt: skip
         try:
-            wait_port(outside)
-            wait_port(inside)
+            for port in (outside, inside, *([http_port] if http_port else [])):
+                wait_port(port)
             yield Node(outside, inside, config, data, dirs, root / "pacs", process,
-                       [f"BENCH{i}" for i in range(clients)])  # fmt: skip
+                       [f"BENCH{i}" for i in range(clients)], http_port)  # fmt: skip
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
@@ -206,7 +209,7 @@ def node(
 
 def _write_config(
     root: Path, durability: str, clients: int, node_ports: tuple[int, int, int],
-    worker_ports: list[int],
+    worker_ports: list[int], *, http_port: int = 0,
 ) -> Path:  # fmt: skip
     """The node's TOML: clients BENCH<i> and workers WORKER<i> in pool ``p``, destination PACS.
 
@@ -216,7 +219,7 @@ def _write_config(
     lines = [
         "[node]", 'bind = "127.0.0.1"', f"outside_port = {outside}", f"inside_port = {inside}",
         f'data_dir = "{root / "node"}"', f'durability = "{durability}"', "echo_interval = 0",
-        "http_port = 0", "",
+        f"http_port = {http_port}", "",
         "[[destinations]]", 'name = "pacs"', 'host = "127.0.0.1"', f"port = {pacs_port}",
         'ae_title = "PACS"', "",
     ]  # fmt: skip
