@@ -79,13 +79,13 @@ def test_move_a_study_with_queued_instances_to_another_worker(cluster, tmp_path)
     source, target = ("gpu-a", "gpu-b") if home == "GPU_A" else ("gpu-b", "gpu-a")
     next(w for w in c.workers if w.ae_title == home).stop()
     send(c, files[2:])  # queued for the stopped worker
-    wait_until(lambda: ctl(c, "study", uid)["queued"] == {source: 4}, timeout=30)
+    wait_until(lambda: ctl(c, "study", uid)[0]["queued"] == {source: 4}, timeout=30)
     moved = ctl(c, "move", source, "--to", target, "--studies", uid)
     assert moved["moved_studies"] == [uid] and moved["queued_moved"] == 4
     assert moved["already_delivered"] == {uid: 2}  # the split, said out loud
     other = next(w for w in c.workers if w.ae_title != home)
     wait_until(lambda: len(other.received()) == 4, timeout=30)
-    assert ctl(c, "study", uid)["moved_from"] == source
+    assert ctl(c, "study", uid)[0]["moved_from"] == source
 
 
 def test_killing_the_router_and_a_sender_mid_send_loses_nothing(cluster, tmp_path):

@@ -19,6 +19,7 @@ from pydicom.uid import (
 from integration.conftest import CLIENT_AE
 from integration.peers import ENV, PROPOSE, StoreSCP, acknowledged, echoscu, storescu, tool
 from tests.conftest import wait_until as wait_for
+from wolfpacs.testing.peers import free_port
 from wolfpacs.testing.synthetic import SYNTAXES as MIXTURE
 from wolfpacs.testing.synthetic import ct_instance, derived_instance, write, write_study
 
@@ -232,3 +233,25 @@ def test_a_bad_config_stops_the_start_with_exit_code_2(tmp_path):
     assert result.returncode == 2
     assert f"{config}:4: workers[0]: missing required key 'ae_title'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_state_database_of_a_newer_wolfpacs_stops_the_start_with_exit_code_2(tmp_path):
+    import sqlite3
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "state.sqlite3") as db:
+        db.execute("PRAGMA user_version = 999")  # as a later release would leave it
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "data"\noutside_port = {free_port()}\n'
+                      f"inside_port = {free_port()}\nhttp_port = 0\n")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "wolfpacs", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "schema version 999, newer than this WolfPACS knows" in result.stderr
+    assert "Traceback" not in result.stderr
+    with sqlite3.connect(data / "state.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 999  # left as it was

@@ -29,11 +29,13 @@ def parts(tmp_path):
     store.close()
 
 
-def queued(spool: Spool, target: str, name: str, tmp_path) -> tuple[str, object]:
-    """A received instance admitted into ``target``'s queue, and its dataset."""
-    ds = ct_instance(study_uid="1.2.3", series_uid="1.2.3.1", number=1, rows=4, columns=4)
+def queued(
+    spool: Spool, target: str, name: str, tmp_path, owner: str = "sthlm", study: str = "1.2.3"
+) -> tuple[str, object]:
+    """A received instance of ``owner``'s admitted into ``target``'s queue, and its dataset."""
+    ds = ct_instance(study_uid=study, series_uid=f"{study}.1", number=1, rows=4, columns=4)
     path = write(ds, tmp_path / f"{name}.dcm")
-    return spool.admit(path, target, str(ds.SOPInstanceUID)), ds
+    return spool.admit(path, target, str(ds.SOPInstanceUID), owner=owner), ds
 
 
 def test_the_spool_and_the_queue_are_made_to_agree(parts, tmp_path):
@@ -42,7 +44,9 @@ def test_the_spool_and_the_queue_are_made_to_agree(parts, tmp_path):
     moved, _ = queued(spool, "gpu-a", "moved", tmp_path)
     gone, _ = queued(spool, "gpu-b", "gone", tmp_path)
     for rel in (moved, gone):
-        store.enqueue(QueueItem("gpu-a", WORKER, rel, "1.2.3", "1.2", "9." + rel, "1.2.1", 10))
+        store.enqueue(
+            QueueItem("gpu-a", WORKER, rel, "sthlm", "1.2.3", "1.2", "9." + rel, "1.2.1", 10)
+        )
     relocated = spool.relocate(moved, "gpu-b")  # the file moved, the crash came before its row
     spool.path(gone).unlink()  # delivered, the crash came before its row went
     removed, _ = queued(spool, "gpu-x", "removed", tmp_path)  # a target no longer configured
@@ -52,7 +56,8 @@ def test_the_spool_and_the_queue_are_made_to_agree(parts, tmp_path):
     assert live == CONFIG
     assert store.queued_paths() == {orphan, relocated}
     (adopted,) = [i for i in store.items_of("gpu-a") if i.path == orphan]
-    assert (adopted.study_uid, adopted.sop_instance_uid) == ("1.2.3", str(ds.SOPInstanceUID))
+    assert (adopted.client, adopted.study_uid) == ("sthlm", "1.2.3")
+    assert adopted.sop_instance_uid == str(ds.SOPInstanceUID)
     assert not spool.path(removed).exists()
     (letter,) = spool.dead_letters()
     assert "gpu-x, which is no longer configured" in letter["reason"]
@@ -69,3 +74,17 @@ def test_runtime_changes_are_replayed_and_one_that_no_longer_fits_is_skipped(par
     assert [w.name for w in live.workers] == ["gpu-a", "gpu-b", "gpu-d"]
     assert "runtime change 1 (add worker gpu-c) no longer fits; skipped" in caplog.text
     assert replay(CONFIG, []) is CONFIG
+
+
+def test_a_file_named_before_owners_were_is_given_the_one_client_its_study_has(parts, tmp_path):
+    spool, store = parts
+    store.insert_route("sthlm", "1.2.3", "gpu-a", 10.0)
+    store.insert_route("berlin", "1.2.3", "gpu-b", 10.0)  # the same UID: another's study
+    known, _ = queued(spool, "gpu-a", "known", tmp_path, owner="")
+    nobodys, _ = queued(spool, "gpu-b", "nobodys", tmp_path, owner="", study="7.7")
+    recover(spool, store, CONFIG)
+    ((item,),) = [store.items_of("gpu-a")]
+    assert (item.path, item.client) == (known, "sthlm")
+    assert store.items_of("gpu-b") == [] and not spool.path(nobodys).exists()
+    (letter,) = spool.dead_letters()
+    assert "whose study 7.7 more than one client has, or none" in letter["reason"]

@@ -14,7 +14,16 @@ from supervisors import ChildSpec, Registry, Supervisor, join, kill
 from wolfpacs.config import Client, Config, Destination, NodeConfig, Worker
 from wolfpacs.config.live import LiveConfig
 from wolfpacs.node.messages import TargetHealth
-from wolfpacs.node.router import NoWorkerError, Router, choose_worker
+from wolfpacs.node.router import (
+    AMBIGUOUS_STUDY,
+    NOT_YOUR_STUDY,
+    UNKNOWN_STUDY,
+    Home,
+    NoWorkerError,
+    NotHomeError,
+    Router,
+    choose_worker,
+)
 from wolfpacs.node.store import StoreActor, StoreClient
 from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.state.store import WORKER, QueueItem
@@ -87,12 +96,16 @@ def tree(tmp_path):
         t.stop()
 
 
-def test_a_study_stays_on_its_worker_whoever_sends_it(tree):
+def test_a_study_stays_on_its_worker_and_another_clients_uid_is_another_study(tree):
     t = tree()
     first = t.route("sthlm", "1.1")
     assert t.route("sthlm", "1.1") == first
-    assert t.route("gbg", "1.1") == first  # another client, same study: same worker
-    assert t.route("sthlm", "1.2") != first  # a new study goes to the idle worker
+    # the same UID from another client: its own study, on another worker of the pool, so
+    # that the results of the two can never be confused
+    other = t.route("gbg", "1.1")
+    assert other != first and t.route("gbg", "1.1") == other
+    assert t.route("sthlm", "1.1") == first
+    assert {r.client: r.worker for r in t.store.routes_of("1.1")} == {"sthlm": first, "gbg": other}
 
 
 def test_least_loaded_by_capacity(tree):
@@ -109,7 +122,9 @@ def test_idle_studies_stop_counting_but_queued_ones_do_not(tree, tmp_path):
     clock.now += 120  # "old" has been idle for longer than study_idle_timeout
     assert t.route("sthlm", "new-1") == "gpu-a"
     # a study with an instance still queued stays open however old it is
-    queued = QueueItem("gpu-a", WORKER, "spool/gpu-a/x.dcm", "new-1", "1.2", "1.3", "1.2", 1)
+    queued = QueueItem(
+        "gpu-a", WORKER, "spool/gpu-a/x.dcm", "sthlm", "new-1", "1.2", "1.3", "1.2", 1
+    )
     t.store.enqueue(replace(queued, enqueued_at=clock.now))
     clock.now += 120
     assert t.route("sthlm", "new-2") == "gpu-b"
@@ -136,18 +151,36 @@ def test_a_worker_known_down_gets_no_new_study(tree):
     assert t.route("sthlm", "2.0") == "gpu-a"  # all down: the least loaded still takes it
 
 
-def test_return_route(tree):
+def test_results_go_home_only_from_a_worker_the_study_was_given(tree):
     t = tree()
     worker = t.route("gbg", "1.1")
-    assert t.registry.call("router", Router.return_route, "1.1", worker) == "pacs"
-    assert t.registry.call("router", Router.return_route, "9.9", worker) is None
+    stranger = next(w for w in ("gpu-a", "gpu-b") if w != worker)
+
+    def home(uid: str, worker: str) -> Home:
+        return t.registry.call("router", Router.return_route, uid, worker)
+
+    assert home("1.1", worker) == Home("gbg", "pacs")
+    with pytest.raises(NotHomeError) as refused:
+        home("1.1", stranger)
+    assert refused.value.reason == NOT_YOUR_STUDY
+    with pytest.raises(NotHomeError) as refused:
+        home("9.9", worker)
+    assert refused.value.reason == UNKNOWN_STUDY
+
+
+def test_one_worker_holding_a_uid_for_two_clients_is_never_guessed_between(tree):
+    t = tree(config({"gpu-a": 1}))  # a pool of one: the collision cannot be avoided
+    assert t.route("sthlm", "1.1") == t.route("gbg", "1.1") == "gpu-a"
+    with pytest.raises(NotHomeError) as refused:
+        t.registry.call("router", Router.return_route, "1.1", "gpu-a")
+    assert refused.value.reason == AMBIGUOUS_STUDY
 
 
 def test_restarts_rebuild_the_same_table(tree):
     t = tree()
     before = {f"1.{n}": t.route("sthlm", f"1.{n}") for n in range(10)}
     t.kill("router")
-    assert {s: t.route("gbg", s) for s in before} == before
+    assert {s: t.route("sthlm", s) for s in before} == before
     t.kill("store")
     assert {s: t.route("sthlm", s) for s in before} == before
 
@@ -174,9 +207,12 @@ STUDIES = st.lists(st.sampled_from([f"1.2.{n}" for n in range(12)]), min_size=1,
 def test_stickiness_under_any_interleaving_and_a_router_crash(
     tmp_path_factory, associations, crash_after
 ):
-    """Concurrent associations send instances of overlapping studies; the router may crash."""
+    """Concurrent associations send instances of overlapping studies; the router may crash.
+
+    Two clients send the same UIDs too: each client's study is sticky on its own.
+    """
     t = Tree(tmp_path_factory.mktemp("router"), config({"gpu-a": 1, "gpu-b": 2, "gpu-c": 1}))
-    answers: dict[str, set[str]] = {}
+    answers: dict[tuple[str, str], set[str]] = {}
     lock = threading.Lock()
     sent = threading.Semaphore(0)
 
@@ -184,7 +220,7 @@ def test_stickiness_under_any_interleaving_and_a_router_crash(
         for study in studies:
             worker = t.route(client, study)
             with lock:
-                answers.setdefault(study, set()).add(worker)
+                answers.setdefault((client, study), set()).add(worker)
             sent.release()
 
     try:
@@ -196,9 +232,9 @@ def test_stickiness_under_any_interleaving_and_a_router_crash(
             t.kill("router")
             for f in futures:
                 f.result(timeout=30)
-        for study, workers in answers.items():
-            assert len(workers) == 1, f"study {study} went to {workers}"
-            route = t.store.get_route(study)
+        for (client, study), workers in answers.items():
+            assert len(workers) == 1, f"study {study} of {client} went to {workers}"
+            route = t.store.get_route(client, study)
             assert workers == {route.worker}
     finally:
         t.stop()

@@ -17,10 +17,10 @@ class FailingDisk(SQLiteStore):
 
     failing = False
 
-    def get_route(self, study_uid: str):
+    def get_route(self, client: str, study_uid: str):
         if FailingDisk.failing:
             raise sqlite3.OperationalError("disk I/O error")
-        return super().get_route(study_uid)
+        return super().get_route(client, study_uid)
 
 
 @pytest.fixture
@@ -47,28 +47,30 @@ def test_the_client_has_every_operation_of_the_interface():
 
 
 def test_the_actor_answers_the_interface_and_refuses_the_rest(store):
-    store.insert_route("1.2.1", "sthlm", "gpu-a", 10.0)
+    store.insert_route("sthlm", "1.2.1", "gpu-a", 10.0)
     with pytest.raises(ValueError, match="no operation 'close'"):
         store.registry.ask("store", StoreRequest("close"))
     with pytest.raises(AttributeError):
         store.registry.call("store", "close")  # the backend's methods are not the actor's
-    assert store.get_route("1.2.1").worker == "gpu-a"  # still open, still serving
+    assert store.get_route("sthlm", "1.2.1").worker == "gpu-a"  # still open, still serving
     assert len(store.opened) == 1
 
 
 def test_a_broken_backend_fails_its_caller_then_is_opened_afresh(store):
-    store.insert_route("1.2.1", "sthlm", "gpu-a", 10.0)
+    store.insert_route("sthlm", "1.2.1", "gpu-a", 10.0)
     first = store.registry.whereis("store")
     FailingDisk.failing = True
     with pytest.raises(sqlite3.OperationalError):
-        store.get_route("1.2.1")
+        store.get_route("sthlm", "1.2.1")
     FailingDisk.failing = False
     assert join(first, timeout=10) is not None  # the actor crashed, as it must
-    assert store.get_route("1.2.1").worker == "gpu-a"  # its successor opened the file again
+    assert (
+        store.get_route("sthlm", "1.2.1").worker == "gpu-a"
+    )  # its successor opened the file again
     assert len(store.opened) == 2 and store.registry.whereis("store") is not first
 
 
 def test_a_callers_mistake_does_not_reopen_the_backend(store):
     with pytest.raises(sqlite3.ProgrammingError):
-        store.get_route(["not", "a", "UID"])  # type: ignore[arg-type]
-    assert store.get_route("9.9") is None and len(store.opened) == 1
+        store.get_route("sthlm", ["not", "a", "UID"])  # type: ignore[arg-type]
+    assert store.get_route("sthlm", "9.9") is None and len(store.opened) == 1

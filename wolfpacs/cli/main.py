@@ -18,6 +18,7 @@ from wolfpacs.config.model import ConfigError
 from wolfpacs.node.tree import Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
+from wolfpacs.state.schema import SchemaError
 from wolfpacs.testing import chaos
 
 __all__ = ["main"]
@@ -67,7 +68,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(config_path: str) -> int:
-    """Run a node until SIGTERM or SIGINT; 0 after a clean stop, 1 if the tree gave up."""
+    """Run a node until SIGTERM or SIGINT; 0 after a clean stop, 1 if the tree gave up.
+
+    2 before it starts: a config error, or a state database of a newer WolfPACS
+    (both say what to do, and neither goes away by starting again).
+    """
     try:
         config = load(config_path)
     except ConfigError as exc:
@@ -81,6 +86,9 @@ def run(config_path: str) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         node.start()
+    except SchemaError as exc:
+        print(f"wolfpacs: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except Exception as exc:
         logger.error("the node could not start: %s", exc)
         return 1

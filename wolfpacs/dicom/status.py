@@ -21,7 +21,8 @@ class Status:
     PROCESSING_FAILURE = 0x0110  # an unexpected error; logged with its traceback
     UNREADABLE = 0xC001  # the dataset cannot be parsed as far as its routing tags
     NO_STUDY_UID = 0xC002  # no StudyInstanceUID, or not a valid UID
-    UNKNOWN_STUDY = 0xC003  # inside port: no study with that StudyInstanceUID was routed
+    UNKNOWN_STUDY = 0xC003  # inside port: no study with that UID was given to this worker
+    AMBIGUOUS_STUDY = 0xC004  # inside port: this worker holds that UID for two clients
 
 
 class Answer(NamedTuple):

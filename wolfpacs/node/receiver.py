@@ -37,7 +37,7 @@ from wolfpacs.dicom.peek import PeekError, RoutingTags, peek, peek_head
 from wolfpacs.dicom.status import Answer, Status, response
 from wolfpacs.node.messages import HAND_OVER, OUTSIDE, WAKE, Peer
 from wolfpacs.node.metrics import Metrics
-from wolfpacs.node.router import NoWorkerError, Router
+from wolfpacs.node.router import AMBIGUOUS_STUDY, NotHomeError, NoWorkerError, Router
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class Receiver(SupervisedActor):
         # a study's route changes only by a move (enqueue_received says so) or by a
         # config change (the cache is dropped). None: ask the router every time.
         self.live = live
-        self._routes: dict[str, str] = {}
+        self._routes: dict[str, tuple[str, str]] = {}
         self._routes_config: Config | None = None
 
     def on_start(self) -> None:
@@ -270,16 +270,14 @@ class Receiver(SupervisedActor):
             return response(code, str(exc))
         try:
             kind = WORKER if self.peer.side == OUTSIDE else DESTINATION
-            target = self._route(tags.study_uid)
-            if target is None:
-                return self._unknown_study(path, tags)
+            target, client = self._route(tags.study_uid)
             size = path.stat().st_size if size is None else size
             self.spool.check_room(size)
             rel = self.spool.admit(path, target, tags.sop_instance_uid, synced, size,
-                                   sync_later=True)  # fmt: skip
+                                   sync_later=True, owner=client)  # fmt: skip
             item = QueueItem(
-                target, kind, rel, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
-                tags.transfer_syntax, size, time.time(),
+                target, kind, rel, client, tags.study_uid, tags.sop_class_uid,
+                tags.sop_instance_uid, tags.transfer_syntax, size, time.time(),
             )  # fmt: skip
             try:
                 # The queue directory's fsync runs while the store commits the row: both
@@ -298,6 +296,8 @@ class Receiver(SupervisedActor):
         except NoWorkerError as exc:
             logger.warning("%s: study %s refused: %s", self.peer, tags.study_uid, exc)
             return response(Status.NO_WORKER, str(exc))
+        except NotHomeError as exc:
+            return self._not_home(path, tags, exc)
         except UnavailableError as exc:
             logger.warning(
                 "%s: instance %s refused, node busy: %s", self.peer, tags.sop_instance_uid, exc
@@ -307,46 +307,54 @@ class Receiver(SupervisedActor):
             logger.error("%s: instance %s refused: %s", self.peer, tags.sop_instance_uid, exc)
             return response(Status.OUT_OF_RESOURCES, str(exc.strerror or exc))
         if moved_to:
-            self._routes[tags.study_uid] = moved_to
+            self._routes[tags.study_uid] = (moved_to, client)
         self.registry.tell(f"sender:{target}", HAND_OVER if moved_to else WAKE)
         self.instances += 1
         self.bytes += size
         self.metrics.received(self.peer.side, self.peer.name, size, time.monotonic() - started)
         return response(Status.SUCCESS)
 
-    def _route(self, study_uid: str) -> str | None:
-        """Where this study's instances go: the router's answer, remembered for the association.
+    def _route(self, study_uid: str) -> tuple[str, str]:
+        """Where this study's instance goes, and whose study it is; remembered for the association.
 
-        None: a derived instance of a study this node never routed.
+        Outside, the study is the peer's (a client's) and goes to its worker;
+        inside, it goes home to the destination of the client that owns it.
+
+        Raises:
+            NoWorkerError: (outside) no worker to take a new study.
+            NotHomeError: (inside) the node will not take this derived instance.
         """
         config = self.live.get() if self.live is not None else None
         if config is None or config is not self._routes_config or len(self._routes) > 256:
             self._routes.clear()
             self._routes_config = config
-        target = self._routes.get(study_uid)
-        if target is not None:
-            return target
+        found = self._routes.get(study_uid)
+        if found is not None:
+            return found
         if self.peer.side == OUTSIDE:
-            target = self.registry.call("router", Router.route, self.peer.name, study_uid)
+            worker = self.registry.call("router", Router.route, self.peer.name, study_uid)
+            found = (worker, self.peer.name)
         else:
-            target = self.registry.call("router", Router.return_route, study_uid, self.peer.name)
-        if target is not None and config is not None:
-            self._routes[study_uid] = target
-        return target
+            home = self.registry.call("router", Router.return_route, study_uid, self.peer.name)
+            found = (home.destination, home.client)
+        if config is not None:
+            self._routes[study_uid] = found
+        return found
 
-    def _unknown_study(self, path: Path, tags: RoutingTags) -> Answer:
-        reason = {
-            "reason": f"unknown study: no study {tags.study_uid} was routed by this node",
-            "worker": self.peer.name,
-            "calling_ae": self.peer.calling_ae,
-            "study_uid": tags.study_uid,
-            "sop_instance_uid": tags.sop_instance_uid,
-            "sop_class_uid": tags.sop_class_uid,
-            "transfer_syntax": tags.transfer_syntax,
-        }
-        self.spool.bury(path, reason, kind="unknown_study")
-        logger.warning("%s: derived instance %s of unknown study %s kept in dead/",
-                       self.peer, tags.sop_instance_uid, tags.study_uid)  # fmt: skip
+    def _not_home(self, path: Path, tags: RoutingTags, refusal: NotHomeError) -> Answer:
+        """Keep a derived instance the node will not take home in ``dead/``; the answer."""
+        self.spool.bury(path, {
+            "reason": f"{refusal.reason.replace('_', ' ')}: {refusal}",
+            "worker": self.peer.name, "calling_ae": self.peer.calling_ae,
+            "study_uid": tags.study_uid, "sop_instance_uid": tags.sop_instance_uid,
+            "sop_class_uid": tags.sop_class_uid, "transfer_syntax": tags.transfer_syntax,
+        }, kind=refusal.reason)  # fmt: skip
+        logger.warning("%s: derived instance %s kept in dead/ (%s): %s", self.peer,
+                       tags.sop_instance_uid, refusal.reason, refusal)  # fmt: skip
+        if refusal.reason == AMBIGUOUS_STUDY:
+            return response(Status.AMBIGUOUS_STUDY, "StudyInstanceUID held for two clients")
+        # Unknown, or another's: the same answer, so that a worker learns nothing of
+        # the studies of hospitals it does not serve.
         return response(Status.UNKNOWN_STUDY, "unknown StudyInstanceUID")
 
     def on_receive(self, message: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from wolfpacs.config.live import Change, apply
 from wolfpacs.config.model import ConfigError
 from wolfpacs.dicom.peek import PeekError, peek
+from wolfpacs.state.spool import owner_of
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import Store
 
-__all__ = ["recover", "replay"]
+__all__ = ["owner_by_route", "recover", "replay"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def recover(spool: Spool, store: Store, config: Config) -> Config:
     kinds = {**{d.name: DESTINATION for d in live.destinations},
              **{w.name: WORKER for w in live.workers}}  # fmt: skip
     for orphan in sorted(files - store.queued_paths()):
-        _adopt(spool, store, orphan, kinds)
+        _adopt(spool, store, orphan, kinds, live)
     spool.recount()
     queued = store.queued_paths()
     if queued:
@@ -79,7 +80,7 @@ def replay(config: Config, changes: list[Change]) -> Config:
     return config
 
 
-def _adopt(spool: Spool, store: Store, rel: str, kinds: dict[str, str]) -> None:
+def _adopt(spool: Spool, store: Store, rel: str, kinds: dict[str, str], live: Config) -> None:
     """Give a spool file without a queue row its row again, or say why it cannot have one.
 
     ``kinds``: each configured target's kind (worker or destination).
@@ -103,9 +104,38 @@ def _adopt(spool: Spool, store: Store, rel: str, kinds: dict[str, str]) -> None:
                           "sop_instance_uid": tags.sop_instance_uid},
                    kind="target_removed")  # fmt: skip
         return
+    owner = owner_of(rel) or owner_by_route(store, live, tags.study_uid, target, kinds[target])
+    if owner is None:
+        spool.bury(path, {"reason": f"spool file without a queue row for {target}, whose study "
+                          f"{tags.study_uid} more than one client has, or none",
+                          "target": target, "study_uid": tags.study_uid,
+                          "sop_instance_uid": tags.sop_instance_uid},
+                   kind="owner_unknown")  # fmt: skip
+        return
     stat = path.stat()
     store.enqueue(QueueItem(
-        target, kinds[target], rel, tags.study_uid, tags.sop_class_uid,
+        target, kinds[target], rel, owner, tags.study_uid, tags.sop_class_uid,
         tags.sop_instance_uid, tags.transfer_syntax, stat.st_size, stat.st_mtime,
     ))  # fmt: skip
     logger.warning("queue row of %s re-created from the file (lost in a power cut?)", rel)
+
+
+def owner_by_route(
+    store: Store, live: Config, study_uid: str, target: str, kind: str
+) -> str | None:
+    """Whose study an instance for ``target`` is, where nothing else says (files and dead
+    letters from before queue rows named their client).
+
+    The one client whose study of that UID went to that worker (or whose
+    destination that is); None if no client's, or more than one client's, does.
+    """
+    def home(client: str) -> str | None:
+        settings = live.client(client)
+        return settings.destination if settings is not None else None
+
+    routes = store.routes_of(study_uid)
+    if kind == WORKER:
+        owners = {r.client for r in routes if r.worker == target}
+    else:
+        owners = {r.client for r in routes if home(r.client) == target}
+    return owners.pop() if len(owners) == 1 else None

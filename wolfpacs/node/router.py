@@ -1,9 +1,12 @@
 """The router: the one actor that decides which worker a study goes to.
 
-It is the only writer of the study → worker table (in the store). A known
-study goes where it went before, whoever sends it; a new study goes to the
-least-loaded active worker of its client's pool. The return path looks up
-which client sent a study, to find that client's destination.
+It is the only writer of the study → worker table (in the store). A study
+is its client's: (client, StudyInstanceUID) is the key, and the same UID
+from another client is another study. A known study goes where it went
+before; a new one to the least-loaded active worker of its client's pool,
+away from a worker that holds the same UID for another client if it can.
+The return path takes a derived instance only from a worker its study was
+given, home to the destination of the client that owns the study.
 
 Load (see README, "Routing"): a study is *open* on its worker from its
 routing until ``study_idle_timeout`` seconds have passed with none of its
@@ -18,7 +21,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor, UnavailableError
@@ -40,17 +43,41 @@ if TYPE_CHECKING:
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import Route, Store
 
-__all__ = ["NoWorkerError", "Router", "choose_worker"]
+__all__ = ["Home", "NoWorkerError", "NotHomeError", "Router", "choose_worker"]
 
 logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 100_000  # routes kept in memory; older ones are read back from the store
+# Seconds a cached route is used without a look in the store: far below the shortest
+# retention (a day), so that a route the store has purged is never used from memory.
+CACHE_FRESH = 3600.0
 SWEEP_INTERVAL = 60.0  # seconds between two looks for rows of removed targets
 _SWEEP = "sweep"
 
 
 class NoWorkerError(RuntimeError):
     """The client's pool has no active worker: the instance cannot be taken now."""
+
+
+UNKNOWN_STUDY = "unknown_study"
+NOT_YOUR_STUDY = "not_your_study"
+AMBIGUOUS_STUDY = "ambiguous_study"
+
+
+class NotHomeError(RuntimeError):
+    """A derived instance the node will not take home; ``reason`` says why in one word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Home:
+    """Where a derived instance goes: the client that owns its study, and its destination."""
+
+    client: str
+    destination: str
 
 
 def choose_worker(candidates: list[Worker], open_studies: dict[str, int], down: set[str]) -> Worker:
@@ -102,7 +129,7 @@ class Router(SupervisedActor):
         self.clock = clock
         self.spool = spool
         self.metrics = metrics
-        self._cache: OrderedDict[str, Route] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], tuple[Route, float]] = OrderedDict()
         self._states: dict[str, str] = {}
         self._down: set[str] = set()
         self.decisions = 0
@@ -121,41 +148,46 @@ class Router(SupervisedActor):
         # with a receiver that had routed to it): at start, then now and then.
         self.actor_ref.tell(_SWEEP)
 
-    def _lookup(self, study_uid: str) -> Route | None:
-        route = self._cache.get(study_uid)
+    def _lookup(self, client: str, study_uid: str) -> Route | None:
+        """The route of ``client``'s study, from the cache while it is fresh, else the store."""
+        key = (client, study_uid)
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < CACHE_FRESH:
+            self._cache[key] = (cached[0], now)
+            self._cache.move_to_end(key)
+            return cached[0]
+        route = self.store.get_route(client, study_uid)
         if route is None:
-            route = self.store.get_route(study_uid)
-            if route is not None:
-                self._remember(route)
+            self._cache.pop(key, None)
         else:
-            self._cache.move_to_end(study_uid)
+            self._remember(route)
         return route
 
     def _remember(self, route: Route) -> None:
-        self._cache[route.study_uid] = route
+        self._cache[(route.client, route.study_uid)] = (route, time.monotonic())
+        self._cache.move_to_end((route.client, route.study_uid))
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 
     def route(self, client: str, study_uid: str) -> str:
-        """The worker for this study: the one it already has, or a new choice.
+        """The worker for ``client``'s study: the one it already has, or a new choice.
 
-        A study whose worker has been removed is routed anew (and recorded as
-        moved). Raises :class:`NoWorkerError` if a new choice finds no worker.
+        A study is its client's: the same UID from another client is another
+        study, routed in that client's pool. A study whose worker has been
+        removed is routed anew (and recorded as moved). Raises
+        :class:`NoWorkerError` if a new choice finds no worker.
         """
-        route = self._lookup(study_uid)
+        route = self._lookup(client, study_uid)
         if route is not None and self.config.worker(route.worker) is not None:
-            if route.client != client:
-                logger.warning(
-                    "study %s from client %s was first sent by client %s: it stays on worker %s",
-                    study_uid, client, route.client, route.worker,
-                )  # fmt: skip
             return route.worker
-        worker, loads = self._choose(client)
+        worker, loads = self._choose(client, study_uid)
         if route is None:
-            route = self.store.insert_route(study_uid, client, worker, self.clock())
+            route = self.store.insert_route(client, study_uid, worker, self.clock())
         else:
-            logger.warning("study %s: its worker %s was removed", study_uid, route.worker)
-            self.store.move_studies(route.worker, worker, [study_uid])
+            logger.warning("study %s of client %s: its worker %s was removed",
+                           study_uid, client, route.worker)  # fmt: skip
+            self.store.move_studies(route.worker, worker, [study_uid], client=client)
             route = replace(route, worker=worker)
         self._remember(route)
         self.decisions += 1
@@ -168,8 +200,12 @@ class Router(SupervisedActor):
         )  # fmt: skip
         return route.worker
 
-    def _choose(self, client: str) -> tuple[str, str]:
-        """The least-loaded active worker of the client's pool, and the loads it saw."""
+    def _choose(self, client: str, study_uid: str) -> tuple[str, str]:
+        """The least-loaded active worker of the client's pool, and the loads it saw.
+
+        A worker that holds a study of this UID for another client is taken
+        only if no other is active: its results would be ambiguous.
+        """
         settings = self.config.client(client)
         if settings is None:
             raise NoWorkerError(f"unknown client {client!r}")
@@ -179,24 +215,42 @@ class Router(SupervisedActor):
         ]  # fmt: skip
         if not pool:
             raise NoWorkerError(f"no active worker in pool {settings.pool!r}")
+        others = {r.worker for r in self.store.routes_of(study_uid) if r.client != client}
+        pool = [w for w in pool if w.name not in others] or pool
         cutoff = self.clock() - self.config.node.study_idle_timeout
         open_studies = self.store.open_studies([w.name for w in pool], cutoff)
         worker = choose_worker(pool, open_studies, self._down)
         loads = ", ".join(f"{w.name}={open_studies.get(w.name, 0)}/{w.capacity}" for w in pool)
         return worker.name, loads
 
-    def return_route(self, study_uid: str, worker: str) -> str | None:
-        """The destination for a derived instance of ``study_uid``, or None if unknown."""
-        route = self._lookup(study_uid)
-        if route is None:
-            return None
-        if route.worker != worker:
-            logger.warning(
-                "derived instance of study %s came from worker %s, routed to %s",
-                study_uid, worker, route.worker,
-            )  # fmt: skip
-        client = self.config.client(route.client)
-        return client.destination if client is not None else None
+    def return_route(self, study_uid: str, worker: str) -> Home:
+        """Where a derived instance of ``study_uid`` from ``worker`` goes: its owner's destination.
+
+        Only a worker the study was given (routed or moved to) may send its
+        results, and they go to the destination of the client that owns it.
+
+        Raises:
+            NotHomeError: ``unknown_study`` (no client sent such a study, or its
+                client is gone), ``not_your_study`` (it was never given to
+                ``worker``), ``ambiguous_study`` (``worker`` holds it for two
+                clients: the node never guesses).
+        """
+        owners = self.store.owners(study_uid, worker)
+        if len(owners) > 1:
+            raise NotHomeError(
+                AMBIGUOUS_STUDY,
+                f"worker {worker} holds study {study_uid} for clients {', '.join(owners)}",
+            )
+        if not owners:
+            if self.store.routes_of(study_uid):
+                why = f"study {study_uid} was never given to worker {worker}"
+                raise NotHomeError(NOT_YOUR_STUDY, why)
+            raise NotHomeError(UNKNOWN_STUDY, f"no study {study_uid} was routed by this node")
+        client = self.config.client(owners[0])
+        if client is None:
+            why = f"study {study_uid}: its client {owners[0]} is no longer configured"
+            raise NotHomeError(UNKNOWN_STUDY, why)
+        return Home(client.name, client.destination)
 
     def target_health(self, name: str, up: bool) -> None:
         if up:
@@ -236,7 +290,7 @@ class Router(SupervisedActor):
             self._cache.clear()  # it may have committed all the same: read routes afresh
             raise
         for study in moved:
-            self._cache.pop(study["study_uid"], None)
+            self._cache.pop((study["client"], study["study_uid"]), None)
         self.registry.tell(f"sender:{worker}", HAND_OVER)
         split = sum(1 for study in moved if study["delivered"])
         logger.warning(
@@ -261,11 +315,11 @@ class Router(SupervisedActor):
             for item in self.store.items_of(target):
                 why = f"destination {target} was removed"
                 if item.kind == WORKER:
-                    route = self._lookup(item.study_uid)
+                    route = self._lookup(item.client, item.study_uid)
                     try:
                         if route is None:
                             raise NoWorkerError("its study has no route")
-                        worker = self.route(route.client, item.study_uid)
+                        worker = self.route(item.client, item.study_uid)
                     except NoWorkerError as exc:
                         why = f"worker {target} was removed and {exc}"
                     else:
@@ -274,11 +328,8 @@ class Router(SupervisedActor):
                         self.registry.tell(f"sender:{worker}", WAKE)
                         counts["rerouted"] += 1
                         continue
-                self.spool.bury(self.spool.path(item.path), {
-                    "reason": why, "target": target, "target_kind": item.kind,
-                    "study_uid": item.study_uid, "sop_instance_uid": item.sop_instance_uid,
-                    "sop_class_uid": item.sop_class_uid, "transfer_syntax": item.transfer_syntax,
-                }, kind="target_removed")  # fmt: skip
+                letter = {**item.describe(), "reason": why}
+                self.spool.bury(self.spool.path(item.path), letter, kind="target_removed")
                 self.store.remove_item(item.id)
                 counts["dead_letters"] += 1
         if any(counts.values()):

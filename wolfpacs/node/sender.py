@@ -334,17 +334,7 @@ class Sender(SupervisedActor):
         self._health(True, None)
 
     def _bury(self, item: QueueItem, reason: str, status: int | None, kind: str) -> None:
-        record = {
-            "reason": reason,
-            "status": status,
-            "target": self.target.name,
-            "target_kind": self.target.kind,
-            "study_uid": item.study_uid,
-            "sop_instance_uid": item.sop_instance_uid,
-            "sop_class_uid": item.sop_class_uid,
-            "transfer_syntax": item.transfer_syntax,
-            "enqueued_at": item.enqueued_at,
-        }
+        record = {"reason": reason, "status": status, **item.describe()}
         path = self.spool.path(item.path)
         if path.exists():
             self.spool.bury(path, record, kind)

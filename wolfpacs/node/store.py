@@ -110,19 +110,30 @@ class StoreClient:
         )  # fmt: skip
         return result
 
-    def get_route(self, study_uid: str) -> Route | None:
-        return self._ask(Store.get_route, study_uid)
+    def get_route(self, client: str, study_uid: str) -> Route | None:
+        return self._ask(Store.get_route, client, study_uid)
 
-    def insert_route(self, study_uid: str, client: str, worker: str, at: float) -> Route:
-        return self._ask(Store.insert_route, study_uid, client, worker, at)
+    def routes_of(self, study_uid: str) -> list[Route]:
+        return self._ask(Store.routes_of, study_uid)
+
+    def insert_route(self, client: str, study_uid: str, worker: str, at: float) -> Route:
+        return self._ask(Store.insert_route, client, study_uid, worker, at)
+
+    def owners(self, study_uid: str, worker: str) -> list[str]:
+        return self._ask(Store.owners, study_uid, worker)
 
     def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
         return self._ask(Store.open_studies, workers, cutoff)
 
     def move_studies(
-        self, worker: str, to: str, studies: list[str] | None = None, cutoff: float = 0.0
+        self,
+        worker: str,
+        to: str,
+        studies: list[str] | None = None,
+        cutoff: float = 0.0,
+        client: str | None = None,
     ) -> list[dict[str, Any]]:
-        return self._ask(Store.move_studies, worker, to, studies, cutoff)
+        return self._ask(Store.move_studies, worker, to, studies, cutoff, client)
 
     def enqueue(self, item: QueueItem) -> int:
         return self._ask(Store.enqueue, item)
@@ -169,7 +180,7 @@ class StoreClient:
     def drop_missing(self, paths: set[str]) -> int:
         return self._ask(Store.drop_missing, paths)
 
-    def study(self, study_uid: str) -> dict[str, Any] | None:
+    def study(self, study_uid: str) -> list[dict[str, Any]]:
         return self._ask(Store.study, study_uid)
 
     def studies(
@@ -177,14 +188,17 @@ class StoreClient:
     ) -> list[dict[str, Any]]:
         return self._ask(Store.studies, worker, client, limit)
 
-    def queued_for_study(self, study_uid: str) -> dict[str, int]:
-        return self._ask(Store.queued_for_study, study_uid)
-
     def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
         return self._ask(Store.open_studies_of, column, name, cutoff)
 
     def count_studies(self) -> int:
         return self._ask(Store.count_studies)
+
+    def purge(self, cutoff: float, limit: int = 500, dry_run: bool = False) -> int:
+        return self._ask(Store.purge, cutoff, limit, dry_run)
+
+    def compact_runtime_changes(self, dry_run: bool = False) -> int:
+        return self._ask(Store.compact_runtime_changes, dry_run)
 
     def worker_states(self) -> dict[str, str]:
         return self._ask(Store.worker_states)

@@ -24,7 +24,8 @@ from supervisors import ChildSpec, Registry, Supervisor, UnavailableError, kill
 from wolfpacs.config.live import apply, entry_table, to_toml
 from wolfpacs.config.model import SECTIONS, ConfigError
 from wolfpacs.node.messages import ACTIVE, DRAINING, WAKE, Target, targets
-from wolfpacs.node.router import Router
+from wolfpacs.node.recovery import owner_by_route
+from wolfpacs.node.router import NotHomeError, Router
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
 if TYPE_CHECKING:
@@ -242,11 +243,12 @@ class Admin:
     ) -> list[dict[str, Any]]:
         return self.store.studies(worker, client, min(max(limit, 1), MAX_LIMIT))
 
-    def study(self, uid: str) -> dict[str, Any]:
-        study = self.store.study(uid)
-        if study is None:
+    def study(self, uid: str) -> list[dict[str, Any]]:
+        """Every client's study with this UID (each client's is a study of its own)."""
+        found = self.store.study(uid)
+        if not found:
             raise AdminError(f"no study {uid!r} was routed by this node")
-        return {**study, "queued": self.store.queued_for_study(uid)}
+        return found
 
     def queues(self) -> list[dict[str, Any]]:
         now = time.time()
@@ -432,20 +434,28 @@ class Admin:
         spool = self.spool
         dead_file = spool.dead / letter["file"]
         target, kind = letter.get("target"), letter.get("target_kind", WORKER)
-        if target is None:  # refused on the inside port: its study may be known now
+        owner = letter.get("client")
+        if target is None:  # refused on the inside port: it may have a home now
             worker = letter.get("worker", "")
-            target = self.registry.call("router", Router.return_route, letter["study_uid"], worker)
-            kind = DESTINATION
-            if target is None:
-                raise AdminError(f"study {letter['study_uid']} is still unknown")
+            try:
+                home = self.registry.call(
+                    "router", Router.return_route, letter["study_uid"], worker
+                )
+            except NotHomeError as exc:
+                raise AdminError(f"still refused: {exc}") from None
+            target, kind, owner = home.destination, DESTINATION, home.client
         if not any(t.name == target for t in targets(self.live.get())):
             raise AdminError(f"{target} is no longer configured")
+        if owner is None:  # a letter from before letters named their client
+            owner = owner_by_route(self.store, self.live.get(), letter["study_uid"], target, kind)
+            if owner is None:
+                raise AdminError(f"whose study {letter['study_uid']} is cannot be told")
         size = dead_file.stat().st_size
         # A link, not a move: until its row is committed, the dead letter stays whole.
-        rel = spool.adopt(dead_file, target, letter.get("sop_instance_uid", "instance"))
+        rel = spool.adopt(dead_file, target, letter.get("sop_instance_uid", "instance"), owner)
         try:
             self.store.enqueue(QueueItem(
-                target, kind, rel, letter["study_uid"], letter["sop_class_uid"],
+                target, kind, rel, owner, letter["study_uid"], letter["sop_class_uid"],
                 letter["sop_instance_uid"], letter["transfer_syntax"], size, time.time(),
             ))  # fmt: skip
         except Exception:

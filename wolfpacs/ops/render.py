@@ -96,6 +96,8 @@ def render(verb: str, result: Any) -> str:
         return table(rows, COLUMNS[verb])
     if verb == "config":
         return str(result).rstrip()
+    if verb == "study":  # every client's study with that UID: each a study of its own
+        return "\n\n".join(_fields(study) for study in result)
     if verb == "stats":
         counters = "\n".join(f"  {k} = {v}" for k, v in sorted(result["counters"].items()))
         restarts = "\n".join(f"  {k} = {v}" for k, v in sorted(result["restarts"].items()))

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 # MIGRATIONS[n] takes a database from version n to n + 1.
 MIGRATIONS = (
+    # 1: the schema from before versions were recorded.
     """
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
@@ -74,6 +75,83 @@ CREATE TABLE IF NOT EXISTS runtime_changes (
     body TEXT,
     changed_at DOUBLE PRECISION NOT NULL
 );
+""",
+    # 2: a study is its client's. (client, study_uid) is the key: the same UID from two
+    # hospitals is two studies. Queue rows name their study's client; every worker a study
+    # was given (routed or moved to) is kept, the ones its results may come back from.
+    """
+CREATE TABLE studies_by_client (
+    client TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    routed_at DOUBLE PRECISION NOT NULL,
+    last_activity_at DOUBLE PRECISION NOT NULL,
+    instances_in INTEGER NOT NULL DEFAULT 0,
+    instances_delivered INTEGER NOT NULL DEFAULT 0,
+    derived_in INTEGER NOT NULL DEFAULT 0,
+    derived_delivered INTEGER NOT NULL DEFAULT 0,
+    moved_from TEXT,
+    delivered_before_move INTEGER NOT NULL DEFAULT 0,
+    delivered_elsewhere INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client, study_uid)
+);
+INSERT INTO studies_by_client SELECT client, study_uid, worker, routed_at, last_activity_at,
+    instances_in, instances_delivered, derived_in, derived_delivered, moved_from,
+    delivered_before_move, delivered_elsewhere FROM studies;
+CREATE TABLE assignments (
+    client TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    PRIMARY KEY (client, study_uid, worker)
+);
+INSERT INTO assignments SELECT client, study_uid, worker FROM studies;
+INSERT INTO assignments SELECT client, study_uid, moved_from FROM studies
+    WHERE moved_from IS NOT NULL AND moved_from <> worker;
+CREATE TABLE queue_by_client (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    client TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    enqueued_at DOUBLE PRECISION NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+INSERT INTO queue_by_client SELECT q.id, q.target, q.kind, q.path,
+    COALESCE((SELECT s.client FROM studies s WHERE s.study_uid = q.study_uid), ''),
+    q.study_uid, q.sop_class_uid, q.sop_instance_uid, q.transfer_syntax, q.size,
+    q.enqueued_at, q.attempts, q.last_error FROM queue q;
+DROP TABLE queue;
+DROP TABLE studies;
+ALTER TABLE studies_by_client RENAME TO studies;
+ALTER TABLE queue_by_client RENAME TO queue;
+CREATE INDEX studies_uid ON studies (study_uid);
+CREATE INDEX studies_activity ON studies (last_activity_at);
+CREATE INDEX studies_routed ON studies (routed_at);
+CREATE INDEX studies_worker_activity ON studies (worker, last_activity_at);
+CREATE INDEX studies_client_activity ON studies (client, last_activity_at);
+CREATE INDEX studies_worker_routed ON studies (worker, routed_at);
+CREATE INDEX studies_client_routed ON studies (client, routed_at);
+CREATE INDEX queue_target ON queue (target, id);
+CREATE INDEX queue_study ON queue (client, study_uid);
+-- Every queue row counts its instance in, to its study, as it is inserted: enqueue is then
+-- one statement (a PostgreSQL store makes the same triggers in its own dialect). A worker's
+-- row makes its study if it has none (one purged an instant before: see retention).
+CREATE TRIGGER queue_counted_in AFTER INSERT ON queue WHEN NEW.kind = 'worker' BEGIN
+    INSERT INTO studies (client, study_uid, worker, routed_at, last_activity_at, instances_in)
+    VALUES (NEW.client, NEW.study_uid, NEW.target, NEW.enqueued_at, NEW.enqueued_at, 1)
+    ON CONFLICT (client, study_uid) DO UPDATE SET instances_in = instances_in + 1,
+        last_activity_at = excluded.last_activity_at;
+END;
+CREATE TRIGGER derived_counted_in AFTER INSERT ON queue WHEN NEW.kind <> 'worker' BEGIN
+    UPDATE studies SET derived_in = derived_in + 1, last_activity_at = NEW.enqueued_at
+    WHERE client = NEW.client AND study_uid = NEW.study_uid;
+END;
 """,
 )
 VERSION = len(MIGRATIONS)

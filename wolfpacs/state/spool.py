@@ -4,7 +4,7 @@ Layout under ``data_dir``::
 
     incoming/             each C-STORE's dataset as it arrives, until it is admitted;
                           and recycled-* files, delivered and kept to be written over
-    spool/<target>/       one file per queued instance, named <SOPInstanceUID>.<random>.dcm
+    spool/<target>/       one file per queued instance, <client>+<SOPInstanceUID>.<random>.dcm
     dead/                 <time>-<name>.dcm with <time>-<name>.json saying why
 
 A file enters the spool by rename within one file system (fsync of the
@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataDirInUseError", "GroupSync", "Spool", "SpoolFullError"]
+__all__ = ["DataDirInUseError", "GroupSync", "Spool", "SpoolFullError", "owner_of"]
 
 LOCK_FILE = "node.lock"
 
@@ -69,6 +69,25 @@ RECYCLED = "recycled-"  # their names' prefix in incoming/
 def unique_name() -> str:
     """A name no other file of this or any other run of the node has (random, then counted)."""
     return f"{_PREFIX}{next(_COUNT):x}"
+
+
+OWNER = "+"  # between a queued file's client and the rest of its name: no name has one
+
+
+def _queued_name(owner: str, sop_instance_uid: str) -> str:
+    label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
+    return f"{owner}{OWNER}{label}.{unique_name()}.dcm" if owner else f"{label}.{unique_name()}.dcm"
+
+
+def owner_of(rel: str) -> str | None:
+    """The client a queued file belongs to, from its name; None for a file named without one.
+
+    The queue row says it too, but a power cut may take a row whose file
+    survived; recovery then gives the file its row back from its name and
+    its tags (files queued before owners were named have none).
+    """
+    name = rel.rsplit("/", 1)[-1]
+    return name.split(OWNER, 1)[0] if OWNER in name else None
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
@@ -320,27 +339,27 @@ class Spool:
 
     def admit(
         self, src: Path, target: str, sop_instance_uid: str, synced: bool = False,
-        size: int | None = None, *, sync_later: bool = False,
+        size: int | None = None, *, sync_later: bool = False, owner: str = "",
     ) -> str:  # fmt: skip
         """Move a received file into ``target``'s queue directory; its path relative to data_dir.
 
         The source is consumed (renamed, or copied then removed if it lies on
         another file system). ``synced``: the caller has fsynced it already;
         ``size``: its size, if the caller knows it; ``sync_later``: the
-        caller calls :meth:`sync_queue` itself before it counts on the move.
+        caller calls :meth:`sync_queue` itself before it counts on the move;
+        ``owner``: the client whose study it is (in the file's name: see
+        :func:`owner_of`).
         """
         directory = self._queue_dir(target)
-        label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
-        name = f"{label}.{unique_name()}.dcm"
+        name = _queued_name(owner, sop_instance_uid)
         self._move_in(Path(src), directory / name, synced, sync_dir=not sync_later)
         self._count(size if size is not None else (directory / name).stat().st_size)
         return f"spool/{target}/{name}"
 
-    def adopt(self, src: Path, target: str, sop_instance_uid: str) -> str:
+    def adopt(self, src: Path, target: str, sop_instance_uid: str, owner: str = "") -> str:
         """Like :meth:`admit`, but ``src`` stays where it is (a hard link, or a copy)."""
         directory = self._queue_dir(target)
-        label = _UNSAFE.sub("_", sop_instance_uid)[:64] or "instance"
-        dest = directory / f"{label}.{unique_name()}.dcm"
+        dest = directory / _queued_name(owner, sop_instance_uid)
         try:
             os.link(src, dest)
         except OSError:

@@ -28,10 +28,14 @@ DESTINATION = "destination"  # bound for a client's destination: a derived insta
 
 @dataclass(frozen=True)
 class Route:
-    """Where a study goes: the client that sent it and the worker it was given (plain data)."""
+    """Where a study goes: the worker its client's study was given (plain data).
 
-    study_uid: str
+    A study is its client's: (client, study_uid) is the key, so the same UID
+    sent by two hospitals is two studies, each with its own route.
+    """
+
     client: str
+    study_uid: str
     worker: str
     routed_at: float
 
@@ -43,6 +47,7 @@ class QueueItem:
     target: str
     kind: str
     path: str
+    client: str  # whose study it is: the one a worker's instance came from, or goes home to
     study_uid: str
     sop_class_uid: str
     sop_instance_uid: str
@@ -53,16 +58,33 @@ class QueueItem:
     attempts: int = 0
     last_error: str | None = None
 
+    def describe(self) -> dict[str, Any]:
+        """What a dead letter's note says of its instance (plain data)."""
+        return {
+            "target": self.target, "target_kind": self.kind, "client": self.client,
+            "study_uid": self.study_uid, "sop_instance_uid": self.sop_instance_uid,
+            "sop_class_uid": self.sop_class_uid, "transfer_syntax": self.transfer_syntax,
+            "enqueued_at": self.enqueued_at,
+        }  # fmt: skip
+
 
 class Store(Protocol):
     """The operations on the node's routing state. Times are ``time.time()`` seconds."""
 
     # -- routes ------------------------------------------------------------------------
 
-    def get_route(self, study_uid: str) -> Route | None: ...
+    def get_route(self, client: str, study_uid: str) -> Route | None: ...
 
-    def insert_route(self, study_uid: str, client: str, worker: str, at: float) -> Route:
+    def routes_of(self, study_uid: str) -> list[Route]:
+        """Every client's route of a study with this UID."""
+        ...
+
+    def insert_route(self, client: str, study_uid: str, worker: str, at: float) -> Route:
         """Record a new study's route unless it has one; the route that stands."""
+        ...
+
+    def owners(self, study_uid: str, worker: str) -> list[str]:
+        """The clients whose study ``study_uid`` was given to ``worker``, now or before a move."""
         ...
 
     def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
@@ -70,7 +92,12 @@ class Store(Protocol):
         ...
 
     def move_studies(
-        self, worker: str, to: str, studies: list[str] | None = None, cutoff: float = 0.0
+        self,
+        worker: str,
+        to: str,
+        studies: list[str] | None = None,
+        cutoff: float = 0.0,
+        client: str | None = None,
     ) -> list[dict[str, Any]]:
         """Re-route ``worker``'s studies (those given, or those open) to ``to``; what moved."""
         ...
@@ -129,7 +156,9 @@ class Store(Protocol):
 
     # -- studies, for the shell --------------------------------------------------------
 
-    def study(self, study_uid: str) -> dict[str, Any] | None: ...
+    def study(self, study_uid: str) -> list[dict[str, Any]]:
+        """Every client's study with this UID, each with what it still has queued."""
+        ...
 
     def studies(
         self, worker: str | None = None, client: str | None = None, limit: int = 50
@@ -137,13 +166,21 @@ class Store(Protocol):
         """The most recently routed studies, of a worker or a client if given."""
         ...
 
-    def queued_for_study(self, study_uid: str) -> dict[str, int]: ...
-
     def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
         """Studies of a client or worker (``column``) active since ``cutoff`` or queued."""
         ...
 
     def count_studies(self) -> int: ...
+
+    # -- retention ---------------------------------------------------------------------
+
+    def purge(self, cutoff: float, limit: int = 500, dry_run: bool = False) -> int:
+        """Forget up to ``limit`` studies idle since ``cutoff`` and not queued; how many."""
+        ...
+
+    def compact_runtime_changes(self, dry_run: bool = False) -> int:
+        """Drop each runtime change a later one of the same entry overrides; how many."""
+        ...
 
     # -- workers and runtime changes ---------------------------------------------------
 
