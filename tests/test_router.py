@@ -19,8 +19,8 @@ from wolfpacs.node.router import (
     NOT_YOUR_STUDY,
     UNKNOWN_STUDY,
     Home,
-    NoWorkerError,
     NotHomeError,
+    NoWorkerError,
     Router,
     choose_worker,
 )

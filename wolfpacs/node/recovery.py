@@ -129,6 +129,7 @@ def owner_by_route(
     The one client whose study of that UID went to that worker (or whose
     destination that is); None if no client's, or more than one client's, does.
     """
+
     def home(client: str) -> str | None:
         settings = live.client(client)
         return settings.destination if settings is not None else None
