@@ -30,7 +30,7 @@ def parts(tmp_path):
 
 
 def queued(
-    spool: Spool, target: str, name: str, tmp_path, owner: str = "sthlm", study: str = "1.2.3"
+    spool: Spool, target: str, name: str, tmp_path, *, owner: str = "sthlm", study: str = "1.2.3"
 ) -> tuple[str, object]:
     """A received instance of ``owner``'s admitted into ``target``'s queue, and its dataset."""
     ds = ct_instance(study_uid=study, series_uid=f"{study}.1", number=1, rows=4, columns=4)
