@@ -13,6 +13,12 @@ from wolfpacs.testing.peers import free_port
 CLIENT_AE = "STHLM_SECRET"
 
 
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value).replace("'", '"')
+
+
 class Cluster:
     """Two DCMTK workers, a DCMTK PACS, and a WolfPACS node between them."""
 
@@ -28,7 +34,7 @@ class Cluster:
             "retry_initial": 0.1, "retry_max": 0.5, "idle_release": 0.5, "http_port": self.http,
             **node,
         }  # fmt: skip
-        extra = "\n".join(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())
+        extra = "\n".join(f"{key} = {_toml(value)}" for key, value in settings.items())
         self.node = NodeProcess(
             root,
             f"""

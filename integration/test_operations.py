@@ -89,7 +89,7 @@ def test_move_a_study_with_queued_instances_to_another_worker(cluster, tmp_path)
 
 
 def test_killing_the_router_and_a_sender_mid_send_loses_nothing(cluster, tmp_path):
-    c = cluster().start()
+    c = cluster(fault_injection=True).start()
     studies = [write_study(tmp_path / f"s{n}", series=1, per_series=40, rows=16, columns=16)
                for n in range(2)]  # fmt: skip
 
@@ -128,13 +128,17 @@ def test_a_client_added_at_runtime_can_send_and_changes_survive_a_restart(cluste
     assert echoscu(c.outside, "GBG_SECRET", calling="HOSPITAL").returncode == 0
     assert "gbg" in ctl(c, "names")["clients"]
     assert {w["name"]: w["state"] for w in ctl(c, "workers")}["gpu-b"] in ("draining", "drained")
-    exported = ctl(c, "config", "--export")
+    assert "GBG_SECRET" not in ctl(c, "config", "--export")
+    exported = ctl(c, "config", "--export", "--show-secrets")
     assert 'ae_title = "GBG_SECRET"' in exported
 
 
 def test_ctl_says_why_it_refuses(cluster):
     c = cluster().start()
     assert "no worker 'gpu-z'" in ctl(c, "drain", "gpu-z", ok=False)
+    # fault injection is off unless the node's config or environment turns it on
+    assert "fault injection is disabled" in ctl(c, "kill", "router", ok=False)
+    assert ctl(c, "stats")["restarts"] == {}
     assert "the following arguments are required: --to" in ctl(c, "move", "gpu-a", ok=False)
 
 

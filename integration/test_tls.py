@@ -1,20 +1,24 @@
-"""DICOM TLS on the outside port and to a worker, against DCMTK's storescu +tls / storescp +tls.
+"""DICOM TLS on the outside port and to workers, against DCMTK's storescu +tls / storescp +tls.
 
 Certificates are made here with openssl: a test CA, and certificates it
-signs for the node, the hospital and the worker; plus a stranger's
-self-signed one.
+signs for the node, two hospitals and the workers (the worker's names
+127.0.0.1, the "nameless" one no host at all); plus a stranger's
+self-signed one. A client is pinned to its own certificate, so another
+hospital's, though signed by the same CA, opens nothing of it.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
 
 from integration.peers import ENV, NodeProcess, acknowledged, tool, wait_port
+from tests.conftest import wait_until
 from wolfpacs.testing.peers import free_port
 from wolfpacs.testing.synthetic import write_study
 
@@ -31,45 +35,52 @@ def pki(tmp_path) -> Path:
     d.mkdir()
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
             "ca.crt", "-days", "2", "-subj", "/CN=WolfPACS test CA", cwd=d)  # fmt: skip
-    for name in ("node", "hospital", "worker"):
+    (d / "loopback.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    for name, names_a_host in (("node", True), ("hospital", False), ("hospital2", False),
+                               ("worker", True), ("nameless", False)):  # fmt: skip
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
                 f"{name}.csr", "-subj", f"/CN={name}", cwd=d)  # fmt: skip
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", cwd=d)  # fmt: skip
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
+                *(["-extfile", "loopback.ext"] if names_a_host else []), cwd=d)  # fmt: skip
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "stranger.key", "-out",
             "stranger.crt", "-days", "2", "-subj", "/CN=stranger", cwd=d)  # fmt: skip
     return d
 
 
-def storescu_tls(pki: Path, who: str, port: int, files: list[Path]) -> subprocess.CompletedProcess:
+def storescu_tls(
+    pki: Path, who: str, port: int, files: list[Path], called: str = "SECRET"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [tool("storescu"), "-v", "-xe", "+tls", str(pki / f"{who}.key"), str(pki / f"{who}.crt"),
-         "+cf", str(pki / "ca.crt"), "-aet", "HOSPITAL", "-aec", "SECRET",
+         "+cf", str(pki / "ca.crt"), "-aet", "HOSPITAL", "-aec", called,
          "127.0.0.1", str(port), *map(str, files)],
         env=ENV, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
 
-def test_tls_from_the_hospital_and_to_the_worker(pki, tmp_path):
-    outside, inside, worker_port = free_port(), free_port(), free_port()
-    received = tmp_path / "worker"
-    received.mkdir()
-    worker = subprocess.Popen(
-        [tool("storescp"), "+tls", str(pki / "worker.key"), str(pki / "worker.crt"),
-         "+cf", str(pki / "ca.crt"), "-aet", "GPU_A", "-od", str(received), "+xa",
-         str(worker_port)],
+def storescp_tls(pki: Path, who: str, ae_title: str, port: int, into: Path) -> subprocess.Popen:
+    into.mkdir()
+    return subprocess.Popen(
+        [tool("storescp"), "+tls", str(pki / f"{who}.key"), str(pki / f"{who}.crt"),
+         "+cf", str(pki / "ca.crt"), "-aet", ae_title, "-od", str(into), "+xa", str(port)],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    node = NodeProcess(tmp_path, f"""
+
+
+def node_config(pki: Path, outside: int, inside: int, workers: str, clients: str) -> str:
+    return f"""
         [node]
         bind = "127.0.0.1"
         outside_port = {outside}
         inside_port = {inside}
         data_dir = "data"
         http_port = 0
-        tls_cert = "{pki / 'node.crt'}"
-        tls_key = "{pki / 'node.key'}"
-        tls_ca = "{pki / 'ca.crt'}"
+        retry_initial = 0.2
+        retry_max = 0.5
+        tls_cert = "{pki / "node.crt"}"
+        tls_key = "{pki / "node.key"}"
+        tls_ca = "{pki / "ca.crt"}"
         tls_outside = true
 
         [[destinations]]
@@ -77,13 +88,26 @@ def test_tls_from_the_hospital_and_to_the_worker(pki, tmp_path):
         host = "127.0.0.1"
         port = 9
         ae_title = "PACS"
+        {clients}
+        {workers}
+        """
 
+
+def received(directory: Path) -> int:
+    return len(list(directory.iterdir()))
+
+
+def test_tls_from_a_pinned_hospital_and_to_the_worker(pki, tmp_path):
+    outside, inside, worker_port = free_port(), free_port(), free_port()
+    worker = storescp_tls(pki, "worker", "GPU_A", worker_port, tmp_path / "worker")
+    node = NodeProcess(tmp_path, node_config(pki, outside, inside, clients="""
         [[clients]]
         name = "hospital"
         ae_title = "SECRET"
         destination = "pacs"
         pool = "p"
-
+        tls_subject = "CN=hospital"
+        """, workers=f"""
         [[workers]]
         name = "gpu-a"
         host = "127.0.0.1"
@@ -91,17 +115,19 @@ def test_tls_from_the_hospital_and_to_the_worker(pki, tmp_path):
         ae_title = "GPU_A"
         pool = "p"
         tls = true
-        """)  # fmt: skip
+        """))  # fmt: skip
     try:
         wait_port(worker_port)
         node.start(outside, inside)
         files = write_study(tmp_path / "s", series=1, per_series=3)
         sent = storescu_tls(pki, "hospital", outside, files)
         assert len(acknowledged(sent.stdout + sent.stderr)) == 3, sent.stdout + sent.stderr
-        deadline = time.monotonic() + 30
-        while len(list(received.iterdir())) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(list(received.iterdir())) == 3  # delivered over TLS to a TLS-only worker
+        # delivered over TLS to a TLS-only worker whose certificate names 127.0.0.1
+        wait_until(lambda: received(tmp_path / "worker") == 3, timeout=30)
+        # signed by the same CA, but another hospital's: not this client's certificate
+        other = storescu_tls(pki, "hospital2", outside, files[:1])
+        assert other.returncode != 0 and not acknowledged(other.stdout + other.stderr)
+        assert "its TLS certificate is not client hospital's (the one pinned)" in node.logs()
         stranger = storescu_tls(pki, "stranger", outside, files[:1])
         assert stranger.returncode != 0 and not acknowledged(stranger.stdout + stranger.stderr)
         plain = subprocess.run(
@@ -116,10 +142,78 @@ def test_tls_from_the_hospital_and_to_the_worker(pki, tmp_path):
         worker.wait(10)
 
 
-def test_a_tls_port_without_a_certificate_is_a_config_error(tmp_path):
+def test_a_workers_certificate_must_name_its_host_unless_told_otherwise(pki, tmp_path):
+    outside, inside, strict_port, lax_port = free_port(), free_port(), free_port(), free_port()
+    # both workers present a CA-signed certificate that names no host
+    strict = storescp_tls(pki, "nameless", "STRICT", strict_port, tmp_path / "strict")
+    lax = storescp_tls(pki, "nameless", "LAX", lax_port, tmp_path / "lax")
+    node = NodeProcess(tmp_path, node_config(pki, outside, inside, clients="""
+        [[clients]]
+        name = "hospital"
+        ae_title = "SECRET"
+        destination = "pacs"
+        pool = "strict"
+
+        [[clients]]
+        name = "hospital2"
+        ae_title = "SECRET2"
+        destination = "pacs"
+        pool = "lax"
+        """, workers=f"""
+        [[workers]]
+        name = "strict"
+        host = "127.0.0.1"
+        port = {strict_port}
+        ae_title = "STRICT"
+        pool = "strict"
+        tls = true
+
+        [[workers]]
+        name = "lax"
+        host = "127.0.0.1"
+        port = {lax_port}
+        ae_title = "LAX"
+        pool = "lax"
+        tls = true
+        tls_check_hostname = false
+        """))  # fmt: skip
+    try:
+        wait_port(strict_port)
+        wait_port(lax_port)
+        node.start(outside, inside)
+        files = write_study(tmp_path / "s", series=1, per_series=1)
+        for who, called in (("hospital", "SECRET"), ("hospital2", "SECRET2")):
+            sent = storescu_tls(pki, who, outside, files, called=called)
+            assert len(acknowledged(sent.stdout + sent.stderr)) == 1, sent.stdout + sent.stderr
+        wait_until(lambda: received(tmp_path / "lax") == 1, timeout=30)
+
+        def strict_worker() -> dict:
+            result = subprocess.run(
+                [sys.executable, "-m", "wolfpacs", "ctl", "--config", str(node.config), "--json",
+                 "workers"], capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            return next(w for w in json.loads(result.stdout) if w["name"] == "strict")
+
+        down = wait_until(lambda: (w := strict_worker())["last_error"] and w, timeout=30)
+        assert "IP address mismatch" in down["last_error"], down
+        assert down["queued"] == 1 and received(tmp_path / "strict") == 0  # kept, not sent
+    finally:
+        if node.proc is not None:
+            assert node.stop() == 0
+        for worker in (strict, lax):
+            worker.terminate()
+            worker.wait(10)
+
+
+def test_tls_settings_that_cannot_work_are_config_errors(tmp_path):
     from wolfpacs.config import ConfigError, parse
 
     with pytest.raises(ConfigError, match="a TLS port needs tls_cert and tls_key"):
         parse("[node]\ntls_outside = true\n", env={})
     with pytest.raises(ConfigError, match="no such file"):
         parse('[node]\ntls_cert = "/nonexistent.crt"\n', env={})
+    client = '[[clients]]\nname = "h"\nae_title = "SECRET"\ndestination = "d"\npool = "p"\n'
+    with pytest.raises(ConfigError, match=r"clients\[0\].tls_subject: must be KEY=value pairs"):
+        parse(client + 'tls_subject = "hospital"\n', env={})
+    with pytest.raises(ConfigError, match='tls_fingerprint: must be "sha256:"'):
+        parse(client + 'tls_fingerprint = "md5:00"\n', env={})

@@ -134,6 +134,14 @@ def test_kill_restarts_the_actor_and_refuses_the_root(world):
         w.admin("kill", actor="wolfpacs")
 
 
+def test_fault_injection_is_refused_unless_the_node_allows_it(world):
+    w = world(fault_injection=False)
+    router = w.actor("router")
+    with pytest.raises(AdminError, match="fault injection is disabled"):
+        w.admin("kill", actor="router")
+    assert w.actor("router") is router and w.admin("stats")["restarts"] == {}
+
+
 def test_add_and_remove_a_worker_at_runtime(world):
     w = world()
     extra = SimulatedWorker("GPU_C", w.inside)
@@ -215,7 +223,10 @@ def test_runtime_changes_survive_a_restart(world):
     assert "gbg" in names["clients"] and "gbg-pacs" in names["destinations"]
     assert next(r["state"] for r in w.admin("workers") if r["name"] == "gpu-2") != "active"
     exported = w.admin("config", export=True)
-    assert 'name = "gbg"' in exported and 'ae_title = "GBG_SECRET"' in exported
+    assert 'name = "gbg"' in exported and "GBG_SECRET" not in exported  # the secret: masked
+    assert "# ae_title = GB\u2026ET (a secret: --show-secrets)" in exported
+    assert 'ae_title = "GBG_SECRET"' in w.admin("config", export=True, show_secrets=True)
+    assert {c["name"]: c["ae_title"] for c in w.admin("clients")}["gbg"] == "GB\u2026ET"
     assert w.send(w.study("s", series=1, per_series=1), called="GBG_SECRET") == [0]
 
 

@@ -165,3 +165,52 @@ def test_unreadable_file(tmp_path):
 def test_empty_config_is_valid_defaults():
     config = parse("", env={})
     assert config.clients == () and config.node.ae_title == "WOLFPACS"
+
+
+def test_tokens_and_fault_injection_may_come_from_the_environment(tmp_path):
+    env = {"WOLFPACS_HTTP_TOKEN": "h" * 16, "WOLFPACS_METRICS_TOKEN": "m" * 20,
+           "WOLFPACS_FAULT_INJECTION": "1"}  # fmt: skip
+    node = load(write(tmp_path, GOOD), env=env).node
+    assert (node.http_token, node.metrics_token, node.fault_injection) == ("h" * 16, "m" * 20, True)
+    assert load(write(tmp_path, GOOD), env={}).node.fault_injection is False
+    failed = error(tmp_path, GOOD, env={"WOLFPACS_HTTP_TOKEN": "short"})
+    assert str(failed) == "environment variable WOLFPACS_HTTP_TOKEN: must be 16+ characters"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('http_token = "too short"', "node.http_token: must be 16+ characters"),
+        (
+            "retention_days = 0.5",
+            "node.retention_days: must be 0 (keep for ever) or at least 1 day",
+        ),
+    ],
+)
+def test_tokens_and_retention_are_checked(tmp_path, line, message):
+    assert str(error(tmp_path, GOOD.replace("[node]\n", f"[node]\n{line}\n"))).endswith(message)
+
+
+def test_a_duplicate_client_ae_title_is_named_masked(tmp_path):
+    text = GOOD + (
+        '\n[[clients]]\nname = "gbg"\nae_title = "STHLM_SECRET"\n'
+        'destination = "sthlm-pacs"\npool = "stroke"\n'
+    )
+    failed = str(error(tmp_path, text))
+    assert "duplicate ae_title 'ST\u2026ET'" in failed and "STHLM_SECRET" not in failed
+
+
+def test_a_certificate_pin_needs_a_tls_port(tmp_path):
+    text = GOOD.replace(
+        'pool = "stroke"\n\n[[workers]]', 'pool = "stroke"\ntls_subject = "CN=h"\n\n[[workers]]', 1
+    )
+    failed = error(tmp_path, text)
+    assert "clients[0].tls_subject: a certificate is pinned only on a TLS port" in str(failed)
+    fingerprint = "sha256:" + "AB:" * 31 + "AB"
+    text = GOOD.replace(
+        'pool = "stroke"\ncapacity = 2',
+        f'pool = "stroke"\ncapacity = 2\ntls_fingerprint = "{fingerprint}"',
+    )
+    failed = str(error(tmp_path, text))
+    assert "workers[0].tls_fingerprint: a certificate is pinned only on a TLS port" in failed
+    assert failed.endswith("set [node] tls_inside")

@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wolfpacs.state import schema
 from wolfpacs.state.sqlite import ENQUEUE, SQLiteStore
@@ -323,3 +325,32 @@ def test_a_database_of_the_last_release_is_migrated_whole(tmp_path):
         store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    studies=st.lists(st.tuples(st.floats(0, 2000), st.booleans()), max_size=30),
+    cutoff=st.floats(0, 2000),
+    batch=st.integers(1, 7),
+)
+def test_a_purge_never_forgets_a_queued_study_or_one_active_in_the_window(
+    tmp_path_factory, studies, cutoff, batch
+):
+    store = SQLiteStore(tmp_path_factory.mktemp("purge") / "state.sqlite3", durable=False)
+    store.open()
+    try:
+        for n, (active, queued) in enumerate(studies):
+            store.insert_route("c", f"1.{n}", "gpu-a", active)
+            if queued:
+                store.enqueue(
+                    replace(item(f"spool/gpu-a/{n}.dcm", study=f"1.{n}"), enqueued_at=active)
+                )
+        while store.purge(cutoff, limit=batch) == batch:
+            pass
+        kept = {r["study_uid"] for r in store.studies(limit=1000)}
+        for n, (active, queued) in enumerate(studies):
+            assert (f"1.{n}" in kept) == (queued or active >= cutoff), (n, active, queued)
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ import sqlite3
 import pytest
 
 from supervisors import ChildSpec, Registry, Supervisor, join
+from tests.conftest import wait_until
 from wolfpacs.node.store import StoreActor, StoreClient, StoreRequest
 from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.state.store import OPERATIONS
@@ -74,3 +75,23 @@ def test_a_callers_mistake_does_not_reopen_the_backend(store):
     with pytest.raises(sqlite3.ProgrammingError):
         store.get_route("sthlm", ["not", "a", "UID"])  # type: ignore[arg-type]
     assert store.get_route("sthlm", "9.9") is None and len(store.opened) == 1
+
+
+def test_the_actor_forgets_idle_studies_in_batches_and_then_waits_a_day(tmp_path, monkeypatch):
+    monkeypatch.setattr("wolfpacs.node.store.PURGE_BATCH", 2)
+    registry, path = Registry(), tmp_path / "state.sqlite3"
+    backend = SQLiteStore(path, durable=False)
+    backend.open()
+    for n in range(5):
+        backend.insert_route("c", f"old.{n}", "gpu-a", 1000.0)  # decades ago
+    backend.insert_route("c", "new", "gpu-a", 4e9)  # in a century
+    backend.close()
+    ref = StoreActor.start(registry, lambda: SQLiteStore(path, durable=False), lambda: 30.0)
+    store = StoreClient(registry)
+    try:
+        registry.tell("store", "purge")  # what the timer sends, a minute after the start
+        wait_until(lambda: store.count_studies() == 1, what="the old studies forgotten")
+        assert store.studies()[0]["study_uid"] == "new"
+        assert ref.proxy().purged.get() == 0  # done: the count is reset for tomorrow
+    finally:
+        ref.stop()

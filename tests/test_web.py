@@ -70,3 +70,57 @@ def test_the_status_page_shows_workers_queues_tree_and_studies(world):
     assert f"<td class=worker>{held}</td>" in page  # the study's row in recent studies
     assert "listener:outside" in page and "<table id=workers>" in page
     assert get(w, "/nowhere")[0] == 404
+
+
+def ask(w, path: str, headers: dict[str, str] | None = None, form: str | None = None):
+    """(status, headers, body) of one request; redirects are not followed."""
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object) -> None:
+            return None
+
+    url = f"http://127.0.0.1:{w.config.node.http_port}{path}"
+    request = urllib.request.Request(url, headers=headers or {},
+                                     data=form.encode() if form is not None else None)  # fmt: skip
+    try:
+        with urllib.request.build_opener(Stay).open(request, timeout=10) as answer:
+            return answer.status, answer.headers, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+PAGE_TOKEN, METRICS_TOKEN = "page-token-0123456789", "metrics-token-0123456789"
+
+
+def test_with_tokens_the_page_and_views_need_one_and_the_probes_do_not(world):
+    w = world(http_token=PAGE_TOKEN, metrics_token=METRICS_TOKEN)
+    assert w.send(w.study("s", series=1, per_series=1)) == [0]
+    uid = w.admin("studies")[0]["study_uid"]
+    for path in ("/healthz", "/readyz"):
+        assert ask(w, path)[0] == 200
+    code, headers, body = ask(w, "/")
+    assert code == 401 and b"<form method=post action=/login>" in body and uid.encode() not in body
+    code, headers, body = ask(w, "/api/studies")
+    assert code == 401 and headers["WWW-Authenticate"] == 'Bearer realm="WolfPACS"'
+    assert uid.encode() not in body
+    bearer = {"Authorization": f"Bearer {PAGE_TOKEN}"}
+    code, _, body = ask(w, "/api/studies?limit=5", bearer)
+    assert code == 200 and json.loads(body)[0]["study_uid"] == uid
+    assert json.loads(ask(w, f"/api/study?uid={uid}", bearer)[2])[0]["client"] == "demo-hospital"
+    assert ask(w, "/api/kill", bearer)[0] == 404  # only reading verbs are views
+    assert ask(w, "/metrics")[0] == 401 and ask(w, "/metrics", bearer)[0] == 401
+    assert ask(w, "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})[0] == 200
+
+
+def test_the_login_form_gives_a_browser_a_session(world, caplog):
+    w = world(http_token=PAGE_TOKEN)
+    code, _, body = ask(w, "/login", form="token=not-it")
+    assert code == 401 and b"That is not the token." in body
+    assert "not-it" not in caplog.text and PAGE_TOKEN not in caplog.text
+    code, headers, _ = ask(w, "/login", form=f"token={PAGE_TOKEN}")
+    assert code == 303 and headers["Location"] == "/"
+    session = headers["Set-Cookie"].split(";", 1)[0]
+    assert PAGE_TOKEN not in session and "HttpOnly" in headers["Set-Cookie"]
+    code, _, body = ask(w, "/", {"Cookie": session})
+    assert (code == 200 and b'<table id="workers">' in body) or b"<table id=workers>" in body
+    assert ask(w, "/metrics")[0] == 200  # no metrics_token: /metrics stays open

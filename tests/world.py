@@ -25,7 +25,7 @@ class World:
         config = demo_config(root / "data", self.pacs, self.workers, self.outside, self.inside)
         settings = {
             "retry_initial": 0.05, "retry_max": 0.2, "idle_release": 0.2,
-            "http_port": free_port(), **node_settings,
+            "http_port": free_port(), "fault_injection": True, **node_settings,
         }  # fmt: skip
         self.config = replace(config, node=replace(config.node, **settings))
         self.node = Node(self.config, operations=Operations)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from wolfpacs.config.checker import load
-from wolfpacs.ops.admin import VERBS
 from wolfpacs.ops.control import ControlClient, ControlError
 from wolfpacs.ops.render import render
+from wolfpacs.ops.verbs import VERBS
 
 __all__ = ["connect", "parse_verb", "verb_parser"]
 
@@ -70,8 +70,11 @@ def verb_parser() -> argparse.ArgumentParser:
             p.add_argument("worker")
             _flag(p, "to", required=True)
             _flag(p, "studies", nargs="+")
+        elif verb == "purge":
+            _flag(p, "dry_run", action="store_true", default=None)
         elif verb == "config":
             _flag(p, "export", action="store_true", required=True)
+            _flag(p, "show_secrets", action="store_true", default=None)
         elif verb.startswith("add-"):
             p.add_argument("name")
             _flag(p, "ae_title", required=True)
@@ -84,6 +87,11 @@ def verb_parser() -> argparse.ArgumentParser:
                 _flag(p, "host", required=True)
                 _flag(p, "port", type=int, required=True)
                 _flag(p, "tls", action="store_true", default=None)
+                p.add_argument("--no-check-hostname", dest="tls_check_hostname",
+                               action="store_false", default=None)  # fmt: skip
+            if verb in ("add-client", "add-worker"):
+                _flag(p, "tls_subject")
+                _flag(p, "tls_fingerprint")
             if verb == "add-worker":
                 _flag(p, "pool", required=True)
                 _flag(p, "capacity", type=int, default=1)

@@ -23,9 +23,9 @@ except ImportError:  # pragma: no cover - every Linux Python has it
     readline = None  # type: ignore[assignment]
 
 from wolfpacs.cli.ctl import connect, parse_verb, words
-from wolfpacs.ops.admin import VERBS
 from wolfpacs.ops.control import ControlClient, ControlError
 from wolfpacs.ops.render import render
+from wolfpacs.ops.verbs import VERBS
 
 __all__ = ["Shell", "main"]
 

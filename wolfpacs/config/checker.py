@@ -17,9 +17,11 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from wolfpacs.config.environment import from_environment
 from wolfpacs.config.model import (
     DURABILITY_MODES,
     SECTIONS,
+    TLS_SUBJECT_KEYS,
     Client,
     Config,
     ConfigError,
@@ -28,12 +30,9 @@ from wolfpacs.config.model import (
     NodeConfig,
     Worker,
 )
+from wolfpacs.config.secrets import TOKENS, masked
 
 __all__ = ["load", "parse", "parse_entry", "validate"]
-
-ENV_OUTSIDE_PORT = "WOLFPACS_OUTSIDE_PORT"
-ENV_INSIDE_PORT = "WOLFPACS_INSIDE_PORT"
-ENV_HTTP_PORT = "WOLFPACS_HTTP_PORT"
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -64,7 +63,7 @@ def parse(text: str, source: str = "<config>", env: Mapping[str, str] | None = N
         raise ConfigError(source, int(match.group(1)) if match else None, "", str(exc)) from None
     checker = _Checker(source, text)
     config = checker.config(data)
-    return _apply_env(config, env or {})
+    return from_environment(config, env or {})
 
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
@@ -121,17 +120,31 @@ class _Checker:
             self.client(entry, i) for i, entry in enumerate(self.array(data, "clients"))
         )
         self.cross_check(destinations, clients, workers)
-        self.tls_check(node, destinations, workers)
+        self.tls_check(node, destinations, workers, clients)
         return Config(node, destinations, clients, workers, self.source)
 
     def tls_check(
-        self, node: NodeConfig, destinations: tuple[Destination, ...], workers: tuple[Worker, ...]
+        self,
+        node: NodeConfig,
+        destinations: tuple[Destination, ...],
+        workers: tuple[Worker, ...],
+        clients: tuple[Client, ...],
     ) -> None:
         for section, items in _targets(destinations, workers):
             for i, item in enumerate(items):
                 if item.tls and not (node.tls_ca and node.tls_cert and node.tls_key):
                     why = "TLS to a peer needs [node] tls_cert, tls_key and tls_ca"
                     raise self.fail((section, i, "tls"), why)
+        pinned: tuple[tuple[str, tuple[Client | Worker, ...], bool, str], ...] = (
+            ("clients", clients, node.tls_outside, "tls_outside"),
+            ("workers", workers, node.tls_inside, "tls_inside"),
+        )
+        for section, peers, tls_port, port_key in pinned:
+            for i, peer in enumerate(peers):
+                key = "tls_subject" if peer.tls_subject else "tls_fingerprint"
+                if (peer.tls_subject or peer.tls_fingerprint) and not tls_port:
+                    why = f"a certificate is pinned only on a TLS port: set [node] {port_key}"
+                    raise self.fail((section, i, key), why)
 
     def array(self, data: dict[str, Any], name: str) -> list[dict[str, Any]]:
         value = data.get(name, [])
@@ -171,7 +184,7 @@ class _Checker:
                 values[f.name] = value
             elif f.name in ("bind", "http_bind"):
                 values[f.name] = self.address(value, path)
-            elif f.name in ("control_socket", "control_token", "audit_log"):
+            elif f.name in ("control_socket", "audit_log", *TOKENS):
                 values[f.name] = self.text(value, path)
             elif f.name in ("tls_cert", "tls_key", "tls_ca"):
                 values[f.name] = self.file(value, path)
@@ -185,6 +198,12 @@ class _Checker:
                 values[f.name] = self.number(value, path, integer=True, minimum=1)
             else:
                 values[f.name] = float(self.number(value, path, minimum=0))
+        self.node_together(values)
+        return NodeConfig(**values)
+
+    def node_together(self, values: dict[str, Any]) -> None:
+        """What ``[node]``'s keys must be together (each alone is checked already)."""
+        defaults = NodeConfig()
         if values.get("outside_port", defaults.outside_port) == values.get(
             "inside_port", defaults.inside_port
         ):
@@ -198,7 +217,12 @@ class _Checker:
             raise self.fail(
                 ("node", "control_token"), "control_port needs a token of 16+ characters"
             )
-        return NodeConfig(**values)
+        for key in ("http_token", "metrics_token"):
+            if key in values and len(values[key]) < 16:
+                raise self.fail(("node", key), "must be 16+ characters")
+        for key in ("retention_days", "dead_retention_days"):
+            if 0 < values.get(key, 1) < 1:
+                raise self.fail(("node", key), "must be 0 (keep for ever) or at least 1 day")
 
     def entry(
         self,
@@ -215,20 +239,24 @@ class _Checker:
         return table
 
     def destination(self, table: dict[str, Any], i: int) -> Destination:
-        t = self.entry(table, "destinations", i, {"name", "host", "port", "ae_title"}, {"tls"})
+        t = self.entry(table, "destinations", i, {"name", "host", "port", "ae_title"},
+                       {"tls", "tls_check_hostname"})  # fmt: skip
         p = ("destinations", i)
+        check_hostname = self.flag(t.get("tls_check_hostname", True), (*p, "tls_check_hostname"))
         return Destination(
             name=self.name(t["name"], (*p, "name")),
             host=self.text(t["host"], (*p, "host")),
             port=self.port(t["port"], (*p, "port")),
             ae_title=self.ae_title(t["ae_title"], (*p, "ae_title")),
             tls=self.flag(t.get("tls", False), (*p, "tls")),
+            tls_check_hostname=check_hostname,
         )
 
     def client(self, table: dict[str, Any], i: int) -> Client:
         t = self.entry(
             table, "clients", i,
-            {"name", "ae_title", "destination", "pool"}, {"calling_ae_titles", "allow"},
+            {"name", "ae_title", "destination", "pool"},
+            {"calling_ae_titles", "allow", "tls_subject", "tls_fingerprint"},
         )  # fmt: skip
         p = ("clients", i)
         callers = t.get("calling_ae_titles", [])
@@ -241,14 +269,17 @@ class _Checker:
             pool=self.text(t["pool"], (*p, "pool")),
             calling_ae_titles=tuple(self.ae_title(c, (*p, "calling_ae_titles")) for c in callers),
             allow=self.networks(t.get("allow", []), (*p, "allow")),
+            **self.pins(t, p),
         )
 
     def worker(self, table: dict[str, Any], i: int) -> Worker:
         t = self.entry(
             table, "workers", i,
-            {"name", "host", "port", "ae_title", "pool"}, {"capacity", "allow", "tls"},
+            {"name", "host", "port", "ae_title", "pool"},
+            {"capacity", "allow", "tls", "tls_check_hostname", "tls_subject", "tls_fingerprint"},
         )  # fmt: skip
         p = ("workers", i)
+        check_hostname = self.flag(t.get("tls_check_hostname", True), (*p, "tls_check_hostname"))
         return Worker(
             name=self.name(t["name"], (*p, "name")),
             host=self.text(t["host"], (*p, "host")),
@@ -258,7 +289,29 @@ class _Checker:
             capacity=self.number(t.get("capacity", 1), (*p, "capacity"), integer=True, minimum=1),
             allow=self.networks(t.get("allow", []), (*p, "allow")),
             tls=self.flag(t.get("tls", False), (*p, "tls")),
+            tls_check_hostname=check_hostname,
+            **self.pins(t, p),
         )
+
+    def pins(self, table: dict[str, Any], path: tuple[Any, ...]) -> dict[str, str]:
+        """A peer's certificate pins, checked and normalised (``tls_subject``, ``_fingerprint``)."""
+        pins = {}
+        if "tls_subject" in table:
+            subject = self.text(table["tls_subject"], (*path, "tls_subject"))
+            parts = [p.strip().partition("=") for p in subject.split(",")]
+            if not all(key.strip() in TLS_SUBJECT_KEYS and eq and value.strip()
+                       for key, eq, value in parts):  # fmt: skip
+                raise self.fail((*path, "tls_subject"), "must be KEY=value pairs, comma-separated"
+                                f", KEY one of {', '.join(TLS_SUBJECT_KEYS)}")  # fmt: skip
+            pins["tls_subject"] = ",".join(f"{k.strip()}={v.strip()}" for k, _, v in parts)
+        if "tls_fingerprint" in table:
+            text = self.text(table["tls_fingerprint"], (*path, "tls_fingerprint")).lower()
+            digest = text.removeprefix("sha256:").replace(":", "")
+            if not text.startswith("sha256:") or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise self.fail((*path, "tls_fingerprint"),
+                                'must be "sha256:" and the 64 hex digits of a SHA-256')  # fmt: skip
+            pins["tls_fingerprint"] = f"sha256:{digest}"
+        return pins
 
     def cross_check(
         self,
@@ -296,7 +349,8 @@ class _Checker:
         for i, item in enumerate(items):
             value = getattr(item, key)
             if value in seen:
-                raise self.fail((section, i, key), f"duplicate {key} {value!r}")
+                shown = masked(value) if (section, key) == ("clients", "ae_title") else value
+                raise self.fail((section, i, key), f"duplicate {key} {shown!r}")
             seen.add(value)
 
     # -- values ------------------------------------------------------------------
@@ -397,7 +451,7 @@ def validate(config: Config) -> None:
     """
     checker = _Checker(config.source, "")
     checker.cross_check(config.destinations, config.clients, config.workers)
-    checker.tls_check(config.node, config.destinations, config.workers)
+    checker.tls_check(config.node, config.destinations, config.workers, config.clients)
 
 
 def _targets(
@@ -412,30 +466,3 @@ def _key_name(path: tuple[Any, ...]) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
-    ports: dict[str, int] = {}
-    pairs = ((ENV_OUTSIDE_PORT, "outside_port"), (ENV_INSIDE_PORT, "inside_port"),
-             (ENV_HTTP_PORT, "http_port"))  # fmt: skip
-    for var, key in pairs:
-        if var in env and env[var].strip():
-            text = env[var].strip()
-            low = 0 if key == "http_port" else 1
-            if not text.isdigit() or not low <= int(text) <= 65535:
-                raise ConfigError(
-                    f"environment variable {var}", None, "", f"{text!r} is not a port"
-                )
-            ports[key] = int(text)
-    if not ports:
-        return config
-    old = config.node
-    node = replace(
-        old,
-        outside_port=ports.get("outside_port", old.outside_port),
-        inside_port=ports.get("inside_port", old.inside_port),
-        http_port=ports.get("http_port", old.http_port),
-    )
-    if node.outside_port == node.inside_port:
-        raise ConfigError("environment", None, "", "outside and inside ports must differ")
-    return replace(config, node=node)

@@ -17,6 +17,7 @@ from typing import Any
 
 from wolfpacs.config.checker import parse_entry, validate
 from wolfpacs.config.model import SECTIONS, Config, Entry
+from wolfpacs.config.secrets import TOKENS, masked
 
 __all__ = ["Change", "LiveConfig", "apply", "entry_table", "to_toml"]
 
@@ -84,16 +85,25 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def to_toml(config: Config) -> str:
-    """The effective config as a TOML file that :func:`wolfpacs.config.load` reads back."""
+def to_toml(config: Config, secrets: bool = False) -> str:
+    """The effective config as a TOML file that :func:`wolfpacs.config.load` reads back.
+
+    Without ``secrets``, the secrets (clients' AE titles, tokens) are not
+    written, only named in a comment with the title masked: such a file is
+    for reading, and loads only once they are put back.
+    """
     lines = ["# WolfPACS effective configuration: the file plus runtime changes", "[node]"]
     for key, value in asdict(config.node).items():
-        if key == "control_token":
-            lines.append("# control_token: not exported (a secret)")
+        if key in TOKENS and value and not secrets:
+            lines.append(f"# {key}: not exported (a secret; config --export --show-secrets)")
         elif value != "":
             lines.append(f"{key} = {_toml_value(str(value) if isinstance(value, Path) else value)}")
     for section in SECTIONS.values():
         for entry in getattr(config, section):
             lines += ["", f"[[{section}]]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in entry_table(entry).items()]
+            for key, value in entry_table(entry).items():
+                if section == "clients" and key == "ae_title" and not secrets:
+                    lines.append(f"# ae_title = {masked(value)} (a secret: --show-secrets)")
+                else:
+                    lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"

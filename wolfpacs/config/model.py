@@ -13,11 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "DURABILITY_MODES", "SECTIONS", "Client", "Config", "ConfigError", "Destination",
-    "Entry", "NodeConfig", "Worker",
+    "DURABILITY_MODES", "SECTIONS", "TLS_SUBJECT_KEYS", "Client", "Config", "ConfigError",
+    "Destination", "Entry", "NodeConfig", "Worker",
 ]  # fmt: skip
 
 DURABILITY_MODES = ("fsync", "os")
+# What a tls_subject may name, and the names Python's ssl gives those attributes.
+TLS_SUBJECT_KEYS = {
+    "CN": "commonName", "O": "organizationName", "OU": "organizationalUnitName",
+    "C": "countryName", "L": "localityName", "ST": "stateOrProvinceName",
+    "emailAddress": "emailAddress", "serialNumber": "serialNumber",
+}  # fmt: skip
 # An entry's kind (a runtime change says it) -> its section in the file and in Config.
 SECTIONS = {"client": "clients", "worker": "workers", "destination": "destinations"}
 
@@ -69,6 +75,11 @@ class NodeConfig:
     tls_outside: bool = False  # TLS on the clients' port
     tls_inside: bool = False  # TLS on the workers' port
     tls_require_client_cert: bool = True  # on a TLS port, a peer must present a certificate
+    http_token: str = ""  # 16+ characters: the status page and JSON views need it (Bearer)
+    metrics_token: str = ""  # 16+ characters: /metrics needs it; "": /metrics is open
+    fault_injection: bool = False  # the `kill` verb; also env WOLFPACS_FAULT_INJECTION=1
+    retention_days: float = 30.0  # a study idle this long is forgotten; 0: kept for ever
+    dead_retention_days: float = 30.0  # a dead letter this old is deleted; 0: kept for ever
 
     @property
     def control_path(self) -> Path:
@@ -84,6 +95,7 @@ class Destination:
     port: int
     ae_title: str
     tls: bool = False  # associate over TLS (the node's certificate, peers checked on tls_ca)
+    tls_check_hostname: bool = True  # its certificate must name ``host``
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,8 @@ class Client:
     pool: str
     calling_ae_titles: tuple[str, ...] = ()
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    tls_subject: str = ""  # on a TLS port, its certificate's subject must have these: "CN=..."
+    tls_fingerprint: str = ""  # ... or its certificate must be this one: "sha256:<hex>"
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,9 @@ class Worker:
     capacity: int = 1
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls: bool = False  # associate over TLS (the node's certificate, peers checked on tls_ca)
+    tls_check_hostname: bool = True  # its certificate must name ``host``
+    tls_subject: str = ""  # on the TLS inside port: its certificate's subject ("CN=...")
+    tls_fingerprint: str = ""  # ... or exactly this certificate ("sha256:<hex>")
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,27 @@
-"""TLS contexts for DICOM TLS (PS3.15 annex B): the node's ports, and its senders.
+"""DICOM TLS (PS3.15 annex B): the node's ports, its senders, and whose certificate is whose.
 
-Both present the node's certificate (``[node] tls_cert``, ``tls_key``) and
-check the peer's on the operator's own CA (``tls_ca``).
+Both ends present the node's certificate (``[node] tls_cert``, ``tls_key``)
+and check the peer's on the operator's own CA (``tls_ca``). A certificate
+that chains to that CA proves only that the CA signed it: a client or
+worker may also be pinned to its own (:func:`pinned_to`), so that one
+hospital's certificate cannot open another's association.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from wolfpacs.config.model import TLS_SUBJECT_KEYS
 
 if TYPE_CHECKING:
     from wolfpacs.config.model import NodeConfig
 
-__all__ = ["client_tls", "server_tls"]
+__all__ = ["Certificate", "client_tls", "pinned_to", "presented", "server_tls"]
+
+# What the peer presented on a TLS connection: ssl's dict of it, and its DER bytes.
+Certificate = tuple[dict[str, Any], bytes]
 
 
 def server_tls(node: NodeConfig) -> ssl.SSLContext:
@@ -23,13 +32,41 @@ def server_tls(node: NodeConfig) -> ssl.SSLContext:
     return context
 
 
-def client_tls(node: NodeConfig) -> ssl.SSLContext:
+def client_tls(node: NodeConfig, check_hostname: bool = True) -> ssl.SSLContext:
     """A sender's TLS: the peer's certificate checked on tls_ca, the node's own presented.
 
-    Host names are not checked: DICOM peers are configured by address, and the
-    certificate chain to the operator's own CA is what vouches for them.
+    ``check_hostname``: the peer's certificate must also name the host (or
+    address) the node connects to, as in HTTPS; off (``tls_check_hostname =
+    false``) for peers whose certificates name no host.
     """
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=node.tls_ca)
-    context.check_hostname = False
+    context.check_hostname = check_hostname
     context.load_cert_chain(node.tls_cert, node.tls_key)
     return context
+
+
+def presented(sock: ssl.SSLSocket) -> Certificate | None:
+    """The certificate the peer of ``sock`` presented, if it presented one."""
+    der = sock.getpeercert(binary_form=True)
+    return (sock.getpeercert() or {}, der) if der else None
+
+
+def pinned_to(certificate: Certificate | None, subject: str, fingerprint: str) -> bool:
+    """Whether ``certificate`` is the one pinned: its subject has every ``KEY=value`` of
+    ``subject`` (``"CN=gpu-a,O=Vendor"``), its SHA-256 is ``fingerprint`` (``"sha256:<hex>"``).
+
+    An empty pin pins nothing; a pinned peer without a certificate is not it.
+    """
+    if not subject and not fingerprint:
+        return True
+    if certificate is None:
+        return False
+    fields, der = certificate
+    if fingerprint and f"sha256:{hashlib.sha256(der).hexdigest()}" != fingerprint:
+        return False
+    names = {name: value for rdn in fields.get("subject", ()) for name, value in rdn}
+    for pair in subject.split(",") if subject else ():
+        key, _, value = pair.partition("=")
+        if names.get(TLS_SUBJECT_KEYS[key]) != value:
+            return False
+    return True

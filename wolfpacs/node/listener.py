@@ -6,7 +6,9 @@ the association (:func:`wolfpacs.dicom.acse.accept`): the :class:`Gate`
 tells clients (by called AE title) and workers (by calling AE title) from
 strangers, rejects strangers and peers over their limits with
 A-ASSOCIATE-RJ, and hands each accepted association to a new receiver,
-which serves it from then on.
+which serves it from then on. The outside listener also sweeps
+``incoming/`` of what a crash left there, and ``dead/`` of letters kept
+past ``dead_retention_days``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from supervisors import ChildSpec, Registry, Restart, SupervisedActor, Supervisor, monitor
+from wolfpacs.config.secrets import masked
 from wolfpacs.dicom import acse
 from wolfpacs.dicom.association import Association
 from wolfpacs.dicom.errors import AssociationError
@@ -31,7 +35,7 @@ from wolfpacs.dicom.pdu import (
     REJECT_NO_REASON,
 )
 from wolfpacs.dicom.sockets import nodelay
-from wolfpacs.dicom.tls import server_tls
+from wolfpacs.dicom.tls import Certificate, pinned_to, presented, server_tls
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Peer
 from wolfpacs.node.metrics import Metrics
 from wolfpacs.node.receiver import Receiver
@@ -46,10 +50,9 @@ __all__ = ["Gate", "Listener"]
 
 logger = logging.getLogger(__name__)
 
-REASONS = {REJECT_CALLED_AE: "called_ae", REJECT_CALLING_AE: "calling_ae",
-           REJECT_NO_REASON: "address"}  # fmt: skip
 ASK_TIMEOUT = 30.0  # seconds a C-STORE waits for its receiver (it may be fsyncing)
 SWEEP_INTERVAL = 60.0  # seconds between two sweeps of incoming/
+DEAD_PURGE_INTERVAL = 86400.0  # seconds between two purges of old dead letters
 MAX_HANDSHAKES = 256  # connections not yet associated; more are closed at once (a flood)
 _SWEEP = "sweep"
 
@@ -96,47 +99,66 @@ class Gate:
             return len(self._open)
 
     def identify(
-        self, calling: str, called: str, address: str, port: int
+        self,
+        calling: str,
+        called: str,
+        address: str,
+        port: int,
+        certificate: Certificate | None = None,
     ) -> Peer | tuple[int, int, int]:
         """The peer, or the A-ASSOCIATE-RJ to answer (and the reason is logged).
 
         Read from the live config at each association: a client or worker added
-        at runtime is known from its first association on.
+        at runtime is known from its first association on. ``certificate``:
+        what the peer presented on a TLS port, held to its pin if it has one.
         """
         config = self.live.get()
         if self.side == OUTSIDE:
             client = next((c for c in config.clients if c.ae_title == called), None)
             if client is None:
-                why, rj = f"called AE {called!r} is no client's", REJECT_CALLED_AE
+                why = f"called AE {masked(called)!r} is no client's"
+                rj, reason = REJECT_CALLED_AE, "called_ae"
             elif client.calling_ae_titles and calling not in client.calling_ae_titles:
-                why, rj = (
+                why, rj, reason = (
                     f"calling AE {calling!r} is not one of client {client.name}'s",
-                    REJECT_CALLING_AE,
-                )
+                    REJECT_CALLING_AE, "calling_ae",
+                )  # fmt: skip
             elif not _allowed(address, client.allow):
-                why, rj = (
+                why, rj, reason = (
                     f"address {address} is not in client {client.name}'s allow list",
-                    REJECT_NO_REASON,
-                )
+                    REJECT_NO_REASON, "address",
+                )  # fmt: skip
+            elif not pinned_to(certificate, client.tls_subject, client.tls_fingerprint):
+                why, rj, reason = (
+                    f"its TLS certificate is not client {client.name}'s (the one pinned)",
+                    REJECT_NO_REASON, "certificate",
+                )  # fmt: skip
             else:
                 return Peer(OUTSIDE, client.name, calling, called, address, port)
         else:
             worker = next((w for w in config.workers if w.ae_title == calling), None)
             if worker is None:
-                why, rj = f"calling AE {calling!r} is no worker's", REJECT_CALLING_AE
+                why = f"calling AE {calling!r} is no worker's"
+                rj, reason = REJECT_CALLING_AE, "calling_ae"
             elif not _allowed(address, worker.allow):
-                why, rj = (
+                why, rj, reason = (
                     f"address {address} is not in worker {worker.name}'s allow list",
-                    REJECT_NO_REASON,
-                )
+                    REJECT_NO_REASON, "address",
+                )  # fmt: skip
+            elif not pinned_to(certificate, worker.tls_subject, worker.tls_fingerprint):
+                why, rj, reason = (
+                    f"its TLS certificate is not worker {worker.name}'s (the one pinned)",
+                    REJECT_NO_REASON, "certificate",
+                )  # fmt: skip
             else:
                 return Peer(INSIDE, worker.name, calling, called, address, port)
         logger.warning(
             "%s association from %s@%s:%d to %r rejected: %s",
-            self.side, calling, address, port, called, why,
+            self.side, calling, address, port, masked(called) if self.side == OUTSIDE else called,
+            why,
             extra={"event": "association", "side": self.side, "outcome": "rejected", "why": why},
         )  # fmt: skip
-        self.metrics.association(self.side, "rejected", REASONS[rj])
+        self.metrics.association(self.side, "rejected", reason)
         return rj
 
     def _reserve(self, peer: Peer) -> int | str:
@@ -228,7 +250,8 @@ class Gate:
         chosen: list[tuple[Peer, int]] = []
 
         def decide(calling: str, called: str) -> tuple[int, int, int] | None:
-            peer = self.identify(calling, called, host, port)
+            certificate = presented(sock) if isinstance(sock, ssl.SSLSocket) else None
+            peer = self.identify(calling, called, host, port, certificate)
             if isinstance(peer, tuple):
                 return peer
             slot = self._reserve(peer)
@@ -292,6 +315,7 @@ class Listener(SupervisedActor):
         self.server: socket.socket | None = None
         self.gate: Gate | None = None
         self._closing = threading.Event()
+        self._dead_purged_at = -DEAD_PURGE_INTERVAL  # the first sweep purges
 
     @property
     def config(self) -> Config:
@@ -334,6 +358,10 @@ class Listener(SupervisedActor):
             # A file nobody has written to for longer than any association may stay
             # silent belongs to a transfer that was cut short by a crash.
             self.spool.sweep_incoming(older_than=node.network_timeout + node.dimse_timeout)
+            now = time.monotonic()
+            if node.dead_retention_days and now - self._dead_purged_at > DEAD_PURGE_INTERVAL:
+                self._dead_purged_at = now  # dead letters: a look a day is plenty
+                self.spool.purge_dead(older_than=node.dead_retention_days * 86400)
             self.send_after(SWEEP_INTERVAL, _SWEEP)
             return None
         return super().on_receive(message)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from wolfpacs.config.secrets import masked
 from wolfpacs.state.store import DESTINATION, WORKER
 
 if TYPE_CHECKING:
@@ -54,11 +55,15 @@ class Peer:
     address: str
     port: int
 
+    @property
+    def shown_called_ae(self) -> str:
+        """The called AE title as it may be shown: a client's is its secret (masked)."""
+        return masked(self.called_ae) if self.side == OUTSIDE else self.called_ae
+
     def __str__(self) -> str:
         kind = "client" if self.side == OUTSIDE else "worker"
-        return (
-            f"{kind} {self.name} ({self.calling_ae}@{self.address}:{self.port} -> {self.called_ae})"
-        )
+        where = f"{self.calling_ae}@{self.address}:{self.port}"
+        return f"{kind} {self.name} ({where} -> {self.shown_called_ae})"
 
 
 @dataclass(frozen=True)
@@ -71,14 +76,18 @@ class Target:
     port: int
     ae_title: str
     tls: bool = False
+    tls_check_hostname: bool = True  # its certificate must name ``host``
 
 
 def targets(config: Config) -> list[Target]:
     """Every worker and destination of ``config``: each has a sender."""
     return [
-        *(Target(w.name, WORKER, w.host, w.port, w.ae_title, w.tls) for w in config.workers),
         *(
-            Target(d.name, DESTINATION, d.host, d.port, d.ae_title, d.tls)
+            Target(w.name, WORKER, w.host, w.port, w.ae_title, w.tls, w.tls_check_hostname)
+            for w in config.workers
+        ),
+        *(
+            Target(d.name, DESTINATION, d.host, d.port, d.ae_title, d.tls, d.tls_check_hostname)
             for d in config.destinations
         ),
     ]

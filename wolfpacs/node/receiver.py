@@ -395,7 +395,7 @@ class Receiver(SupervisedActor):
             "side": self.peer.side,
             "name": self.peer.name,
             "calling_ae": self.peer.calling_ae,
-            "called_ae": self.peer.called_ae,
+            "called_ae": self.peer.shown_called_ae,
             "instances": self.instances,
             "bytes": self.bytes,
             "refused": self.refused,

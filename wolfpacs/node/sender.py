@@ -295,11 +295,12 @@ class Sender(SupervisedActor):
         """
         t, node = self.target, self.node
         try:
+            tls = client_tls(node, t.tls_check_hostname) if t.tls else None
             assoc = acse.request(
                 (t.host, t.port), [*proposals, (VERIFICATION, UNCOMPRESSED)],
                 calling_ae=node.ae_title, called_ae=t.ae_title, max_pdu=node.max_pdu,
                 connect_timeout=node.connect_timeout, acse_timeout=node.acse_timeout,
-                timeout=node.network_timeout, tls=client_tls(node) if t.tls else None,
+                timeout=node.network_timeout, tls=tls,
             )  # fmt: skip
         except RejectedError as exc:
             raise _PeerDownError(f"{exc} (check its AE title and config)") from None

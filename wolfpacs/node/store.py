@@ -19,6 +19,8 @@ whole: each operation is a transaction). A caller that finds no store in
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +32,12 @@ __all__ = ["StoreActor", "StoreClient", "StoreRequest"]
 
 NAME = "store"
 TIMEOUT = 10.0  # seconds a caller waits for the store, through a restart
+PURGE_FIRST = 60.0  # seconds after a start before the first purge: let recovery's rush pass
+PURGE_EVERY = 86400.0  # seconds between two purges
+PURGE_BATCH = 500  # studies forgotten in one transaction
+_PURGE = "purge"
+
+logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
 
@@ -42,13 +50,27 @@ class StoreRequest:
 
 
 class StoreActor(SupervisedActor):
-    """Registered as ``store``: owns one backend, opened by ``open_backend()`` at its start."""
+    """Registered as ``store``: owns one backend, opened by ``open_backend()`` at its start.
 
-    def __init__(self, registry: Registry, open_backend: Callable[[], Backend]) -> None:
+    It also forgets, once a day (and soon after it starts), the studies idle
+    for longer than ``retention_days()`` (0: never), a few hundred to a
+    transaction, each batch a message of its own so that the enqueues of
+    received instances get their turn between; then it compacts the history
+    of runtime changes.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        open_backend: Callable[[], Backend],
+        retention_days: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         super().__init__()
         self.registry = registry
         self._open_backend = open_backend
+        self._retention_days = retention_days
         self._backend: Backend | None = None
+        self.purged = 0  # studies forgotten by this actor
 
     @property
     def backend(self) -> Backend:
@@ -61,6 +83,7 @@ class StoreActor(SupervisedActor):
         backend.open()
         self._backend = backend
         self.registry.register(NAME, self.actor_ref)
+        self.send_after(PURGE_FIRST, _PURGE)
 
     def on_stop(self) -> None:
         self._close()
@@ -81,7 +104,26 @@ class StoreActor(SupervisedActor):
             if message.operation not in OPERATIONS:
                 raise ValueError(f"the store has no operation {message.operation!r}")
             return getattr(self.backend, message.operation)(*message.args)
+        if message == _PURGE:
+            self._purge()
+            return None
         return super().on_receive(message)
+
+    def _purge(self) -> None:
+        """One batch of the daily purge; the next batch, or the next day, by message."""
+        days = self._retention_days()
+        if days > 0:
+            forgotten = self.backend.purge(time.time() - days * 86400, PURGE_BATCH)
+            self.purged += forgotten
+            if forgotten == PURGE_BATCH:
+                self.actor_ref.tell(_PURGE)  # more: after what waits in the inbox
+                return
+            compacted = self.backend.compact_runtime_changes()
+            if self.purged or compacted:
+                logger.info("purge: %d studies idle over %g days forgotten, %d runtime changes "
+                            "compacted", self.purged, days, compacted)  # fmt: skip
+        self.purged = 0
+        self.send_after(PURGE_EVERY, _PURGE)
 
     def inspect(self) -> dict[str, Any]:
         return {**self.backend.describe(), "studies": self.backend.count_studies()}

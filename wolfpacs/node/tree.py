@@ -143,7 +143,10 @@ class Node:
             )
 
         return [
-            ChildSpec("store", lambda: StoreActor.start(reg, self.backend)),
+            ChildSpec(
+                "store",
+                lambda: StoreActor.start(reg, self.backend, lambda: live.get().node.retention_days),
+            ),
             ChildSpec(
                 "router", lambda: Router.start(reg, live, store, spool=spool, metrics=metrics)
             ),

@@ -12,8 +12,9 @@ It sits on :mod:`wolfpacs.node` (and what the node stands on); the node
 never imports it. Only :mod:`wolfpacs.cli` is above it.
 """
 
-from wolfpacs.ops.admin import VERBS, Admin, AdminError
+from wolfpacs.ops.admin import Admin
 from wolfpacs.ops.control import ControlClient, ControlError
 from wolfpacs.ops.operations import Operations
+from wolfpacs.ops.verbs import VERBS, AdminError
 
 __all__ = ["VERBS", "Admin", "AdminError", "ControlClient", "ControlError", "Operations"]

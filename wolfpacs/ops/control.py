@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from supervisors import Registry, SupervisedActor
-from wolfpacs.ops.admin import AdminError
+from wolfpacs.ops.verbs import AdminError
 
 if TYPE_CHECKING:
     from wolfpacs.config.model import NodeConfig

@@ -1,4 +1,4 @@
-"""The node's HTTP port: Prometheus metrics, health, readiness, and a status page.
+"""The node's HTTP port: Prometheus metrics, health, readiness, a status page, JSON views.
 
 - ``/metrics``: the Prometheus text format (:mod:`wolfpacs.node.metrics`,
   :mod:`wolfpacs.ops.gauges`).
@@ -7,9 +7,12 @@
   the spool is below its limits.
 - ``/``: a status page that refreshes itself: workers, queues, the tree,
   recent studies, dead letters — from the same verbs as ``wolfpacs ctl``.
+- ``/api/<verb>``: a reading verb's result as JSON (``/api/studies?worker=gpu-a``).
+- ``/login``, ``/logout``: the session of a browser, when a token is set.
 
 Health and readiness answer 200 or 503 with a JSON body saying what is
-wrong. The port is loopback by default (``[node] http_bind``).
+wrong. The port is loopback by default (``[node] http_bind``); who may see
+the rest is :mod:`wolfpacs.ops.access`'s.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import socket
 import time
+import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -27,6 +31,16 @@ import pykka
 
 from supervisors import Registry, SupervisedActor, Supervisor
 from wolfpacs.ops import render
+from wolfpacs.ops.access import (
+    COOKIE,
+    SESSION_SECONDS,
+    Access,
+    decide,
+    login_page,
+    metrics_allowed,
+    session_cookie,
+)
+from wolfpacs.ops.verbs import AdminError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,6 +59,12 @@ logger = logging.getLogger(__name__)
 REQUIRED = ("store", "router", "senders", "receivers", "listener:outside", "listener:inside",
             "control")  # fmt: skip
 REFRESH = 2  # seconds between two loads of the status page
+# The verbs a JSON view answers (reading ones only), and the query arguments each takes.
+VIEWS = {
+    "workers": (), "clients": (), "destinations": (), "queues": (), "dead": (), "tree": (),
+    "stats": (), "studies": ("worker", "client", "limit"), "study": ("uid",),
+}  # fmt: skip
+MAX_FORM = 4096  # bytes of a login form
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,23 +218,110 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         site = self.server.site
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         try:
             if path == "/metrics":
-                self._send(200, site.metrics.exposition(), "text/plain; version=0.0.4")
+                if metrics_allowed(self._header("Authorization"), site.settings.metrics_token):
+                    self._send(200, site.metrics.exposition(), "text/plain; version=0.0.4")
+                else:
+                    self._refused(401, "/metrics needs its token (Authorization: Bearer ...)")
             elif path in ("/healthz", "/readyz"):
                 ok, body = (health if path == "/healthz" else readiness)(site)
                 self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
-            elif path in ("/", "/index.html"):
-                self._send(200, status_page(site).encode(), "text/html; charset=utf-8")
+            elif path == "/login":
+                self._page(200, login_page(site.settings.ae_title))
+            elif path == "/logout":
+                self._redirect("/login", f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict")
+            elif path in ("/", "/index.html") or path.startswith("/api/"):
+                if self._allowed(path):
+                    self._view(path, query)
             else:
                 self._send(404, b"not found\n", "text/plain")
         except Exception:  # a bug in a page: a 500 and a log line, the server goes on
             logger.exception("web: %s failed", path)
             self._send(500, b"internal error, logged\n", "text/plain")
 
+    def do_POST(self) -> None:
+        """``/login``: the form's token, checked; a session cookie if it is the one."""
+        settings = self.server.site.settings
+        if self.path != "/login" or not settings.http_token:
+            self._send(404, b"not found\n", "text/plain")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_FORM:
+            self._send(413 if length else 400, b"a login form only\n", "text/plain")
+            return
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        given = f"Bearer {form.get('token', [''])[0]}"
+        if decide(given, "", self.client_address[0], settings.http_token) is Access.GRANTED:
+            cookie = session_cookie(settings.http_token)
+            self._redirect("/", f"{COOKIE}={cookie}; Max-Age={SESSION_SECONDS}; Path=/; "
+                                "HttpOnly; SameSite=Strict")  # fmt: skip
+        else:
+            logger.warning("web: a wrong token from %s at /login", self.client_address[0])
+            self._page(401, login_page(settings.ae_title, failed=True))
+
+    def _allowed(self, path: str) -> bool:
+        """Whether this request may see ``path``; if not, the refusal has been sent."""
+        settings = self.server.site.settings
+        access = decide(self._header("Authorization"), self._header("Cookie"),
+                        self.client_address[0], settings.http_token)  # fmt: skip
+        if access is Access.GRANTED:
+            return True
+        if access is Access.LOOPBACK_ONLY:
+            self._refused(403, "this page is shown to loopback only: set [node] http_token "
+                          "(or WOLFPACS_HTTP_TOKEN) to see it from elsewhere")  # fmt: skip
+        elif path.startswith("/api/"):
+            self._refused(401, "Authorization: Bearer <http_token> needed")
+        else:
+            self._page(401, login_page(settings.ae_title))
+        return False
+
+    def _view(self, path: str, query: str) -> None:
+        site = self.server.site
+        if not path.startswith("/api/"):
+            self._page(200, status_page(site))
+            return
+        verb = path.removeprefix("/api/")
+        if verb not in VIEWS:
+            self._send(404, b'{"error": "no such view"}\n', "application/json")
+            return
+        args: dict[str, Any] = {
+            key: values[-1] for key, values in urllib.parse.parse_qs(query).items()
+            if key in VIEWS[verb]
+        }  # fmt: skip
+        if "limit" in args:
+            args["limit"] = int(args["limit"]) if args["limit"].isdigit() else 50
+        try:
+            body, code = site.admin.call(verb, args), 200
+        except AdminError as exc:
+            body, code = {"error": str(exc)}, 404
+        self._send(code, json.dumps(body, default=str).encode(), "application/json")
+
+    def _header(self, name: str) -> str:
+        return str(self.headers.get(name) or "")
+
+    def _refused(self, code: int, why: str) -> None:
+        body = json.dumps({"error": why}).encode()
+        self.send_response(code)
+        if code == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="WolfPACS"')
+        self._finish(body, "application/json")
+
+    def _page(self, code: int, text: str) -> None:
+        self._send(code, text.encode(), "text/html; charset=utf-8")
+
+    def _redirect(self, to: str, cookie: str) -> None:
+        self.send_response(303)
+        self.send_header("Location", to)
+        self.send_header("Set-Cookie", cookie)
+        self._finish(b"", "text/plain")
+
     def _send(self, code: int, body: bytes, kind: str) -> None:
         self.send_response(code)
+        self._finish(body, kind)
+
+    def _finish(self, body: bytes, kind: str) -> None:
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")

@@ -38,7 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataDirInUseError", "GroupSync", "Spool", "SpoolFullError", "owner_of"]
+from wolfpacs.state.sync import GroupSync, fsync_path
+
+__all__ = ["DataDirInUseError", "Spool", "SpoolFullError", "owner_of"]
 
 LOCK_FILE = "node.lock"
 
@@ -88,62 +90,6 @@ def owner_of(rel: str) -> str | None:
     """
     name = rel.rsplit("/", 1)[-1]
     return name.split(OWNER, 1)[0] if OWNER in name else None
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class GroupSync:
-    """fsync of one directory, shared by the threads that ask for it at about the same time.
-
-    A caller returns once an fsync that *began after its call* has finished,
-    so its own change is on disk; while one fsync runs, every caller that
-    comes meanwhile waits for the next one, which serves them all (group
-    commit: eight receivers pay about one flush, not eight).
-
-    Errors: the ``OSError`` of the fsync that was to serve the caller.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None  # the directory, kept open: two system calls fewer a sync
-        self._cond = threading.Condition()
-        self._asked = 0  # tickets given out
-        self._done = 0  # every ticket up to this one is synced
-        self._running = False
-
-    def close(self) -> None:
-        with self._cond:
-            while self._running:  # an fsync in flight uses the descriptor unlocked
-                self._cond.wait()
-            fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def sync(self) -> None:
-        with self._cond:
-            self._asked += 1
-            ticket = self._asked
-            while self._done < ticket:
-                if self._running:
-                    self._cond.wait()
-                    continue
-                self._running, serves = True, self._asked
-                self._cond.release()
-                try:
-                    if self._fd is None:
-                        self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-                    os.fsync(self._fd)
-                finally:
-                    self._cond.acquire()
-                    self._running = False
-                    self._cond.notify_all()
-                self._done = max(self._done, serves)  # not reached if the fsync raised
 
 
 class Spool:
@@ -365,7 +311,7 @@ class Spool:
         except OSError:
             shutil.copyfile(src, dest)
         if self.durable:
-            _fsync_path(dest)
+            fsync_path(dest)
             self._sync_dir(directory)
         self._count(dest.stat().st_size)
         return str(dest.relative_to(self.root))
@@ -415,14 +361,35 @@ class Spool:
         tmp = note.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if self.durable:
-            _fsync_path(tmp)
+            fsync_path(tmp)
         self._move_in(Path(src), dead_file)  # the file first: a listed dead letter has its file
         os.replace(tmp, note)
         if self.durable:
-            _fsync_path(self.dead, directory=True)
+            fsync_path(self.dead, directory=True)
         logger.warning("dead letter %s: %s", dead_file.name, reason.get("reason", "?"))
         self.on_dead(kind)
         return dead_file
+
+    def purge_dead(self, older_than: float, dry_run: bool = False) -> int:
+        """Delete the dead letters (file and note) kept longer than ``older_than`` s; how many.
+
+        Their age is their note's: the time the letter was written.
+        """
+        cutoff = time.time() - older_than
+        purged = 0
+        for note in self.dead.glob("*.json"):
+            try:
+                if note.stat().st_mtime >= cutoff:
+                    continue
+            except FileNotFoundError:
+                continue  # retried or purged meanwhile
+            purged += 1
+            if not dry_run:
+                note.with_suffix(".dcm").unlink(missing_ok=True)  # the file first: no orphan note
+                note.unlink(missing_ok=True)
+        if purged and not dry_run:
+            logger.info("purged %d dead letters older than %.0f days", purged, older_than / 86400)
+        return purged
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter's reason record, oldest first."""
@@ -451,14 +418,14 @@ class Spool:
         if directory not in self._known_dirs:
             directory.mkdir(parents=True, exist_ok=True)
             if self.durable:
-                _fsync_path(self.queues, directory=True)
+                fsync_path(self.queues, directory=True)
             self._known_dirs.setdefault(directory, GroupSync(directory))
         return directory
 
     def _sync_dir(self, directory: Path) -> None:
         group = self._known_dirs.get(directory)
         if group is None:  # dead/ and the like: not shared
-            _fsync_path(directory, directory=True)
+            fsync_path(directory, directory=True)
         else:
             group.sync()
 
@@ -469,7 +436,7 @@ class Spool:
 
     def _move_in(self, src: Path, dest: Path, synced: bool = False, sync_dir: bool = True) -> None:
         if self.durable and not synced:
-            _fsync_path(src)
+            fsync_path(src)
         try:
             os.replace(src, dest)
         except OSError as exc:
@@ -478,7 +445,7 @@ class Spool:
             tmp = dest.with_suffix(".part")
             shutil.copyfile(src, tmp)
             if self.durable:
-                _fsync_path(tmp)
+                fsync_path(tmp)
             os.replace(tmp, dest)
             src.unlink(missing_ok=True)
         if self.durable and sync_dir:

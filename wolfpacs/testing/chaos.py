@@ -108,7 +108,8 @@ class Chaos:
             f"inside_port = {self.inside}", 'data_dir = "data"', "retry_initial = 0.2",
             "retry_max = 2.0", "dimse_timeout = 3.0", "acse_timeout = 5.0",
             "network_timeout = 10.0", "idle_release = 1.0", "echo_interval = 2.0",
-            "max_attempts = 100000", f"spool_max_bytes = {spool_max}", "http_port = 0", "",
+            "max_attempts = 100000", f"spool_max_bytes = {spool_max}", "http_port = 0",
+            "fault_injection = true", "",
         ]  # fmt: skip
         for i, pacs in enumerate(self.pacs):
             lines += ["[[destinations]]", f'name = "pacs-{i}"', 'host = "127.0.0.1"',
