@@ -79,13 +79,16 @@ def test_queue_order_delivery_and_counters(store):
     store.enqueue(item("spool/pacs/d.dcm", target="pacs", kind=DESTINATION))
     assert [i.id for i in store.next_items("gpu-a")] == ids
     assert [i.id for i in store.next_items("gpu-a", limit=1, after_id=ids[0])] == [ids[1]]
-    store.delivered(ids[0], at=50.0)
-    store.delivered(ids[0], at=51.0)  # twice: no double count
+    store.delivered(ids[0], at=1050.0)
+    store.delivered(ids[0], at=1051.0)  # twice: no double count
     (study,) = store.study("1.2.1")
     assert study["instances_delivered"] == 1 and study["derived_in"] == 1
-    assert study["last_activity_at"] == 50.0
+    assert study["last_activity_at"] == 1050.0
     stats = store.queue_stats()
     assert stats["gpu-a"]["instances"] == 2 and stats["pacs"]["kind"] == DESTINATION
+    store.delivered(ids[1], at=1050.5)  # within the second: the activity stays where it is
+    store.delivered(ids[2], at=20.0)  # nor does it go back in time
+    assert store.study("1.2.1")[0]["last_activity_at"] == 1050.0
 
 
 def test_failed_attempts_are_counted(store):

@@ -141,16 +141,21 @@ CREATE INDEX queue_target ON queue (target, id);
 CREATE INDEX queue_study ON queue (client, study_uid);
 -- Every queue row counts its instance in, to its study, as it is inserted: enqueue is then
 -- one statement (a PostgreSQL store makes the same triggers in its own dialect). A worker's
--- row makes its study if it has none (one purged an instant before: see retention).
+-- row makes its study if it has none (one purged an instant before: see retention). The
+-- study's last activity moves at most once a second: it is in three indexes, and moving it
+-- at every instance of a stream cost a quarter of the enqueue.
 CREATE TRIGGER queue_counted_in AFTER INSERT ON queue WHEN NEW.kind = 'worker' BEGIN
     INSERT INTO studies (client, study_uid, worker, routed_at, last_activity_at, instances_in)
     VALUES (NEW.client, NEW.study_uid, NEW.target, NEW.enqueued_at, NEW.enqueued_at, 1)
-    ON CONFLICT (client, study_uid) DO UPDATE SET instances_in = instances_in + 1,
-        last_activity_at = excluded.last_activity_at;
+    ON CONFLICT (client, study_uid) DO UPDATE SET instances_in = instances_in + 1;
+    UPDATE studies SET last_activity_at = NEW.enqueued_at WHERE client = NEW.client
+        AND study_uid = NEW.study_uid AND last_activity_at < NEW.enqueued_at - 1;
 END;
 CREATE TRIGGER derived_counted_in AFTER INSERT ON queue WHEN NEW.kind <> 'worker' BEGIN
-    UPDATE studies SET derived_in = derived_in + 1, last_activity_at = NEW.enqueued_at
-    WHERE client = NEW.client AND study_uid = NEW.study_uid;
+    UPDATE studies SET derived_in = derived_in + 1 WHERE client = NEW.client
+        AND study_uid = NEW.study_uid;
+    UPDATE studies SET last_activity_at = NEW.enqueued_at WHERE client = NEW.client
+        AND study_uid = NEW.study_uid AND last_activity_at < NEW.enqueued_at - 1;
 END;
 """,
 )
