@@ -36,13 +36,13 @@ from wolfpacs.dicom.pdu import (
 )
 from wolfpacs.dicom.sockets import nodelay
 from wolfpacs.dicom.tls import Certificate, pinned_to, presented, server_tls
-from wolfpacs.node.messages import INSIDE, OUTSIDE, Peer
+from wolfpacs.node.messages import OUTSIDE, Peer
 from wolfpacs.node.metrics import Metrics
 from wolfpacs.node.receiver import Receiver
 
 if TYPE_CHECKING:
     from wolfpacs.config.live import LiveConfig
-    from wolfpacs.config.model import Config
+    from wolfpacs.config.model import Client, Config, Worker
     from wolfpacs.node.store import StoreClient
     from wolfpacs.state.spool import Spool
 
@@ -112,46 +112,32 @@ class Gate:
         at runtime is known from its first association on. ``certificate``:
         what the peer presented on a TLS port, held to its pin if it has one.
         """
+        why, rj, reason = "", None, ""
         config = self.live.get()
+        peer: Client | Worker | None
         if self.side == OUTSIDE:
-            client = next((c for c in config.clients if c.ae_title == called), None)
-            if client is None:
+            peer = next((c for c in config.clients if c.ae_title == called), None)
+            if peer is None:
                 why = f"called AE {masked(called)!r} is no client's"
                 rj, reason = REJECT_CALLED_AE, "called_ae"
-            elif client.calling_ae_titles and calling not in client.calling_ae_titles:
-                why, rj, reason = (
-                    f"calling AE {calling!r} is not one of client {client.name}'s",
-                    REJECT_CALLING_AE, "calling_ae",
-                )  # fmt: skip
-            elif not _allowed(address, client.allow):
-                why, rj, reason = (
-                    f"address {address} is not in client {client.name}'s allow list",
-                    REJECT_NO_REASON, "address",
-                )  # fmt: skip
-            elif not pinned_to(certificate, client.tls_subject, client.tls_fingerprint):
-                why, rj, reason = (
-                    f"its TLS certificate is not client {client.name}'s (the one pinned)",
-                    REJECT_NO_REASON, "certificate",
-                )  # fmt: skip
-            else:
-                return Peer(OUTSIDE, client.name, calling, called, address, port)
+            elif peer.calling_ae_titles and calling not in peer.calling_ae_titles:
+                why = f"calling AE {calling!r} is not one of client {peer.name}'s"
+                rj, reason = REJECT_CALLING_AE, "calling_ae"
         else:
-            worker = next((w for w in config.workers if w.ae_title == calling), None)
-            if worker is None:
+            peer = next((w for w in config.workers if w.ae_title == calling), None)
+            if peer is None:
                 why = f"calling AE {calling!r} is no worker's"
                 rj, reason = REJECT_CALLING_AE, "calling_ae"
-            elif not _allowed(address, worker.allow):
-                why, rj, reason = (
-                    f"address {address} is not in worker {worker.name}'s allow list",
-                    REJECT_NO_REASON, "address",
-                )  # fmt: skip
-            elif not pinned_to(certificate, worker.tls_subject, worker.tls_fingerprint):
-                why, rj, reason = (
-                    f"its TLS certificate is not worker {worker.name}'s (the one pinned)",
-                    REJECT_NO_REASON, "certificate",
-                )  # fmt: skip
+        if peer is not None and rj is None:
+            kind = "client" if self.side == OUTSIDE else "worker"
+            if not _allowed(address, peer.allow):
+                why = f"address {address} is not in {kind} {peer.name}'s allow list"
+                rj, reason = REJECT_NO_REASON, "address"
+            elif not pinned_to(certificate, peer.tls_subject, peer.tls_fingerprint):
+                why = f"its TLS certificate is not {kind} {peer.name}'s (the one pinned)"
+                rj, reason = REJECT_NO_REASON, "certificate"
             else:
-                return Peer(INSIDE, worker.name, calling, called, address, port)
+                return Peer(self.side, peer.name, calling, called, address, port)
         logger.warning(
             "%s association from %s@%s:%d to %r rejected: %s",
             self.side, calling, address, port, masked(called) if self.side == OUTSIDE else called,
@@ -159,6 +145,7 @@ class Gate:
             extra={"event": "association", "side": self.side, "outcome": "rejected", "why": why},
         )  # fmt: skip
         self.metrics.association(self.side, "rejected", reason)
+        assert rj is not None
         return rj
 
     def _reserve(self, peer: Peer) -> int | str:
