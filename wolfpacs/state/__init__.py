@@ -1,9 +1,11 @@
 """Durable state: the spool of instance files, and the store of routes and queue rows.
 
-- :mod:`~wolfpacs.state.spool`: files under ``data_dir`` (incoming, queued, dead);
+- :mod:`~wolfpacs.state.spool`, :mod:`~wolfpacs.state.sync`: files under
+  ``data_dir`` (incoming, queued, dead), and their fsyncs;
 - :mod:`~wolfpacs.state.store`: the store interface and its plain data;
-- :mod:`~wolfpacs.state.sqlite`, :mod:`~wolfpacs.state.schema`: the SQLite
-  backend, its schema and migrations.
+- :mod:`~wolfpacs.state.sqlite`, :mod:`~wolfpacs.state.database`,
+  :mod:`~wolfpacs.state.schema`: the SQLite backend, its connection, its
+  schema's versions and migrations.
 
 It imports :mod:`wolfpacs.config` at most: no network, no DICOM, no actor.
 The node's actors reach the store through :mod:`wolfpacs.node.store`.
