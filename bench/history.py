@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ def history(data_dir: Path, studies: int, days: float, seed: int = 1) -> str:
     return rows[studies // 2][0]
 
 
-def timed(call: Any, calls: int) -> dict[str, float]:
+def timed(call: Callable[[], object], calls: int) -> dict[str, float]:
+    """The median and the slowest milliseconds of ``calls`` calls of ``call``."""
     times = []
     for _ in range(calls):
         started = time.perf_counter()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import node, send_through
+from bench.history import timed
 from wolfpacs.config import load
 from wolfpacs.ops.control import ControlClient
 from wolfpacs.testing.synthetic import write_study
@@ -29,15 +30,10 @@ VERBS = [("tree", {}), ("studies", {}), ("workers", {}), ("queues", {}), ("stats
 
 def latencies(client: ControlClient, calls: int) -> dict[str, float]:
     """Median milliseconds of each verb over ``calls`` calls."""
-    result = {}
-    for verb, args in VERBS:
-        times = []
-        for _ in range(calls):
-            started = time.perf_counter()
-            client.call(verb, **args)
-            times.append((time.perf_counter() - started) * 1000)
-        result[verb] = statistics.median(times)
-    return result
+    return {
+        verb: timed(lambda v=verb, a=args: client.call(v, **a), calls)["median_ms"]
+        for verb, args in VERBS
+    }
 
 
 def main() -> int:

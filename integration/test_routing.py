@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -19,16 +18,9 @@ from pydicom.uid import (
 from integration.conftest import CLIENT_AE
 from integration.peers import ENV, PROPOSE, StoreSCP, acknowledged, echoscu, storescu, tool
 from tests.conftest import wait_until as wait_for
-from wolfpacs.testing.peers import free_port
+from wolfpacs.testing.peers import dataset_digest, free_port
 from wolfpacs.testing.synthetic import SYNTAXES as MIXTURE
 from wolfpacs.testing.synthetic import ct_instance, derived_instance, write, write_study
-
-
-def dataset_digest(path: Path) -> str:
-    with open(path, "rb") as fp:
-        ds = dcmread(fp, stop_before_pixels=True)
-        fp.seek(132 + ds.file_meta.FileMetaInformationGroupLength + 12)
-        return hashlib.sha256(fp.read()).hexdigest()
 
 
 def send(

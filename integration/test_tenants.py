@@ -10,7 +10,6 @@ results back, storescp as the workers and the two PACS.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -22,7 +21,7 @@ from pydicom import dcmread
 
 from integration.peers import PROPOSE, NodeProcess, StoreSCP, acknowledged, echoscu, storescu
 from tests.conftest import wait_until
-from wolfpacs.testing.peers import free_port
+from wolfpacs.testing.peers import dataset_digest, free_port
 from wolfpacs.testing.synthetic import derived_instance, write, write_study
 
 SECRETS = {"sthlm": "STHLM_SECRET", "berlin": "BERLIN_SECRET", "gbg": "GBG_SECRET"}
@@ -109,14 +108,6 @@ def _status(output: str) -> int:
     return int(statuses[-1], 16) if statuses else -1
 
 
-def digest(path: Path) -> str:
-    """SHA-256 of the dataset as sent: what follows the file meta."""
-    with open(path, "rb") as fp:
-        ds = dcmread(fp, stop_before_pixels=True)
-        fp.seek(132 + ds.file_meta.FileMetaInformationGroupLength + 12)
-        return hashlib.sha256(fp.read()).hexdigest()
-
-
 def test_two_hospitals_one_uid_two_studies_each_home_to_its_own_pacs(tmp_path):
     h = Hospitals(tmp_path)
     try:
@@ -144,7 +135,8 @@ def test_two_hospitals_one_uid_two_studies_each_home_to_its_own_pacs(tmp_path):
                    timeout=30)  # fmt: skip
         (at_b,) = h.pacs["b"].received().values()
         (at_a,) = h.pacs["a"].received().values()
-        assert digest(at_b) == digest(lung_result) and digest(at_a) == digest(stroke_result)
+        assert dataset_digest(at_b) == dataset_digest(lung_result)
+        assert dataset_digest(at_a) == dataset_digest(stroke_result)
 
         # a worker that never got the study (same pool, or another pool) is refused
         other_stroke = "stroke-2" if stroke_worker == "stroke-1" else "stroke-1"

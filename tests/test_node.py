@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from pathlib import Path
 
 import pytest
 from pydicom import dcmread
@@ -17,15 +15,8 @@ from wolfpacs.cli.demo import CLIENT_AE, demo
 from wolfpacs.dicom.status import Status
 from wolfpacs.node import Node
 from wolfpacs.state.sqlite import SQLiteStore
-from wolfpacs.testing.peers import send_files
+from wolfpacs.testing.peers import dataset_digest, send_files
 from wolfpacs.testing.synthetic import ct_instance, write
-
-
-def digest_of_dataset(path: Path) -> str:
-    with open(path, "rb") as fp:
-        ds = dcmread(fp, stop_before_pixels=True)
-        fp.seek(132 + ds.file_meta.FileMetaInformationGroupLength + 12)
-        return hashlib.sha256(fp.read()).hexdigest()
 
 
 def test_the_demo_round_trip(capsys):
@@ -45,7 +36,7 @@ def test_studies_land_whole_on_one_worker_each_and_bytes_are_unchanged(world):
     where = w.at_workers()
     assert all(len(workers) == 1 for workers in where.values()), where
     assert {a for workers in where.values() for a in workers} == {"GPU_A", "GPU_B"}
-    sent = {digest_of_dataset(p) for files in studies for p in files}
+    sent = {dataset_digest(p) for files in studies for p in files}
     assert {item.digest for wk in w.workers for item in wk.received} == sent
 
 
@@ -59,7 +50,7 @@ def test_a_small_instance_written_over_a_delivered_big_one_arrives_unchanged(wor
     small = w.study("small", series=1, per_series=3)
     assert w.send(small) == [0] * 3
     wait_until(lambda: w.delivered() == 6)
-    sent = {digest_of_dataset(p) for p in big + small}
+    sent = {dataset_digest(p) for p in big + small}
     assert {item.digest for wk in w.workers for item in wk.received} == sent
 
 

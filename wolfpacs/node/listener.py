@@ -36,7 +36,7 @@ from wolfpacs.dicom.pdu import (
 )
 from wolfpacs.dicom.sockets import nodelay
 from wolfpacs.dicom.tls import Certificate, pinned_to, presented, server_tls
-from wolfpacs.node.messages import OUTSIDE, Peer
+from wolfpacs.node.messages import OUTSIDE, Peer, shown_called_ae
 from wolfpacs.node.metrics import Metrics
 from wolfpacs.node.receiver import Receiver
 
@@ -140,8 +140,7 @@ class Gate:
                 return Peer(self.side, peer.name, calling, called, address, port)
         logger.warning(
             "%s association from %s@%s:%d to %r rejected: %s",
-            self.side, calling, address, port, masked(called) if self.side == OUTSIDE else called,
-            why,
+            self.side, calling, address, port, shown_called_ae(self.side, called), why,
             extra={"event": "association", "side": self.side, "outcome": "rejected", "why": why},
         )  # fmt: skip
         self.metrics.association(self.side, "rejected", reason)

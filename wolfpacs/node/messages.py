@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVE", "DRAINING", "HAND_OVER", "INSIDE", "OUTSIDE", "REPORT", "WAKE", "Peer", "Target",
-    "TargetHealth", "targets",
+    "TargetHealth", "shown_called_ae", "targets",
 ]  # fmt: skip
 
 WAKE = "wake"  # there may be work in the queue
@@ -44,6 +44,12 @@ class TargetHealth:
     up: bool
 
 
+def shown_called_ae(side: str, called_ae: str) -> str:
+    """A called AE title as it may be shown: on the outside port it is a client's secret
+    (or a near miss of one), so masked."""
+    return masked(called_ae) if side == OUTSIDE else called_ae
+
+
 @dataclass(frozen=True)
 class Peer:
     """Who is on the other end of an association."""
@@ -57,8 +63,7 @@ class Peer:
 
     @property
     def shown_called_ae(self) -> str:
-        """The called AE title as it may be shown: a client's is its secret (masked)."""
-        return masked(self.called_ae) if self.side == OUTSIDE else self.called_ae
+        return shown_called_ae(self.side, self.called_ae)
 
     def __str__(self) -> str:
         kind = "client" if self.side == OUTSIDE else "worker"

@@ -26,7 +26,9 @@ import ipaddress
 import time
 from enum import Enum
 
-__all__ = ["COOKIE", "Access", "decide", "login_page", "metrics_allowed", "session_cookie"]
+__all__ = [
+    "COOKIE", "Access", "decide", "is_token", "login_page", "metrics_allowed", "session_cookie",
+]  # fmt: skip
 
 COOKIE = "wolfpacs_session"
 SESSION_SECONDS = 12 * 3600
@@ -45,8 +47,9 @@ def _bearer(authorization: str) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def _same(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+def is_token(given: str | None, token: str) -> bool:
+    """Whether ``given`` is ``token`` (in constant time); never for an empty token."""
+    return bool(token) and given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 def session_cookie(token: str, now: float | None = None) -> str:
@@ -67,7 +70,7 @@ def _session(cookies: str, token: str, now: float) -> bool:
         if name != COOKIE:
             continue
         expiry, _, signature = value.partition(".")
-        if expiry.isdigit() and int(expiry) > now and _same(signature, _sign(token, expiry)):
+        if expiry.isdigit() and int(expiry) > now and is_token(signature, _sign(token, expiry)):
             return True
     return False
 
@@ -88,7 +91,7 @@ def decide(
     """
     if not token:
         return Access.GRANTED if _loopback(address) else Access.LOOPBACK_ONLY
-    if _same(_bearer(authorization), token):
+    if is_token(_bearer(authorization), token):
         return Access.GRANTED
     if _session(cookies, token, time.time() if now is None else now):
         return Access.GRANTED
@@ -97,7 +100,7 @@ def decide(
 
 def metrics_allowed(authorization: str, token: str) -> bool:
     """``/metrics``: open unless ``metrics_token`` is set, then its Bearer token only."""
-    return not token or _same(_bearer(authorization), token)
+    return not token or is_token(_bearer(authorization), token)
 
 
 def login_page(node: str, failed: bool = False) -> str:

@@ -15,6 +15,7 @@ from supervisors import Registry
 from wolfpacs.node.messages import WAKE, targets
 from wolfpacs.node.recovery import owner_by_route
 from wolfpacs.node.router import NotHomeError, Router
+from wolfpacs.node.store import PURGE_BATCH
 from wolfpacs.ops.verbs import AdminError
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Housekeeping"]
 
 logger = logging.getLogger(__name__)
-
-PURGE_BATCH = 500  # studies forgotten in one transaction (a dry run counts them all at once)
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -54,6 +53,7 @@ class Housekeeping:
         if node.retention_days:
             cutoff = time.time() - node.retention_days * 86400
             while True:
+                # the store actor's batches; a dry run counts them all at once
                 batch = self.store.purge(cutoff, 1 << 62 if dry_run else PURGE_BATCH, dry_run)
                 studies += batch
                 if dry_run or batch < PURGE_BATCH:

@@ -36,6 +36,7 @@ from wolfpacs.ops.access import (
     SESSION_SECONDS,
     Access,
     decide,
+    is_token,
     login_page,
     metrics_allowed,
     session_cookie,
@@ -252,8 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(413 if length else 400, b"a login form only\n", "text/plain")
             return
         form = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-        given = f"Bearer {form.get('token', [''])[0]}"
-        if decide(given, "", self.client_address[0], settings.http_token) is Access.GRANTED:
+        if is_token(form.get("token", [""])[0], settings.http_token):
             cookie = session_cookie(settings.http_token)
             self._redirect("/", f"{COOKIE}={cookie}; Max-Age={SESSION_SECONDS}; Path=/; "
                                 "HttpOnly; SameSite=Strict")  # fmt: skip

@@ -12,7 +12,6 @@ is drawn up from what the simulated peers really hold.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -28,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.filereader import read_file_meta_info
 
 from wolfpacs.ops.control import ControlClient, ControlError
 from wolfpacs.testing.ledger import Ledger, Sent
 from wolfpacs.testing.peers import (
     SimulatedPACS,
     SimulatedWorker,
+    dataset_digest,
     free_port,
     send_files,
     wait_port,
@@ -73,12 +72,6 @@ def _matching(names: list[str], choice: str) -> list[str]:
     if choice.endswith("*"):
         return [n for n in names if n.startswith(choice[:-1])]
     return [n for n in names if n == choice]
-
-
-def _digest(path: Path) -> str:
-    data = path.read_bytes()
-    meta = read_file_meta_info(path)
-    return hashlib.sha256(data[132 + 12 + int(meta.FileMetaInformationGroupLength) :]).hexdigest()
 
 
 class Chaos:
@@ -356,8 +349,9 @@ class Chaos:
         for client, files in studies.items():
             for path in files:
                 ds = dcmread(path, stop_before_pixels=True)
+                digest = dataset_digest(path)
                 sent.append(Sent(str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
-                                 f"hospital-{client}", _digest(path), path in done))  # fmt: skip
+                                 f"hospital-{client}", digest, path in done))  # fmt: skip
         owner = {s.study_uid: s.owner for s in sent}
         derived = [Sent(uid, study, owner.get(study, "?"), "", ok)
                    for w in self.workers for uid, (study, ok) in w.derived.items()]  # fmt: skip

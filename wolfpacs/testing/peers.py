@@ -36,7 +36,7 @@ from wolfpacs.testing.synthetic import derived_instance
 
 __all__ = [
     "Received", "SimulatedPACS", "SimulatedWorker", "configure_pynetdicom", "context",
-    "free_port", "nodelay_handlers", "send_files", "set_nodelay", "wait_port",
+    "dataset_digest", "free_port", "nodelay_handlers", "send_files", "set_nodelay", "wait_port",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class Received:
     calling_ae: str
 
 
-def _dataset_digest(path: Path) -> str:
+def dataset_digest(path: Path) -> str:
     """SHA-256 of a received file's dataset: what was on the wire, after the file meta."""
     with open(path, "rb") as fp:
         ds = dcmread(fp, stop_before_pixels=True)
@@ -214,7 +214,7 @@ class _StorageSCP:
         assert requested is not None  # an accepted association was asked for
         item = Received(
             str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
-            _dataset_digest(path), requested.calling_ae_title.strip(),
+            dataset_digest(path), requested.calling_ae_title.strip(),
         )  # fmt: skip
         status = self.answer(item)
         if status != 0x0000:
