@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
-from wolfpacs.state.spool import RECYCLE_FILES, RECYCLED, Spool
+from wolfpacs.state.spool import RECYCLE_FILES, RECYCLED, Spool, SpoolFullError
 
 
 @pytest.fixture(params=[True, False], ids=["fsync", "os"])
@@ -132,3 +133,17 @@ def test_kept_files_go_when_idle_and_at_start(spool):
     spool.prepare()
     assert list(spool.incoming.iterdir()) == []
     assert spool.open_incoming()[2] == 0  # the pool forgot it
+
+
+def test_min_free_zero_means_no_free_space_check(tmp_path, monkeypatch):
+    """A file system that reports 0 bytes free (LazyFS without statfs) refuses nothing with 0 kept."""
+    zero = shutil._ntuple_diskusage(total=0, used=0, free=0)  # type: ignore[attr-defined]
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: zero)
+    kept_nothing = Spool(tmp_path / "a", min_free=0)
+    kept_nothing.prepare()
+    kept_nothing.check_room(1 << 20)
+    assert kept_nothing.full() is None
+    kept_one = Spool(tmp_path / "b", min_free=1)
+    kept_one.prepare()
+    with pytest.raises(SpoolFullError, match="disk nearly full"):
+        kept_one.check_room(0)

@@ -176,12 +176,15 @@ class Spool:
         """Refuse an instance of ``size`` bytes the spool has no room for.
 
         Raises:
-            SpoolFullError: past ``max_bytes`` queued, or below ``min_free`` free disk.
+            SpoolFullError: past ``max_bytes`` queued, or below ``min_free`` free disk
+                (``min_free`` 0: the disk is not looked at).
         """
         if self.max_bytes and self.queued_bytes + size > self.max_bytes:
             raise SpoolFullError(
                 f"spool full: {self.queued_bytes} of {self.max_bytes} bytes queued"
             )
+        if self.min_free <= 0:
+            return  # "keep nothing free": no reading of the disk at all (some report 0 free)
         now = time.monotonic()
         if now - self._free_at > DISK_CHECK_EVERY:  # statvfs at most five times a second
             self._free, self._free_at = shutil.disk_usage(self.root).free, now
