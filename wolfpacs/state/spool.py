@@ -13,15 +13,12 @@ file in ``spool/`` is always whole. The queue rows in the store say which
 files are owed to whom; a file without a row was never acknowledged.
 
 A delivered file is not deleted but renamed back into ``incoming/`` and
-written over by a later receive (a few dozen at most, dropped when idle or
-when the disk runs low): creating and deleting a file per instance costs
-the file system an inode and fresh blocks each time, and ext4 without a
-journal (this project's VMs) scans the recently deleted inodes on every
-create; that was a quarter of the node's CPU.
+written over by a later receive (see :mod:`wolfpacs.state.recycle`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import itertools
@@ -33,14 +30,21 @@ import shutil
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wolfpacs.state.recycle import RECYCLE_FILES, RECYCLED, Recycler
 from wolfpacs.state.sync import GroupSync, fsync_path
 
-__all__ = ["DataDirInUseError", "Spool", "SpoolFullError", "owner_of"]
+__all__ = [
+    "RECYCLED",
+    "RECYCLE_FILES",
+    "DataDirInUseError",
+    "Spool",
+    "SpoolFullError",
+    "owner_of",
+]
 
 LOCK_FILE = "node.lock"
 
@@ -63,9 +67,6 @@ _UNSAFE = re.compile(r"[^0-9A-Za-z.]")
 _PREFIX = uuid.uuid4().hex[:10]
 _COUNT = itertools.count()
 DISK_CHECK_EVERY = 0.2  # seconds a free-space reading is trusted
-RECYCLE_FILES = 32  # delivered files kept to be written over, at most...
-RECYCLE_BYTES = 128 * 1024 * 1024  # ...and at most this many bytes of them
-RECYCLED = "recycled-"  # their names' prefix in incoming/
 
 
 def unique_name() -> str:
@@ -124,9 +125,7 @@ class Spool:
         self._known_dirs: dict[Path, GroupSync] = {}
         self._lock_fd: int | None = None
         self._free, self._free_at = 0, -DISK_CHECK_EVERY - 1.0  # the last free-space reading
-        self._recycle_lock = threading.Lock()
-        self._recycled: deque[tuple[Path, int, float]] = deque()  # (path, size, when), newest last
-        self._recycled_bytes = 0
+        self._recycled = Recycler(self.incoming, unique_name)
 
     def lock(self) -> None:
         """Take ``data_dir`` for this process alone: a second node on it would lose files.
@@ -189,7 +188,7 @@ class Spool:
         if now - self._free_at > DISK_CHECK_EVERY:  # statvfs at most five times a second
             self._free, self._free_at = shutil.disk_usage(self.root).free, now
         if self._free - size < self.min_free and self._recycled:
-            self._drop_recycled(0.0)  # the recycled files give their room back first
+            self._recycled.drop(0.0)  # the recycled files give their room back first
             self._free, self._free_at = shutil.disk_usage(self.root).free, now
         free = self._free
         if free - size < self.min_free:
@@ -217,12 +216,8 @@ class Spool:
         written over, and the caller must truncate it to what it wrote.
         Errors: ``OSError`` of the create.
         """
-        while True:
-            with self._recycle_lock:
-                if not self._recycled:
-                    break
-                path, size, _ = self._recycled.pop()  # the newest: likeliest still in the cache
-                self._recycled_bytes -= size
+        while (kept := self._recycled.take()) is not None:
+            path, size = kept
             try:
                 return path, os.open(path, os.O_WRONLY), size
             except FileNotFoundError:  # removed from under the node: take another
@@ -230,44 +225,12 @@ class Spool:
         path = self.incoming / f"{unique_name()}.dcm"
         return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 0
 
-    def _recycle(self, path: Path, size: int, links: int) -> bool:
-        """Keep a delivered file to be written over, if there is room; whether it was kept."""
-        if links != 1:  # a hard link is a dead letter's too: never written over
-            return False
-        with self._recycle_lock:  # room is taken before the rename, which runs unlocked
-            if len(self._recycled) >= RECYCLE_FILES or self._recycled_bytes + size > RECYCLE_BYTES:
-                return False
-            self._recycled_bytes += size
-        kept = self.incoming / f"{RECYCLED}{unique_name()}"
-        try:
-            os.rename(path, kept)
-        except BaseException:
-            with self._recycle_lock:
-                self._recycled_bytes -= size
-            raise
-        with self._recycle_lock:
-            self._recycled.append((kept, size, time.monotonic()))
-        return True
-
-    def _drop_recycled(self, older_than: float) -> int:
-        """Delete the recycled files kept longer than ``older_than`` seconds; how many."""
-        cutoff = time.monotonic() - older_than
-        dropped: list[Path] = []
-        with self._recycle_lock:
-            while self._recycled and self._recycled[0][2] <= cutoff:
-                path, size, _ = self._recycled.popleft()
-                self._recycled_bytes -= size
-                dropped.append(path)
-        for path in dropped:
-            path.unlink(missing_ok=True)
-        return len(dropped)
-
     def sweep_incoming(self, older_than: float) -> int:
         """Remove files in ``incoming/`` untouched for ``older_than`` seconds; how many.
 
         Recycled files unused for as long are deleted too (not counted).
         """
-        self._drop_recycled(older_than)
+        self._recycled.drop(older_than)
         cutoff = time.time() - older_than
         removed = 0
         for leftover in self.incoming.iterdir():
@@ -325,26 +288,67 @@ class Spool:
         directory = self._queue_dir(target)
         if src.parent == directory:
             return rel  # already there (a hand-over repeated after a crash)
+        marks = (self._mark(directory), self._mark(src.parent))
         os.replace(src, directory / src.name)
         if self.durable:
-            self._sync_dir(directory)
-            self._sync_dir(src.parent)
+            self._sync_dir(directory, marks[0])
+            self._sync_dir(src.parent, marks[1])
         return f"spool/{target}/{src.name}"
 
-    def remove(self, rel: str) -> None:
-        """Take a delivered file out of the spool.
+    def remove(self, *rels: str, recycle: bool = True) -> None:
+        """Take delivered files out of the spool.
 
-        It is kept to be written over by a later receive if there is room
-        (and it has no other link), else deleted. One already gone is no error.
+        Each is kept to be written over by a later receive if there is room
+        (see :class:`~wolfpacs.state.recycle.Recycler`), else deleted;
+        ``recycle=False``: deleted. One already gone is no error. In ``fsync`` durability the kept ones
+        are offered for reuse after one fsync of each queue directory they
+        left.
+
+        Raises:
+            OSError: that fsync failed (the kept files are deleted, not reused).
         """
-        path = self.path(rel)
-        try:
-            stat = os.stat(path)  # its links decide, and it gives the size to uncount
-            if not self._recycle(path, stat.st_size, stat.st_nlink):
-                path.unlink()
-        except FileNotFoundError:
+        kept: list[tuple[Path, int]] = []
+        left: dict[Path, list[tuple[Path, int]]] = {}
+        marks: dict[Path, int | None] = {}
+        for rel in rels:
+            path = self.path(rel)
+            if path.parent not in marks:
+                marks[path.parent] = self._mark(path.parent)
+            try:
+                stat = os.stat(path)  # its links decide, and it gives the size to uncount
+                moved = (
+                    self._recycled.keep(rel, path, stat.st_size, stat.st_nlink) if recycle else None
+                )
+                if moved is None:
+                    path.unlink()
+                else:
+                    kept.append((moved, stat.st_size))
+                    left.setdefault(path.parent, []).append(kept[-1])
+            except FileNotFoundError:
+                continue
+            self._count(-stat.st_size)
+        if not self.durable:
+            self._recycled.offer(kept)
             return
-        self._count(-stat.st_size)
+        failed: OSError | None = None
+        for directory, files in left.items():
+            try:
+                self._sync_dir(directory, marks[directory])
+            except OSError as exc:
+                self._recycled.offer(files, usable=False)
+                failed = exc
+            else:
+                self._recycled.offer(files)
+        if failed is not None:
+            raise failed
+
+    def holding(self, rel: str) -> contextlib.AbstractContextManager[None]:
+        """Read the queued file ``rel``: while held it is never written over (see recycle).
+
+        Raises:
+            FileNotFoundError: it is being taken out of the spool right now.
+        """
+        return self._recycled.holding(rel)
 
     def bury(self, src: Path, reason: dict[str, Any], kind: str = "refused") -> Path:
         """Move ``src`` to ``dead/`` and write its reason beside it; the dead file's path.
@@ -425,21 +429,36 @@ class Spool:
             self._known_dirs.setdefault(directory, GroupSync(directory))
         return directory
 
-    def _sync_dir(self, directory: Path) -> None:
+    def _sync_dir(self, directory: Path, since: int | None = None) -> None:
         group = self._known_dirs.get(directory)
         if group is None:  # dead/ and the like: not shared
             fsync_path(directory, directory=True)
         else:
-            group.sync()
+            group.sync(since)
 
-    def sync_queue(self, target: str) -> None:
-        """Make the moves into ``target``'s queue directory durable (``fsync`` durability)."""
+    def _mark(self, directory: Path) -> int | None:
+        group = self._known_dirs.get(directory)
+        return None if group is None else group.mark()
+
+    def queue_mark(self, target: str) -> int | None:
+        """Take before a move into ``target``'s queue that :meth:`sync_queue` will make durable."""
+        return self._mark(self._queue_dir(target))
+
+    def sync_queue(self, target: str, since: int | None = None) -> None:
+        """Make the moves into ``target``'s queue directory durable (``fsync`` durability).
+
+        ``since``: the :meth:`queue_mark` taken before the move.
+
+        Raises:
+            OSError: an fsync of the directory failed since (see :class:`GroupSync`).
+        """
         if self.durable:
-            self._sync_dir(self._queue_dir(target))
+            self._sync_dir(self._queue_dir(target), since)
 
     def _move_in(self, src: Path, dest: Path, synced: bool = False, sync_dir: bool = True) -> None:
         if self.durable and not synced:
             fsync_path(src)
+        mark = self._mark(dest.parent)
         try:
             os.replace(src, dest)
         except OSError as exc:
@@ -452,4 +471,4 @@ class Spool:
             os.replace(tmp, dest)
             src.unlink(missing_ok=True)
         if self.durable and sync_dir:
-            self._sync_dir(dest.parent)
+            self._sync_dir(dest.parent, mark)

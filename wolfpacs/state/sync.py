@@ -7,6 +7,7 @@ not one each.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -31,7 +32,16 @@ class GroupSync:
     comes meanwhile waits for the next one, which serves them all (group
     commit: eight receivers pay about one flush, not eight).
 
-    Errors: the ``OSError`` of the fsync that was to serve the caller.
+    A failed fsync is final (PostgreSQL's "fsyncgate"): the kernel may have
+    dropped the changes it was to flush and reports that once, so a retry on
+    the same descriptor can succeed without them. Every caller that fsync
+    was to serve fails with it, and so does every caller whose change was
+    made before it (its :meth:`mark` was taken before the failure), even if
+    a later fsync succeeds; the descriptor is closed and the next fsync
+    opens the directory afresh.
+
+    Errors: ``OSError`` of the failed fsync (``EIO``...), to every caller it
+    concerns.
     """
 
     def __init__(self, path: Path) -> None:
@@ -41,6 +51,8 @@ class GroupSync:
         self._asked = 0  # tickets given out
         self._done = 0  # every ticket up to this one is synced
         self._running = False
+        self._failures = 0  # fsyncs of this directory that failed
+        self._error: OSError | None = None  # the last of them
 
     def close(self) -> None:
         with self._cond:
@@ -50,22 +62,57 @@ class GroupSync:
         if fd is not None:
             os.close(fd)
 
-    def sync(self) -> None:
+    def mark(self) -> int:
+        """Take before a change that :meth:`sync` is to make durable (see ``since``)."""
         with self._cond:
+            return self._failures
+
+    def sync(self, since: int | None = None) -> None:
+        """Return once the directory's changes made before this call are on disk.
+
+        ``since``: a :meth:`mark` taken before the change; a failed fsync
+        after it fails this call too. None: the change is made already, and
+        only the fsync that serves this call counts.
+
+        Raises:
+            OSError: an fsync that concerns this call failed.
+        """
+        with self._cond:
+            since = self._failures if since is None else since
             self._asked += 1
             ticket = self._asked
-            while self._done < ticket:
+            while self._done < ticket and self._failures == since:
                 if self._running:
                     self._cond.wait()
                     continue
-                self._running, serves = True, self._asked
-                self._cond.release()
-                try:
-                    if self._fd is None:
-                        self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-                    os.fsync(self._fd)
-                finally:
-                    self._cond.acquire()
-                    self._running = False
-                    self._cond.notify_all()
-                self._done = max(self._done, serves)  # not reached if the fsync raised
+                self._run(serves=self._asked)
+            if self._failures != since:
+                error = self._error or OSError(errno.EIO, "fsync failed")
+                raise OSError(
+                    error.errno, f"fsync of {self.path} failed, its changes may be lost: "
+                    f"{error.strerror or error}"
+                ) from error  # fmt: skip
+
+    def _run(self, serves: int) -> None:
+        """One fsync, unlocked (called and returning with the condition held)."""
+        self._running = True
+        self._cond.release()
+        error: OSError | None = None
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            os.fsync(self._fd)
+        except OSError as exc:
+            error = exc
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)  # its error is spent: the next fsync needs a fresh descriptor
+        finally:
+            self._cond.acquire()
+            self._running = False
+            self._cond.notify_all()
+        if error is None:
+            self._done = max(self._done, serves)
+        else:
+            self._failures += 1
+            self._error = error
