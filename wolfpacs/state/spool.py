@@ -300,9 +300,9 @@ class Spool:
 
         Each is kept to be written over by a later receive if there is room
         (see :class:`~wolfpacs.state.recycle.Recycler`), else deleted;
-        ``recycle=False``: deleted. One already gone is no error. In ``fsync`` durability the kept ones
-        are offered for reuse after one fsync of each queue directory they
-        left.
+        ``recycle=False``: deleted. One already gone is no error. In
+        ``fsync`` durability the kept ones are offered for reuse after one
+        fsync of each queue directory they left.
 
         Raises:
             OSError: that fsync failed (the kept files are deleted, not reused).
