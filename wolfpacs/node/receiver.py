@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,28 @@ class _Incoming:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+class _Overlapped:
+    """Work that overlaps a call to the store; its error is kept until :meth:`check`.
+
+    Raised at once it would leave the store's answer unwaited for, and the
+    row it commits with no one to take it back.
+    """
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self.work = work
+        self.error: OSError | None = None
+
+    def __call__(self) -> None:
+        try:
+            self.work()
+        except OSError as exc:
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 @dataclass(frozen=True)
@@ -273,6 +296,7 @@ class Receiver(SupervisedActor):
             target, client = self._route(tags.study_uid)
             size = path.stat().st_size if size is None else size
             self.spool.check_room(size)
+            mark = self.spool.queue_mark(target)
             rel = self.spool.admit(path, target, tags.sop_instance_uid, synced, size,
                                    sync_later=True, owner=client)  # fmt: skip
             item = QueueItem(
@@ -283,15 +307,18 @@ class Receiver(SupervisedActor):
                 # The queue directory's fsync runs while the store commits the row: both
                 # are done before the answer. A row may name a file whose move is not yet
                 # durable; after a crash recovery drops such a row (never acknowledged).
-                sync = functools.partial(self.spool.sync_queue, target)
+                sync = _Overlapped(functools.partial(self.spool.sync_queue, target, mark))
                 moved_to = self.store.enqueue_received(item, meanwhile=sync)
+                sync.check()
             except UnavailableError:
                 # The store may still commit the row: leave the file; if no row comes,
                 # recovery at the next start gives it one (sent though never acknowledged:
                 # at least once, as a resend by the client would make it anyway).
                 raise
             except Exception:
-                self.spool.remove(rel)  # no row, not acknowledged: not kept
+                if sync.error is not None:  # the row is committed: take it back
+                    self.store.drop_missing({rel})
+                self.spool.remove(rel, recycle=False)  # not acknowledged: not kept
                 raise
         except NoWorkerError as exc:
             logger.warning("%s: study %s refused: %s", self.peer, tags.study_uid, exc)

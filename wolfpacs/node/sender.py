@@ -25,6 +25,7 @@ from wolfpacs.dicom.part10 import Part10Error
 from wolfpacs.dicom.status import Outcome, classify
 from wolfpacs.dicom.tls import client_tls
 from wolfpacs.dicom.uids import UNCOMPRESSED, VERIFICATION
+from wolfpacs.node.fence import Fence
 from wolfpacs.node.messages import HAND_OVER, REPORT, WAKE, Target, TargetHealth
 from wolfpacs.node.metrics import Metrics
 from wolfpacs.state.store import WORKER
@@ -67,10 +68,12 @@ class Sender(SupervisedActor):
         store: Store,
         *,
         metrics: Metrics | None = None,
+        fence: Fence | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
-        self.store = store
+        self.store = store  # fenced with ``fence``, if there is one
+        self.fence = fence
         self.target = target
         self.node = node
         self.spool = spool
@@ -183,9 +186,8 @@ class Sender(SupervisedActor):
             self._busy_at = time.monotonic()
             if done:  # their rows go, and the next batch comes, in one call
                 self._next = self.store.delivered_next(done, self.target.name, BATCH)
-                for item in items:
-                    if item.id in done:
-                        self.spool.remove(item.path)
+                self._check_fence()
+                self.spool.remove(*(item.path for item in items if item.id in done))
         if self._next or not done:
             # More is known to be queued (or nothing was delivered, so nothing was asked):
             # the next batch on the next turn, after whatever else is in the inbox. Else a
@@ -207,6 +209,7 @@ class Sender(SupervisedActor):
             src = item.path
             if not self.spool.path(src).exists():  # moved already, before a crash: find it
                 src = self.spool.find(src.rsplit("/", 1)[-1]) or src
+            self._check_fence()
             path = self.spool.relocate(src, worker)
             self.store.retarget(item.id, worker, path)
         for worker in {worker for _, worker in moved}:
@@ -234,10 +237,11 @@ class Sender(SupervisedActor):
             )
             return
         try:
-            answer = assoc.send_c_store(
-                context, str(path), item.sop_class_uid, item.sop_instance_uid,
-                dimse_timeout=self.node.dimse_timeout,
-            )  # fmt: skip
+            with self.spool.holding(item.path):  # never written over while it is read
+                answer = assoc.send_c_store(
+                    context, str(path), item.sop_class_uid, item.sop_instance_uid,
+                    dimse_timeout=self.node.dimse_timeout,
+                )  # fmt: skip
         except Part10Error as exc:  # only a hand in data_dir does this
             self._bury(item, f"spool file is not a DICOM file: {exc}", None, "refused")
             return
@@ -334,7 +338,13 @@ class Sender(SupervisedActor):
         self.last_success = time.time()
         self._health(True, None)
 
+    def _check_fence(self) -> None:
+        """Before a change to the spool. Raises: StaleGenerationError (see node.fence)."""
+        if self.fence is not None:
+            self.fence.check()
+
     def _bury(self, item: QueueItem, reason: str, status: int | None, kind: str) -> None:
+        self._check_fence()
         record = {"reason": reason, "status": status, **item.describe()}
         path = self.spool.path(item.path)
         if path.exists():

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from supervisors import Registry, SupervisedActor
+from wolfpacs.node.fence import Fence
 from wolfpacs.state.store import OPERATIONS, Backend, QueueItem, Route, Store
 
 __all__ = ["StoreActor", "StoreClient", "StoreRequest"]
@@ -47,6 +48,7 @@ class StoreRequest:
 
     operation: str
     args: tuple[Any, ...] = ()
+    fence: Fence | None = None  # the asking incarnation's: checked before the operation runs
 
 
 class StoreActor(SupervisedActor):
@@ -103,6 +105,8 @@ class StoreActor(SupervisedActor):
         if isinstance(message, StoreRequest):
             if message.operation not in OPERATIONS:
                 raise ValueError(f"the store has no operation {message.operation!r}")
+            if message.fence is not None:
+                message.fence.check()  # here, in turn with every other operation: no race
             return getattr(self.backend, message.operation)(*message.args)
         if message == _PURGE:
             self._purge()
@@ -135,9 +139,20 @@ class StoreClient:
     Thread-safe; hold one, never a ref to the actor (it changes with every restart).
     """
 
-    def __init__(self, registry: Registry, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, registry: Registry, timeout: float = TIMEOUT, fence: Fence | None = None
+    ) -> None:
         self.registry = registry
         self.timeout = timeout
+        self.fence = fence
+
+    def fenced(self, fence: Fence) -> StoreClient:
+        """This client for one actor incarnation: the store refuses its requests once stale.
+
+        Raises (from each operation, then):
+            StaleGenerationError: a newer incarnation has started.
+        """
+        return StoreClient(self.registry, self.timeout, fence)
 
     def _ask(
         self,
@@ -147,7 +162,7 @@ class StoreClient:
         meanwhile: Callable[[], object] | None = None,
     ) -> R:
         result: R = self.registry.ask(
-            NAME, StoreRequest(operation.__name__, args),
+            NAME, StoreRequest(operation.__name__, args, self.fence),
             timeout=self.timeout if timeout is None else timeout, meanwhile=meanwhile,
         )  # fmt: skip
         return result

@@ -33,6 +33,7 @@ import pykka
 
 from supervisors import ChildSpec, ChildType, ExitReason, Registry, Supervisor, join, monitor
 from wolfpacs.config.live import LiveConfig
+from wolfpacs.node.fence import Fences
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
 from wolfpacs.node.metrics import Metrics
@@ -111,6 +112,7 @@ class Node:
         )  # fmt: skip
         self.db_path = self.spool.root / STATE_DB
         self.store = StoreClient(self.registry)
+        self.fences = Fences()
         self.root: pykka.ActorRef[Supervisor] | None = None
         self.exited = threading.Event()
         self.exit_reason: ExitReason | None = None
@@ -121,11 +123,16 @@ class Node:
         return SQLiteStore(self.db_path, durable=self.spool.durable)
 
     def sender_spec(self, target: Target) -> ChildSpec:
-        start = functools.partial(
-            Sender.start, self.registry, target, self.config.node, self.spool, self.store,
-            metrics=self.metrics,
-        )  # fmt: skip
-        return ChildSpec(f"sender:{target.name}", start)
+        name = f"sender:{target.name}"
+
+        def start() -> pykka.ActorRef[Any]:  # each incarnation fenced: see node.fence
+            fence = self.fences.issue(name)
+            return Sender.start(
+                self.registry, target, self.config.node, self.spool, self.store.fenced(fence),
+                metrics=self.metrics, fence=fence,
+            )  # fmt: skip
+
+        return ChildSpec(name, start)
 
     def children(self) -> list[ChildSpec]:
         live, reg, spool, store, metrics = (
