@@ -136,7 +136,7 @@ def test_kept_files_go_when_idle_and_at_start(spool):
 
 
 def test_min_free_zero_means_no_free_space_check(tmp_path, monkeypatch):
-    """A file system that reports 0 bytes free (LazyFS without statfs) refuses nothing with 0 kept."""
+    """A file system that reports 0 free (LazyFS without statfs) refuses nothing with 0 kept."""
     zero = shutil._ntuple_diskusage(total=0, used=0, free=0)  # type: ignore[attr-defined]
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: zero)
     kept_nothing = Spool(tmp_path / "a", min_free=0)
