@@ -53,6 +53,7 @@ CACHE_SIZE = 100_000  # routes kept in memory; older ones are read back from the
 CACHE_FRESH = 3600.0
 SWEEP_INTERVAL = 60.0  # seconds between two looks for rows of removed targets
 _SWEEP = "sweep"
+_LOAD = "load"  # the worker states from the store: the first message of each life
 
 
 class NoWorkerError(RuntimeError):
@@ -110,6 +111,13 @@ class Router(SupervisedActor):
     A restarted router starts with an empty cache and reads routes back from
     the store as they are asked for; nothing it knows lives only in memory.
     The config it routes by is the node's live one, read at each decision.
+
+    Its start asks nothing of the store (its supervisor's thread waits for
+    ``on_start``: a slow store would hold the whole tree): the worker states
+    are loaded by the first message in its inbox (OTP's ``handle_continue``),
+    so every call waits behind the load and none sees an unloaded table. A
+    store that does not answer the load crashes the router, and its
+    supervisor restarts it.
     """
 
     def __init__(
@@ -139,7 +147,7 @@ class Router(SupervisedActor):
         return self.live.get()
 
     def on_start(self) -> None:
-        self._states = self.store.worker_states()
+        self.actor_ref.tell(_LOAD)  # told before the name is known: first in the inbox
         self.registry.register("router", self.actor_ref)
         for name in self.registry.names():  # a restarted router must relearn who is down
             if name.startswith("sender:"):
@@ -337,6 +345,9 @@ class Router(SupervisedActor):
         return counts
 
     def on_receive(self, message: Any) -> Any:
+        if message == _LOAD:
+            self._states = self.store.worker_states()
+            return None
         if message == _SWEEP:
             self.sweep_orphans()
             self.send_after(SWEEP_INTERVAL, _SWEEP)
