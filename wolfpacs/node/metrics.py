@@ -6,7 +6,8 @@ senders and router count into it through a few verbs with domain names;
 ``wolfpacs ctl stats`` and ``/metrics`` read the same objects, so there is
 no second source of truth. Gauges that describe the present (queues,
 restarts, workers) are read at scrape time by the operator's side
-(:mod:`wolfpacs.ops.gauges`), registered in the same registry.
+(:mod:`wolfpacs.ops.gauges`), registered in the same registry, from what the
+actors publish on its :attr:`Metrics.board` (:mod:`wolfpacs.node.board`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+
+from wolfpacs.node.board import Board
 
 __all__ = ["Metrics"]
 
@@ -42,6 +45,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # see _child()
         self.started = time.time()
+        self.board = Board()  # the present, as the actors publish it: the gauges read it
         r = self.registry
         self.associations = Counter(
             "wolfpacs_associations", "Associations by port and outcome, with the reason refused",

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor, UnavailableError
+from wolfpacs.node.board import PUBLISH_EVERY, WORKERS, Board
 from wolfpacs.node.messages import (
     ACTIVE,
     DRAINING,
@@ -53,6 +54,8 @@ CACHE_SIZE = 100_000  # routes kept in memory; older ones are read back from the
 CACHE_FRESH = 3600.0
 SWEEP_INTERVAL = 60.0  # seconds between two looks for rows of removed targets
 _SWEEP = "sweep"
+_LOAD = "load"  # the worker states from the store: the first message of each life
+_PUBLISH = "publish"
 
 
 class NoWorkerError(RuntimeError):
@@ -110,6 +113,17 @@ class Router(SupervisedActor):
     A restarted router starts with an empty cache and reads routes back from
     the store as they are asked for; nothing it knows lives only in memory.
     The config it routes by is the node's live one, read at each decision.
+
+    Its start asks nothing of the store (its supervisor's thread waits for
+    ``on_start``: a slow store would hold the whole tree): the worker states
+    are loaded by the first message in its inbox (OTP's ``handle_continue``),
+    so every call waits behind the load and none sees an unloaded table. A
+    store that does not answer the load crashes the router, and its
+    supervisor restarts it.
+
+    Every ``PUBLISH_EVERY`` seconds it publishes the workers' states and open
+    studies on the metrics' board (:mod:`wolfpacs.node.board`), for the
+    gauges, which never ask it.
     """
 
     def __init__(
@@ -129,6 +143,7 @@ class Router(SupervisedActor):
         self.clock = clock
         self.spool = spool
         self.metrics = metrics
+        self.board = metrics.board if metrics is not None else Board()
         self._cache: OrderedDict[tuple[str, str], tuple[Route, float]] = OrderedDict()
         self._states: dict[str, str] = {}
         self._down: set[str] = set()
@@ -139,7 +154,7 @@ class Router(SupervisedActor):
         return self.live.get()
 
     def on_start(self) -> None:
-        self._states = self.store.worker_states()
+        self.actor_ref.tell(_LOAD)  # told before the name is known: first in the inbox
         self.registry.register("router", self.actor_ref)
         for name in self.registry.names():  # a restarted router must relearn who is down
             if name.startswith("sender:"):
@@ -266,6 +281,7 @@ class Router(SupervisedActor):
             raise ValueError(f"state must be {ACTIVE} or {DRAINING}, not {state!r}")
         self.store.set_worker_state(name, state)
         self._states[name] = state
+        self._publish()  # a drain shows at once, not at the next tick
         logger.info("worker %s is now %s", name, state, extra={"event": "admin", "worker": name})
 
     def worker_state(self, name: str) -> str:
@@ -337,6 +353,12 @@ class Router(SupervisedActor):
         return counts
 
     def on_receive(self, message: Any) -> Any:
+        if message == _LOAD:
+            self._states = self.store.worker_states()
+        if message in (_LOAD, _PUBLISH):  # the load starts the ticks
+            self._publish()
+            self.send_after(PUBLISH_EVERY, _PUBLISH)
+            return None
         if message == _SWEEP:
             self.sweep_orphans()
             self.send_after(SWEEP_INTERVAL, _SWEEP)
@@ -345,6 +367,23 @@ class Router(SupervisedActor):
             self.target_health(message.name, message.up)
             return None
         return super().on_receive(message)
+
+    def _publish(self) -> None:
+        """The workers' states and open studies on the board.
+
+        A store that does not answer costs this tick only (the value ages and
+        the gauges call it unknown): a told message that raised would crash
+        the router for a gauge.
+        """
+        workers = [w.name for w in self.config.workers]
+        cutoff = self.clock() - self.config.node.study_idle_timeout
+        try:
+            open_studies = self.store.open_studies(workers, cutoff)
+        except UnavailableError as exc:
+            logger.info("router: workers not published: %s", exc)
+        else:
+            states = {name: self._states.get(name, ACTIVE) for name in workers}
+            self.board.publish(WORKERS, {"states": states, "open_studies": open_studies})
 
     def inspect(self) -> dict[str, Any]:
         return {

@@ -101,6 +101,7 @@ class Sender(SupervisedActor):
 
     def on_start(self) -> None:
         self.registry.register(self.name, self.actor_ref)
+        self.metrics.board.publish(self.name, None)  # this life knows nothing of the peer yet
         self.actor_ref.tell(WAKE)  # whatever was queued before a restart
         if self.node.echo_interval > 0:
             self.send_after(self.node.echo_interval, _ECHO)
@@ -390,6 +391,7 @@ class Sender(SupervisedActor):
             self.last_error = error
         if up != self.up:
             self.up = up
+            self.metrics.board.publish(self.name, up)  # for the gauges, which never ask
             self._tell_router(up)
             logger.info(
                 "%s: %s is %s", self.name, self.target.kind, "up" if up else f"down ({error})"

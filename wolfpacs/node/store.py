@@ -10,6 +10,10 @@ caller can close its connection or reach past the interface.
 actors, the operator's verbs and the HTTP port hold: each method asks the
 actor (whichever is alive, through the registry) and returns its answer.
 
+It publishes the queues (``queue_stats()``) on its ``board`` every
+``PUBLISH_EVERY`` seconds, between two operations: the gauges read them
+there and never wait for the store (:mod:`wolfpacs.node.board`).
+
 Errors: an operation's exception goes back to the caller unchanged; one
 that means the backend is broken (:meth:`Backend.is_broken`) then crashes
 the actor, and its successor opens the backend afresh (committed state is
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from supervisors import Registry, SupervisedActor
+from wolfpacs.node.board import PUBLISH_EVERY, QUEUES, Board
 from wolfpacs.node.fence import Fence
 from wolfpacs.state.store import OPERATIONS, Backend, QueueItem, Route, Store
 
@@ -37,6 +42,7 @@ PURGE_FIRST = 60.0  # seconds after a start before the first purge: let recovery
 PURGE_EVERY = 86400.0  # seconds between two purges
 PURGE_BATCH = 500  # studies forgotten in one transaction
 _PURGE = "purge"
+_PUBLISH = "publish"
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -66,11 +72,14 @@ class StoreActor(SupervisedActor):
         registry: Registry,
         open_backend: Callable[[], Backend],
         retention_days: Callable[[], float] = lambda: 0.0,
+        *,
+        board: Board | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self._open_backend = open_backend
         self._retention_days = retention_days
+        self.board = board or Board()
         self._backend: Backend | None = None
         self.purged = 0  # studies forgotten by this actor
 
@@ -86,6 +95,7 @@ class StoreActor(SupervisedActor):
         self._backend = backend
         self.registry.register(NAME, self.actor_ref)
         self.send_after(PURGE_FIRST, _PURGE)
+        self._publish()
 
     def on_stop(self) -> None:
         self._close()
@@ -111,6 +121,9 @@ class StoreActor(SupervisedActor):
         if message == _PURGE:
             self._purge()
             return None
+        if message == _PUBLISH:
+            self._publish()
+            return None
         return super().on_receive(message)
 
     def _purge(self) -> None:
@@ -128,6 +141,15 @@ class StoreActor(SupervisedActor):
                             "compacted", self.purged, days, compacted)  # fmt: skip
         self.purged = 0
         self.send_after(PURGE_EVERY, _PURGE)
+
+    def _publish(self) -> None:
+        """The queues on the board, and the next publication in ``PUBLISH_EVERY`` s.
+
+        A tick a blocked store misses leaves the last queues to age: the
+        gauges then call them unknown, rather than wait for the store.
+        """
+        self.board.publish(QUEUES, self.backend.queue_stats())
+        self.send_after(PUBLISH_EVERY, _PUBLISH)
 
     def inspect(self) -> dict[str, Any]:
         return {**self.backend.describe(), "studies": self.backend.count_studies()}

@@ -152,7 +152,9 @@ class Node:
         return [
             ChildSpec(
                 "store",
-                lambda: StoreActor.start(reg, self.backend, lambda: live.get().node.retention_days),
+                lambda: StoreActor.start(
+                    reg, self.backend, lambda: live.get().node.retention_days, board=metrics.board
+                ),
             ),
             ChildSpec(
                 "router", lambda: Router.start(reg, live, store, spool=spool, metrics=metrics)

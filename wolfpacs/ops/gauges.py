@@ -1,73 +1,183 @@
-"""Gauges read at scrape time: queues, workers and restarts, through the operator's verbs.
+"""Gauges read at scrape time: queues, workers, peers and restarts, from what the actors publish.
 
 Registered in a node's :class:`~wolfpacs.node.metrics.Metrics` registry by
-:mod:`wolfpacs.ops.operations`, so that ``/metrics`` shows the present
-beside the counters, from the same source as ``wolfpacs ctl``.
+:mod:`wolfpacs.ops.operations`. A scrape asks no actor: the queues, the
+workers' states and loads, and the peers' health are the last values the
+store, the router and the senders published on the metrics' board
+(:mod:`wolfpacs.node.board`), so a blocked sender, router or store makes a
+value old, never the scrape slow. Only the restarts come from the root's
+``describe()``, waited for at most ``TREE_WAIT`` seconds, one ask at a time.
+
+Nothing vanishes in silence: ``wolfpacs_gauge_unknown{source}`` is 1 while
+a source's value is unknown (never published, or stale: its publisher is
+blocked), and its gauges then show the last known value, or none if there
+never was one; a worker whose state is unknown shows ``state="unknown"``.
+Every configured target has its queue gauges, 0 when its queue is empty.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
+import pykka
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from wolfpacs.node.board import QUEUES, STALE_AFTER, WORKERS, Board
+from wolfpacs.node.messages import DRAINING, targets
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-    from wolfpacs.ops.admin import Admin
+    from supervisors import Supervisor
+    from wolfpacs.config.live import LiveConfig
+    from wolfpacs.config.model import Config
 
-__all__ = ["NodeCollector"]
+__all__ = ["TREE_WAIT", "UNKNOWN", "NodeCollector"]
 
 logger = logging.getLogger(__name__)
 
+TREE_WAIT = 0.25  # seconds a scrape waits for the root's describe(): far below a scrape's
+UNKNOWN = "unknown"  # a worker's state when the router has published none
+RESTARTS = "restarts"  # the source of the restarts, in wolfpacs_gauge_unknown
+
 
 class NodeCollector:
-    """Gauges read at scrape time from the node, through the same verbs as the shell."""
+    """The gauges of one node: ``board`` as its actors publish it, ``live``'s targets, and
+    ``root()``, the tree's root while it runs (for the restarts). Thread-safe."""
 
-    def __init__(self, admin: Admin) -> None:
-        self.admin = admin
+    def __init__(
+        self,
+        board: Board,
+        live: LiveConfig,
+        root: Callable[[], pykka.ActorRef[Supervisor] | None],
+    ) -> None:
+        self.board = board
+        self.live = live
+        self.root = root
+        self._lock = threading.Lock()
+        self._asked: tuple[pykka.ActorRef[Supervisor], pykka.Future[Any]] | None = None
+        self._restarts: dict[str, int] = {}  # the last known, shown while the root is busy
 
     def describe(self) -> list[Any]:
-        # Without this, registering the collector would call collect(): it would ask a
-        # node that has not started yet, and wait for it.
+        # Without this, registering the collector would call collect() at once.
         return []
 
     def collect(self) -> Iterator[Any]:
-        try:
-            queues = self.admin.call("queues")
-            workers = self.admin.call("workers")
-            tree = self.admin.call("tree")
-        except Exception as exc:  # a node between two lives of an actor: no gauges this time
-            logger.info("metrics: node state not read: %s", exc)
-            return
-        depth = GaugeMetricFamily(
-            "wolfpacs_queue_instances", "Instances queued", labels=["target", "kind"]
+        config = self.live.get()
+        unknown = GaugeMetricFamily(
+            "wolfpacs_gauge_unknown",
+            "1 while a source's present is unknown (never published, or its publisher is "
+            "blocked): its gauges show the last known value, or none",
+            labels=["source"],
         )
-        size = GaugeMetricFamily("wolfpacs_queue_bytes", "Bytes queued", labels=["target", "kind"])
-        age = GaugeMetricFamily(
-            "wolfpacs_queue_oldest_seconds", "Age of the oldest queued instance",
-            labels=["target", "kind"],
+        queues = self.board.read(QUEUES, STALE_AFTER)
+        workers = self.board.read(WORKERS, STALE_AFTER)
+        unknown.add_metric([QUEUES], 0 if queues.known else 1)
+        unknown.add_metric([WORKERS], 0 if workers.known else 1)
+        yield from _queues(config, queues.value or {})
+        yield from _workers(config, queues.value or {}, workers.value, self._health)
+        up = GaugeMetricFamily(
+            "wolfpacs_target_up", "1 if a worker or destination answered its last "
+            "association or C-ECHO, 0 if it did not", labels=["target", "kind"],
         )  # fmt: skip
-        for q in queues:
-            depth.add_metric([q["target"], q["kind"]], q["instances"])
-            size.add_metric([q["target"], q["kind"]], q["bytes"])
-            age.add_metric([q["target"], q["kind"]], q["oldest_age_s"] or 0.0)
-        yield from (depth, size, age)
-        state = GaugeMetricFamily("wolfpacs_worker_state", "1 for the state a worker is in",
-                                  labels=["worker", "state"])  # fmt: skip
-        load = GaugeMetricFamily("wolfpacs_worker_open_studies", "Open studies", labels=["worker"])
-        for w in workers:
-            state.add_metric([w["name"], w["state"]], 1)
-            load.add_metric([w["name"]], w["open_studies"])
-        yield from (state, load)
+        for target in targets(config):
+            health = self._health(target.name)
+            if health is not None:
+                up.add_metric([target.name, target.kind], 1 if health else 0)
+            unknown.add_metric([f"sender:{target.name}"], 0 if health is not None else 1)
+        yield up
         restarts = CounterMetricFamily(
             "wolfpacs_actor_restarts", "Restarts by supervisors, by kind of actor",
             labels=["actor_type"],
         )  # fmt: skip
-        for kind, n in sorted(_restarts_by_type(tree).items()):
+        counts, known = self._restarts_now()
+        for kind, n in sorted(counts.items()):
             restarts.add_metric([kind], n)
+        unknown.add_metric([RESTARTS], 0 if known else 1)
         yield restarts
+        yield unknown
+
+    def _health(self, target: str) -> bool | None:
+        """What ``target``'s sender last published: up, down, or None (not known)."""
+        value = self.board.read(f"sender:{target}").value
+        return value if isinstance(value, bool) else None
+
+    def _restarts_now(self) -> tuple[dict[str, int], bool]:
+        """The restarts by kind, and whether they are the present (else the last known).
+
+        One ask at a time: a root that has not answered the last one gets no
+        other (a scrape every few seconds must not fill a blocked root's inbox).
+        """
+        with self._lock:
+            root = self.root()
+            if root is None:
+                return self._restarts, False
+            if self._asked is None or self._asked[0] is not root:
+                try:
+                    self._asked = (root, root.proxy().describe())
+                except pykka.ActorDeadError:
+                    return self._restarts, False
+            try:
+                tree = self._asked[1].get(timeout=TREE_WAIT)
+            except pykka.Timeout:
+                return self._restarts, False  # still asked: its answer serves a later scrape
+            except Exception as exc:  # the root ended meanwhile
+                logger.info("metrics: restarts not read: %s", exc)
+                self._asked = None
+                return self._restarts, False
+            self._asked = None
+            self._restarts = _restarts_by_type(tree)
+            return self._restarts, True
+
+
+def _queues(config: Config, stats: dict[str, dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    """The queue gauges: every configured target (0 when empty), and any other with rows."""
+    depth = GaugeMetricFamily(
+        "wolfpacs_queue_instances", "Instances queued", labels=["target", "kind"]
+    )
+    size = GaugeMetricFamily("wolfpacs_queue_bytes", "Bytes queued", labels=["target", "kind"])
+    age = GaugeMetricFamily(
+        "wolfpacs_queue_oldest_seconds", "Age of the oldest queued instance",
+        labels=["target", "kind"],
+    )  # fmt: skip
+    kinds = {t.name: t.kind for t in targets(config)}
+    kinds.update({name: q["kind"] for name, q in stats.items()})
+    now = time.time()
+    for name, kind in sorted(kinds.items()):
+        q = stats.get(name, {})
+        depth.add_metric([name, kind], q.get("instances", 0))
+        size.add_metric([name, kind], q.get("bytes", 0))
+        age.add_metric([name, kind], now - q["oldest"] if q.get("oldest") else 0.0)
+    yield from (depth, size, age)
+
+
+def _workers(
+    config: Config,
+    stats: dict[str, dict[str, Any]],
+    published: dict[str, Any] | None,
+    health: Callable[[str], bool | None],
+) -> Iterator[GaugeMetricFamily]:
+    """State and load of each worker, as ``wolfpacs ctl workers`` shows them."""
+    state = GaugeMetricFamily("wolfpacs_worker_state", "1 for the state a worker is in",
+                              labels=["worker", "state"])  # fmt: skip
+    load = GaugeMetricFamily("wolfpacs_worker_open_studies", "Open studies", labels=["worker"])
+    states = (published or {}).get("states", {})
+    loads = (published or {}).get("open_studies", {})
+    for w in config.workers:
+        shown = states.get(w.name, UNKNOWN)
+        open_studies = loads.get(w.name, 0)
+        if shown == DRAINING:
+            idle = not open_studies and not stats.get(w.name, {}).get("instances")
+            shown = "drained" if idle else DRAINING
+        elif shown != UNKNOWN and health(w.name) is False:
+            shown = "down"
+        state.add_metric([w.name, shown], 1)
+        if published is not None:
+            load.add_metric([w.name], open_studies)
+    yield from (state, load)
 
 
 def _restarts_by_type(tree: dict[str, Any]) -> dict[str, int]:

@@ -30,7 +30,8 @@ class Operations:
             registry=node.registry, live=node.live, spool=node.spool, metrics=node.metrics,
             store=node.store, root=lambda: node.root, sender_spec=node.sender_spec,
         )  # fmt: skip
-        node.metrics.registry.register(NodeCollector(self.admin))
+        collector = NodeCollector(node.metrics.board, node.live, lambda: node.root)
+        node.metrics.registry.register(collector)
 
     def children(self) -> list[ChildSpec]:
         node, admin = self.node, self.admin
