@@ -53,6 +53,14 @@ def parser() -> argparse.ArgumentParser:
     chaos_parser.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
     chaos_parser.add_argument("--keep", action="store_true", help="keep the run's directory")
     chaos_parser.add_argument("--report", type=Path, help="also write the ledger as JSON")
+    chaos_parser.add_argument("--data-dir", type=Path, help="the node's data_dir (e.g. on LazyFS)")
+    chaos_parser.add_argument(
+        "--power-cut",
+        type=Path,
+        metavar="FIFO",
+        help="LazyFS's faults FIFO: each kill -9 also clears its cache",
+    )
+    chaos_parser.add_argument("--durability", choices=("fsync", "os"), default="fsync")
     _common(chaos_parser, level="warning")
     ctl_parser = verbs.add_parser(
         "ctl", help="one verb on a running node (see 'wolfpacs ctl help')", add_help=False
@@ -105,7 +113,7 @@ def run(config_path: str) -> int:
 
 def _chaos_options(args: argparse.Namespace) -> chaos.Options:
     fields = ("instances", "studies", "clients", "workers", "seed", "faults", "kills", "size",
-              "duration")  # fmt: skip
+              "duration", "data_dir", "power_cut", "durability")  # fmt: skip
     return chaos.Options(**{name: getattr(args, name) for name in fields})
 
 

@@ -361,7 +361,7 @@ class Spool:
         label = _UNSAFE.sub("_", str(reason.get("sop_instance_uid") or Path(src).stem))[:64]
         stem = f"{stamp}-{uuid.uuid4().hex[:8]}-{label}"
         dead_file = self.dead / f"{stem}.dcm"
-        record = {**reason, "at": time.time(), "file": dead_file.name}
+        record = {**reason, "kind": kind, "at": time.time(), "file": dead_file.name}
         if Path(src).resolve().is_relative_to(self.queues):
             self._count(-Path(src).stat().st_size)
         note = self.dead / f"{stem}.json"

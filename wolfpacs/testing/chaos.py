@@ -65,6 +65,9 @@ class Options:
     faults: int = 10
     kills: int = 1
     size: int = 32  # rows = columns of each image
+    data_dir: Path | None = None  # the node's; default: in the run's directory
+    power_cut: Path | None = None  # a LazyFS FIFO: each kill -9 also drops every unsynced write
+    durability: str = "fsync"
 
 
 def _matching(names: list[str], choice: str) -> list[str]:
@@ -86,6 +89,8 @@ class Chaos:
                         for i in range(options.workers)]  # fmt: skip
         self.pacs = [SimulatedPACS(f"CHAOS_P{i}") for i in range(options.clients)]
         self.config = self.root / "chaos.toml"
+        self.data_dir = options.data_dir or self.root / "data"
+        self.socket = self.root / "control.sock"  # never on FUSE (LazyFS): outside data_dir
         self.node: subprocess.Popen[bytes] | None = None
         self.ledger = Ledger()
         self.refusals: dict[int, int] = {}
@@ -98,7 +103,9 @@ class Chaos:
     def write_config(self, spool_max: int) -> None:
         lines = [
             "[node]", 'bind = "127.0.0.1"', f"outside_port = {self.outside}",
-            f"inside_port = {self.inside}", 'data_dir = "data"', "retry_initial = 0.2",
+            f"inside_port = {self.inside}", f'data_dir = "{self.data_dir}"',
+            f'control_socket = "{self.socket}"', f'durability = "{self.options.durability}"',
+            "min_free_bytes = 0", "retry_initial = 0.2",
             "retry_max = 2.0", "dimse_timeout = 3.0", "acse_timeout = 5.0",
             "network_timeout = 10.0", "idle_release = 1.0", "echo_interval = 2.0",
             "max_attempts = 100000", f"spool_max_bytes = {spool_max}", "http_port = 0",
@@ -125,11 +132,11 @@ class Chaos:
         wait_port(self.inside, timeout=60)
 
     def control(self) -> ControlClient:
-        return ControlClient(self.root / "data" / "control.sock", timeout=30, reconnect=30)
+        return ControlClient(self.socket, timeout=30, reconnect=30)
 
     def poll_restarts(self) -> None:
         """Note this node's restarts so far (the latest count of its present life)."""
-        client = ControlClient(self.root / "data" / "control.sock", timeout=10, reconnect=1)
+        client = ControlClient(self.socket, timeout=10, reconnect=1)
         try:
             self._restarts_now = client.call("stats")["restarts"]
         except ControlError:
@@ -149,8 +156,19 @@ class Chaos:
         assert self.node is not None
         self.node.kill()  # SIGKILL: no on_stop, no flush, nothing
         self.node.wait(30)
+        if self.options.power_cut is not None:
+            self.cut_power(self.options.power_cut)
         self.ledger.node_kills += 1
         self.start_node()
+
+    def cut_power(self, fifo: Path) -> None:
+        """Drop every write LazyFS holds unsynced, as a power cut would; wait until it has."""
+        done = fifo.with_name(fifo.name + ".done")
+        with open(fifo, "w") as faults:
+            faults.write("lazyfs::clear-cache\n")
+        with open(done) as finished:  # LazyFS writes it once the cache is cleared
+            finished.readline()
+        self.ledger.power_cuts += 1
 
     def watch_node(self, stop: threading.Event) -> None:
         """A node that exits by itself (its tree gave up) is started again, as systemd would.
@@ -196,7 +214,7 @@ class Chaos:
 
     def crash(self) -> None:
         """Crash one actor; if the node is between lives or the actor between restarts, retry."""
-        client = ControlClient(self.root / "data" / "control.sock", timeout=10, reconnect=2)
+        client = ControlClient(self.socket, timeout=10, reconnect=2)
         try:
             for _ in range(20):
                 try:
@@ -355,9 +373,10 @@ class Chaos:
         owner = {s.study_uid: s.owner for s in sent}
         derived = [Sent(uid, study, owner.get(study, "?"), "", ok)
                    for w in self.workers for uid, (study, ok) in w.derived.items()]  # fmt: skip
-        dead = set()
-        for note in (self.root / "data" / "dead").glob("*.json"):
-            dead.add(json.loads(note.read_text()).get("sop_instance_uid"))
+        dead: dict[str, str] = {}  # nothing in this schedule makes a peer refuse for good
+        for note in (self.data_dir / "dead").glob("*.json"):
+            record = json.loads(note.read_text())
+            dead[str(record.get("sop_instance_uid"))] = str(record.get("kind", "unknown"))
         result = Ledger.count(
             sent,
             {w.ae_title: [(r.sop_instance_uid, r.study_uid, r.digest) for r in w.received]
@@ -367,7 +386,7 @@ class Chaos:
              for i, p in enumerate(self.pacs)},
             dead,
         )  # fmt: skip
-        for key in ("restarts", "node_kills", "node_exits", "faults", "crashes"):
+        for key in ("restarts", "node_kills", "power_cuts", "node_exits", "faults", "crashes"):
             setattr(result, key, getattr(ledger, key))
         return result
 

@@ -6,6 +6,11 @@ same SOPInstanceUID and the same dataset bytes, *altered* when a worker holds
 one with other bytes, *dead* when it is in ``dead/`` with a reason, and
 *lost* when none of these. A study held by two workers is *misrouted* (a
 chaos run moves nothing); so is a derived instance at another client's PACS.
+
+A dead letter is a failure too unless the run caused its kind on purpose
+(``expected_dead``: a schedule that makes a peer refuse for good, say): a
+lost route whose derived series ends in ``dead/`` as "unknown study" must
+not pass for accounted.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Ledger:
     dead: int = 0
     lost: int = 0
     misrouted_studies: int = 0
+    unexplained_dead: int = 0  # dead letters of a kind the run did not cause on purpose
     refused: int = 0
     derived_acknowledged: int = 0
     derived_delivered: int = 0
@@ -47,18 +53,23 @@ class Ledger:
     restarts: dict[str, int] = field(default_factory=dict)
     crashes: int = 0
     node_kills: int = 0
+    power_cuts: int = 0
     node_exits: int = 0
     faults: int = 0
     wall_s: float = 0.0
     lost_examples: list[str] = field(default_factory=list)
+    dead_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def misrouted(self) -> int:
         return self.misrouted_studies + self.derived_misrouted
 
     def clean(self) -> bool:
-        """No loss, nothing misrouted, nothing altered on the way."""
-        return not (self.lost or self.derived_lost or self.misrouted or self.altered)
+        """No loss, nothing misrouted, nothing altered, no dead letter the run did not cause."""
+        return not (
+            self.lost or self.derived_lost or self.misrouted or self.altered
+            or self.unexplained_dead
+        )  # fmt: skip
 
     @classmethod
     def count(
@@ -67,7 +78,9 @@ class Ledger:
         at_workers: dict[str, list[tuple[str, str, str]]],
         derived: list[Sent],
         at_pacs: dict[str, list[tuple[str, str, str]]],
-        dead: set[str],
+        dead: dict[str, str],
+        *,
+        expected_dead: frozenset[str] = frozenset(),
     ) -> Ledger:
         """The ledger of a run.
 
@@ -76,9 +89,14 @@ class Ledger:
             at_workers: worker → (SOPInstanceUID, StudyInstanceUID, digest) it holds.
             derived: every derived instance the workers sent back.
             at_pacs: client → what its PACS holds, as for ``at_workers``.
-            dead: SOPInstanceUIDs the node keeps in ``dead/``.
+            dead: SOPInstanceUID → kind (the reason in one word) of each dead letter.
+            expected_dead: the kinds this run causes on purpose.
         """
         ledger = cls()
+        for kind in dead.values():
+            ledger.dead_kinds[kind] = ledger.dead_kinds.get(kind, 0) + 1
+            if kind not in expected_dead:
+                ledger.unexplained_dead += 1
         held: dict[str, list[str]] = defaultdict(list)  # uid → digests held
         studies: dict[str, set[str]] = defaultdict(set)  # study → workers holding it
         for worker, records in at_workers.items():
@@ -130,6 +148,7 @@ class Ledger:
             ("  in dead/ with a reason", self.dead),
             ("  altered on the way", self.altered),
             ("  LOST", self.lost),
+            ("DEAD LETTERS the run did not cause on purpose", self.unexplained_dead),
             ("refused (the sender got a failure status)", self.refused),
             ("derived instances acknowledged", self.derived_acknowledged),
             ("  at their client's PACS", self.derived_delivered),
@@ -138,6 +157,7 @@ class Ledger:
             ("faults injected", self.faults),
             ("  actor crashes among them", self.crashes),
             ("kill -9 of the node", self.node_kills),
+            ("  with a power cut (LazyFS)", self.power_cuts),
             ("node exits by escalation", self.node_exits),
             ("actor restarts", sum(self.restarts.values())),
             ("wall time, s", round(self.wall_s, 1)),
@@ -148,8 +168,11 @@ class Ledger:
             lines.append(
                 "restarts: " + ", ".join(f"{k} {v}" for k, v in sorted(self.restarts.items()))
             )
+        if self.dead_kinds:
+            lines.append("dead letters by kind: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(self.dead_kinds.items())))  # fmt: skip
         if self.lost_examples:
             lines.append("lost, e.g.: " + ", ".join(self.lost_examples))
         lines.append("CLEAN: nothing acknowledged was lost or misrouted" if self.clean()
-                     else "FAILED: see LOST / MISROUTED above")  # fmt: skip
+                     else "FAILED: see LOST / MISROUTED / DEAD LETTERS above")  # fmt: skip
         return "\n".join(lines)
