@@ -50,9 +50,8 @@ def test_each_hostile_dataset_gets_its_status_and_the_node_goes_on(world, tmp_pa
     whole = dataset_of(good)
     no_study = ct_instance(generate_uid(), generate_uid(), 1)
     del no_study.StudyInstanceUID
-    # Garbage may parse as far as "no StudyInstanceUID here" or not at all: either
-    # way the client hears "cannot understand" (0xC0xx) and nothing is kept.
-    unreadable = {Status.UNREADABLE, Status.NO_STUDY_UID}
+    # Garbage after a file meta is "cannot parse" (README), never "no StudyInstanceUID".
+    unreadable = {Status.UNREADABLE}
     junk = b"this is no dataset" * 50
     cases = {
         "non-DICOM bytes": (raw_file(tmp_path, "junk", junk), unreadable),

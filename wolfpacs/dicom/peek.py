@@ -39,6 +39,13 @@ _SERIES_UID = Tag(0x0020, 0x000E)
 _SOP_CLASS_UID = Tag(0x0008, 0x0016)
 _SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
 _WANTED: list[BaseTag | int] = [_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_UID, _SERIES_UID]
+
+# pydicom's remarks on odd data (a UID over 64 characters...) are not the node's errors:
+# the refusal's own log line says what is wrong. A filter for the process, once:
+# warnings.catch_warnings around each peek changes process-wide state, so with
+# receivers peeking side by side one restores what another relies on, and a raw
+# "UserWarning" reached the node's log.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 INFLATE_LIMIT = 1 << 20  # bytes of a deflated dataset inflated to find its routing tags
 # A UI value: at most 64 characters (PS3.5 6.2); printable ASCII, no backslash.
 _UID = re.compile(r"^[\x21-\x5b\x5d-\x7e]{1,64}$")
@@ -108,8 +115,7 @@ def peek(path: Path) -> RoutingTags:
             StudyInstanceUID (``missing_study=True``).
     """
     try:
-        with open(path, "rb") as fp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's remarks on odd data are not our errors
+        with open(path, "rb") as fp:
             meta = read_file_meta_info(path)
             if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
                 ds = _read_deflated(fp, meta)
@@ -128,10 +134,16 @@ def peek(path: Path) -> RoutingTags:
         raise
     except Exception as exc:  # pydicom raises many kinds on truncated or hostile data
         raise PeekError(f"unreadable dataset: {type(exc).__name__}: {exc}") from None
-    return _checked(RoutingTags(study, series, sop_class, sop_instance, transfer_syntax))
+    # Garbage after a file meta parses as nothing at all: "cannot parse" (0xC001), not
+    # "no StudyInstanceUID" (0xC002), which a dataset with its SOP UIDs but no study earns.
+    parsed = _SOP_CLASS_UID in ds or _SOP_INSTANCE_UID in ds or _SERIES_UID in ds
+    return _checked(RoutingTags(study, series, sop_class, sop_instance, transfer_syntax), parsed)
 
 
-def _checked(tags: RoutingTags) -> RoutingTags:
+def _checked(tags: RoutingTags, parsed: bool = True) -> RoutingTags:
+    """``parsed``: the dataset held an element the node knows (else it is not a dataset)."""
+    if not tags.study_uid and not parsed:
+        raise PeekError("unreadable dataset: no element of a DICOM dataset where one was due")
     if not tags.study_uid:
         raise PeekError("no StudyInstanceUID (0020,000D)", missing_study=True)
     if not _UID.match(tags.study_uid):

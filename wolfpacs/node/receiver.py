@@ -7,12 +7,19 @@ the instance goes, moves the file into that target's spool queue, commits
 the queue row, wakes the sender, and only then answers success. Any
 failure before that answers a failure status and keeps nothing.
 
-Error contract: :meth:`take` never raises for bad input or a busy node;
-it returns the DICOM status to answer (see :mod:`wolfpacs.dicom.status`). A
-protocol error, a dataset over ``max_instance_bytes`` or a silent peer
-aborts the association, logged. A receiver that crashes (its thread
-included) aborts its own association and is not restarted (its
-association is gone); the other associations do not notice.
+Error contract: :meth:`take` never raises: it returns the DICOM status to
+answer (see :mod:`wolfpacs.dicom.status`), ``0x0110`` for an unexpected
+error (logged with its traceback; the association is still in step, so it
+goes on). Where the association itself is no longer sane (a protocol
+error, a dataset over ``max_instance_bytes``, a silent peer) it is aborted,
+logged. A receiver that crashes (its thread included) aborts its own
+association and is not restarted (its association is gone); the other
+associations do not notice.
+
+Stopping: a receiver in the middle of a C-STORE finishes it (answers it)
+and then aborts its association; one waiting for the next command aborts at
+once. If the C-STORE takes longer than the receiver's shutdown time, its
+supervisor's :meth:`Receiver.interrupt` aborts it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,6 +179,9 @@ class Receiver(SupervisedActor):
         # a study's route changes only by a move (enqueue_received says so) or by a
         # config change (the cache is dropped). None: ask the router every time.
         self.live = live
+        self._turn = threading.Condition()  # between the association's thread and a stop
+        self._storing = False  # a C-STORE is being taken: a stop waits for its answer
+        self._stopping = False
         self._routes: dict[str, tuple[str, str]] = {}
         self._routes_config: Config | None = None
 
@@ -201,17 +212,17 @@ class Receiver(SupervisedActor):
                 if received is None:
                     return "released"
                 context, command = received
-                if command.field == dimse.C_ECHO_RQ and not command.has_dataset:
-                    assoc.send_command(context.id, dimse.echo_rsp(command))
-                elif command.field == dimse.C_STORE_RQ and command.has_dataset:
-                    answer = self._c_store(assoc, context, command)
-                    assoc.send_command(
-                        context.id, dimse.store_rsp(command, answer.status, answer.comment)
-                    )
-                else:
-                    logger.warning("association %s: aborted: command 0x%04X is not served here",
-                                   self.peer, command.field)  # fmt: skip
-                    assoc.abort(ABORT_UNEXPECTED_PARAMETER)
+                with self._turn:
+                    if self._stopping:
+                        return "aborted: the node is stopping"
+                    self._storing = True
+                try:
+                    self._command(assoc, context, command)
+                finally:
+                    with self._turn:
+                        self._storing = False
+                        self._turn.notify_all()
+                if not assoc.is_open:  # aborted: a command not served here
                     return "aborted"
         except DatasetTooLargeError as exc:
             logger.warning("association %s: aborted: %s (max_instance_bytes)", self.peer, str(exc))
@@ -227,6 +238,18 @@ class Receiver(SupervisedActor):
             self.metrics.association(self.peer.side, "aborted", "timeout")
             return "timed out"
         return "aborted"
+
+    def _command(self, assoc: Association, context: Context, command: dimse.Command) -> None:
+        """Answer one command (a C-STORE after its dataset); abort for one not served here."""
+        if command.field == dimse.C_ECHO_RQ and not command.has_dataset:
+            assoc.send_command(context.id, dimse.echo_rsp(command))
+        elif command.field == dimse.C_STORE_RQ and command.has_dataset:
+            answer = self._c_store(assoc, context, command)
+            assoc.send_command(context.id, dimse.store_rsp(command, answer.status, answer.comment))
+        else:
+            logger.warning("association %s: aborted: command 0x%04X is not served here",
+                           self.peer, command.field)  # fmt: skip
+            assoc.abort(ABORT_UNEXPECTED_PARAMETER)
 
     def _c_store(self, assoc: Association, context: Context, command: dimse.Command) -> Answer:
         """Receive one dataset into ``incoming/`` and :meth:`take` it; the answer."""
@@ -266,7 +289,12 @@ class Receiver(SupervisedActor):
         ``tags`` are its routing tags if they are known already; ``synced``
         says the file was fsynced already.
         """
-        answer = self._take(Path(path), sop_instance_uid, tags, synced, size)
+        try:
+            answer = self._take(Path(path), sop_instance_uid, tags, synced, size)
+        except Exception:  # a bug or a fault the contract does not name: answered, logged
+            logger.exception("%s: instance %s refused (0x0110): unexpected error", self.peer,
+                             sop_instance_uid)  # fmt: skip
+            answer = response(Status.PROCESSING_FAILURE, "unexpected error in the node")
         if answer.status != Status.SUCCESS:
             Path(path).unlink(missing_ok=True)  # refused: nothing of it is kept
             self.refused += 1
@@ -405,7 +433,18 @@ class Receiver(SupervisedActor):
         self.stop()
 
     def on_stop(self) -> None:
+        with self._turn:  # the C-STORE in progress gets its answer first
+            self._stopping = True
+            while self._storing:
+                self._turn.wait()
         self._abort("the node is stopping")
+
+    def interrupt(self) -> None:
+        """A stop overdue (a C-STORE that takes too long): abort the association now."""
+        assoc = self.assoc
+        if assoc is not None and assoc.is_open:
+            logger.warning("association %s: aborted: the node is stopping", self.peer)
+            assoc.abort()
 
     def on_failure(self, *_exc_info: object) -> None:
         self._abort("its receiver crashed")
