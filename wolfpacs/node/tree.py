@@ -33,6 +33,7 @@ import pykka
 
 from supervisors import ChildSpec, ChildType, ExitReason, Registry, Supervisor, join, monitor
 from wolfpacs.config.live import LiveConfig
+from wolfpacs.node.gate import Gate
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
 from wolfpacs.node.metrics import Metrics
@@ -111,6 +112,12 @@ class Node:
         )  # fmt: skip
         self.db_path = self.spool.root / STATE_DB
         self.store = StoreClient(self.registry)
+        # A port's gate counts its associations; it is the node's, not the listener's, so
+        # that a restarted listener and the receivers of the one before share one count.
+        self.gates = {
+            side: Gate(side, self.live, self.registry, self.spool, self.store, metrics=self.metrics)
+            for side in (OUTSIDE, INSIDE)
+        }
         self.root: pykka.ActorRef[Supervisor] | None = None
         self.exited = threading.Event()
         self.exit_reason: ExitReason | None = None
@@ -128,8 +135,8 @@ class Node:
         return ChildSpec(f"sender:{target.name}", start)
 
     def children(self) -> list[ChildSpec]:
-        live, reg, spool, store, metrics = (
-            self.live, self.registry, self.spool, self.store, self.metrics
+        live, reg, spool, store, metrics, gates = (
+            self.live, self.registry, self.spool, self.store, self.metrics, self.gates
         )  # fmt: skip
 
         def senders() -> pykka.ActorRef[Any]:  # from the live config, also after a restart
@@ -137,10 +144,7 @@ class Node:
             return Supervisor.start(specs, name="senders", **SENDERS_INTENSITY)
 
         def listener(side: str) -> ChildSpec:
-            return ChildSpec(
-                f"listener:{side}",
-                functools.partial(Listener.start, side, live, reg, spool, store, metrics=metrics),
-            )
+            return ChildSpec(f"listener:{side}", functools.partial(Listener.start, gates[side]))
 
         return [
             ChildSpec(
