@@ -1,14 +1,16 @@
 """A port's gate: who may associate on it, how many at once, and the handshake before.
 
-The :class:`Gate` of a port counts what is open on it: connections not
-yet associated, and associations (in all, and per client or worker). It
-outlives the port's listener: a node makes one per port and hands it to
-each incarnation of the listener, so a restarted listener counts the
-associations its predecessor accepted, and their receivers, when they
-end, free the slots on the gate that counts them.
+The :class:`Gate` of a port counts what is open on it: connections not yet
+associated (in all, and per source address) and associations (in all, and
+per client or worker). It outlives the port's listener: a node makes one
+per port and hands it to each incarnation of the listener, so a restarted
+listener counts the associations its predecessor accepted, and their
+receivers, when they end, free the slots on the gate that counts them.
 
 Each connection gets a short-lived thread that negotiates the association
-(:func:`wolfpacs.dicom.acse.accept`). The gate tells clients (by called AE title)
+(:func:`wolfpacs.dicom.acse.accept`) by a deadline, ``acse_timeout`` from
+the accept: a peer that trickles its request a byte at a time is closed
+by then, whatever it sends. The gate tells clients (by called AE title)
 and workers (by calling AE title) from strangers, rejects strangers and
 peers over their limits with A-ASSOCIATE-RJ, and hands each accepted
 association to a new receiver, which serves it from then on.
@@ -22,6 +24,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from supervisors import ChildSpec, Registry, Restart, Supervisor, monitor
@@ -52,7 +55,8 @@ __all__ = ["Gate"]
 logger = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 30.0  # seconds a C-STORE waits for its receiver (it may be fsyncing)
-MAX_HANDSHAKES = 256  # connections not yet associated; more are closed at once (a flood)
+MAX_HANDSHAKES = 256  # connections not yet associated on a port; more are closed at once
+REFUSAL_LOG_INTERVAL = 10.0  # seconds: a flood of refused connections logs one line in each
 
 _receiver_ids = itertools.count(1)
 
@@ -89,8 +93,10 @@ class Gate:
         self._lock = threading.Lock()
         self._open: dict[int, Association | None] = {}  # slot -> its association
         self._per_peer: dict[str, int] = {}  # open associations per client or worker
-        self._handshakes = 0
+        self._handshakes = 0  # connections not yet associated...
+        self._handshakes_from: dict[str, int] = {}  # ...and per source address (none: no key)
         self._ids = itertools.count(1)
+        self._refusals = _Refusals(side)
 
     def open_associations(self) -> int:
         with self._lock:
@@ -178,29 +184,55 @@ class Gate:
     def take(
         self, sock: socket.socket, address: tuple[str, int], tls: ssl.SSLContext | None
     ) -> None:
-        """Serve one accepted connection in a thread of its own (or close it, in a flood)."""
+        """Serve one accepted connection in a thread of its own, or close it at once.
+
+        Closed at once (a flood): a connection from an address that has
+        ``max_handshakes_per_address`` connections not yet associated, or any
+        connection while the port has :data:`MAX_HANDSHAKES`; one address alone
+        can so never take every slot. The association must be negotiated within
+        ``acse_timeout`` from now, however slowly the peer sends its request.
+        """
+        node = self.live.get().node
+        deadline = time.monotonic() + node.acse_timeout
+        host = address[0]
         with self._lock:
-            flood = self._handshakes >= MAX_HANDSHAKES
-            if not flood:
+            from_host = self._handshakes_from.get(host, 0)
+            if from_host >= node.max_handshakes_per_address:
+                limit = "max_handshakes_per_address"
+                why = f"{from_host} connections from {host} not yet associated ({limit})"
+                reason = "handshakes_per_address"
+            elif self._handshakes >= MAX_HANDSHAKES:
+                why = f"{self._handshakes} connections not yet associated on the port"
+                reason = "handshakes"
+            else:
+                why = reason = ""
                 self._handshakes += 1
-        if flood:
-            logger.warning("%s port: %d connections not yet associated: %s:%d closed",
-                           self.side, MAX_HANDSHAKES, *address[:2])  # fmt: skip
+                self._handshakes_from[host] = from_host + 1
+        if why:
             sock.close()
+            self.metrics.association(self.side, "rejected", reason)
+            self._refusals.log(address, why)
             return
         threading.Thread(
-            target=self._connection, args=(sock, address, tls),
-            name=f"{self.side}-{address[0]}:{address[1]}", daemon=True,
+            target=self._connection, args=(sock, address, tls, deadline),
+            name=f"{self.side}-{host}:{address[1]}", daemon=True,
         ).start()  # fmt: skip
 
     def _connection(
-        self, sock: socket.socket, address: tuple[str, int], tls: ssl.SSLContext | None
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        tls: ssl.SSLContext | None,
+        deadline: float,
     ) -> None:
         try:
-            accepted = self._handshake(sock, address, tls)
+            accepted = self._handshake(sock, address, tls, deadline)
         finally:
             with self._lock:
                 self._handshakes -= 1
+                left = self._handshakes_from.pop(address[0]) - 1
+                if left:  # an address with none has no key: the dict stays as small as the count
+                    self._handshakes_from[address[0]] = left
         if accepted is None:
             return
         assoc, peer, key = accepted
@@ -231,7 +263,11 @@ class Gate:
         self.metrics.association(self.side, "accepted")
 
     def _handshake(
-        self, sock: socket.socket, address: tuple[str, int], tls: ssl.SSLContext | None
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        tls: ssl.SSLContext | None,
+        deadline: float,
     ) -> tuple[Association, Peer, int] | None:
         """Negotiate; the association, its peer and its slot, or None (rejected or failed)."""
         node = self.live.get().node
@@ -256,12 +292,14 @@ class Gate:
         try:
             nodelay(sock)
             if tls is not None:
-                sock.settimeout(node.acse_timeout)
+                # The TLS handshake is part of the handshake: Python bounds it as a whole
+                # by the socket's timeout, so it is given what is left of the deadline.
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock = tls.wrap_socket(sock, server_side=True)
             pdu_limit = max(16 * node.max_pdu, 4 << 20) if node.max_pdu else 64 << 20
             assoc = acse.accept(
                 sock, decide, max_pdu=node.max_pdu, acse_timeout=node.acse_timeout,
-                timeout=node.network_timeout, pdu_limit=pdu_limit,
+                deadline=deadline, timeout=node.network_timeout, pdu_limit=pdu_limit,
             )  # fmt: skip
         except (AssociationError, OSError) as exc:
             logger.info("%s connection from %s:%d ended before an association: %s",
@@ -279,3 +317,31 @@ class Gate:
 
 
 _GONE = object()
+
+
+class _Refusals:
+    """The log lines of connections closed at once: one in each :data:`REFUSAL_LOG_INTERVAL`.
+
+    A flood closes thousands a second, and a line each would drown the log
+    (and fill the disk); the metrics count every one. A line says how many
+    were closed without a line of their own since the one before.
+    """
+
+    def __init__(self, side: str) -> None:
+        self.side = side
+        self._lock = threading.Lock()
+        self._logged_at = -REFUSAL_LOG_INTERVAL
+        self._unlogged = 0
+
+    def log(self, address: tuple[str, int], why: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._logged_at < REFUSAL_LOG_INTERVAL:
+                self._unlogged += 1
+                return
+            self._logged_at, unlogged, self._unlogged = now, self._unlogged, 0
+        more = f" ({unlogged} more closed since the last such line)" if unlogged else ""
+        logger.warning("%s port: connection from %s:%d closed at once: %s%s",
+                       self.side, address[0], address[1], why, more,
+                       extra={"event": "association", "side": self.side, "outcome": "rejected",
+                              "why": why})  # fmt: skip
