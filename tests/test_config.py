@@ -63,6 +63,7 @@ def test_a_good_file_loads_with_defaults_filled_in(tmp_path):
     config = load(write(tmp_path, GOOD), env={})
     assert config.node.outside_port == 11112 and config.node.inside_port == 11113
     assert config.node.durability == "fsync" and config.node.study_idle_timeout == 600
+    assert config.node.max_handshakes_per_address == 16
     assert config.node.data_dir == tmp_path / "data"  # relative to the file
     assert [w.name for w in config.pool("stroke")] == ["gpu-a", "gpu-b"]
     client = config.client("stockholm")
@@ -136,6 +137,12 @@ def test_client_naming_an_unknown_pool(tmp_path):
         ),
         ('ae_title = "WOLFPACS"', 'ae_title = "WOLF\\\\PACS"', "node.ae_title", "AE title"),
         ('data_dir = "data"', 'durability = "sometimes"', "node.durability", "fsync, os"),
+        (
+            'data_dir = "data"',
+            "max_handshakes_per_address = 0",
+            "node.max_handshakes_per_address",
+            "must be >= 1",
+        ),
         ('name = "gpu-b"', 'name = "gpu-a"', "workers[1].name", "already the name"),
         ('ae_title = "GPU_B"', 'ae_title = "GPU_A"', "workers[1].ae_title", "duplicate ae_title"),
         ('name = "gpu-b"', 'name = "sthlm-pacs"', "workers[1].name", "already the name"),

@@ -8,6 +8,7 @@ import time
 
 from pynetdicom import AE
 
+from supervisors import join, kill
 from tests.conftest import wait_until
 from wolfpacs.dicom.status import Status
 from wolfpacs.testing.peers import configure_pynetdicom
@@ -34,6 +35,29 @@ def test_associations_per_client_are_limited(world, caplog):
     assert "already has 2 associations open" in caplog.text
     first.release()
     wait_until(lambda: associate(w).is_established, what="a free slot after a release")
+    second.release()
+
+
+def test_associations_per_client_stay_limited_across_a_listener_restart(world):
+    """The restarted listener shares the gate: old receivers free slots on the one it uses."""
+    w = world(max_associations_per_client=2)
+    first, second = associate(w), associate(w)
+    assert first.is_established and second.is_established
+    old = w.actor("listener:outside")
+    kill(old)
+    join(old, timeout=10)
+    wait_until(lambda: w.actor("listener:outside") not in (None, old), what="a new listener")
+    assert associate(w).is_rejected  # the two opened before the restart still count
+    assert w.node.registry.call("listener:outside", "inspect")["open_associations"] == 2
+    first.release()  # its receiver, started by the old listener, frees the slot
+    wait_until(
+        lambda: w.node.registry.call("listener:outside", "inspect")["open_associations"] == 1,
+        what="the released slot freed on the new listener's gate",
+    )
+    third = associate(w)
+    assert third.is_established
+    assert associate(w).is_rejected  # and the limit holds with it
+    third.release()
     second.release()
 
 

@@ -63,6 +63,7 @@ class NodeConfig:
     idle_release: float = 5.0
     echo_interval: float = 60.0
     max_associations_per_client: int = 16  # open at once, per client or worker
+    max_handshakes_per_address: int = 16  # connections not yet associated, per source address
     max_instance_bytes: int = 4 << 30  # a larger dataset aborts its association
     spool_max_bytes: int = 0  # queued instances may take this much; 0: no limit but the disk
     min_free_bytes: int = 64 << 20  # below this much free disk, new instances are refused

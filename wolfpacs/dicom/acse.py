@@ -18,6 +18,7 @@ import contextlib
 import functools
 import socket
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -175,21 +176,26 @@ def accept(
     acse_timeout: float,
     timeout: float | None,
     pdu_limit: int,
+    deadline: float | None = None,
 ) -> Association | None:
     """Take an association on an accepted connection; ``None`` if it was rejected.
 
     ``decide(calling_ae, called_ae)`` returns the A-ASSOCIATE-RJ
     (result, source, diagnostic) to answer, or ``None`` to accept. Accepted
     are Verification and every storage-like SOP class, each in the first
-    transfer syntax proposed.
+    transfer syntax proposed. The answer is sent by ``deadline``
+    (``time.monotonic()``; default: ``acse_timeout`` from now), a bound on
+    the whole handshake, not on each read: a peer that trickles its request
+    is cut off at the deadline.
 
     Raises:
         ProtocolError, PeerAbortedError, TimeoutError: no association (A-ABORT
             sent where PS3.8 asks for one); the socket is closed.
     """
+    if deadline is None:
+        deadline = time.monotonic() + acse_timeout
     try:
-        sock.settimeout(acse_timeout)
-        kind, data = read_first(sock)
+        kind, data = read_first(sock, deadline)
         if kind != ASSOCIATE_RQ:
             raise ProtocolError(f"PDU type 0x{kind:02X} before an A-ASSOCIATE-RQ")
         # Only requests of a modality's size are remembered: 64 distinct ones of up to
@@ -197,6 +203,7 @@ def accept(
         negotiate = _negotiated if len(data) <= CACHED_REQUEST_BYTES else _negotiated.__wrapped__
         found = negotiate(data, max_pdu)
         rejection = found.rejection or decide(found.calling_ae, found.called_ae)
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))  # to send the answer
         if rejection is not None:
             sock.sendall(encode_pdu(ASSOCIATE_RJ, bytes([0, *rejection])))
             sock.close()
@@ -260,9 +267,11 @@ def request(
         primitive.user_information = _user_information(max_pdu)
         pdu = A_ASSOCIATE_RQ()
         pdu.from_primitive(primitive)
+        # The answer by a deadline, not a timeout per read: a peer that trickles it is cut off.
+        deadline = None if acse_timeout is None else time.monotonic() + acse_timeout
         sock.settimeout(acse_timeout)
         sock.sendall(pdu.encode())
-        kind, data = read_first(sock)
+        kind, data = read_first(sock, deadline)
         if kind == ASSOCIATE_RJ and len(data) >= 10:
             raise RejectedError(data[7], data[8], data[9])
         if kind == ABORT:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 from wolfpacs.dicom.errors import PeerAbortedError, ProtocolError
 
@@ -72,18 +73,23 @@ def command_pdu(context_id: int, command: bytes) -> Pieces:
     return [PDU_PDV.pack(P_DATA_TF, size + 6, size + 2, context_id, COMMAND | LAST), command]
 
 
-def read_first(sock: socket.socket) -> tuple[int, bytes]:
+def read_first(sock: socket.socket, deadline: float | None = None) -> tuple[int, bytes]:
     """The first PDU on a connection, whole (header and body), and its type.
+
+    ``deadline`` (``time.monotonic()``): the PDU must be whole by then, however
+    it trickles in; each read waits only what is left (the socket's timeout is
+    changed). None: each read waits the socket's own timeout.
 
     Raises:
         PeerAbortedError: the connection closed before the PDU was whole.
         ProtocolError: it announces more than :data:`MAX_ASSOCIATE_PDU` bytes.
-        OSError: the socket's (a timeout included).
+        OSError: the socket's (a timeout included, TimeoutError at the deadline).
     """
     header = bytearray(6)
     view = memoryview(header)
     got = 0
     while got < 6:
+        _wait_at_most(sock, deadline)
         n = sock.recv_into(view[got:])
         if not n:
             raise PeerAbortedError("connection closed before a PDU")
@@ -95,8 +101,19 @@ def read_first(sock: socket.socket) -> tuple[int, bytes]:
     view = memoryview(body)
     got = 0
     while got < length:
+        _wait_at_most(sock, deadline)
         n = sock.recv_into(view[got:])
         if not n:
             raise PeerAbortedError("connection closed inside a PDU")
         got += n
     return kind, bytes(header + body)
+
+
+def _wait_at_most(sock: socket.socket, deadline: float | None) -> None:
+    """Let the next read on ``sock`` wait only until ``deadline``; TimeoutError if it is past."""
+    if deadline is None:
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the deadline passed before the first PDU was whole")
+    sock.settimeout(left)

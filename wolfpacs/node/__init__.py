@@ -1,7 +1,8 @@
 """The node: its supervision tree of actors, from the listeners to the senders.
 
-In the order data flows: :mod:`~wolfpacs.node.listener` (a port, who may
-associate), :mod:`~wolfpacs.node.receiver` (one association: peek, route,
+In the order data flows: :mod:`~wolfpacs.node.listener` (a port),
+:mod:`~wolfpacs.node.gate` (who may associate on it, and how many at once),
+:mod:`~wolfpacs.node.receiver` (one association: peek, route,
 spool, commit, answer), :mod:`~wolfpacs.node.router` (study → worker),
 :mod:`~wolfpacs.node.sender` (one target's queue over one association);
 :mod:`~wolfpacs.node.store` (the store's actor and its typed client),

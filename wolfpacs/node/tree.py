@@ -34,6 +34,7 @@ import pykka
 from supervisors import ChildSpec, ChildType, ExitReason, Registry, Supervisor, join, monitor
 from wolfpacs.config.live import LiveConfig
 from wolfpacs.node.fence import Fences
+from wolfpacs.node.gate import Gate
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
 from wolfpacs.node.metrics import Metrics
@@ -113,6 +114,12 @@ class Node:
         self.db_path = self.spool.root / STATE_DB
         self.store = StoreClient(self.registry)
         self.fences = Fences()
+        # A port's gate counts its associations; it is the node's, not the listener's, so
+        # that a restarted listener and the receivers of the one before share one count.
+        self.gates = {
+            side: Gate(side, self.live, self.registry, self.spool, self.store, metrics=self.metrics)
+            for side in (OUTSIDE, INSIDE)
+        }
         self.root: pykka.ActorRef[Supervisor] | None = None
         self.exited = threading.Event()
         self.exit_reason: ExitReason | None = None
@@ -135,8 +142,8 @@ class Node:
         return ChildSpec(name, start)
 
     def children(self) -> list[ChildSpec]:
-        live, reg, spool, store, metrics = (
-            self.live, self.registry, self.spool, self.store, self.metrics
+        live, reg, spool, store, metrics, gates = (
+            self.live, self.registry, self.spool, self.store, self.metrics, self.gates
         )  # fmt: skip
 
         def senders() -> pykka.ActorRef[Any]:  # from the live config, also after a restart
@@ -144,10 +151,7 @@ class Node:
             return Supervisor.start(specs, name="senders", **SENDERS_INTENSITY)
 
         def listener(side: str) -> ChildSpec:
-            return ChildSpec(
-                f"listener:{side}",
-                functools.partial(Listener.start, side, live, reg, spool, store, metrics=metrics),
-            )
+            return ChildSpec(f"listener:{side}", functools.partial(Listener.start, gates[side]))
 
         return [
             ChildSpec(
