@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -161,13 +163,25 @@ class Chaos:
         self.ledger.node_kills += 1
         self.start_node()
 
-    def cut_power(self, fifo: Path) -> None:
-        """Drop every write LazyFS holds unsynced, as a power cut would; wait until it has."""
-        done = fifo.with_name(fifo.name + ".done")
-        with open(fifo, "w") as faults:
-            faults.write("lazyfs::clear-cache\n")
-        with open(done) as finished:  # LazyFS writes it once the cache is cleared
-            finished.readline()
+    def cut_power(self, fifo: Path, timeout: float = 30.0) -> None:
+        """Drop every write LazyFS holds unsynced, as a power cut would; wait until it has.
+
+        LazyFS says "done" on ``<fifo>.done`` (its ``fifo_path_completed``) without
+        waiting for a reader, so the reader is there first.
+        """
+        done = os.open(fifo.with_name(fifo.name + ".done"), os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            with open(fifo, "w") as faults:
+                faults.write("lazyfs::clear-cache\n")
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"LazyFS did not clear its cache within {timeout} s")
+                if select.select([done], [], [], left)[0] and os.read(done, 4096):
+                    break  # "finished::clear-cache"
+        finally:
+            os.close(done)
         self.ledger.power_cuts += 1
 
     def watch_node(self, stop: threading.Event) -> None:
