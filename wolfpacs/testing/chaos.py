@@ -389,7 +389,10 @@ class Chaos:
                    for w in self.workers for uid, (study, ok) in w.derived.items()]  # fmt: skip
         dead: dict[str, str] = {}  # nothing in this schedule makes a peer refuse for good
         for note in (self.data_dir / "dead").glob("*.json"):
-            record = json.loads(note.read_text())
+            try:
+                record = json.loads(note.read_text())
+            except ValueError:  # emptied by a power cut in "os" durability
+                record = {"sop_instance_uid": note.stem, "kind": "unreadable_note"}
             dead[str(record.get("sop_instance_uid"))] = str(record.get("kind", "unknown"))
         result = Ledger.count(
             sent,
