@@ -206,7 +206,7 @@ def accept(
         return Association(
             sock, dict(found.contexts), peer_max_pdu=found.peer_max_pdu,
             calling_ae=found.calling_ae, called_ae=found.called_ae, pdu_limit=pdu_limit,
-            timeout=timeout,
+            timeout=timeout, artim=acse_timeout,
         )  # fmt: skip
     except ProtocolError:
         with contextlib.suppress(OSError):
@@ -279,7 +279,7 @@ def request(
         return Association(
             sock, contexts, peer_max_pdu=_peer_max_pdu(answer.user_information or []),
             calling_ae=calling_ae, called_ae=called_ae, pdu_limit=pdu_limit, timeout=timeout,
-            receive_buffer=RESPONSE_BUFFER,
+            receive_buffer=RESPONSE_BUFFER, requestor=True, artim=acse_timeout,
         )  # fmt: skip
     except BaseException:
         sock.close()

@@ -78,6 +78,7 @@ RECEIVE_BUFFER = 1024 * 1024  # read at a time, at most: several PDUs
 SEND_READ = 1024 * 1024  # bytes of a file read, and sent, at a time (a CT slice in one go)
 MAX_PDUS_PER_SEND = 500  # two iovecs each (and two for the command): under IOV_MAX, 1024
 MAX_FRAGMENTS_PER_WRITE = 512  # received fragments handed on at once, at most (IOV_MAX too)
+ARTIM = 30.0  # seconds to wait for the peer to close after a release, if not told (PS3.8 9.1.5)
 
 _UNSET = object()
 
@@ -96,6 +97,7 @@ class Association:
 
     Used by one thread at a time, except :meth:`abort`, which any thread may
     call to end it (it wakes a read blocked on the socket).
+
     """
 
     def __init__(
@@ -109,8 +111,12 @@ class Association:
         pdu_limit: int,
         timeout: float | None,
         receive_buffer: int = RECEIVE_BUFFER,
+        requestor: bool = False,
+        artim: float | None = ARTIM,
     ) -> None:
         self.sock = sock
+        self.requestor = requestor  # of the association: it decides a release collision
+        self.artim = ARTIM if artim is None else artim
         self.contexts = contexts
         self.calling_ae = calling_ae
         self.called_ae = called_ae
@@ -297,9 +303,36 @@ class Association:
         return have >= 6 and have >= 6 + HEADER.unpack_from(self._view, self._start)[1]
 
     def _answer_release(self) -> None:
-        with contextlib.suppress(OSError):
+        """AR-2, AR-4 (PS3.8 table 9-10): answer A-RELEASE-RP, then wait in Sta13."""
+        try:
             self._send(encode_pdu(RELEASE_RP, b"\x00" * 4))
-        self.released = True
+        except OSError:
+            self.released = True
+            self.close()
+            return
+        self._await_close()
+
+    def _await_close(self) -> None:
+        """Sta13: the A-RELEASE-RP is sent; the requestor of the release closes (AR-3).
+
+        Wait for that, at most ARTIM (then AA-2: close). Closing first would
+        leave the TIME_WAIT on the node and race the RP against our FIN.
+        PDUs still coming are ignored (AA-6), but an A-ASSOCIATE-RQ or an
+        unrecognised PDU is answered with an A-ABORT (AA-7), and an A-ABORT
+        closes at once (AA-2). Never raises.
+        """
+        self.released = True  # abort() writes no A-ABORT after this: the release stands
+        try:
+            self._set_timeout(self.artim)
+            while True:
+                kind, _body = self._read_pdu()
+                if kind == ABORT:
+                    break
+                if kind == ASSOCIATE_RQ or not ASSOCIATE_RQ <= kind <= ABORT:
+                    reason = ABORT_UNEXPECTED_PDU if kind == ASSOCIATE_RQ else ABORT_UNRECOGNISED_PDU
+                    self._send(abort_pdu(*reason))
+        except (AssociationError, OSError):
+            pass  # the peer closed (AR-5), or ARTIM ran out (the read timed out: AA-2)
         self.close()
 
     # -- writing -----------------------------------------------------------------
@@ -456,20 +489,39 @@ class Association:
     # -- ending ------------------------------------------------------------------
 
     def release(self, timeout: float | None = None) -> None:
-        """A-RELEASE-RQ, wait for the A-RELEASE-RP, close. Never raises; aborts if need be."""
+        """A-RELEASE-RQ, wait for the A-RELEASE-RP, close. Never raises; aborts if need be.
+
+        PS3.8 table 9-10: in Sta7, P-DATA still on its way is dropped (AR-6), the
+        RP closes the transport (AR-3), an A-ABORT ends it (AA-3). If the peer
+        asks to release too (a collision, AR-8, PS3.8 7.2.2), the association's
+        requestor answers A-RELEASE-RP at once and waits for the peer's (Sta9,
+        AR-9, Sta11, AR-3); its acceptor waits for the requestor's RP, then
+        answers and waits for the requestor to close (Sta10, AR-10, Sta12, AR-4,
+        Sta13). Anything else aborts (AA-8).
+        """
         if not self.is_open:
             return
+        rp = encode_pdu(RELEASE_RP, b"\x00" * 4)
         try:
             self._send(encode_pdu(RELEASE_RQ, b"\x00" * 4))
             self._set_timeout(timeout if timeout is not None else self.timeout)
+            collided = False
             while True:
                 kind, _body = self._read_pdu()
-                if kind in (RELEASE_RP, ABORT):
+                if kind == ABORT:
                     break
-                if kind == RELEASE_RQ:  # a release collision (PS3.8 7.2.2): answer it
-                    self._send(encode_pdu(RELEASE_RP, b"\x00" * 4))
+                if kind == RELEASE_RP:
+                    if collided and not self.requestor:
+                        self._send(rp)
+                        self._await_close()
                     break
-                # P-DATA still on its way: not ours to act on any more
+                if kind == RELEASE_RQ and not collided:
+                    collided = True
+                    if self.requestor:
+                        self._send(rp)
+                elif kind != P_DATA_TF or collided:
+                    reason = ABORT_UNEXPECTED_PDU if kind <= ABORT else ABORT_UNRECOGNISED_PDU
+                    self._protocol_error(f"PDU type 0x{kind:02X} during a release", reason)
         except (AssociationError, OSError):
             logger.debug("release of %s:%s not answered: aborted", self.address, self.port)
             self.abort()
@@ -477,10 +529,14 @@ class Association:
         self.close()
 
     def abort(self, reason: tuple[int, int] = ABORT_BY_USER) -> None:
-        """Send A-ABORT if the socket is free to take it, and end the connection (any thread)."""
+        """Send A-ABORT if the socket is free to take it, and end the connection (any thread).
+
+        Not after an A-RELEASE-RP: the release stands, only the transport is left to close.
+        """
         if not self.is_open:
             return
-        if self._send_lock.acquire(blocking=False):  # mid-send, an A-ABORT would corrupt a PDU
+        # mid-send, an A-ABORT would corrupt a PDU
+        if not self.released and self._send_lock.acquire(blocking=False):
             try:
                 self._set_timeout(1.0)
                 self.sock.sendall(abort_pdu(*reason))
