@@ -98,6 +98,12 @@ class Association:
     Used by one thread at a time, except :meth:`abort`, which any thread may
     call to end it (it wakes a read blocked on the socket).
 
+    ``_io_lock`` is held by the thread that is in the socket: while it sends,
+    and on TLS also while it reads. :meth:`abort` writes its A-ABORT only if it
+    can take the lock: never between the PDUs of another thread's send, and
+    never into an SSL object another thread is reading (OpenSSL's are not
+    thread-safe: a write during a read can corrupt the TLS state). A plain
+    socket's reads do not take it: the kernel takes a write during a read.
     """
 
     def __init__(
@@ -132,7 +138,7 @@ class Association:
         self._start = self._end = 0
         self._pdu: memoryview = self._view[:0]  # the current P-DATA-TF body
         self._offset = 0  # of the next PDV in it
-        self._send_lock = threading.Lock()
+        self._io_lock = threading.Lock()
         self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS has no sendmsg
         self._file_buffer: memoryview | None = None  # files are read into it to be sent
         self._message_id = 0
@@ -167,7 +173,11 @@ class Association:
         recv_into, view, size = self.sock.recv_into, self._view, len(self._buffer)
         while self._end - self._start < need:
             try:
-                n = recv_into(view[self._end :], size - self._end)
+                if self._plain:
+                    n = recv_into(view[self._end :], size - self._end)
+                else:
+                    with self._io_lock:  # see the class: abort() must know the SSL object is busy
+                        n = recv_into(view[self._end :], size - self._end)
             except BlockingIOError:  # SO_RCVTIMEO ran out
                 raise TimeoutError("the peer was silent for too long") from None
             if not n:
@@ -338,7 +348,7 @@ class Association:
     # -- writing -----------------------------------------------------------------
 
     def _send(self, *parts: bytes | memoryview) -> None:
-        with self._send_lock:
+        with self._io_lock:
             if not self._plain:
                 for part in parts:
                     self.sock.sendall(part)
@@ -529,23 +539,25 @@ class Association:
         self.close()
 
     def abort(self, reason: tuple[int, int] = ABORT_BY_USER) -> None:
-        """Send A-ABORT if the socket is free to take it, and end the connection (any thread).
+        """End the connection, from any thread; A-ABORT first if the socket is free to take it.
 
-        Not after an A-RELEASE-RP: the release stands, only the transport is left to close.
+        Free: no other thread in it (see the class), and not released (after
+        an A-RELEASE-RP only the transport is left). Otherwise ``shutdown()``
+        alone: it wakes a read blocked in another thread, and the peer sees
+        the connection close, which PS3.8 takes as an abort (Evt17: AA-4).
         """
         if not self.is_open:
             return
-        # mid-send, an A-ABORT would corrupt a PDU
-        if not self.released and self._send_lock.acquire(blocking=False):
+        if not self.released and self._io_lock.acquire(blocking=False):
             try:
                 self._set_timeout(1.0)
                 self.sock.sendall(abort_pdu(*reason))
             except OSError:
                 pass
             finally:
-                self._send_lock.release()
+                self._io_lock.release()
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.is_open = False
 
     def close(self) -> None:
