@@ -190,6 +190,8 @@ def accept(
     try:
         sock.settimeout(acse_timeout)
         kind, data = read_first(sock)
+        if kind == ABORT:  # Sta2: AA-2, close; an A-ABORT is never answered (PS3.8 9.2)
+            raise PeerAbortedError("A-ABORT before an A-ASSOCIATE-RQ")
         if kind != ASSOCIATE_RQ:
             raise ProtocolError(f"PDU type 0x{kind:02X} before an A-ASSOCIATE-RQ")
         # Only requests of a modality's size are remembered: 64 distinct ones of up to
@@ -211,6 +213,9 @@ def accept(
     except ProtocolError:
         with contextlib.suppress(OSError):
             sock.sendall(abort_pdu(*ABORT_UNEXPECTED_PDU))
+        sock.close()
+        raise
+    except PeerAbortedError:
         sock.close()
         raise
     except OSError as exc:
