@@ -25,7 +25,6 @@ caller's to forget), with the errors of :mod:`wolfpacs.dicom.errors`:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import ssl
@@ -34,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from wolfpacs.dicom import dimse
+from wolfpacs.dicom import dimse, ending
 from wolfpacs.dicom.errors import (
     AssociationError,
     DatasetTooLargeError,
@@ -65,14 +64,11 @@ from wolfpacs.dicom.pdu import (
     Pieces,
     abort_pdu,
     command_pdu,
-    encode_pdu,
 )
 from wolfpacs.dicom.sockets import kernel_timeouts
 from wolfpacs.dicom.uids import VERIFICATION
 
 __all__ = ["Association", "Context"]
-
-logger = logging.getLogger(__name__)
 
 RECEIVE_BUFFER = 1024 * 1024  # read at a time, at most: several PDUs
 SEND_READ = 1024 * 1024  # bytes of a file read, and sent, at a time (a CT slice in one go)
@@ -98,12 +94,10 @@ class Association:
     Used by one thread at a time, except :meth:`abort`, which any thread may
     call to end it (it wakes a read blocked on the socket).
 
-    ``_io_lock`` is held by the thread that is in the socket: while it sends,
-    and on TLS also while it reads. :meth:`abort` writes its A-ABORT only if it
-    can take the lock: never between the PDUs of another thread's send, and
-    never into an SSL object another thread is reading (OpenSSL's are not
-    thread-safe: a write during a read can corrupt the TLS state). A plain
-    socket's reads do not take it: the kernel takes a write during a read.
+    ``_io_lock`` is held while a thread sends and, on TLS, while it reads, so
+    :meth:`abort` writes no A-ABORT inside another thread's send, nor into an
+    SSL object another thread reads (not thread-safe); the kernel takes a
+    write during a plain socket's read.
     """
 
     def __init__(
@@ -251,7 +245,7 @@ class Association:
             if pdv is None:
                 if parts:
                     self._protocol_error("A-RELEASE-RQ inside a command", ABORT_UNEXPECTED_PDU)
-                self._answer_release()
+                ending.answer_release(self)
                 return None
             context_id, control, fragment = pdv
             if not control & COMMAND:
@@ -311,39 +305,6 @@ class Association:
             return True
         have = self._end - self._start
         return have >= 6 and have >= 6 + HEADER.unpack_from(self._view, self._start)[1]
-
-    def _answer_release(self) -> None:
-        """AR-2, AR-4 (PS3.8 table 9-10): answer A-RELEASE-RP, then wait in Sta13."""
-        try:
-            self._send(encode_pdu(RELEASE_RP, b"\x00" * 4))
-        except OSError:
-            self.released = True
-            self.close()
-            return
-        self._await_close()
-
-    def _await_close(self) -> None:
-        """Sta13: the A-RELEASE-RP is sent; the requestor of the release closes (AR-3).
-
-        Wait for that, at most ARTIM (then AA-2: close). Closing first would
-        leave the TIME_WAIT on the node and race the RP against our FIN.
-        PDUs still coming are ignored (AA-6), but an A-ASSOCIATE-RQ or an
-        unrecognised PDU is answered with an A-ABORT (AA-7), and an A-ABORT
-        closes at once (AA-2). Never raises.
-        """
-        self.released = True  # abort() writes no A-ABORT after this: the release stands
-        try:
-            self._set_timeout(self.artim)
-            while True:
-                kind, _body = self._read_pdu()
-                if kind == ABORT:
-                    break
-                if kind == ASSOCIATE_RQ or not ASSOCIATE_RQ <= kind <= ABORT:
-                    reason = ABORT_UNEXPECTED_PDU if kind == ASSOCIATE_RQ else ABORT_UNRECOGNISED_PDU
-                    self._send(abort_pdu(*reason))
-        except (AssociationError, OSError):
-            pass  # the peer closed (AR-5), or ARTIM ran out (the read timed out: AA-2)
-        self.close()
 
     # -- writing -----------------------------------------------------------------
 
@@ -499,52 +460,15 @@ class Association:
     # -- ending ------------------------------------------------------------------
 
     def release(self, timeout: float | None = None) -> None:
-        """A-RELEASE-RQ, wait for the A-RELEASE-RP, close. Never raises; aborts if need be.
-
-        PS3.8 table 9-10: in Sta7, P-DATA still on its way is dropped (AR-6), the
-        RP closes the transport (AR-3), an A-ABORT ends it (AA-3). If the peer
-        asks to release too (a collision, AR-8, PS3.8 7.2.2), the association's
-        requestor answers A-RELEASE-RP at once and waits for the peer's (Sta9,
-        AR-9, Sta11, AR-3); its acceptor waits for the requestor's RP, then
-        answers and waits for the requestor to close (Sta10, AR-10, Sta12, AR-4,
-        Sta13). Anything else aborts (AA-8).
-        """
-        if not self.is_open:
-            return
-        rp = encode_pdu(RELEASE_RP, b"\x00" * 4)
-        try:
-            self._send(encode_pdu(RELEASE_RQ, b"\x00" * 4))
-            self._set_timeout(timeout if timeout is not None else self.timeout)
-            collided = False
-            while True:
-                kind, _body = self._read_pdu()
-                if kind == ABORT:
-                    break
-                if kind == RELEASE_RP:
-                    if collided and not self.requestor:
-                        self._send(rp)
-                        self._await_close()
-                    break
-                if kind == RELEASE_RQ and not collided:
-                    collided = True
-                    if self.requestor:
-                        self._send(rp)
-                elif kind != P_DATA_TF or collided:
-                    reason = ABORT_UNEXPECTED_PDU if kind <= ABORT else ABORT_UNRECOGNISED_PDU
-                    self._protocol_error(f"PDU type 0x{kind:02X} during a release", reason)
-        except (AssociationError, OSError):
-            logger.debug("release of %s:%s not answered: aborted", self.address, self.port)
-            self.abort()
-        self.released = True
-        self.close()
+        """A-RELEASE-RQ, await the A-RELEASE-RP, close; never raises (:func:`.ending.release`)."""
+        if self.is_open:
+            ending.release(self, timeout)
 
     def abort(self, reason: tuple[int, int] = ABORT_BY_USER) -> None:
-        """End the connection, from any thread; A-ABORT first if the socket is free to take it.
+        """End the connection, from any thread; A-ABORT first if the socket is free (see the class).
 
-        Free: no other thread in it (see the class), and not released (after
-        an A-RELEASE-RP only the transport is left). Otherwise ``shutdown()``
-        alone: it wakes a read blocked in another thread, and the peer sees
-        the connection close, which PS3.8 takes as an abort (Evt17: AA-4).
+        Not after an A-RELEASE-RP: the release stands. ``shutdown()`` wakes a
+        read blocked in another thread; a close is an abort to the peer (AA-4).
         """
         if not self.is_open:
             return
