@@ -350,9 +350,11 @@ def test_a_c_store_the_context_does_not_allow_is_refused_0122_not_aborted(client
     assert answer(client).status == 0x0000
 
 
-@pytest.mark.parametrize(("field", "dataset"), [(0x0020, True), (0x0110, False), (0x0150, False),
-                                                (0x0010, True), (0x0100, True)],
-                         ids=["C-FIND", "N-GET", "N-DELETE", "C-GET", "N-EVENT-REPORT"])  # fmt: skip
+UNSERVED = {"C-FIND": (0x0020, True), "N-GET": (0x0110, False), "N-DELETE": (0x0150, False),
+            "C-GET": (0x0010, True), "N-EVENT-REPORT": (0x0100, True)}  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "dataset"), UNSERVED.values(), ids=UNSERVED.keys())
 def test_a_request_the_node_does_not_serve_gets_0211_unrecognized_operation(client, field,
                                                                             dataset):  # fmt: skip
     client.sendall(p_data((3, 0x03, command(field, 9, CT, dataset))))

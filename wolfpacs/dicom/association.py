@@ -380,6 +380,16 @@ class Association:
             self.close()
             raise PeerAbortedError(f"connection broken: {exc}") from None
 
+    def refuse(self, context: Context, command: dimse.Command, status: int, limit: int = 0) -> None:
+        """Answer ``command`` with a failure ``status``; a dataset it has is read and dropped.
+
+        Raises:
+            DatasetTooLargeError, ProtocolError: as :meth:`receive_dataset`.
+        """
+        if command.has_dataset:  # read to its end: the association stays in step
+            self.receive_dataset(context, lambda _fragments: None, limit)
+        self.send_command(context.id, dimse.refusal_rsp(command, status))
+
     # -- requests (as requestor) -------------------------------------------------
 
     def context_for(self, sop_class_uid: str, transfer_syntax: str) -> Context | None:
