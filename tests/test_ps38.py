@@ -25,6 +25,7 @@ from tests.world import CLIENT_AE
 from wolfpacs.dicom import acse, dimse
 from wolfpacs.dicom.association import Association, Context
 from wolfpacs.dicom.errors import PeerAbortedError
+from wolfpacs.dicom.pdu import command_pdu
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 RELEASE_RQ, RELEASE_RP, ABORT = 0x05, 0x06, 0x07
@@ -299,6 +300,21 @@ def test_abort_from_another_thread_sends_an_a_abort_on_a_plain_socket_being_read
     thread.join(10)
     assert isinstance(outcome.get("error"), PeerAbortedError)
     assert read_pdu(peer)[0] == ABORT and rest(peer) == b""
+
+
+def test_abort_from_another_thread_writes_nothing_inside_a_send():
+    """A send blocked on a full socket holds the I/O lock: abort() only shuts it down."""
+    assoc, peer = requested()
+    big = b"\x00" * (32 << 20)  # more than both socket buffers hold: the send blocks
+    thread, outcome = in_thread(lambda: assoc.send_command(1, big))
+    assert peer.recv(1, socket.MSG_PEEK)  # the send has begun...
+    wait_until(assoc._io_lock.locked, what="a send in the socket")  # ...and holds the lock
+    assoc.abort()
+    received = rest(peer)
+    thread.join(10)
+    assert isinstance(outcome.get("error"), PeerAbortedError)
+    sent = b"".join(bytes(part) for part in command_pdu(1, big))
+    assert 0 < len(received) < len(sent) and received == sent[: len(received)]  # no A-ABORT
 
 
 # -- 3. DIMSE commands the node does not serve (through a node) ---------------------------
