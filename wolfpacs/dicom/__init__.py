@@ -8,13 +8,14 @@ pynetdicom (:mod:`~wolfpacs.dicom.acse` only).
 In the order data flows:
 
 - :mod:`~wolfpacs.dicom.acse`: establishing an association (A-ASSOCIATE);
-- :mod:`~wolfpacs.dicom.association`: an established one (P-DATA, release, abort);
+- :mod:`~wolfpacs.dicom.association`: an established one (P-DATA, abort);
+- :mod:`~wolfpacs.dicom.ending`: its release, by PS3.8's states (collisions, ARTIM);
 - :mod:`~wolfpacs.dicom.pdu`, :mod:`~wolfpacs.dicom.errors`, :mod:`~wolfpacs.dicom.sockets`:
   its framing, its errors, its sockets' settings;
-- :mod:`~wolfpacs.dicom.dimse`: the C-STORE and C-ECHO command sets;
+- :mod:`~wolfpacs.dicom.dimse`: the C-STORE and C-ECHO command sets, and refusals;
 - :mod:`~wolfpacs.dicom.part10`: the files the spool keeps;
 - :mod:`~wolfpacs.dicom.peek`: the routing tags, read without decoding the rest;
-- :mod:`~wolfpacs.dicom.status`: the C-STORE statuses the node answers and reads;
+- :mod:`~wolfpacs.dicom.status`: the statuses the node answers and reads;
 - :mod:`~wolfpacs.dicom.tls`, :mod:`~wolfpacs.dicom.uids`.
 
 Why not pynetdicom's own upper layer: its reactors poll every millisecond,

@@ -196,6 +196,8 @@ def accept(
         deadline = time.monotonic() + acse_timeout
     try:
         kind, data = read_first(sock, deadline)
+        if kind == ABORT:  # Sta2: AA-2, close; an A-ABORT is never answered (PS3.8 9.2)
+            raise PeerAbortedError("A-ABORT before an A-ASSOCIATE-RQ")
         if kind != ASSOCIATE_RQ:
             raise ProtocolError(f"PDU type 0x{kind:02X} before an A-ASSOCIATE-RQ")
         # Only requests of a modality's size are remembered: 64 distinct ones of up to
@@ -213,11 +215,14 @@ def accept(
         return Association(
             sock, dict(found.contexts), peer_max_pdu=found.peer_max_pdu,
             calling_ae=found.calling_ae, called_ae=found.called_ae, pdu_limit=pdu_limit,
-            timeout=timeout,
+            timeout=timeout, artim=acse_timeout,
         )  # fmt: skip
     except ProtocolError:
         with contextlib.suppress(OSError):
             sock.sendall(abort_pdu(*ABORT_UNEXPECTED_PDU))
+        sock.close()
+        raise
+    except PeerAbortedError:
         sock.close()
         raise
     except OSError as exc:
@@ -288,7 +293,7 @@ def request(
         return Association(
             sock, contexts, peer_max_pdu=_peer_max_pdu(answer.user_information or []),
             calling_ae=calling_ae, called_ae=called_ae, pdu_limit=pdu_limit, timeout=timeout,
-            receive_buffer=RESPONSE_BUFFER,
+            receive_buffer=RESPONSE_BUFFER, requestor=True, artim=acse_timeout,
         )  # fmt: skip
     except BaseException:
         sock.close()

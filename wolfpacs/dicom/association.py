@@ -25,7 +25,6 @@ caller's to forget), with the errors of :mod:`wolfpacs.dicom.errors`:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import ssl
@@ -34,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from wolfpacs.dicom import dimse
+from wolfpacs.dicom import dimse, ending
 from wolfpacs.dicom.errors import (
     AssociationError,
     DatasetTooLargeError,
@@ -65,19 +64,17 @@ from wolfpacs.dicom.pdu import (
     Pieces,
     abort_pdu,
     command_pdu,
-    encode_pdu,
 )
 from wolfpacs.dicom.sockets import kernel_timeouts
 from wolfpacs.dicom.uids import VERIFICATION
 
 __all__ = ["Association", "Context"]
 
-logger = logging.getLogger(__name__)
-
 RECEIVE_BUFFER = 1024 * 1024  # read at a time, at most: several PDUs
 SEND_READ = 1024 * 1024  # bytes of a file read, and sent, at a time (a CT slice in one go)
 MAX_PDUS_PER_SEND = 500  # two iovecs each (and two for the command): under IOV_MAX, 1024
 MAX_FRAGMENTS_PER_WRITE = 512  # received fragments handed on at once, at most (IOV_MAX too)
+ARTIM = 30.0  # seconds to wait for the peer to close after a release, if not told (PS3.8 9.1.5)
 
 _UNSET = object()
 
@@ -96,6 +93,11 @@ class Association:
 
     Used by one thread at a time, except :meth:`abort`, which any thread may
     call to end it (it wakes a read blocked on the socket).
+
+    ``_io_lock`` is held while a thread sends and, on TLS, while it reads, so
+    :meth:`abort` writes no A-ABORT inside another thread's send, nor into an
+    SSL object another thread reads (not thread-safe); the kernel takes a
+    write during a plain socket's read.
     """
 
     def __init__(
@@ -109,8 +111,12 @@ class Association:
         pdu_limit: int,
         timeout: float | None,
         receive_buffer: int = RECEIVE_BUFFER,
+        requestor: bool = False,
+        artim: float | None = ARTIM,
     ) -> None:
         self.sock = sock
+        self.requestor = requestor  # of the association: it decides a release collision
+        self.artim = ARTIM if artim is None else artim
         self.contexts = contexts
         self.calling_ae = calling_ae
         self.called_ae = called_ae
@@ -126,7 +132,7 @@ class Association:
         self._start = self._end = 0
         self._pdu: memoryview = self._view[:0]  # the current P-DATA-TF body
         self._offset = 0  # of the next PDV in it
-        self._send_lock = threading.Lock()
+        self._io_lock = threading.Lock()
         self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS has no sendmsg
         self._file_buffer: memoryview | None = None  # files are read into it to be sent
         self._message_id = 0
@@ -161,7 +167,11 @@ class Association:
         recv_into, view, size = self.sock.recv_into, self._view, len(self._buffer)
         while self._end - self._start < need:
             try:
-                n = recv_into(view[self._end :], size - self._end)
+                if self._plain:
+                    n = recv_into(view[self._end :], size - self._end)
+                else:
+                    with self._io_lock:  # see the class: abort() must know the SSL object is busy
+                        n = recv_into(view[self._end :], size - self._end)
             except BlockingIOError:  # SO_RCVTIMEO ran out
                 raise TimeoutError("the peer was silent for too long") from None
             if not n:
@@ -235,7 +245,7 @@ class Association:
             if pdv is None:
                 if parts:
                     self._protocol_error("A-RELEASE-RQ inside a command", ABORT_UNEXPECTED_PDU)
-                self._answer_release()
+                ending.answer_release(self)
                 return None
             context_id, control, fragment = pdv
             if not control & COMMAND:
@@ -296,16 +306,10 @@ class Association:
         have = self._end - self._start
         return have >= 6 and have >= 6 + HEADER.unpack_from(self._view, self._start)[1]
 
-    def _answer_release(self) -> None:
-        with contextlib.suppress(OSError):
-            self._send(encode_pdu(RELEASE_RP, b"\x00" * 4))
-        self.released = True
-        self.close()
-
     # -- writing -----------------------------------------------------------------
 
     def _send(self, *parts: bytes | memoryview) -> None:
-        with self._send_lock:
+        with self._io_lock:
             if not self._plain:
                 for part in parts:
                     self.sock.sendall(part)
@@ -375,6 +379,16 @@ class Association:
         except OSError as exc:
             self.close()
             raise PeerAbortedError(f"connection broken: {exc}") from None
+
+    def refuse(self, context: Context, command: dimse.Command, status: int, limit: int = 0) -> None:
+        """Answer ``command`` with a failure ``status``; a dataset it has is read and dropped.
+
+        Raises:
+            DatasetTooLargeError, ProtocolError: as :meth:`receive_dataset`.
+        """
+        if command.has_dataset:  # read to its end: the association stays in step
+            self.receive_dataset(context, lambda _fragments: None, limit)
+        self.send_command(context.id, dimse.refusal_rsp(command, status))
 
     # -- requests (as requestor) -------------------------------------------------
 
@@ -456,40 +470,28 @@ class Association:
     # -- ending ------------------------------------------------------------------
 
     def release(self, timeout: float | None = None) -> None:
-        """A-RELEASE-RQ, wait for the A-RELEASE-RP, close. Never raises; aborts if need be."""
-        if not self.is_open:
-            return
-        try:
-            self._send(encode_pdu(RELEASE_RQ, b"\x00" * 4))
-            self._set_timeout(timeout if timeout is not None else self.timeout)
-            while True:
-                kind, _body = self._read_pdu()
-                if kind in (RELEASE_RP, ABORT):
-                    break
-                if kind == RELEASE_RQ:  # a release collision (PS3.8 7.2.2): answer it
-                    self._send(encode_pdu(RELEASE_RP, b"\x00" * 4))
-                    break
-                # P-DATA still on its way: not ours to act on any more
-        except (AssociationError, OSError):
-            logger.debug("release of %s:%s not answered: aborted", self.address, self.port)
-            self.abort()
-        self.released = True
-        self.close()
+        """A-RELEASE-RQ, await the A-RELEASE-RP, close; never raises (:func:`.ending.release`)."""
+        if self.is_open:
+            ending.release(self, timeout)
 
     def abort(self, reason: tuple[int, int] = ABORT_BY_USER) -> None:
-        """Send A-ABORT if the socket is free to take it, and end the connection (any thread)."""
+        """End the connection, from any thread; A-ABORT first if the socket is free (see the class).
+
+        Not after an A-RELEASE-RP: the release stands. ``shutdown()`` wakes a
+        read blocked in another thread; a close is an abort to the peer (AA-4).
+        """
         if not self.is_open:
             return
-        if self._send_lock.acquire(blocking=False):  # mid-send, an A-ABORT would corrupt a PDU
+        if not self.released and self._io_lock.acquire(blocking=False):
             try:
                 self._set_timeout(1.0)
                 self.sock.sendall(abort_pdu(*reason))
             except OSError:
                 pass
             finally:
-                self._send_lock.release()
+                self._io_lock.release()
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.is_open = False
 
     def close(self) -> None:

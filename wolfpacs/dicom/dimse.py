@@ -1,10 +1,13 @@
-"""DIMSE command sets for the two services a node speaks: C-STORE and C-ECHO.
+"""DIMSE command sets for the two services a node speaks, C-STORE and C-ECHO, and refusals.
 
 A command set is a little dataset of group 0000 elements, always in
 Implicit VR Little Endian (PS3.7 section 6.3.1, annex E). The node needs
 only a handful of its elements, so they are packed and parsed here
 directly: a C-STORE on the data path costs a few microseconds of command
 handling instead of a pydicom dataset each way.
+
+Any other request gets the failure PS3.7 gives it (:func:`refusal`,
+:func:`refusal_rsp`).
 
 Error contract: :func:`decode` raises :class:`DimseError` for a command set
 it cannot parse; the association that sent it is aborted.
@@ -15,15 +18,24 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from wolfpacs.dicom.status import Status
+from wolfpacs.dicom.uids import VERIFICATION
+
 __all__ = [
-    "C_ECHO_RQ", "C_ECHO_RSP", "C_STORE_RQ", "C_STORE_RSP", "Command", "DimseError",
-    "decode", "echo_rq", "echo_rsp", "store_rq", "store_rsp", "text_value", "uid_value",
+    "C_CANCEL_RQ", "C_ECHO_RQ", "C_ECHO_RSP", "C_STORE_RQ", "C_STORE_RSP", "Command",
+    "DimseError", "decode", "echo_rq", "echo_rsp", "refusal", "refusal_rsp", "store_rq",
+    "store_rsp", "text_value", "uid_value",
 ]  # fmt: skip
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
 C_ECHO_RQ = 0x0030
 C_ECHO_RSP = 0x8030
+C_CANCEL_RQ = 0x0FFF  # it has no response (PS3.7 9.3.2.3, 9.3.3.3, 9.3.4.3)
+# The requests of PS3.7 9.3 and 10.3 but C-CANCEL: each has a response, its field | 0x8000.
+# C-GET, C-FIND, C-MOVE; N-EVENT-REPORT, N-GET, N-SET, N-ACTION, N-CREATE, N-DELETE.
+_ANSWERED = frozenset({C_STORE_RQ, C_ECHO_RQ, 0x0010, 0x0020, 0x0021,
+                       0x0100, 0x0110, 0x0120, 0x0130, 0x0140, 0x0150})  # fmt: skip
 NO_DATASET = 0x0101  # CommandDataSetType: no dataset follows
 DATASET = 0x0000  # any other value: a dataset follows
 
@@ -168,6 +180,58 @@ def store_rsp(request: Command, status: int, error_comment: str = "") -> bytes:
     if error_comment:
         elements.append((_ERROR_COMMENT, text_value(error_comment, 64)))
     elements.append((_SOP_INSTANCE, uid_value(request.sop_instance_uid)))
+    return _encode(elements)
+
+
+def refusal(command: Command, abstract_syntax: str) -> int | None:
+    """The failure status to answer a request with, unserved, on a context; None: serve it.
+
+    - A C-STORE whose Affected SOP Class UID is not the context's abstract
+      syntax, or on the Verification context (the one context the node
+      accepts that is not storage: :mod:`wolfpacs.dicom.acse`), is refused
+      0x0122, "Refused: SOP Class not supported" (PS3.7 9.1.1.1.9 and C.5;
+      pynetdicom's answer too). Not 0xA900: PS3.4 B.2.3 means the dataset
+      does not match its SOP class, and the node reads no dataset.
+    - Any other request with a response defined but C-ECHO gets 0x0211,
+      "Unrecognized operation" (PS3.7 C.5): not one the peers agreed on.
+
+    None for C-ECHO, a C-STORE to serve, and commands that have no response
+    (C-CANCEL, responses, undefined fields): the caller serves, ignores or aborts.
+    """
+    if command.field == C_STORE_RQ:
+        if command.sop_class_uid != abstract_syntax or abstract_syntax == VERIFICATION:
+            return Status.SOP_CLASS_NOT_SUPPORTED
+        return None
+    if command.field in _ANSWERED and command.field != C_ECHO_RQ:
+        return Status.UNRECOGNIZED_OPERATION
+    return None
+
+
+_REFUSALS = {
+    Status.SOP_CLASS_NOT_SUPPORTED: "SOP class not supported on this presentation context",
+    Status.UNRECOGNIZED_OPERATION: "operation not served by this node",
+}
+
+
+def refusal_rsp(request: Command, status: int) -> bytes:
+    """The response to ``request`` (its field | 0x8000) with a failure ``status``, no dataset.
+
+    Affected SOP Class and Instance UIDs are echoed when the request named
+    them (optional in every response, PS3.7 9.3 and 10.3); an ErrorComment
+    says why.
+    """
+    error_comment = _REFUSALS.get(status, "")
+    elements = [(_SOP_CLASS, uid_value(request.sop_class_uid))] if request.sop_class_uid else []
+    elements += [
+        (_COMMAND_FIELD, _US.pack(request.field | 0x8000)),
+        (_RESPONDED_TO, _US.pack(request.message_id)),
+        (_DATASET_TYPE, _US.pack(NO_DATASET)),
+        (_STATUS, _US.pack(status)),
+    ]
+    if error_comment:
+        elements.append((_ERROR_COMMENT, text_value(error_comment, 64)))
+    if request.sop_instance_uid:
+        elements.append((_SOP_INSTANCE, uid_value(request.sop_instance_uid)))
     return _encode(elements)
 
 

@@ -23,6 +23,9 @@ class Status:
     NO_STUDY_UID = 0xC002  # no StudyInstanceUID, or not a valid UID
     UNKNOWN_STUDY = 0xC003  # inside port: no study with that UID was given to this worker
     AMBIGUOUS_STUDY = 0xC004  # inside port: this worker holds that UID for two clients
+    # General failures of PS3.7 annex C (C.5), for commands the node does not act on
+    SOP_CLASS_NOT_SUPPORTED = 0x0122  # "Refused: SOP Class not supported"
+    UNRECOGNIZED_OPERATION = 0x0211  # "Unrecognized operation"
 
 
 class Answer(NamedTuple):

@@ -240,13 +240,29 @@ class Receiver(SupervisedActor):
         return "aborted"
 
     def _command(self, assoc: Association, context: Context, command: dimse.Command) -> None:
-        """Answer one command (a C-STORE after its dataset); abort for one not served here."""
-        if command.field == dimse.C_ECHO_RQ and not command.has_dataset:
+        """Answer one command (a C-STORE after its dataset); refuse or abort the rest.
+
+        Refused with a status (PS3.7): a C-STORE of another SOP class than its
+        context's, or on a context that is no storage class (0x0122); a request
+        this node does not serve (0x0211). Aborted: a command with no response
+        defined (a response, or no such command).
+        """
+        if (refusal := dimse.refusal(command, context.abstract_syntax)) is not None:
+            logger.warning("association %s: command 0x%04X (%s) on context %d answered "
+                           "0x%04X, not served", self.peer, command.field,
+                           command.sop_class_uid, context.id, refusal)  # fmt: skip
+            assoc.refuse(context, command, refusal, self.max_instance_bytes)
+            if command.field == dimse.C_STORE_RQ:
+                self.refused += 1
+                self.metrics.answered(refusal)
+        elif command.field == dimse.C_ECHO_RQ and not command.has_dataset:
             assoc.send_command(context.id, dimse.echo_rsp(command))
         elif command.field == dimse.C_STORE_RQ and command.has_dataset:
             answer = self._c_store(assoc, context, command)
             assoc.send_command(context.id, dimse.store_rsp(command, answer.status, answer.comment))
-        else:
+        elif command.field == dimse.C_CANCEL_RQ and not command.has_dataset:
+            pass  # no response: what it would cancel was answered (0x0211) already
+        else:  # no response defined (PS3.7): a response, or no such command
             logger.warning("association %s: aborted: command 0x%04X is not served here",
                            self.peer, command.field)  # fmt: skip
             assoc.abort(ABORT_UNEXPECTED_PARAMETER)
