@@ -14,6 +14,7 @@ from tests.world import World
 from wolfpacs.cli.demo import CLIENT_AE, demo
 from wolfpacs.dicom.status import Status
 from wolfpacs.node import Node
+from wolfpacs.node.receiver import Receiver
 from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.testing.peers import dataset_digest, send_files
 from wolfpacs.testing.synthetic import ct_instance, write
@@ -155,18 +156,38 @@ def test_strangers_are_rejected(world):
 @pytest.mark.parametrize(
     "victim", ["router", "store", "sender:gpu-1", "sender:gpu-2", "listener:outside"]
 )
-def test_crashes_lose_nothing_and_keep_stickiness(world, victim):
+def test_crashes_during_a_c_store_lose_nothing_and_keep_stickiness(world, victim, monkeypatch):
+    take = Receiver._take
+    inside, go = threading.Event(), threading.Event()
+
+    def taking(self: Receiver, *args: object) -> object:
+        if not inside.is_set():  # the first C-STORE: its dataset is in, its answer not yet
+            inside.set()
+            go.wait(10)
+        return take(self, *args)
+
+    monkeypatch.setattr(Receiver, "_take", taking)
     w = world()
     studies = [w.study(f"s{n}", series=1, per_series=6) for n in range(2)]
-    for files in studies:
-        assert w.send(files[:3]) == [0, 0, 0]
+    statuses: list[int] = []
+    sending = threading.Thread(target=lambda: statuses.extend(w.send(studies[0][:3])))
+    sending.start()
+    assert inside.wait(10)
     ref = w.actor(victim)
-    kill(ref)
+    kill(ref)  # while a C-STORE is inside the node
     join(ref, timeout=10)
+    go.set()
+    sending.join(30)
     wait_until(lambda: w.actor(victim) is not None and w.actor(victim) is not ref)
+    # What was not acknowledged is sent again, as a hospital would (a refusal, or busy).
+    again = [p for p, status in zip(studies[0][:3], statuses, strict=True) if status != 0]
+    assert not again or w.send(again) == [0] * len(again)
+    assert w.send(studies[1][:3]) == [0, 0, 0]
     for files in studies:
         assert w.send(files[3:]) == [0, 0, 0]
-    wait_until(lambda: w.delivered() >= 12, timeout=20)
+    sent = {dataset_digest(p) for files in studies for p in files}
+    # Unique deliveries: a duplicate (at least once) must not stand in for a lost one.
+    wait_until(lambda: {i.digest for wk in w.workers for i in wk.received} == sent, timeout=20)
     assert all(len(ws) == 1 for ws in w.at_workers().values())
     assert find(w.node.describe(), victim)["restarts"] == 1
 
