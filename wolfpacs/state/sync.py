@@ -52,7 +52,9 @@ class GroupSync:
         self._done = 0  # every ticket up to this one is synced
         self._running = False
         self._failures = 0  # fsyncs of this directory that failed
-        self._error: OSError | None = None  # the last of them
+        # The last one's errno and text, not the exception: its frames would keep the
+        # callers' stacks (an association's buffers...) alive for as long as this lives.
+        self._error: tuple[int, str] = (errno.EIO, "fsync failed")
 
     def close(self) -> None:
         with self._cond:
@@ -87,11 +89,8 @@ class GroupSync:
                     continue
                 self._run(serves=self._asked)
             if self._failures != since:
-                error = self._error or OSError(errno.EIO, "fsync failed")
-                raise OSError(
-                    error.errno, f"fsync of {self.path} failed, its changes may be lost: "
-                    f"{error.strerror or error}"
-                ) from error  # fmt: skip
+                code, text = self._error
+                raise OSError(code, f"fsync of {self.path} failed, its changes may be lost: {text}")
 
     def _run(self, serves: int) -> None:
         """One fsync, unlocked (called and returning with the condition held)."""
@@ -115,4 +114,4 @@ class GroupSync:
             self._done = max(self._done, serves)
         else:
             self._failures += 1
-            self._error = error
+            self._error = (error.errno or errno.EIO, error.strerror or str(error))
