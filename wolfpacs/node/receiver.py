@@ -462,10 +462,7 @@ class Receiver(SupervisedActor):
 
     def interrupt(self) -> None:
         """A stop overdue (a C-STORE that takes too long): abort the association now."""
-        assoc = self.assoc
-        if assoc is not None and assoc.is_open:
-            logger.warning("association %s: aborted: the node is stopping", self.peer)
-            assoc.abort()
+        self._abort("the node is stopping")
 
     def on_failure(self, *_exc_info: object) -> None:
         self._abort("its receiver crashed")
