@@ -66,6 +66,10 @@ def test_the_entry_point_runs_the_node_healthy_and_stops_on_sigterm(image_env):
         # the sample config knows no client yet: everyone is turned away, politely
         refused = echoscu(int(image_env["WOLFPACS_OUTSIDE_PORT"]), "ANYONE")
         assert "Called AE Title Not Recognized" in refused.stderr
+        # `docker exec ... wolfpacs ctl workers`: no --config, the image's $WOLFPACS_CONFIG
+        ctl = subprocess.run(["wolfpacs", "ctl", "workers"], env=image_env, cwd="/",
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert (ctl.returncode, ctl.stdout) == (0, "(none)\n"), ctl.stderr  # no worker yet
     finally:
         node.send_signal(signal.SIGTERM)
         output = node.communicate(timeout=60)[0]

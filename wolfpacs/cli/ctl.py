@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from wolfpacs.config.checker import load
+from wolfpacs.config.model import ConfigError
 from wolfpacs.ops.control import ControlClient, ControlError
 from wolfpacs.ops.render import render
 from wolfpacs.ops.verbs import VERBS
@@ -115,19 +116,31 @@ def parse_verb(words: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def connect(args: argparse.Namespace) -> ControlClient:
-    """A client for the node named by ``--socket``, ``--port``/``--token`` or ``--config``."""
+    """A client for the node named by ``--port``/``--token``, ``--socket`` or
+    ``$WOLFPACS_SOCKET``, ``--config`` or ``$WOLFPACS_CONFIG`` (in the image, its config),
+    in that order; else ``./wolfpacs-data/control.sock``.
+
+    Raises:
+        ConfigError: the config named cannot be loaded.
+    """
     if getattr(args, "port", None):
         return ControlClient(port=args.port, token=args.token or os.environ.get("WOLFPACS_TOKEN"))
     path = args.socket or os.environ.get("WOLFPACS_SOCKET")
-    if path is None and getattr(args, "config", None):
-        path = str(load(args.config).node.control_path)
+    config = getattr(args, "config", None) or os.environ.get("WOLFPACS_CONFIG")
+    if path is None and config:
+        path = str(load(config).node.control_path)
     return ControlClient(path or Path("wolfpacs-data") / "control.sock")
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--socket", help="the node's control socket (default: from --config, "
-                        "$WOLFPACS_SOCKET, or ./wolfpacs-data/control.sock)")  # fmt: skip
-    parser.add_argument("--config", help="the node's config file, to find its socket")
+    parser.add_argument(
+        "--socket",
+        help="the node's control socket (default: $WOLFPACS_SOCKET, from --config or "
+        "$WOLFPACS_CONFIG, or ./wolfpacs-data/control.sock)",
+    )
+    parser.add_argument(
+        "--config", help="the node's config file, to find its socket (or $WOLFPACS_CONFIG)"
+    )
     parser.add_argument("--port", type=int, help="TCP control port on 127.0.0.1")
     parser.add_argument("--token", help="TCP control token (or $WOLFPACS_TOKEN)")
 
@@ -141,7 +154,11 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"wolfpacs ctl: {exc}", file=sys.stderr)
         return 2
-    client = connect(args)
+    try:
+        client = connect(args)
+    except ConfigError as exc:
+        print(f"wolfpacs ctl: config error: {exc}", file=sys.stderr)
+        return 2
     try:
         result = client.call(verb, **verb_args)
     except ControlError as exc:

@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - every Linux Python has it
     readline = None  # type: ignore[assignment]
 
 from wolfpacs.cli.ctl import connect, parse_verb, words
+from wolfpacs.config.model import ConfigError
 from wolfpacs.ops.control import ControlClient, ControlError
 from wolfpacs.ops.render import render
 from wolfpacs.ops.verbs import VERBS
@@ -165,7 +166,11 @@ def _readline(history: Path) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    client = connect(args)
+    try:
+        client = connect(args)
+    except ConfigError as exc:
+        print(f"wolfpacs shell: config error: {exc}", file=sys.stderr)
+        return 2
     try:
         client.call("names")
     except ControlError as exc:
