@@ -51,6 +51,7 @@ def verb_parser() -> argparse.ArgumentParser:
     verbs = top.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     one = {
         "inspect": "actor", "study": "uid", "drain": "worker", "resume": "worker",
+        "retry": "target",
         "kill": "actor", "remove-client": "name", "remove-worker": "name",
         "remove-destination": "name",
     }  # fmt: skip

@@ -62,6 +62,7 @@ class NodeConfig:
     max_attempts: int = 20
     idle_release: float = 5.0
     echo_interval: float = 60.0
+    probe_interval: float = 5.0  # C-ECHO a peer that is down this often; an answer retries now
     max_associations_per_client: int = 16  # open at once, per client or worker
     max_handshakes_per_address: int = 16  # connections not yet associated, per source address
     max_instance_bytes: int = 4 << 30  # a larger dataset aborts its association

@@ -3,7 +3,8 @@
 Strings, numbers and frozen dataclasses only, so that an actor could move
 to another process or node without its callers changing (``DESIGN.md``).
 
-- To a sender (``sender:<target>``): :data:`WAKE`, :data:`HAND_OVER`, :data:`REPORT`.
+- To a sender (``sender:<target>``): :data:`WAKE`, :data:`HAND_OVER`, :data:`REPORT`,
+  :data:`RETRY_NOW`.
 - To the router: :class:`TargetHealth`, from a worker's sender.
 - A receiver is started with the :class:`Peer` on the other end; a sender
   with its :class:`Target`.
@@ -21,13 +22,14 @@ if TYPE_CHECKING:
     from wolfpacs.config.model import Config
 
 __all__ = [
-    "ACTIVE", "DRAINING", "HAND_OVER", "INSIDE", "OUTSIDE", "REPORT", "WAKE", "Peer", "Target",
-    "TargetHealth", "shown_called_ae", "targets",
+    "ACTIVE", "DRAINING", "HAND_OVER", "INSIDE", "OUTSIDE", "REPORT", "RETRY_NOW", "WAKE",
+    "Peer", "Target", "TargetHealth", "shown_called_ae", "targets",
 ]  # fmt: skip
 
 WAKE = "wake"  # there may be work in the queue
 HAND_OVER = "hand_over"  # studies were moved away from this worker: pass their instances on
 REPORT = "report"  # tell the router whether the target is up (a restarted router asks)
+RETRY_NOW = "retry_now"  # an operator asks: end any backoff and try the peer now
 
 OUTSIDE = "outside"  # the port clients send studies to
 INSIDE = "inside"  # the port workers send derived series to

@@ -7,7 +7,15 @@ peer answered success or warning. A peer that is down, refuses, or answers
 "out of resources" is retried with capped exponential backoff; a peer that
 refuses an instance for good (its SOP class or transfer syntax is not
 accepted, or a failure status that says "never") sends it to ``dead/``.
-When idle it checks the peer with a C-ECHO every ``echo_interval``.
+
+How soon a peer that comes back gets its queue does not depend on how long it
+was away: while a peer that could not be reached is in backoff, the sender
+probes it with a C-ECHO every ``probe_interval`` seconds, and the first answer
+ends the backoff (a peer that answered "out of resources" is reachable: only
+its backoff brings the next attempt, so a busy peer is not pressed harder).
+:data:`~wolfpacs.node.messages.RETRY_NOW` (the ``retry`` and ``resume`` verbs)
+ends any backoff at once. When idle it checks the peer with a C-ECHO every
+``echo_interval``, and every ``probe_interval`` while the peer is down.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from wolfpacs.dicom.status import Outcome, classify
 from wolfpacs.dicom.tls import client_tls
 from wolfpacs.dicom.uids import UNCOMPRESSED, VERIFICATION
 from wolfpacs.node.fence import Fence
-from wolfpacs.node.messages import HAND_OVER, REPORT, WAKE, Target, TargetHealth
+from wolfpacs.node.messages import HAND_OVER, REPORT, RETRY_NOW, WAKE, Target, TargetHealth
 from wolfpacs.node.metrics import Metrics
 from wolfpacs.state.store import WORKER
 
@@ -42,13 +50,22 @@ logger = logging.getLogger(__name__)
 _RETRY = "retry"  # the backoff has passed
 _IDLE = "idle"  # time to release an unused association
 _ECHO = "echo"  # time for a health check
+_PROBE = "probe"  # time to C-ECHO a peer in backoff
 BATCH = 32
 HAND_OVER_BATCH = 256
 MAX_CONTEXTS = 120  # of the 128 a requestor may propose, leave room for Verification
 
 
 class _PeerDownError(Exception):
-    """The association could not be opened, or broke: retry later."""
+    """The association could not be opened, or broke, or the peer is busy: retry later.
+
+    ``reachable``: the peer answered (a "try again" status), so probing it
+    with a C-ECHO tells nothing new.
+    """
+
+    def __init__(self, why: str, *, reachable: bool = False) -> None:
+        super().__init__(why)
+        self.reachable = reachable
 
 
 class Sender(SupervisedActor):
@@ -82,6 +99,7 @@ class Sender(SupervisedActor):
         self._proposed: set[tuple[str, str]] = set()
         self._failures = 0  # consecutive, for the backoff
         self._retry_at: float | None = None
+        self._backoffs = 0  # numbers each backoff: a timer of an ended one is ignored
         self._handed_over_at = 0.0
         self._hand_over_due = True  # at start: a move may have happened while it was down
         self._next: list[QueueItem] = []  # the next batch, if the last call brought it
@@ -135,10 +153,21 @@ class Sender(SupervisedActor):
         elif message == REPORT:
             if self.up is not None:
                 self._tell_router(self.up)
-        elif message == _RETRY:
-            self._retry_at = None
-            self._hand_over_due = True
-            self._drain()
+        elif message == RETRY_NOW:
+            if self._retry_at is not None:
+                logger.info("%s: retrying now, as asked", self.name)
+                self._failures = 0
+                self._end_backoff()
+            else:
+                self._drain()
+        elif isinstance(message, tuple) and message[0] in (_RETRY, _PROBE):
+            kind, number = message
+            if number != self._backoffs or self._retry_at is None:
+                return None  # the timer of a backoff that has ended
+            if kind == _RETRY:
+                self._end_backoff()
+            else:
+                self._probe()
         elif message == _IDLE:
             self._idle_check = False
             idle = time.monotonic() - self._busy_at
@@ -150,7 +179,10 @@ class Sender(SupervisedActor):
         elif message == _ECHO:
             self._echo()
             if self.node.echo_interval > 0:
-                self.send_after(self.node.echo_interval, _ECHO)
+                down = self.up is False and self.node.probe_interval > 0
+                self.send_after(
+                    self.node.probe_interval if down else self.node.echo_interval, _ECHO
+                )
         else:
             return super().on_receive(message)
         return None
@@ -181,7 +213,7 @@ class Sender(SupervisedActor):
             for item in items:
                 self._deliver(item, items, done)
         except _PeerDownError as down:
-            self._backoff(str(down))
+            self._backoff(str(down), probe=not down.reachable)
             return
         finally:
             self._busy_at = time.monotonic()
@@ -271,7 +303,9 @@ class Sender(SupervisedActor):
             if attempts >= self.node.max_attempts:
                 self._bury(item, f"gave up after {attempts} attempts: {error}", status, "gave_up")
                 return
-            raise _PeerDownError(f"{error} (attempt {attempts} of {self.node.max_attempts})")
+            raise _PeerDownError(
+                f"{error} (attempt {attempts} of {self.node.max_attempts})", reachable=True
+            )
         else:
             comment = answer.error_comment
             self._bury(
@@ -356,8 +390,10 @@ class Sender(SupervisedActor):
         self.store.remove_item(item.id)
         self.dead += 1
 
-    def _backoff(self, why: str) -> None:
+    def _backoff(self, why: str, probe: bool) -> None:
+        """Wait before the next attempt; with ``probe``, C-ECHO the peer meanwhile."""
         self._failures += 1
+        self._backoffs += 1
         delay = min(self.node.retry_max, self.node.retry_initial * 2 ** (self._failures - 1))
         delay *= random.uniform(0.9, 1.1)  # so that many senders do not retry in step
         self._retry_at = time.monotonic() + delay
@@ -365,7 +401,43 @@ class Sender(SupervisedActor):
         logger.warning(
             "%s: %s; retrying in %.1f s (failure %d)", self.name, why, delay, self._failures
         )
-        self.send_after(delay, _RETRY)
+        self.send_after(delay, (_RETRY, self._backoffs))
+        if probe:
+            self._probe_later()
+
+    def _probe_later(self) -> None:
+        """The next probe, if it comes before the retry (else the retry is the probe)."""
+        interval = self.node.probe_interval
+        retry_at = self._retry_at
+        if interval > 0 and retry_at is not None and retry_at - time.monotonic() > interval:
+            self.send_after(interval, (_PROBE, self._backoffs))
+
+    def _end_backoff(self) -> None:
+        self._retry_at = None
+        self._hand_over_due = True
+        self._drain()
+
+    def _probe(self) -> None:
+        """C-ECHO a peer in backoff: an answer ends the backoff, silence waits on."""
+        self._close(release=False)  # none should be open in backoff; never leak one
+        try:
+            status = self._associate([]).send_c_echo(self.node.dimse_timeout)
+            self._close(release=True)
+        except _PeerDownError as down:
+            self.last_error = str(down)  # the present reason, not the first one
+            self._probe_later()
+            return
+        except (AssociationError, OSError) as exc:
+            self._close(release=False)
+            self.last_error = f"C-ECHO failed: {str(exc) or type(exc).__name__}"
+            self._probe_later()
+            return
+        if status != 0:  # it answers, but not well: its backoff brings the next attempt
+            self._health(False, f"C-ECHO answered 0x{status:04X}")
+            return
+        logger.info("%s: the %s answers again: delivering", self.name, self.target.kind)
+        self._failures = 0
+        self._end_backoff()
 
     def _echo(self) -> None:
         """C-ECHO the peer: on the open association, or on a short one of its own."""
@@ -387,8 +459,8 @@ class Sender(SupervisedActor):
             self._health(False, f"C-ECHO failed: {str(exc) or type(exc).__name__}")
 
     def _health(self, up: bool, error: str | None) -> None:
-        if error:
-            self.last_error = error
+        """The peer answered (``up``: its last error is history) or did not (``error``)."""
+        self.last_error = None if up else error
         if up != self.up:
             self.up = up
             self.metrics.board.publish(self.name, up)  # for the gauges, which never ask

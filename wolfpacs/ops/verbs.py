@@ -28,7 +28,8 @@ VERBS = {
     "dead": "dead letters and why",
     "retry-dead": "send dead letters again: retry-dead ID | --all",
     "drain": "no new studies for a worker; its open studies finish: drain WORKER",
-    "resume": "a drained worker takes new studies again: resume WORKER",
+    "resume": "a drained worker takes new studies again, and is tried now: resume WORKER",
+    "retry": "try a worker or destination now, ending its backoff: retry TARGET",
     "move": "re-route a worker's studies and queue: move WORKER --to OTHER [--studies UID...]",
     "add-client": "add-client NAME --ae-title T --destination D --pool P [--tls-subject S]"
     " [--calling-ae-titles A...] [--allow NET...]",
@@ -51,7 +52,8 @@ VERBS = {
 # anything is asked of an actor, so a malformed request reaches no query.
 ARGUMENTS: dict[str, type] = {
     **dict.fromkeys(("actor", "worker", "to", "uid", "name", "host", "ae_title", "destination",
-                     "pool", "client", "id", "tls_subject", "tls_fingerprint"), str),
+                     "pool", "client", "id", "tls_subject", "tls_fingerprint", "target"),
+                    str),
     **dict.fromkeys(("limit", "port", "capacity"), int),
     **dict.fromkeys(("force", "all", "export", "tls", "tls_check_hostname", "show_secrets",
                      "dry_run"), bool),
