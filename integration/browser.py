@@ -11,13 +11,12 @@ import base64
 import json
 import os
 import select
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.conftest import need_program
 
 # The flags a sandboxed, offline machine needs (no background calls to Google's hosts).
 FLAGS = [
@@ -27,10 +26,7 @@ FLAGS = [
 
 
 def chromium_path() -> str:
-    browser = shutil.which("chromium")
-    if browser is None:
-        pytest.fail("Chromium is not installed: apt-get install -y chromium")
-    return browser
+    return need_program("chromium", "apt-get install -y chromium")
 
 
 class Browser:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 
 from integration.peers import NodeProcess, StoreSCP
+from tests.conftest import need_program
 from wolfpacs.testing.peers import free_port
 
 CLIENT_AE = "STHLM_SECRET"
@@ -118,8 +118,7 @@ def cluster(tmp_path):
 @pytest.fixture
 def tmux(tmp_path):
     """Run tmux commands on a server of its own (its socket in tmp_path); killed after."""
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is not installed: apt-get install -y tmux")
+    need_program("tmux", "apt-get install -y tmux")
     socket = str(tmp_path / "tmux.sock")
 
     def run(*args: str) -> str:

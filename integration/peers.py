@@ -9,10 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from tests.conftest import need_program
 from wolfpacs.testing.peers import free_port, wait_port
 
 DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
@@ -34,10 +34,8 @@ PROPOSE = {
 
 
 def tool(name: str) -> str:
-    path = DCMTK / name
-    if not path.exists():  # pynetdicom installs scripts of the same names: never use those
-        pytest.fail(f"DCMTK's {name} is not in {DCMTK}: apt-get install -y dcmtk")
-    return str(path)
+    # pynetdicom installs scripts of the same names: never take those from PATH
+    return need_program(f"DCMTK's {name}", "apt-get install -y dcmtk", str(DCMTK / name))
 
 
 def storescu(

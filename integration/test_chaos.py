@@ -1,10 +1,17 @@
-"""A short chaos run, as CI can afford it: nothing acknowledged may be lost or misrouted."""
+"""Chaos runs: nothing acknowledged may be lost or misrouted.
+
+The short one runs with every ``pytest``; the long one (marker ``chaos_long``,
+``python3 -m pytest -m chaos_long``, a few minutes) only when named, as
+``.ci/run`` does.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+
+import pytest
 
 
 def test_a_short_chaos_run_loses_nothing(tmp_path):
@@ -21,3 +28,19 @@ def test_a_short_chaos_run_loses_nothing(tmp_path):
     assert ledger["acknowledged"] == 300 and ledger["delivered"] == 300
     assert ledger["node_kills"] == 1 and ledger["faults"] == 10
     assert "CLEAN" in result.stdout
+
+
+@pytest.mark.chaos_long
+def test_a_long_chaos_run_with_several_kills_loses_nothing(tmp_path):
+    report = tmp_path / "ledger.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "wolfpacs", "chaos", "--instances", "2000", "--studies", "40",
+         "--clients", "3", "--workers", "4", "--faults", "60", "--kills", "3",
+         "--duration", "90", "--seed", "2026", "--report", str(report)],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    ledger = json.loads(report.read_text())
+    assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
+    assert ledger["acknowledged"] == 2000 and ledger["delivered"] == 2000
+    assert ledger["node_kills"] == 3 and ledger["unexplained_dead"] == 0

@@ -10,7 +10,6 @@ hospital's, though signed by the same CA, opens nothing of it.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from integration.peers import ENV, NodeProcess, acknowledged, tool, wait_port
-from tests.conftest import wait_until
+from tests.conftest import need_program, wait_until
 from wolfpacs.testing.peers import free_port
 from wolfpacs.testing.synthetic import write_study
 
@@ -29,8 +28,7 @@ def openssl(*args: str, cwd: Path) -> None:
 
 @pytest.fixture
 def pki(tmp_path) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is not installed")
+    need_program("openssl", "apt-get install -y openssl")
     d = tmp_path / "pki"
     d.mkdir()
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
