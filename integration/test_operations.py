@@ -164,5 +164,6 @@ def test_the_shell_in_a_real_terminal(cluster, tmux, tmp_path):
     typed("b", "Enter")
     wait_until(lambda: "state: draining" in screen(), timeout=10, what="the drain")
     typed("C-d")
-    wait_until(history.exists, timeout=10, what="the history file")
-    assert history.read_text().splitlines()[-2:] == ["tree", "drain gpu-b"]
+    # Polled until whole: the file exists a moment before readline has written it.
+    kept = lambda: history.exists() and history.read_text().splitlines()[-2:]  # noqa: E731
+    wait_until(lambda: kept() == ["tree", "drain gpu-b"], timeout=10, what="the history")
