@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
@@ -14,6 +15,7 @@ from tests.test_web import get
 from wolfpacs.config.live import LiveConfig
 from wolfpacs.node.board import QUEUES, STALE_AFTER, WORKERS, Board
 from wolfpacs.ops.gauges import NodeCollector
+from wolfpacs.state.spool import Spool
 
 PROMPT = 1.0  # seconds: a scrape took 2 s per busy sender, and forever on a blocked root
 
@@ -131,3 +133,43 @@ def test_a_value_never_published_or_gone_stale_shows_as_unknown_never_vanishes()
     assert seen["wolfpacs_queue_instances{kind=worker,target=gpu-a}"] == 4  # the last known
     assert seen["wolfpacs_worker_open_studies{worker=gpu-a}"] == 2
     assert seen["wolfpacs_gauge_unknown{source=sender:gpu-a}"] == 0  # published on change
+
+
+def test_a_pool_whose_every_worker_is_down_or_unknown_has_none_reachable():
+    board = Board()
+    collector = NodeCollector(board, LiveConfig(config()), lambda: None)
+    seen = samples(collector)
+    assert seen["wolfpacs_pool_workers{pool=stroke}"] == 2
+    assert seen["wolfpacs_pool_reachable_workers{pool=stroke}"] == 0  # not known: not reachable
+
+    board.publish("sender:gpu-a", True)
+    board.publish("sender:gpu-b", False)
+    assert samples(collector)["wolfpacs_pool_reachable_workers{pool=stroke}"] == 1
+    board.publish("sender:gpu-a", False)  # every worker down
+    seen = samples(collector)
+    assert seen["wolfpacs_pool_reachable_workers{pool=stroke}"] == 0
+    assert seen["wolfpacs_pool_workers{pool=stroke}"] == 2
+    board.publish("sender:pacs", True)  # a destination is no worker of any pool
+    assert samples(collector)["wolfpacs_pool_reachable_workers{pool=stroke}"] == 0
+
+
+def test_the_spool_gauges_show_its_limits_its_bytes_and_the_free_disk(tmp_path):
+    spool = Spool(tmp_path, max_bytes=10 << 20, min_free=5 << 20)
+    spool.prepare()
+    collector = NodeCollector(Board(), LiveConfig(config()), lambda: None, spool)
+    spool.queued_bytes = 1234  # as if an instance of that size were queued
+    seen = samples(collector)
+    assert seen["wolfpacs_spool_max_bytes{}"] == 10 << 20
+    assert seen["wolfpacs_disk_min_free_bytes{}"] == 5 << 20
+    assert seen["wolfpacs_spool_bytes{}"] == 1234
+    disk = shutil.disk_usage(tmp_path)
+    assert 0 < seen["wolfpacs_disk_free_bytes{}"] <= disk.total
+    assert seen["wolfpacs_gauge_unknown{source=disk}"] == 0
+
+    spool.root = tmp_path / "gone"  # data_dir unreadable: the last known value, said unknown
+    seen = samples(collector)
+    assert seen["wolfpacs_gauge_unknown{source=disk}"] == 1
+    assert 0 < seen["wolfpacs_disk_free_bytes{}"] <= disk.total
+    # Without a spool (as in the tests above), no room gauges at all.
+    assert not any("spool" in k or "disk" in k for k in samples(NodeCollector(
+        Board(), LiveConfig(config()), lambda: None)))  # fmt: skip

@@ -124,3 +124,31 @@ def test_the_login_form_gives_a_browser_a_session(world, caplog):
     code, _, body = ask(w, "/", {"Cookie": session})
     assert (code == 200 and b'<table id="workers">' in body) or b"<table id=workers>" in body
     assert ask(w, "/metrics")[0] == 200  # no metrics_token: /metrics stays open
+
+
+def test_a_pool_with_no_reachable_worker_is_marked_takes_new_studies_and_stays_ready(world):
+    w = world(echo_interval=0.1)
+    for worker in w.workers:
+        worker.stop()
+
+    def metrics() -> str:
+        return get(w, "/metrics")[1].decode()
+
+    down = [f'wolfpacs_target_up{{kind="worker",target="gpu-{n}"}} 0.0' for n in (1, 2)]
+    wait_until(lambda: all(d in metrics() for d in down), what="both workers seen down")
+    text = metrics()
+    assert 'wolfpacs_pool_workers{pool="demo"} 2.0' in text
+    assert 'wolfpacs_pool_reachable_workers{pool="demo"} 0.0' in text
+    page = get(w, "/")[1].decode()
+    assert ("<tr class=error><td class=pool>demo</td><td class=reachable>0/2 &mdash; no worker "
+            "reachable") in page  # fmt: skip
+    # New studies are still taken (spooled, owed to a worker), and the node stays ready.
+    assert w.send(w.study("s", series=1, per_series=3)) == [0, 0, 0]
+    assert get(w, "/readyz")[0] == 200
+    queued = w.admin("queues")
+    assert sum(q["instances"] for q in queued if q["kind"] == "worker") == 3
+    for worker in w.workers:
+        worker.start()
+    wait_until(lambda: w.delivered() == 3, timeout=20, what="delivered once back")
+    wait_until(lambda: 'wolfpacs_pool_reachable_workers{pool="demo"} 2.0' in metrics())
+    assert "<td class=pool>demo</td><td class=reachable>2/2</td>" in get(w, "/")[1].decode()

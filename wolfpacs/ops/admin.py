@@ -157,6 +157,12 @@ class Admin:
         ref = self.registry.whereis(f"sender:{name}")
         return (self._ask(ref) if ref is not None else None) or {}
 
+    def _up(self, target: str) -> bool | None:
+        """Whether ``target`` answered its sender's last association or C-ECHO (None: not
+        known yet), as the sender published it: a busy sender never reads as down."""
+        up = self.metrics.board.read(f"sender:{target}").value
+        return up if isinstance(up, bool) else None
+
     def workers(self) -> list[dict[str, Any]]:
         config = self.live.get()
         queues = self.store.queue_stats()
@@ -175,6 +181,7 @@ class Admin:
                 "open_studies": open_studies, "queued": queue.get("instances", 0),
                 "queued_bytes": queue.get("bytes", 0), "peer": f"{w.ae_title}@{w.host}:{w.port}",
                 "last_success": sender.get("last_success"), "last_error": sender.get("last_error"),
+                "up": self._up(w.name),
             })  # fmt: skip
         return rows
 

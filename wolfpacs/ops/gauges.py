@@ -1,4 +1,4 @@
-"""Gauges read at scrape time: queues, workers, peers and restarts, from what the actors publish.
+"""Gauges read at scrape time: queues, workers, pools, peers, restarts and the spool's room.
 
 Registered in a node's :class:`~wolfpacs.node.metrics.Metrics` registry by
 :mod:`wolfpacs.ops.operations`. A scrape asks no actor: the queues, the
@@ -13,11 +13,19 @@ a source's value is unknown (never published, or stale: its publisher is
 blocked), and its gauges then show the last known value, or none if there
 never was one; a worker whose state is unknown shows ``state="unknown"``.
 Every configured target has its queue gauges, 0 when its queue is empty.
+
+A pool's reachable workers are those whose sender's last association or
+C-ECHO succeeded (``wolfpacs_target_up`` 1); a worker whose health is not
+known yet (its sender has had neither since it started) counts as not
+reachable, so a pool is never called reachable on no evidence. The spool's
+room is the spool's own count and limits, and the data_dir's free disk
+(one ``statvfs``, cheap), read at the scrape.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     from supervisors import Supervisor
     from wolfpacs.config.live import LiveConfig
     from wolfpacs.config.model import Config
+    from wolfpacs.state.spool import Spool
 
 __all__ = ["TREE_WAIT", "UNKNOWN", "NodeCollector"]
 
@@ -42,21 +51,26 @@ logger = logging.getLogger(__name__)
 TREE_WAIT = 0.25  # seconds a scrape waits for the root's describe(): far below a scrape's
 UNKNOWN = "unknown"  # a worker's state when the router has published none
 RESTARTS = "restarts"  # the source of the restarts, in wolfpacs_gauge_unknown
+DISK = "disk"  # the source of the free disk, in wolfpacs_gauge_unknown
 
 
 class NodeCollector:
-    """The gauges of one node: ``board`` as its actors publish it, ``live``'s targets, and
-    ``root()``, the tree's root while it runs (for the restarts). Thread-safe."""
+    """The gauges of one node: ``board`` as its actors publish it, ``live``'s targets and
+    pools, ``root()``, the tree's root while it runs (for the restarts), and ``spool``, whose
+    room they show (none without one). Thread-safe."""
 
     def __init__(
         self,
         board: Board,
         live: LiveConfig,
         root: Callable[[], pykka.ActorRef[Supervisor] | None],
+        spool: Spool | None = None,
     ) -> None:
         self.board = board
         self.live = live
         self.root = root
+        self.spool = spool
+        self._free: int | None = None  # the last free disk read, shown while it cannot be
         self._lock = threading.Lock()
         self._asked: tuple[pykka.ActorRef[Supervisor], pykka.Future[Any]] | None = None
         self._restarts: dict[str, int] = {}  # the last known, shown while the root is busy
@@ -89,6 +103,12 @@ class NodeCollector:
                 up.add_metric([target.name, target.kind], 1 if health else 0)
             unknown.add_metric([f"sender:{target.name}"], 0 if health is not None else 1)
         yield up
+        yield from _pools(config, self._health)
+        if self.spool is not None:
+            free = _disk_free(self.spool)
+            unknown.add_metric([DISK], 0 if free is not None else 1)
+            self._free = free if free is not None else self._free
+            yield from _room(self.spool, self._free)
         restarts = CounterMetricFamily(
             "wolfpacs_actor_restarts", "Restarts by supervisors, by kind of actor",
             labels=["actor_type"],
@@ -178,6 +198,59 @@ def _workers(
         if published is not None:
             load.add_metric([w.name], open_studies)
     yield from (state, load)
+
+
+def _pools(config: Config, health: Callable[[str], bool | None]) -> Iterator[GaugeMetricFamily]:
+    """Each pool's workers, and how many of them are reachable (health known and up)."""
+    total = GaugeMetricFamily(
+        "wolfpacs_pool_workers", "Workers configured in a pool, whatever their state",
+        labels=["pool"],
+    )  # fmt: skip
+    reachable = GaugeMetricFamily(
+        "wolfpacs_pool_reachable_workers",
+        "Workers of a pool that answered their sender's last association or C-ECHO "
+        "(wolfpacs_target_up 1), whatever their state; a worker whose health is not known yet "
+        "counts as not reachable. A pool with none still takes new studies: they wait queued",
+        labels=["pool"],
+    )  # fmt: skip
+    pools: dict[str, list[int]] = {c.pool: [0, 0] for c in config.clients}
+    for w in config.workers:
+        counts = pools.setdefault(w.pool, [0, 0])
+        counts[0] += 1
+        counts[1] += 1 if health(w.name) is True else 0
+    for pool, (workers, up) in sorted(pools.items()):
+        total.add_metric([pool], workers)
+        reachable.add_metric([pool], up)
+    yield from (total, reachable)
+
+
+def _disk_free(spool: Spool) -> int | None:
+    """Free bytes of data_dir's file system, or None if it cannot be read."""
+    try:
+        return shutil.disk_usage(spool.root).free
+    except OSError as exc:  # data_dir gone or unreadable: said by wolfpacs_gauge_unknown
+        logger.info("metrics: free disk not read: %s", exc)
+        return None
+
+
+def _room(spool: Spool, free: int | None) -> Iterator[GaugeMetricFamily]:
+    """The spool's bytes and limit, the free disk and the floor the spool keeps."""
+    yield GaugeMetricFamily(
+        "wolfpacs_spool_bytes", "Bytes of the instances queued in the spool",
+        value=spool.queued_bytes,
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "wolfpacs_spool_max_bytes", "Bytes the spool may hold (spool_max_bytes), past which "
+        "new instances are refused; 0: no limit but the disk", value=spool.max_bytes,
+    )  # fmt: skip
+    if free is not None:
+        yield GaugeMetricFamily(
+            "wolfpacs_disk_free_bytes", "Free bytes on the file system of data_dir", value=free
+        )
+    yield GaugeMetricFamily(
+        "wolfpacs_disk_min_free_bytes", "Free disk the spool keeps (min_free_bytes): below it, "
+        "new instances are refused; 0: the disk is not checked", value=spool.min_free,
+    )  # fmt: skip
 
 
 def _restarts_by_type(tree: dict[str, Any]) -> dict[str, int]:

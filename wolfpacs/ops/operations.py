@@ -30,7 +30,7 @@ class Operations:
             registry=node.registry, live=node.live, spool=node.spool, metrics=node.metrics,
             store=node.store, root=lambda: node.root, sender_spec=node.sender_spec,
         )  # fmt: skip
-        collector = NodeCollector(node.metrics.board, node.live, lambda: node.root)
+        collector = NodeCollector(node.metrics.board, node.live, lambda: node.root, node.spool)
         node.metrics.registry.register(collector)
 
     def children(self) -> list[ChildSpec]:

@@ -5,8 +5,9 @@
 - ``/healthz``: the process is up and every actor of the tree is alive.
 - ``/readyz``: both listeners accept connections, the store takes a write,
   the spool is below its limits.
-- ``/``: a status page that refreshes itself: workers, queues, the tree,
-  recent studies, dead letters — from the same verbs as ``wolfpacs ctl``.
+- ``/``: a status page that refreshes itself: pools (reachable workers of
+  each, a pool with none marked), workers, queues, the tree, recent studies,
+  dead letters — from the same verbs as ``wolfpacs ctl``.
 - ``/api/<verb>``: a reading verb's result as JSON (``/api/studies?worker=gpu-a``).
 - ``/login``, ``/logout``: the session of a browser, when a token is set.
 
@@ -168,17 +169,20 @@ def status_page(site: Site) -> str:
         ("Recent studies", "studies", {"limit": 20}, render.COLUMNS["studies"]),
         ("Dead letters", "dead", {}, render.COLUMNS["dead"]),
     ):
+        rows = None
         try:
             rows = admin.call(verb, args)
+            shown = _table(verb, rows, columns)
         except Exception as exc:  # shown, not raised: the page is for a node in trouble too
-            sections.append(f"<h2>{title}</h2><p class=error>{html.escape(str(exc))}</p>")
-            continue
-        sections.append(f"<h2>{title}</h2>{_table(verb, rows, columns)}")
+            shown = f"<p class=error>{html.escape(str(exc))}</p>"
+        if verb == "workers":  # the pools are the workers' rows, counted by pool
+            sections.append(f"<h2>Pools</h2>{_pools(rows) if rows is not None else shown}")
+        sections.append(f"<h2>{title}</h2>{shown}")
     try:
         tree = html.escape(render.tree(admin.call("tree")))
     except Exception as exc:
         tree = html.escape(f"unavailable: {exc}")
-    sections.insert(2, f"<h2>Supervision tree</h2><pre id=tree>{tree}</pre>")
+    sections.insert(3, f"<h2>Supervision tree</h2><pre id=tree>{tree}</pre>")
     name = html.escape(site.settings.ae_title)
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     return (
@@ -188,6 +192,29 @@ def status_page(site: Site) -> str:
         f"<p>{now} &middot; <a href=/metrics>metrics</a> &middot; <a href=/healthz>health</a>"
         f" &middot; <a href=/readyz>readiness</a></p>{''.join(sections)}</body></html>"
     )
+
+
+def _pools(workers: list[dict[str, Any]]) -> str:
+    """Each pool's reachable workers of its total; a pool with none is marked as an error.
+
+    Reachable: the worker answered its sender's last association or C-ECHO
+    (``up`` true); not known yet counts as not, as in the gauge
+    ``wolfpacs_pool_reachable_workers``.
+    """
+    pools: dict[str, list[int]] = {}
+    for row in workers:
+        counts = pools.setdefault(str(row.get("pool")), [0, 0])
+        counts[0] += 1 if row.get("up") is True else 0
+        counts[1] += 1
+    if not pools:
+        return "<p>(none)</p>"
+    rows = []
+    for pool, (up, total) in sorted(pools.items()):
+        # Said in words too, not only in red: new studies are taken and wait in the queue.
+        note = "" if up else " &mdash; no worker reachable: new studies are queued until one is"
+        rows.append(f"<tr{' class=error' if not up else ''}><td class=pool>{html.escape(pool)}"
+                    f"</td><td class=reachable>{up}/{total}{note}</td></tr>")  # fmt: skip
+    return f"<table id=pools><tr><th>pool</th><th>reachable</th></tr>{''.join(rows)}</table>"
 
 
 def _table(verb: str, rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -208,7 +235,8 @@ _STYLE = (
     "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;"
     "margin-bottom:1em}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left;"
     "font-size:.9em;max-width:30em;overflow-wrap:anywhere}th{background:#eee}"
-    "pre{background:#f6f6f6;padding:.6em}.error{color:#b00}"
+    "pre{background:#f6f6f6;padding:.6em}.error{color:#b00}tr.error td{background:#fdd;"
+    "font-weight:bold}"
 )
 
 
