@@ -43,6 +43,12 @@ def test_the_status_page_shows_the_worker_that_got_the_study(cluster, tmp_path):
     workers = re.search(r'<table id="workers">(.*?)</table>', dom, re.S).group(1)
     assert re.findall(r'<td class="name">([^<]*)</td>', workers) == ["gpu-a", "gpu-b"]
     assert "listener:outside" in dom  # the tree
+    pools = re.search(r'<table id="pools">(.*?)</table>', dom, re.S).group(1)
+    # The worker that took the study is reachable; the other is, or is not heard from yet.
+    assert re.findall(r'<td class="reachable">([^<]*)</td>', pools) in (
+        ["2/2"],
+        ["1/2 (1 not heard from yet)"],
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "status-page.png"
     shot.unlink(missing_ok=True)

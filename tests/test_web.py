@@ -69,6 +69,8 @@ def test_the_status_page_shows_workers_queues_tree_and_studies(world):
     held = "gpu-1" if w.workers[0].received else "gpu-2"
     assert f"<td class=worker>{held}</td>" in page  # the study's row in recent studies
     assert "listener:outside" in page and "<table id=workers>" in page
+    # One worker took the study; the other has not been asked anything (no C-ECHO here).
+    assert "<td class=pool>demo</td><td class=reachable>1/2 (1 not heard from yet)</td>" in page
     assert get(w, "/nowhere")[0] == 404
 
 

@@ -198,22 +198,26 @@ def _pools(workers: list[dict[str, Any]]) -> str:
     """Each pool's reachable workers of its total; a pool with none is marked as an error.
 
     Reachable: the worker answered its sender's last association or C-ECHO
-    (``up`` true); not known yet counts as not, as in the gauge
-    ``wolfpacs_pool_reachable_workers``.
+    (``up`` true). One not heard from yet (``up`` None) counts as not, as in
+    the gauge ``wolfpacs_pool_reachable_workers``, and is said so.
     """
     pools: dict[str, list[int]] = {}
     for row in workers:
-        counts = pools.setdefault(str(row.get("pool")), [0, 0])
-        counts[0] += 1 if row.get("up") is True else 0
-        counts[1] += 1
+        counts = pools.setdefault(str(row.get("pool")), [0, 0, 0])  # up, not known, all
+        counts[0] += row.get("up") is True
+        counts[1] += row.get("up") is None
+        counts[2] += 1
     if not pools:
         return "<p>(none)</p>"
     rows = []
-    for pool, (up, total) in sorted(pools.items()):
-        # Said in words too, not only in red: new studies are taken and wait in the queue.
-        note = "" if up else " &mdash; no worker reachable: new studies are queued until one is"
+    for pool, (up, unknown, total) in sorted(pools.items()):
+        shown = f"{up}/{total}"
+        if unknown:
+            shown += f" ({unknown} not heard from yet)"
+        if not up:  # said in words too, not only in red: new studies wait in the queue
+            shown += " &mdash; no worker reachable: new studies are taken, queued until one is back"
         rows.append(f"<tr{' class=error' if not up else ''}><td class=pool>{html.escape(pool)}"
-                    f"</td><td class=reachable>{up}/{total}{note}</td></tr>")  # fmt: skip
+                    f"</td><td class=reachable>{shown}</td></tr>")  # fmt: skip
     return f"<table id=pools><tr><th>pool</th><th>reachable</th></tr>{''.join(rows)}</table>"
 
 
