@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from wolfpacs.config import ConfigError, load, parse
+from wolfpacs.config import (
+    Client,
+    ConfigError,
+    Destination,
+    NodeConfig,
+    Worker,
+    load,
+    parse,
+    to_toml,
+)  # fmt: skip
+from wolfpacs.config.example import NODE_NOTES, example
 
 GOOD = textwrap.dedent(
     """\
@@ -221,3 +233,68 @@ def test_a_certificate_pin_needs_a_tls_port(tmp_path):
     failed = str(error(tmp_path, text))
     assert "workers[0].tls_fingerprint: a certificate is pinned only on a TLS port" in failed
     assert failed.endswith("set [node] tls_inside")
+
+
+# -- the example, and typos -----------------------------------------------------------------
+
+
+def test_the_example_states_every_node_key_with_its_default():
+    text = example()
+    assert set(NODE_NOTES) == {f.name for f in fields(NodeConfig)}  # a new key needs a note
+    node = text.split("\n[node]\n")[1].split("[[")[0]
+    stated = {line.split(" = ")[0] for line in node.splitlines() if re.match(r"\w+ = ", line)}
+    assert stated == set(NODE_NOTES)
+    config = parse(text, "example", env={})
+    assert config.node == NodeConfig()  # every value written is the default
+    assert (len(config.clients), len(config.workers), len(config.destinations)) == (1, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("section", "model"), [("destinations", Destination), ("clients", Client), ("workers", Worker)]
+)
+def test_the_example_names_every_key_of_each_entry(section, model):
+    table = example().split(f"[[{section}]]")[1].split("[[")[0]
+    named = set(re.findall(r"^(?:# )?(\w+) = ", table, re.M))
+    assert named == {f.name for f in fields(model)}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "nearest"),
+    [
+        ('data_dir = "data"', 'data_dri = "data"', "node.data_dri", "data_dir"),
+        ('destination = "sthlm-pacs"', 'destinaton = "sthlm-pacs"', "clients[0].destinaton",
+         "destination"),
+        ("capacity = 2", "capacty = 2", "workers[0].capacty", "capacity"),
+        ('host = "127.0.0.1"\nport = 11120', 'hots = "127.0.0.1"\nport = 11120',
+         "destinations[0].hots", "host"),
+        ("[node]", "[nodes]", "nodes", "node"),
+        ("[[clients]]", "[[client]]", "client", "clients"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_is_named_with_the_nearest_known_one(tmp_path, old, new, key, nearest):
+    assert old in GOOD
+    failed = error(tmp_path, GOOD.replace(old, new, 1))
+    assert failed.key == key and failed.line is not None
+    assert failed.problem == f"unknown key (did you mean {nearest!r}?)"
+
+
+def test_an_unknown_key_with_nothing_near_lists_no_keys(tmp_path):
+    failed = error(tmp_path, GOOD.replace('data_dir = "data"', "colour = 3"))
+    assert failed.problem == "unknown key (see `wolfpacs config example`)"
+
+
+def test_a_default_said_out_loud_is_accepted(tmp_path):
+    empty = ["audit_log", "tls_cert", "tls_key", "tls_ca", "control_token", "http_token",
+             "metrics_token"]  # fmt: skip
+    text = GOOD.replace("[node]\n", "[node]\n" + "".join(f'{key} = ""\n' for key in empty))
+    text = text.replace("capacity = 2", 'capacity = 2\ntls_subject = ""\ntls_fingerprint = ""')
+    config = load(write(tmp_path, text), env={})
+    assert all(getattr(config.node, key) == "" for key in empty)
+    assert config.worker("gpu-a").tls_subject == ""
+
+
+def test_an_exported_config_loads_back(tmp_path):
+    config = load(write(tmp_path, GOOD), env={})
+    again = load(write(tmp_path, to_toml(config, secrets=True)), env={})
+    assert (again.node, again.clients, again.workers, again.destinations) == (
+        config.node, config.clients, config.workers, config.destinations)  # fmt: skip

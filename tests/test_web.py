@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -68,6 +69,7 @@ def test_the_status_page_shows_workers_queues_tree_and_studies(world):
     assert code == 200 and "<meta http-equiv=refresh" in page
     held = "gpu-1" if w.workers[0].received else "gpu-2"
     assert f"<td class=worker>{held}</td>" in page  # the study's row in recent studies
+    assert re.search(r"<td class=routed_at>[\d.]+ s ago</td>", page)  # times as ctl says them
     assert "listener:outside" in page and "<table id=workers>" in page
     # One worker took the study; the other has not been asked anything (no C-ECHO here).
     assert "<td class=pool>demo</td><td class=reachable>1/2 (1 not heard from yet)</td>" in page

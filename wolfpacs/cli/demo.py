@@ -84,19 +84,22 @@ def demo(keep: bool = False) -> int:
 def _follow(sent: int, workers: list[SimulatedWorker], pacs: SimulatedPACS,
             config: Config, started: float) -> int:  # fmt: skip
     deadline = time.monotonic() + DEADLINE
+    # On a terminal the progress line is redrawn in place; in a file or a pipe (a log),
+    # where a carriage return would make one endless line, only the last state is written.
+    live = sys.stdout.isatty()
     shown = ""
     while True:
         at_workers = sum(len(w.received) for w in workers)
         at_pacs = len(pacs.received)
         line = f"  at the workers {at_workers}/{sent}, derived back at the PACS {at_pacs}/{sent}"
-        if line != shown:
+        if live and line != shown:
             sys.stdout.write("\r" + line)
             sys.stdout.flush()
             shown = line
         if at_pacs >= sent or time.monotonic() > deadline:
             break
         pacs.wait_for(at_pacs + 1, timeout=0.2)
-    sys.stdout.write("\n")
+    sys.stdout.write("\n" if live else line + "\n")
     for worker, settings in zip(workers, config.workers, strict=True):
         for (study, series), count in sorted(worker.series().items()):
             _say(f"series {series} ({count} instances) of study {study} -> worker {settings.name}")

@@ -1,8 +1,13 @@
-"""The ``wolfpacs`` command: ``run`` a node, the ``demo``, ``ctl``, ``shell``, ``chaos``."""
+"""The ``wolfpacs`` command: ``run``, ``demo``, ``config``, ``ctl``, ``shell``, ``chaos``.
+
+``ctl`` parses its own words (:func:`wolfpacs.cli.ctl.main`): its options may
+follow the verb, which an argparse sub-command cannot allow.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -11,10 +16,9 @@ import threading
 from pathlib import Path
 
 from wolfpacs import __version__
-from wolfpacs.cli import ctl, shell
+from wolfpacs.cli import configfile, ctl, shell
 from wolfpacs.cli.demo import demo
-from wolfpacs.config.checker import load
-from wolfpacs.config.model import ConfigError
+from wolfpacs.cli.options import add_connection_options, add_log_options
 from wolfpacs.node.tree import Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
@@ -25,25 +29,40 @@ __all__ = ["main"]
 
 logger = logging.getLogger("wolfpacs")
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = configfile.EXIT_CONFIG
 
-
-def _common(parser: argparse.ArgumentParser, level: str = "info") -> None:
-    parser.add_argument("--log-level", default=level,
-                        choices=["debug", "info", "warning", "error"])  # fmt: skip
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+FIRST_STEPS = """\
+first steps:
+  wolfpacs demo                             a round trip on loopback, nothing to configure
+  wolfpacs config example > wolfpacs.toml   a complete, commented config to edit
+  wolfpacs config check wolfpacs.toml       check it (exit 0, or 2 and FILE:LINE: what)
+  wolfpacs run --config wolfpacs.toml       run the node
+  wolfpacs ctl --config wolfpacs.toml help  the operator's verbs on a running node
+"""
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="wolfpacs", description="A DICOM load balancer.")
-    top.add_argument("--version", action="version", version=f"wolfpacs {__version__}")
+    top = argparse.ArgumentParser(
+        prog="wolfpacs", description="A DICOM load balancer.", epilog=FIRST_STEPS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    top.add_argument("-V", "--version", action="version", version=f"wolfpacs {__version__}")
     verbs = top.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="run a node (foreground; SIGTERM stops it cleanly)")
     run.add_argument("--config", required=True, help="the node's TOML file")
-    _common(run)
+    add_log_options(run)
     demo = verbs.add_parser("demo", help="a self-contained round trip on loopback")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
-    _common(demo, level="warning")  # the demo's own lines tell the story
+    add_log_options(demo, level="warning")  # the demo's own lines tell the story
+    config = verbs.add_parser("config", help="a complete example config, or check one")
+    config_verbs = config.add_subparsers(
+        dest="config_verb", required=True, metavar="{example,check}"
+    )
+    config_verbs.add_parser("example", help="print a commented config: every key, its default")
+    check = config_verbs.add_parser(
+        "check", help="check a config as 'run' would (exit 0, or 2 and FILE:LINE); starts nothing"
+    )  # fmt: skip
+    check.add_argument("file")
     chaos_parser = verbs.add_parser(
         "chaos", help="a node under injected faults, and the ledger of every instance"
     )
@@ -61,17 +80,15 @@ def parser() -> argparse.ArgumentParser:
         help="LazyFS's faults FIFO: each kill -9 also clears its cache",
     )
     chaos_parser.add_argument("--durability", choices=("fsync", "os"), default="fsync")
-    _common(chaos_parser, level="warning")
+    add_log_options(chaos_parser, level="warning")
+    # Listed here for the help; main() hands ctl's words to ctl.main before argparse sees them.
     ctl_parser = verbs.add_parser(
         "ctl", help="one verb on a running node (see 'wolfpacs ctl help')", add_help=False
     )
-    ctl.add_connection_options(ctl_parser)
-    ctl_parser.add_argument("--json", action="store_true", help="the result as JSON")
     ctl_parser.add_argument("words", nargs=argparse.REMAINDER, help="VERB and its arguments")
-    _common(ctl_parser, level="warning")
     shell_parser = verbs.add_parser("shell", help="an interactive console on a running node")
-    ctl.add_connection_options(shell_parser)
-    _common(shell_parser, level="warning")
+    add_connection_options(shell_parser)
+    add_log_options(shell_parser, level="warning")
     return top
 
 
@@ -81,10 +98,8 @@ def run(config_path: str) -> int:
     2 before it starts: a config error, or a state database of a newer WolfPACS
     (both say what to do, and neither goes away by starting again).
     """
-    try:
-        config = load(config_path)
-    except ConfigError as exc:
-        print(f"wolfpacs: config error: {exc}", file=sys.stderr)
+    config = configfile.load_or_say(config_path)
+    if config is None:
         return EXIT_CONFIG
     node = Node(config, operations=Operations)
     if config.node.audit_log:
@@ -118,17 +133,28 @@ def _chaos_options(args: argparse.Namespace) -> chaos.Options:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logs.setup(args.log_level, args.log_format)
-    verbs = {
-        "run": lambda: run(args.config),
-        "demo": lambda: demo(keep=args.keep),
-        "ctl": lambda: ctl.main(args),
-        "shell": lambda: shell.main(args),
-        "chaos": lambda: chaos.main(_chaos_options(args), args.keep, args.report),
-    }
-    code = verbs[args.verb]()
+    """Run the command ``argv`` (else the process's) and end the process with its exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:
+        code = ctl.main(argv[1:])
+    else:
+        args = parser().parse_args(argv)
+        logs.setup(getattr(args, "log_level", "warning"), getattr(args, "log_format", "text"))
+        verbs = {
+            "run": lambda: run(args.config),
+            "demo": lambda: demo(keep=args.keep),
+            "config": lambda: (
+                configfile.print_example()
+                if args.config_verb == "example"
+                else configfile.check(args.file)
+            ),
+            "shell": lambda: shell.main(args),
+            "chaos": lambda: chaos.main(_chaos_options(args), args.keep, args.report),
+        }
+        code = verbs[args.verb]()
     logging.shutdown()
+    with contextlib.suppress(BrokenPipeError):  # `config example | head`: the reader had enough
+        sys.stdout.flush()  # os._exit does not
     # Threads of abandoned actors or peers must not keep a stopped node alive.
     os._exit(code)
 

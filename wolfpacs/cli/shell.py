@@ -22,7 +22,8 @@ try:
 except ImportError:  # pragma: no cover - every Linux Python has it
     readline = None  # type: ignore[assignment]
 
-from wolfpacs.cli.ctl import connect, parse_verb, words
+from wolfpacs.cli.ctl import ctl_only, parse_verb, verb_lines, words
+from wolfpacs.cli.options import connect
 from wolfpacs.config.model import ConfigError
 from wolfpacs.ops.control import ControlClient, ControlError
 from wolfpacs.ops.render import render
@@ -70,7 +71,11 @@ class Shell(cmd.Cmd):
     def run_verb(self, line: str) -> bool:
         """Run one line as a verb and print its result; False if it failed."""
         try:
-            verb, args = parse_verb(words(line))
+            line_words = words(line)
+            stray = ctl_only(line_words)
+            if stray:  # the connection is the shell's, and people read its answers
+                raise ValueError(f"{stray} is an option of 'wolfpacs ctl', not of a verb")
+            verb, args = parse_verb(line_words)
         except LookupError:
             return True  # --help: printed
         except ValueError as exc:
@@ -121,8 +126,8 @@ class Shell(cmd.Cmd):
                 parse_verb([verb, "--help"])
             return
         self.say("verbs:")
-        for name, text in VERBS.items():
-            self.say(f"  {name:<19} {text}")
+        for line in verb_lines():
+            self.say(line)
         self.say(f"  {'watch VERB':<19} repeat a verb every second until Ctrl-C")
         self.say(f"  {'quit':<19} leave (or Ctrl-D)")
 

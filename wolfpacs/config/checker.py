@@ -8,6 +8,7 @@ beyond reading the file.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -33,6 +34,9 @@ from wolfpacs.config.model import (
 from wolfpacs.config.secrets import TOKENS, masked
 
 __all__ = ["load", "parse", "parse_entry", "validate"]
+
+# [node] keys whose default is "" (off, none): a file may say so explicitly.
+_MAY_BE_EMPTY = ("audit_log", "tls_cert", "tls_key", "tls_ca", *TOKENS)
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -153,9 +157,12 @@ class _Checker:
         return value
 
     def only(self, table: dict[str, Any], path: tuple[Any, ...], allowed: set[str]) -> None:
+        """Refuse a key not in ``allowed``, naming the nearest known one (a typo, usually)."""
         for key in table:
             if key not in allowed:
-                raise self.fail((*path, key), f"unknown key (known: {', '.join(sorted(allowed))})")
+                near = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f"did you mean {near[0]!r}?" if near else "see `wolfpacs config example`"
+                raise self.fail((*path, key), f"unknown key ({hint})")
 
     def node(self, table: Any) -> NodeConfig:
         if not isinstance(table, dict):
@@ -167,6 +174,8 @@ class _Checker:
         for f in fields(NodeConfig):
             if f.name not in table:
                 continue
+            if f.name in _MAY_BE_EMPTY and table[f.name] == "":
+                continue  # the default, said out loud
             path = ("node", f.name)
             value = table[f.name]
             default = getattr(defaults, f.name)
@@ -296,7 +305,7 @@ class _Checker:
     def pins(self, table: dict[str, Any], path: tuple[Any, ...]) -> dict[str, str]:
         """A peer's certificate pins, checked and normalised (``tls_subject``, ``_fingerprint``)."""
         pins = {}
-        if "tls_subject" in table:
+        if table.get("tls_subject", "") != "":  # "": not pinned, the default
             subject = self.text(table["tls_subject"], (*path, "tls_subject"))
             parts = [p.strip().partition("=") for p in subject.split(",")]
             if not all(key.strip() in TLS_SUBJECT_KEYS and eq and value.strip()
@@ -304,7 +313,7 @@ class _Checker:
                 raise self.fail((*path, "tls_subject"), "must be KEY=value pairs, comma-separated"
                                 f", KEY one of {', '.join(TLS_SUBJECT_KEYS)}")  # fmt: skip
             pins["tls_subject"] = ",".join(f"{k.strip()}={v.strip()}" for k, _, v in parts)
-        if "tls_fingerprint" in table:
+        if table.get("tls_fingerprint", "") != "":
             text = self.text(table["tls_fingerprint"], (*path, "tls_fingerprint")).lower()
             digest = text.removeprefix("sha256:").replace(":", "")
             if not text.startswith("sha256:") or not re.fullmatch(r"[0-9a-f]{64}", digest):

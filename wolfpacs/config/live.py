@@ -19,7 +19,7 @@ from wolfpacs.config.checker import parse_entry, validate
 from wolfpacs.config.model import SECTIONS, Config, Entry
 from wolfpacs.config.secrets import TOKENS, masked
 
-__all__ = ["Change", "LiveConfig", "apply", "entry_table", "to_toml"]
+__all__ = ["Change", "LiveConfig", "apply", "entry_table", "to_toml", "toml_value"]
 
 # A change: (kind, name, table of the entry's keys), or (kind, name, None) for a removal.
 Change = tuple[str, str, dict[str, Any] | None]
@@ -75,13 +75,14 @@ def apply(config: Config, changes: list[Change]) -> Config:
     return result
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` (a bool, number, string or list of them) as TOML writes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
@@ -97,7 +98,7 @@ def to_toml(config: Config, secrets: bool = False) -> str:
         if key in TOKENS and value and not secrets:
             lines.append(f"# {key}: not exported (a secret; config --export --show-secrets)")
         elif value != "":
-            lines.append(f"{key} = {_toml_value(str(value) if isinstance(value, Path) else value)}")
+            lines.append(f"{key} = {toml_value(str(value) if isinstance(value, Path) else value)}")
     for section in SECTIONS.values():
         for entry in getattr(config, section):
             lines += ["", f"[[{section}]]"]
@@ -105,5 +106,5 @@ def to_toml(config: Config, secrets: bool = False) -> str:
                 if section == "clients" and key == "ae_title" and not secrets:
                     lines.append(f"# ae_title = {masked(value)} (a secret: --show-secrets)")
                 else:
-                    lines.append(f"{key} = {_toml_value(value)}")
+                    lines.append(f"{key} = {toml_value(value)}")
     return "\n".join(lines) + "\n"

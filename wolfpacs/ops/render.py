@@ -3,48 +3,102 @@
 One rendering per verb, shared by ``wolfpacs ctl``, ``wolfpacs shell``
 and the status page of the HTTP port, so that all three say the same.
 Plain functions of plain data (a verb's result); no I/O.
+
+Times are told by their keys, in every verb's result: a key ending in
+``_at``, or ``since``, ``at``, ``last_success``, ``oldest``, holds epoch
+seconds, shown as local time with its UTC offset and how long ago (in a
+table, only how long ago); a key ending in ``_s``, or ``uptime``, holds
+seconds, shown as "3.2 s", "4 min", "2 h 5 min". ``--json`` keeps the
+numbers as they are.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
-__all__ = ["COLUMNS", "cell", "render", "table", "tree"]
+__all__ = ["COLUMNS", "ago", "cell", "duration", "moment", "render", "shown", "table", "tree"]
+
+STAMPS = frozenset({"since", "at", "last_success", "oldest"})  # and every key ending in _at
+# Epoch seconds before this (2001) cannot be a wall-clock time: a monotonic clock's, say.
+_EPOCH_FLOOR = 1e9
 
 
-def _when(stamp: Any) -> str:
-    if not isinstance(stamp, (int, float)):
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_stamp(key: str) -> bool:
+    return key in STAMPS or key.endswith("_at")
+
+
+def _is_duration(key: str) -> bool:
+    return key.endswith("_s") or key == "uptime"
+
+
+def duration(seconds: Any) -> str:
+    """``0.4 s``, ``42 s``, ``4 min``, ``2 h 5 min``, ``3 d 4 h``; ``-`` for no number."""
+    if not _number(seconds):
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    if seconds < 9.95:
+        return f"{max(seconds, 0):.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if not minutes:
+        return f"{rest} s"
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes} min"
+    days, hours = divmod(hours, 24)
+    if not days:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
-def _age(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
+def ago(stamp: Any, now: float | None = None) -> str:
+    """``4 min ago``; ``in 3 s`` for a time ahead of ``now`` (default: this clock)."""
+    if not _number(stamp):
         return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s"
+    delta = (time.time() if now is None else now) - stamp
+    return f"{duration(delta)} ago" if delta >= 0 else f"in {duration(-delta)}"
+
+
+def moment(stamp: Any) -> str:
+    """``2026-11-29 13:05:12 +01:00``: local time, to the second, with its UTC offset."""
+    if not _number(stamp):
+        return "-"
+    text = datetime.fromtimestamp(stamp).astimezone().isoformat(sep=" ", timespec="seconds")
+    return f"{text[:19]} {text[19:]}"
 
 
 def cell(value: Any) -> str:
+    """Any value, short: ``-`` for none, lists comma-separated, floats to 3 digits."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.0f}" if value.is_integer() or abs(value) >= 1000 else f"{value:.3g}"
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "-"
     return str(value)
 
 
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def shown(key: str, value: Any, now: float | None = None, full: bool = False) -> str:
+    """``value`` of ``key`` as a person reads it: a time or a duration by its key, else
+    :func:`cell`. A time is how long ago; with ``full``, the moment too."""
+    if _number(value) and _is_stamp(key) and value > _EPOCH_FLOOR:
+        return f"{moment(value)} ({ago(value, now)})" if full else ago(value, now)
+    if _number(value) and _is_duration(key):
+        return duration(value)
+    return cell(value)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str], now: float | None = None) -> str:
     """Rows as an aligned text table of ``columns`` (``key`` or ``key:LABEL``)."""
     if not rows:
         return "(none)"
     keys = [c.split(":")[0] for c in columns]
     labels = [c.split(":")[-1].upper() for c in columns]
-    cells = [[cell(row.get(k)) for k in keys] for row in rows]
+    cells = [[shown(k, row.get(k), now) for k in keys] for row in rows]
     widths = [max(len(label), *(len(r[i]) for r in cells)) for i, label in enumerate(labels)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(labels, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
@@ -56,7 +110,7 @@ def tree(node: dict[str, Any], prefix: str = "", last: bool = True, top: bool = 
     alive = "up" if node.get("alive", True) else "DOWN"
     facts = [alive, f"restarts {node.get('restarts', 0)}"]
     if node.get("uptime") is not None:
-        facts.append(f"up {_age(node['uptime'])}")
+        facts.append(f"up {duration(node['uptime'])}")
     if node.get("mailbox"):
         facts.append(f"mailbox {node['mailbox']}")
     if node.get("strategy"):
@@ -74,34 +128,34 @@ def tree(node: dict[str, Any], prefix: str = "", last: bool = True, top: bool = 
 
 COLUMNS = {
     "workers": ["name", "pool", "capacity", "state", "open_studies:open", "queued", "peer",
-                "last_error"],
+                "last_success:last_ok", "last_error"],
     "clients": ["name", "ae_title", "pool", "destination", "open_studies:open",
                 "calling_ae_titles:calling", "allow"],
-    "destinations": ["name", "ae_title", "host", "port", "queued", "up"],
-    "studies": ["study_uid", "client", "worker", "instances_in:in", "instances_delivered:sent",
-                "derived_in:derived", "derived_delivered:returned", "moved_from"],
+    "destinations": ["name", "ae_title", "host", "port", "queued", "up",
+                     "last_success:last_ok"],
+    "studies": ["study_uid", "client", "worker", "routed_at:routed", "instances_in:in",
+                "instances_delivered:sent", "derived_in:derived", "derived_delivered:returned",
+                "moved_from"],
     "queues": ["target", "kind", "instances", "bytes", "oldest_age_s:oldest"],
-    "dead": ["id", "target", "study_uid", "reason"],
+    "dead": ["id", "at:when", "target", "study_uid", "reason"],
 }  # fmt: skip
 
 
-def render(verb: str, result: Any) -> str:
-    """What a person reads for a verb's result."""
+def render(verb: str, result: Any, now: float | None = None) -> str:
+    """What a person reads for a verb's result; times relative to ``now`` (default: this clock)."""
+    now = time.time() if now is None else now
     if verb == "tree":
         return tree(result)
     if verb in COLUMNS:
-        rows = result
-        if verb == "queues":
-            rows = [{**r, "oldest_age_s": _age(r.get("oldest_age_s"))} for r in result]
-        return table(rows, COLUMNS[verb])
+        return table(result, COLUMNS[verb], now)
     if verb == "config":
         return str(result).rstrip()
     if verb == "study":  # every client's study with that UID: each a study of its own
-        return "\n\n".join(_fields(study) for study in result)
+        return "\n\n".join(_fields(study, now) for study in result)
     if verb == "stats":
-        counters = "\n".join(f"  {k} = {v}" for k, v in sorted(result["counters"].items()))
+        counters = "\n".join(f"  {k} = {cell(v)}" for k, v in sorted(result["counters"].items()))
         restarts = "\n".join(f"  {k} = {v}" for k, v in sorted(result["restarts"].items()))
-        return (f"since {_when(result['since'])} (up {_age(result['uptime_s'])})\n"
+        return (f"since {moment(result['since'])} (up {duration(result['uptime_s'])})\n"
                 f"{counters or '  (nothing yet)'}\nrestarts:\n{restarts or '  none'}")  # fmt: skip
     if verb == "move":
         split = "".join(
@@ -112,17 +166,17 @@ def render(verb: str, result: Any) -> str:
                 f"instances from {result['from']} to {result['to']}; "
                 f"{result['split_studies']} studies are now split{split}")  # fmt: skip
     if isinstance(result, dict):
-        return _fields(result)
+        return _fields(result, now)
     return cell(result)
 
 
-def _fields(data: dict[str, Any], indent: str = "") -> str:
+def _fields(data: dict[str, Any], now: float, indent: str = "") -> str:
     """A map as ``key: value`` lines, nested maps indented under their key."""
     lines = []
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"{indent}{key}:")
-            lines.append(_fields(value, indent + "  ") if value else f"{indent}  (empty)")
+            lines.append(_fields(value, now, indent + "  ") if value else f"{indent}  (empty)")
         else:
-            lines.append(f"{indent}{key}: {cell(value)}")
+            lines.append(f"{indent}{key}: {shown(key, value, now, full=True)}")
     return "\n".join(lines)

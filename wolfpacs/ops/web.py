@@ -228,7 +228,7 @@ def _table(verb: str, rows: list[dict[str, Any]], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c.split(':')[-1])}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(
-            f"<td class={k}>{html.escape(render.cell(row.get(k)))}</td>" for k in keys
+            f"<td class={k}>{html.escape(render.shown(k, row.get(k)))}</td>" for k in keys
         ) + "</tr>"
         for row in rows
     )  # fmt: skip
