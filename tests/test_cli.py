@@ -66,6 +66,11 @@ def test_the_help_that_the_top_level_help_advertises_works_three_ways():
         assert option in outputs[0]
 
 
+def test_wolfpacs_alone_shows_the_first_steps():
+    result = wolfpacs()
+    assert result.returncode == 2 and "first steps:" in result.stderr and "ctl" in result.stderr
+
+
 def test_ctl_alone_shows_the_help_and_fails_as_a_script_would_want():
     result = wolfpacs("ctl")
     assert result.returncode == 2 and result.stdout == ""
@@ -128,6 +133,9 @@ def test_ctl_options_before_or_after_the_verb(world, tmp_path):
     assert "e+09" not in shown.stdout
     exact = json.loads(wolfpacs("ctl", "study", uid, "--config", str(config), "--json").stdout)
     assert abs(exact[0]["routed_at"] - time.time()) < 120  # epoch seconds, as they were
+
+    exported = wolfpacs("ctl", "config", "--export", "--config", str(config))  # the verb config
+    assert exported.returncode == 0 and exported.stdout.startswith("# WolfPACS effective")
 
     # after the verb, a flag the verb takes is the verb's: add-worker's --port is the worker's
     added = wolfpacs("ctl", "--socket", socket, "add-worker", "gpu-9", "--host", "127.0.0.1",

@@ -68,3 +68,12 @@ def test_only_wall_clock_times_are_shown_as_times():
     assert shown("started_at", 12345.6) == "12346"  # a monotonic clock's: shown as it is
     assert shown("routed_at", True) == "True"
     assert shown("name", "gpu-1") == "gpu-1"
+
+
+def test_a_move_counts_in_words():
+    moved = {"from": "gpu-a", "to": "gpu-b", "studies": 1, "queued_moved": 4,
+             "already_delivered": {"1.2": 6}, "split_studies": 1}  # fmt: skip
+    assert render("move", moved).splitlines() == [
+        "moved 1 study and 4 queued instances from gpu-a to gpu-b; 1 study is now split",
+        "  study 1.2: 6 instances already at gpu-a",
+    ]

@@ -29,7 +29,7 @@ __all__ = ["main"]
 
 logger = logging.getLogger("wolfpacs")
 
-EXIT_CONFIG = configfile.EXIT_CONFIG
+EXIT_CONFIG = configfile.EXIT_CONFIG  # also: bad usage, as argparse has it
 
 FIRST_STEPS = """\
 first steps:
@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ctl"]:
         code = ctl.main(argv[1:])
+    elif not argv:  # the whole help, first steps included, not only "a verb is required"
+        parser().print_help(sys.stderr)
+        code = EXIT_CONFIG
     else:
         args = parser().parse_args(argv)
         logs.setup(getattr(args, "log_level", "warning"), getattr(args, "log_format", "text"))

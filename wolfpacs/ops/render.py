@@ -162,12 +162,18 @@ def render(verb: str, result: Any, now: float | None = None) -> str:
             f"\n  study {uid}: {n} instances already at {result['from']}"
             for uid, n in result["already_delivered"].items()
         )
-        return (f"moved {result['studies']} studies and {result['queued_moved']} queued "
-                f"instances from {result['from']} to {result['to']}; "
-                f"{result['split_studies']} studies are now split{split}")  # fmt: skip
+        split_now = _count(result["split_studies"], "study", "studies")
+        return (f"moved {_count(result['studies'], 'study', 'studies')} and "
+                f"{_count(result['queued_moved'], 'queued instance', 'queued instances')} from "
+                f"{result['from']} to {result['to']}; {split_now} "
+                f"{'is' if result['split_studies'] == 1 else 'are'} now split{split}")  # fmt: skip
     if isinstance(result, dict):
         return _fields(result, now)
     return cell(result)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _fields(data: dict[str, Any], now: float, indent: str = "") -> str:
