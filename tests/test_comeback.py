@@ -62,3 +62,10 @@ def test_resume_tries_the_worker_now(world):
     w.admin("drain", worker=name)
     w.admin("resume", worker=name)
     wait_until(lambda: w.delivered() == 3, timeout=5, what="the queue delivered by resume")
+
+
+def test_each_peer_is_asked_at_the_start_so_its_health_is_known_at_once(world):
+    w = world(echo_interval=60.0)  # the default: without the first C-ECHO, a minute unknown
+    seen = lambda: {row["name"]: row["up"] for row in w.admin("workers")}  # noqa: E731
+    wait_until(lambda: seen() == {"gpu-1": True, "gpu-2": True}, timeout=5, what="both known")
+    assert [wk.associations for wk in w.workers] == [1, 1]  # the C-ECHOs, nothing else

@@ -14,7 +14,7 @@ probes it with a C-ECHO every ``probe_interval`` seconds, and the first answer
 ends the backoff (a peer that answered "out of resources" is reachable: only
 its backoff brings the next attempt, so a busy peer is not pressed harder).
 :data:`~wolfpacs.node.messages.RETRY_NOW` (the ``retry`` and ``resume`` verbs)
-ends any backoff at once. When idle it checks the peer with a C-ECHO every
+ends any backoff at once. When idle it checks the peer with a C-ECHO at its start, then every
 ``echo_interval``, and every ``probe_interval`` while the peer is down.
 """
 
@@ -122,7 +122,9 @@ class Sender(SupervisedActor):
         self.metrics.board.publish(self.name, None)  # this life knows nothing of the peer yet
         self.actor_ref.tell(WAKE)  # whatever was queued before a restart
         if self.node.echo_interval > 0:
-            self.send_after(self.node.echo_interval, _ECHO)
+            # At once: a peer's health is known from the start (pools' reachable workers,
+            # `workers`), not only after its first study or echo_interval.
+            self.actor_ref.tell(_ECHO)
 
     def on_stop(self) -> None:
         self._close(release=True)
