@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import ssl
 import tempfile
 import urllib.error
@@ -49,8 +50,8 @@ def podman():
     engine = Podman(root)
     try:
         engine.ensure_runs()
-    except BaseException:
-        engine.remove_everything()
+    except BaseException:  # a skip too: nothing was made but the settings
+        shutil.rmtree(root)
         raise
     yield engine
     engine.remove_everything()
