@@ -90,9 +90,8 @@ class Podman:
             text=True, timeout=timeout,
         )  # fmt: skip
         if check and done.returncode != 0:
-            raise AssertionError(
-                f"podman {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
-            )
+            output = (done.stdout + done.stderr)[-5000:]
+            raise AssertionError(f"podman {' '.join(args)} exited {done.returncode}:\n{output}")
         return done
 
     def command(self, *args: str) -> str:

@@ -61,7 +61,7 @@ def podman():
 def image(podman) -> str:
     """The Dockerfile built as it is, on the locally made base."""
     base_image(podman, CACHE)
-    podman("build", "--quiet", "--format", "docker", "--pull=never", "--network", "host",
+    podman("build", "--format", "docker", "--pull=never", "--network", "host",
            *_trust_what_this_machine_trusts(podman.root), "--tag", IMAGE, str(ROOT),
            timeout=900)  # fmt: skip
     return IMAGE
@@ -74,7 +74,8 @@ def _trust_what_this_machine_trusts(root: Path) -> list[str]:
     TLS-inspecting proxy, pip's own CA list does not know the proxy's CA. The
     image is the same either way: the secrets are mounted for one step only.
     """
-    bundle = os.environ.get("PIP_CERT") or ssl.get_default_verify_paths().cafile
+    named = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+    bundle = named or ssl.get_default_verify_paths().cafile
     if not bundle or not os.path.isfile(bundle):
         return []
     pip_conf = root / "pip.conf"
