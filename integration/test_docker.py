@@ -15,6 +15,7 @@ import signal
 import site
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,18 @@ ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 
 @pytest.fixture
 def image_env(tmp_path) -> dict[str, str]:
-    """The sample config as the image has it, but its data_dir in tmp_path and free ports."""
+    """The sample config as the image has it, but its data_dir in tmp_path and free ports.
+
+    PATH starts with the scripts of the Python running pytest, as the image's
+    starts with its venv's: the entry point runs the ``wolfpacs`` installed
+    beside this Python (a venv need not be activated), not another on PATH.
+    """
     config = tmp_path / "wolfpacs.toml"
     sample = (ROOT / "docker" / "wolfpacs.toml").read_text()
     config.write_text(sample.replace('data_dir = "/data"', f'data_dir = "{tmp_path / "data"}"'))
     return {
-        **os.environ, "WOLFPACS_CONFIG": str(config),
+        **os.environ, "PATH": f"{sysconfig.get_path('scripts')}{os.pathsep}{os.environ['PATH']}",
+        "WOLFPACS_CONFIG": str(config),
         "WOLFPACS_OUTSIDE_PORT": str(free_port()), "WOLFPACS_INSIDE_PORT": str(free_port()),
         "WOLFPACS_HTTP_PORT": str(free_port()), "WOLFPACS_HISTORY": str(tmp_path / "history"),
     }  # fmt: skip
@@ -89,7 +96,7 @@ def test_the_console_opens_the_shell_and_leaving_it_stops_the_node(image_env, tm
     env_args = [f"{k}={image_env[k]}" for k in
                 ("WOLFPACS_CONFIG", "WOLFPACS_OUTSIDE_PORT", "WOLFPACS_INSIDE_PORT",
                  "WOLFPACS_HTTP_PORT", "WOLFPACS_HISTORY")]  # fmt: skip
-    command = f"env {' '.join(env_args)} PATH={os.environ['PATH']} {ENTRYPOINT} console"
+    command = f"env {' '.join(env_args)} PATH={image_env['PATH']} {ENTRYPOINT} console"
     tmux("new-session", "-d", "-s", "console", "-x", "150", "-y", "40", command)
     screen = lambda: tmux("capture-pane", "-p", "-t", "console")  # noqa: E731
     wait_until(lambda: "wolfpacs(WOLFPACS)>" in screen(), timeout=30, what="the prompt")

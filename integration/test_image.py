@@ -20,6 +20,7 @@ rule of the machine changes.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -106,7 +107,7 @@ class Node:
         # The published ports accept at once (slirp4netns's side listens); ask the node.
         try:
             return self.get("/readyz")[0] == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return False
 
     def inspect(self) -> dict:
