@@ -29,8 +29,10 @@ from wolfpacs.config.model import (
     Destination,
     Entry,
     NodeConfig,
+    Pool,
     Worker,
 )
+from wolfpacs.config.routing import RoutingChecker, rule_line
 from wolfpacs.config.secrets import TOKENS, masked
 
 __all__ = ["load", "parse", "parse_entry", "validate"]
@@ -81,12 +83,15 @@ class _Checker:
         self.lines = text.splitlines()
         # Relative file names (certificates) are the config file's neighbours.
         self.base = Path(source).resolve().parent if Path(source).is_file() else None
+        self.routing = RoutingChecker(self)  # clients' pools and rules, [[pools]]
 
     def fail(self, path: tuple[Any, ...], problem: str) -> ConfigError:
         return ConfigError(self.source, self.line_of(path), _key_name(path), problem)
 
     def line_of(self, path: tuple[Any, ...]) -> int | None:
         """The line of ``path`` (table, [index], key) in the text: a best effort for messages."""
+        if len(path) > 3 and path[0] == "clients" and path[2] == "rules":
+            return rule_line(self.lines, path)
         table, index, key = (*path, None, None, None)[:3]
         if isinstance(index, str):
             index, key = None, index
@@ -112,7 +117,7 @@ class _Checker:
         return found
 
     def config(self, data: dict[str, Any]) -> Config:
-        self.only(data, (), {"node", "destinations", "clients", "workers"})
+        self.only(data, (), {"node", "destinations", "clients", "workers", "pools"})
         node = self.node(data.get("node", {}))
         destinations = tuple(
             self.destination(entry, i) for i, entry in enumerate(self.array(data, "destinations"))
@@ -123,9 +128,10 @@ class _Checker:
         clients = tuple(
             self.client(entry, i) for i, entry in enumerate(self.array(data, "clients"))
         )
-        self.cross_check(destinations, clients, workers)
+        pools = self.routing.pools(self.array(data, "pools"))
+        self.cross_check(destinations, clients, workers, pools)
         self.tls_check(node, destinations, workers, clients)
-        return Config(node, destinations, clients, workers, self.source)
+        return Config(node, destinations, clients, workers, self.source, pools)
 
     def tls_check(
         self,
@@ -264,22 +270,25 @@ class _Checker:
     def client(self, table: dict[str, Any], i: int) -> Client:
         t = self.entry(
             table, "clients", i,
-            {"name", "ae_title", "destination", "pool"},
-            {"calling_ae_titles", "allow", "tls_subject", "tls_fingerprint"},
+            {"name", "ae_title", "destination"},
+            {"pool", "rules", "calling_ae_titles", "allow", "tls_subject", "tls_fingerprint"},
         )  # fmt: skip
         p = ("clients", i)
         callers = t.get("calling_ae_titles", [])
         if not isinstance(callers, list):
             raise self.fail((*p, "calling_ae_titles"), "must be a list of AE titles")
-        return Client(
+        client = Client(
             name=self.name(t["name"], (*p, "name")),
             ae_title=self.ae_title(t["ae_title"], (*p, "ae_title")),
             destination=self.text(t["destination"], (*p, "destination")),
-            pool=self.text(t["pool"], (*p, "pool")),
+            pool=self.text(t["pool"], (*p, "pool")) if "pool" in t else None,
             calling_ae_titles=tuple(self.ae_title(c, (*p, "calling_ae_titles")) for c in callers),
             allow=self.networks(t.get("allow", []), (*p, "allow")),
             **self.pins(t, p),
+            rules=self.routing.rules(t.get("rules", []), i),
         )
+        self.routing.client(client, i)
+        return client
 
     def worker(self, table: dict[str, Any], i: int) -> Worker:
         t = self.entry(
@@ -327,6 +336,7 @@ class _Checker:
         destinations: tuple[Destination, ...],
         clients: tuple[Client, ...],
         workers: tuple[Worker, ...],
+        pools: tuple[Pool, ...] = (),
     ) -> None:
         # Workers and destinations share one namespace: each has a sender and a spool queue.
         targets: dict[str, str] = {}
@@ -342,16 +352,12 @@ class _Checker:
         self.unique(clients, "clients", "ae_title")
         self.unique(workers, "workers", "ae_title")
         names = {d.name for d in destinations}
-        pools = {w.pool for w in workers}
         for i, c in enumerate(clients):
             if c.destination not in names:
                 raise self.fail(
                     ("clients", i, "destination"), f"unknown destination {c.destination!r}"
                 )
-            if c.pool not in pools:
-                raise self.fail(
-                    ("clients", i, "pool"), f"unknown pool {c.pool!r} (no worker has it)"
-                )
+        self.routing.cross_check(clients, workers, pools)
 
     def unique(self, items: tuple[Any, ...], section: str, key: str) -> None:
         seen: set[str] = set()
@@ -459,7 +465,7 @@ def validate(config: Config) -> None:
         ConfigError: the first problem.
     """
     checker = _Checker(config.source, "")
-    checker.cross_check(config.destinations, config.clients, config.workers)
+    checker.cross_check(config.destinations, config.clients, config.workers, config.pools)
     checker.tls_check(config.node, config.destinations, config.workers, config.clients)
 
 

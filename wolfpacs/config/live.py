@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from wolfpacs.config.checker import parse_entry, validate
-from wolfpacs.config.model import SECTIONS, Config, Entry
+from wolfpacs.config.model import SECTIONS, Client, Config, Entry, Pool
+from wolfpacs.config.routing import rule_table, rules_toml
 from wolfpacs.config.secrets import TOKENS, masked
 
 __all__ = ["Change", "LiveConfig", "apply", "entry_table", "to_toml", "toml_value"]
@@ -41,14 +42,26 @@ class LiveConfig:
             self._config = config
 
 
-def entry_table(entry: Entry) -> dict[str, Any]:
-    """An entry's keys as a TOML/JSON table (networks as strings; empty optionals left out)."""
+def entry_table(entry: Entry | Pool) -> dict[str, Any]:
+    """An entry's keys as a TOML/JSON table (networks as strings; empty optionals left out).
+
+    A client's ``rules`` come last, as a list of tables (each
+    :func:`~wolfpacs.config.routing.rule_table`): in TOML they are
+    sub-tables, which follow the client's own keys. :func:`parse_entry`
+    reads the table back into an equal entry.
+    """
     table = asdict(entry)
     for key in ("allow", "calling_ae_titles"):
         if key in table:
             table[key] = [str(v) for v in table[key]]
             if not table[key]:
                 del table[key]
+    if isinstance(entry, Client):
+        if entry.pool is None:  # rules only; TOML has no null
+            del table["pool"]
+        del table["rules"]
+        if entry.rules:
+            table["rules"] = [rule_table(rule) for rule in entry.rules]
     return table
 
 
@@ -99,10 +112,13 @@ def to_toml(config: Config, secrets: bool = False) -> str:
             lines.append(f"# {key}: not exported (a secret; config --export --show-secrets)")
         elif value != "":
             lines.append(f"{key} = {toml_value(str(value) if isinstance(value, Path) else value)}")
-    for section in SECTIONS.values():
+    for section in (*SECTIONS.values(), "pools"):
         for entry in getattr(config, section):
             lines += ["", f"[[{section}]]"]
             for key, value in entry_table(entry).items():
+                if key == "rules":  # a client's last key: [[clients.rules]] sub-tables
+                    lines += rules_toml(value)
+                    continue
                 if section == "clients" and key == "ae_title" and not secrets:
                     lines.append(f"# ae_title = {masked(value)} (a secret: --show-secrets)")
                 else:

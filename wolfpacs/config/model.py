@@ -9,12 +9,14 @@ WolfPACS.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "DURABILITY_MODES", "SECTIONS", "TLS_SUBJECT_KEYS", "Client", "Config", "ConfigError",
-    "Destination", "Entry", "NodeConfig", "Worker",
+    "CALLING_AE", "DISCARD", "DURABILITY_MODES", "RULE_ACTIONS", "SECTIONS", "TLS_SUBJECT_KEYS",
+    "Client", "Condition", "Config", "ConfigError", "Destination", "Entry", "NodeConfig", "Pool",
+    "Rule", "Worker",
 ]  # fmt: skip
 
 DURABILITY_MODES = ("fsync", "os")
@@ -26,6 +28,10 @@ TLS_SUBJECT_KEYS = {
 }  # fmt: skip
 # An entry's kind (a runtime change says it) -> its section in the file and in Config.
 SECTIONS = {"client": "clients", "worker": "workers", "destination": "destinations"}
+# A rule's match may name this beside DICOM keywords: the calling AE title of the association.
+CALLING_AE = "calling_ae"
+DISCARD = "discard"  # a rule's action: answered success, not forwarded
+RULE_ACTIONS = (DISCARD,)
 
 
 class ConfigError(ValueError):
@@ -101,17 +107,64 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """One key of a rule's ``match``: the value of ``key`` must match ``pattern`` whole.
+
+    ``key`` is a DICOM keyword (``Modality``) or :data:`CALLING_AE`. The
+    pattern is compiled once, here (``regex``; not part of equality or
+    hash, which the pattern's text decides). Raises :class:`re.error` if
+    ``pattern`` is not a regular expression: the checker says so first,
+    with the file and line.
+    """
+
+    key: str
+    pattern: str
+    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", re.compile(self.pattern))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``[[clients.rules]]``: where a series goes when every condition of ``match`` holds.
+
+    Exactly one of ``pool`` (a pool's name) and ``action`` (:data:`DISCARD`)
+    is set, the other is ``""`` (the checker makes sure). Matching is
+    :func:`wolfpacs.node.rules.decide`.
+    """
+
+    match: tuple[Condition, ...]
+    pool: str = ""
+    action: str = ""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """``[[pools]]``: a pool's own settings (a pool itself is its workers' ``pool``)."""
+
+    name: str
+    result_timeout: float = 0.0  # seconds a delivered study may wait for a result; 0: not tracked
+
+
+@dataclass(frozen=True)
 class Client:
-    """``[[clients]]``: a hospital, known by the called AE title it uses (its shared secret)."""
+    """``[[clients]]``: a hospital, known by the called AE title it uses (its shared secret).
+
+    Each series goes where the first of ``rules`` that matches it says,
+    else to ``pool``; with no ``pool`` (``None``), a series no rule
+    matches is refused. The checker makes sure there is one or the other.
+    """
 
     name: str
     ae_title: str
     destination: str
-    pool: str
+    pool: str | None = None
     calling_ae_titles: tuple[str, ...] = ()
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls_subject: str = ""  # on a TLS port, its certificate's subject must have these: "CN=..."
     tls_fingerprint: str = ""  # ... or its certificate must be this one: "sha256:<hex>"
+    rules: tuple[Rule, ...] = ()  # checked in order; the first that matches decides
 
 
 @dataclass(frozen=True)
@@ -138,6 +191,7 @@ class Config:
     clients: tuple[Client, ...] = ()
     workers: tuple[Worker, ...] = ()
     source: str = "<defaults>"
+    pools: tuple[Pool, ...] = ()  # settings of the pools that have some; the others' are defaults
 
     def worker(self, name: str) -> Worker | None:
         return next((w for w in self.workers if w.name == name), None)
@@ -150,6 +204,10 @@ class Config:
 
     def pool(self, name: str) -> tuple[Worker, ...]:
         return tuple(w for w in self.workers if w.pool == name)
+
+    def pool_settings(self, name: str) -> Pool:
+        """The ``[[pools]]`` entry of pool ``name``, or its defaults if it has none."""
+        return next((p for p in self.pools if p.name == name), Pool(name))
 
 
 Entry = Client | Worker | Destination

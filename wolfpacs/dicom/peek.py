@@ -1,8 +1,10 @@
 """Read the few tags routing needs from a received instance, without decoding the rest.
 
 Only the file meta and the dataset up to (0020,000E) SeriesInstanceUID are
-parsed; pixel data and everything after is never read. The file itself is
-never changed: it is passed on byte for byte.
+parsed, or up to the last of the ``extra`` tags the caller asks for (the
+ones its routing rules match on: :attr:`RoutingTags.attributes`); pixel
+data and everything after is never read. The file itself is never
+changed: it is passed on byte for byte.
 
 :func:`peek_head` reads the first bytes of a dataset as they arrived, with
 a scanner of its own that knows just enough of PS3.5 (Little Endian,
@@ -18,10 +20,12 @@ import re
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_file_meta_info, read_partial
@@ -32,6 +36,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from wolfpacs.dicom.attributes import MAX_VALUE, attribute_values, keyword
+
 __all__ = ["PeekError", "RoutingTags", "peek", "peek_head"]
 
 _STUDY_UID = Tag(0x0020, 0x000D)
@@ -39,6 +45,8 @@ _SERIES_UID = Tag(0x0020, 0x000E)
 _SOP_CLASS_UID = Tag(0x0008, 0x0016)
 _SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
 _WANTED: list[BaseTag | int] = [_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_UID, _SERIES_UID]
+_CHARSET = 0x00080005
+PIXEL_DATA = 0x7FE00010
 
 # pydicom's remarks on odd data (a UID over 64 characters...) are not the node's errors:
 # the refusal's own log line says what is wrong. A filter for the process, once:
@@ -61,22 +69,77 @@ class PeekError(ValueError):
 
 @dataclass(frozen=True)
 class RoutingTags:
+    """What the node routes an instance by.
+
+    ``attributes``: the values of the ``extra`` tags asked for that the
+    dataset has (at its top level), keyed by keyword, each a tuple of
+    strings (:func:`~wolfpacs.dicom.attributes.attribute_values`: ``()``
+    for a present but empty one); a tag it lacks, or whose value is over
+    ``MAX_VALUE`` bytes or neither text nor numbers, is not a key.
+    """
+
     study_uid: str
     series_uid: str
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax: str
+    attributes: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
 
 def _text(value: object) -> str:
     return str(value or "").strip(" \x00")
 
 
-def _past_series(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-    return bool(tag > _SERIES_UID)
+def _last(extra: Collection[int]) -> int:
+    """The last tag to read: the series UID's, or the last extra one's.
+
+    Raises:
+        ValueError: an extra tag lies at or after PixelData (a caller's mistake:
+            the rules' checker refuses such keywords).
+    """
+    last = max(extra, default=_SERIES)
+    if last >= PIXEL_DATA:
+        raise ValueError(f"tag {last:08X} is at or after PixelData: never peeked")
+    return max(last, _SERIES)
 
 
-def _read_deflated(fp: BinaryIO, meta: FileMetaDataset) -> Dataset:
+def _past(last: int) -> Callable[[BaseTag, str | None, int], bool]:
+    """pydicom's ``stop_when``: past ``last``, nothing more is read."""
+    return lambda tag, _vr, _length: bool(tag > last)
+
+
+def _attributes(ds: Dataset, extra: Collection[int]) -> dict[str, tuple[str, ...]]:
+    """The values of the ``extra`` tags that pydicom read, raw, decoded as the scanner's are."""
+    if not extra:
+        return {}
+    charset = _raw(ds, _CHARSET)
+    found = {}
+    for tag in sorted(extra):
+        raw = _raw(ds, tag)
+        if raw is not None:
+            value, vr, little_endian = raw
+            values = attribute_values(tag, vr, value, little_endian, charset and charset[0])
+            if values is not None:
+                found[keyword(tag)] = values
+    return found
+
+
+def _raw(ds: Dataset, tag: int) -> tuple[bytes, str | None, bool] | None:
+    """The raw value of ``tag`` as read (not converted), its VR and byte order.
+
+    None if absent, deferred (over ``MAX_VALUE`` bytes) or a sequence pydicom parsed.
+    """
+    element = ds.get_item(tag, keep_deferred=True)
+    if not isinstance(element, RawDataElement):
+        return None
+    if element.length == 0:  # (pydicom's empty raw value is None for an implicit VR)
+        return b"", element.VR, element.is_little_endian
+    if not isinstance(element.value, bytes):
+        return None
+    return element.value, element.VR, element.is_little_endian
+
+
+def _read_deflated(fp: BinaryIO, meta: FileMetaDataset, extra: Collection[int]) -> Dataset:
     """The routing tags of a deflated dataset, inflating no more than ``INFLATE_LIMIT``.
 
     pydicom would inflate the whole dataset in memory: a deflate bomb's way in.
@@ -92,7 +155,7 @@ def _read_deflated(fp: BinaryIO, meta: FileMetaDataset) -> Dataset:
     ds = read_dataset(
         cast("BinaryIO", DicomBytesIO(prefix)),  # one, in all but pydicom's annotations
         is_implicit_VR=False, is_little_endian=True,
-        stop_when=_past_series, defer_size=4096, specific_tags=_WANTED,
+        stop_when=_past(_last(extra)), defer_size=MAX_VALUE, specific_tags=[*_WANTED, *extra],
     )  # fmt: skip
     if _STUDY_UID not in ds and len(prefix) >= INFLATE_LIMIT:
         raise PeekError(f"no StudyInstanceUID in the first {INFLATE_LIMIT} inflated bytes")
@@ -103,26 +166,29 @@ def _value(ds: Dataset, tag: BaseTag) -> str:
     return _text(ds[tag].value) if tag in ds else ""
 
 
-def peek(path: Path) -> RoutingTags:
+def peek(path: Path, extra: Collection[int] = ()) -> RoutingTags:
     """The routing tags of the DICOM file at ``path`` (preamble and file meta included).
 
     SOP class, SOP instance and transfer syntax come from the file meta
     (for a received instance: what the C-STORE request and the presentation
-    context said); the study and series from the dataset itself.
+    context said); the study and series from the dataset itself, and the
+    values of the ``extra`` tags (:attr:`RoutingTags.attributes`).
 
     Raises:
         PeekError: the file cannot be parsed that far, or it has no valid
             StudyInstanceUID (``missing_study=True``).
+        ValueError: a tag of ``extra`` is at or after PixelData (7FE0,0010).
     """
+    last = _last(extra)
     try:
         with open(path, "rb") as fp:
             meta = read_file_meta_info(path)
             if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-                ds = _read_deflated(fp, meta)
+                ds = _read_deflated(fp, meta, extra)
             else:
-                ds = read_partial(
-                    fp, stop_when=_past_series, defer_size=4096, specific_tags=_WANTED
-                )
+                ds = read_partial(fp, stop_when=_past(last), defer_size=MAX_VALUE,
+                                  specific_tags=[*_WANTED, *extra])  # fmt: skip
+            attributes = _attributes(ds, extra)  # first: reading a value converts it
             transfer_syntax = _text(meta.get("TransferSyntaxUID"))
             sop_class = _text(meta.get("MediaStorageSOPClassUID")) or _value(ds, _SOP_CLASS_UID)
             sop_instance = _text(meta.get("MediaStorageSOPInstanceUID")) or _value(
@@ -137,7 +203,8 @@ def peek(path: Path) -> RoutingTags:
     # Garbage after a file meta parses as nothing at all: "cannot parse" (0xC001), not
     # "no StudyInstanceUID" (0xC002), which a dataset with its SOP UIDs but no study earns.
     parsed = _SOP_CLASS_UID in ds or _SOP_INSTANCE_UID in ds or _SERIES_UID in ds
-    return _checked(RoutingTags(study, series, sop_class, sop_instance, transfer_syntax), parsed)
+    tags = RoutingTags(study, series, sop_class, sop_instance, transfer_syntax, attributes)
+    return _checked(tags, parsed)
 
 
 def _checked(tags: RoutingTags, parsed: bool = True) -> RoutingTags:
@@ -219,22 +286,32 @@ def _skip_undefined(head: bytes, offset: int, implicit: bool, depth: int) -> int
 
 
 def peek_head(
-    head: bytes, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
+    head: bytes,
+    transfer_syntax: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    extra: Collection[int] = (),
 ) -> RoutingTags | None:
     """The routing tags from the first bytes of a dataset; None if unsure (then :func:`peek`).
 
+    ``extra``: as for :func:`peek`, with the same result; the head must
+    reach past the last of them (else None: unsure).
+
     Raises:
         PeekError: the study UID is there but not a valid UID.
+        ValueError: a tag of ``extra`` is at or after PixelData (7FE0,0010).
     """
+    last = _last(extra)
     if transfer_syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
         return None
     implicit = transfer_syntax == ImplicitVRLittleEndian
     found: dict[int, str] = {}
+    raw: dict[int, tuple[bytes, bytes | None]] = {}  # extra tags (and the charset): value, VR
     offset = 0
     try:
         while offset < len(head):
             tag, vr, length, offset = _element(head, offset, implicit)
-            if tag > _SERIES:
+            if tag > last:
                 break
             if length == _UNDEFINED:
                 if vr not in (None, b"SQ"):
@@ -245,12 +322,32 @@ def peek_head(
                 if offset + length > len(head):
                     return None
                 found[tag] = _text(head[offset : offset + length].decode("ascii", "replace"))
+            if extra and (tag == _CHARSET or (tag in extra and length <= MAX_VALUE)):
+                if offset + length > len(head):
+                    return None
+                raw[tag] = (head[offset : offset + length], vr)
             offset += length
         else:
-            return None  # the bytes ended before the series: the file has the rest
+            return None  # the bytes ended before the last tag wanted: the file has the rest
     except (_UnsureError, struct.error):
         return None
     if _STUDY not in found:
         return None  # pydicom has the last word on what is missing
     return _checked(RoutingTags(found.get(_STUDY, ""), found.get(_SERIES, ""),
-                                sop_class_uid, sop_instance_uid, transfer_syntax))  # fmt: skip
+                                sop_class_uid, sop_instance_uid, transfer_syntax,
+                                _head_attributes(raw, extra)))  # fmt: skip
+
+
+def _head_attributes(
+    raw: dict[int, tuple[bytes, bytes | None]], extra: Collection[int]
+) -> dict[str, tuple[str, ...]]:
+    """The scanner's raw values of the ``extra`` tags, decoded (as :func:`_attributes` does)."""
+    charset = raw[_CHARSET][0] if _CHARSET in raw else None
+    found = {}
+    for tag in sorted(extra):
+        if tag in raw:
+            value, vr = raw[tag]
+            values = attribute_values(tag, vr.decode("ascii") if vr else None, value, True, charset)
+            if values is not None:
+                found[keyword(tag)] = values
+    return found

@@ -224,6 +224,8 @@ class Router(SupervisedActor):
         settings = self.config.client(client)
         if settings is None:
             raise NoWorkerError(f"unknown client {client!r}")
+        if settings.pool is None:  # rules only: until the rules choose (issue 18), refused
+            raise NoWorkerError(f"client {client!r} has no default pool and no rule chose one")
         pool = [
             w for w in self.config.pool(settings.pool)
             if self._states.get(w.name, ACTIVE) == ACTIVE
