@@ -74,12 +74,13 @@ class RoutingChecker:
     def rule(self, table: dict[str, Any], path: tuple[Any, ...]) -> Rule:
         self.host.only(table, path, _RULE_KEYS)
         if ("pool" in table) == ("action" in table):
-            both = "both" if "pool" in table else "neither"
-            why = f'has {both} pool and action: say where its series go (pool = "...") or '
+            both = "both pool and action" if "pool" in table else "neither pool nor action"
+            why = f'has {both}: say where its series go (pool = "...") or '
             raise self.host.fail(path, why + f'action = "{RULE_ACTIONS[0]}"')
         if "action" in table and table["action"] not in RULE_ACTIONS:
             known = ", ".join(RULE_ACTIONS)
-            raise self.host.fail((*path, "action"), f"unknown action {table['action']!r} ({known})")
+            why = f"unknown action {table['action']!r} (known: {known})"
+            raise self.host.fail((*path, "action"), why)
         match = table.get("match")
         if not isinstance(match, dict) or not match:
             why = "must be a table of DICOM keywords (or calling_ae) to regular expressions"
@@ -181,7 +182,7 @@ def attribute_problem(keyword: str) -> str | None:
     if tag >> 16 in (0x0000, 0x0002):
         return f"{where} is in the command or file meta group, not the dataset"
     if tag >= PIXEL_DATA:
-        return f"{where} lies at or after PixelData (7FE0,0010): the peek never reads so far"
+        return f"{where} is not before PixelData (7FE0,0010): the peek never reads so far"
     if vr == "SQ":
         return f"{where} is a sequence: a rule matches values, not items"
     if " or " in vr:

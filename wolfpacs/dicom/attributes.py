@@ -84,11 +84,9 @@ def attribute_values(
     if vr is None:
         return None
     if vr in _NUMBERS:
-        code = _NUMBERS[vr]
-        size = struct.calcsize(code)
-        usable = raw[: len(raw) // size * size]
-        order = "<" if little_endian else ">"
-        return tuple(str(v) for (v,) in struct.iter_unpack(order + code, usable))
+        code = ("<" if little_endian else ">") + _NUMBERS[vr]  # standard sizes, not native
+        usable = raw[: len(raw) // struct.calcsize(code) * struct.calcsize(code)]
+        return tuple(str(v) for (v,) in struct.iter_unpack(code, usable))
     if vr in _CHARSET_TEXT:
         delimiters = _PN_DELIMITERS if vr == "PN" else _DELIMITERS
         try:

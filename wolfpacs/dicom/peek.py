@@ -112,16 +112,29 @@ def _attributes(ds: Dataset, extra: Collection[int]) -> dict[str, tuple[str, ...
     """The values of the ``extra`` tags that pydicom read, raw, decoded as the scanner's are."""
     if not extra:
         return {}
-    charset = _raw(ds, _CHARSET)
+    charset = _charset(ds)
     found = {}
     for tag in sorted(extra):
         raw = _raw(ds, tag)
         if raw is not None:
             value, vr, little_endian = raw
-            values = attribute_values(tag, vr, value, little_endian, charset and charset[0])
+            values = attribute_values(tag, vr, value, little_endian, charset)
             if values is not None:
                 found[keyword(tag)] = values
     return found
+
+
+def _charset(ds: Dataset) -> bytes | None:
+    """The Specific Character Set as the scanner sees it: its raw value, terms split by '\\'."""
+    element = ds.get_item(_CHARSET, keep_deferred=True)
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement):
+        return element.value if isinstance(element.value, bytes) else b""
+    # pydicom converts this one as it reads (it needs it for what follows)
+    value = element.value
+    terms = [value or ""] if value is None or isinstance(value, str) else list(value)
+    return "\\".join(str(t) for t in terms).encode("latin-1", "replace")
 
 
 def _raw(ds: Dataset, tag: int) -> tuple[bytes, str | None, bool] | None:
