@@ -314,12 +314,13 @@ def peek_head(
         PeekError: the study UID is there but not a valid UID.
         ValueError: a tag of ``extra`` is at or after PixelData (7FE0,0010).
     """
-    last = _last(extra)
+    last = _last(extra) if extra else _SERIES  # (the common case without rules: no call)
     if transfer_syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
         return None
     implicit = transfer_syntax == ImplicitVRLittleEndian
     found: dict[int, str] = {}
     raw: dict[int, tuple[bytes, bytes | None]] = {}  # extra tags (and the charset): value, VR
+    wanted = frozenset((*extra, _CHARSET)) if extra else frozenset()  # one look-up an element
     offset = 0
     try:
         while offset < len(head):
@@ -335,7 +336,7 @@ def peek_head(
                 if offset + length > len(head):
                     return None
                 found[tag] = _text(head[offset : offset + length].decode("ascii", "replace"))
-            if extra and (tag == _CHARSET or (tag in extra and length <= MAX_VALUE)):
+            if tag in wanted and (length <= MAX_VALUE or tag == _CHARSET):
                 if offset + length > len(head):
                     return None
                 raw[tag] = (head[offset : offset + length], vr)
@@ -348,7 +349,7 @@ def peek_head(
         return None  # pydicom has the last word on what is missing
     return _checked(RoutingTags(found.get(_STUDY, ""), found.get(_SERIES, ""),
                                 sop_class_uid, sop_instance_uid, transfer_syntax,
-                                _head_attributes(raw, extra)))  # fmt: skip
+                                _head_attributes(raw, extra) if extra else {}))  # fmt: skip
 
 
 def _head_attributes(
@@ -357,9 +358,8 @@ def _head_attributes(
     """The scanner's raw values of the ``extra`` tags, decoded (as :func:`_attributes` does)."""
     charset = raw[_CHARSET][0] if _CHARSET in raw else None
     found = {}
-    for tag in sorted(extra):
-        if tag in raw:
-            value, vr = raw[tag]
+    for tag, (value, vr) in raw.items():
+        if tag in extra:
             values = attribute_values(tag, vr.decode("ascii") if vr else None, value, True, charset)
             if values is not None:
                 found[keyword(tag)] = values
