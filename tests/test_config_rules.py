@@ -241,3 +241,15 @@ def test_removing_the_last_worker_of_a_rules_pool_is_refused():
     with pytest.raises(ConfigError, match="unknown pool 'lung'") as failed:
         apply(config, [("worker", "cpu-l", None)])
     assert failed.value.key == "clients[0].rules[0].pool"
+
+
+def test_the_readmes_rules_example_loads():
+    """The README's example, with the destination and the workers it names."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Rules", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    around = RULES.split("[[clients]]", 1)[0] + RULES.split('action = "discard"\n', 1)[1]
+    config = parse(around.split("[[pools]]", 1)[0] + example, SOURCE)
+    assert config == parse(RULES, SOURCE)  # the same as the issue's, which the tests use
