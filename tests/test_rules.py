@@ -130,3 +130,11 @@ def test_wanted_tags_are_the_rules_keywords_of_every_client():
         tag_for_keyword("Modality"), tag_for_keyword("SeriesNumber"), tag_for_keyword("Rows"),
     }  # fmt: skip
     assert wanted_tags((client(),)) == frozenset()  # no rules: the peek reads no further
+
+
+def test_a_clients_pools_are_its_rules_then_its_own_each_once():
+    both_ways = client(rule("lung", Modality="CT"), Rule((Condition("Modality", "SR"),),
+                       action=DISCARD), rule("stroke", Modality="MR"), pool="stroke")  # fmt: skip
+    assert both_ways.pools == ("lung", "stroke")
+    assert client(rule("lung", Modality="CT"), pool=None).pools == ("lung",)
+    assert client().pools == ("default",)

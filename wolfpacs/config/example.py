@@ -95,6 +95,14 @@ calling_ae_titles = ["STHLM_CT"]  # optional: only from these calling AE titles
 allow = ["10.0.0.0/24"]       # optional: only from these IP networks
 # tls_subject = "CN=stockholm-ct"  # with tls_outside: its certificate's subject, pinned
 # tls_fingerprint = "sha256:<64 hex digits>"  # ... or the certificate itself
+# Optional: a series goes by its attributes to another pool, or nowhere; the first rule
+# that matches decides, none matching, `pool` does (without `pool`: refused). See "Rules".
+# [[clients.rules]]
+# match = { Modality = "CT", SeriesDescription = "(?i).*(chest|lung).*" }
+# pool = "lung"
+# [[clients.rules]]
+# match = { Modality = "SR|PR|KO" }
+# action = "discard"          # answered success, forwarded nowhere
 
 # AI workers: each study goes, whole, to the least loaded active worker of its pool.
 [[workers]]
@@ -116,6 +124,11 @@ host = "10.1.0.6"
 port = 11130
 ae_title = "GPU_B"
 pool = "stroke"
+
+# Optional settings of a pool (the pool itself is its workers' `pool`).
+# [[pools]]
+# name = "stroke"
+# result_timeout = 900        # seconds a study may wait for a result; 0: not tracked
 """
 
 _COLUMN = 30  # where the comments start

@@ -166,6 +166,12 @@ class Client:
     tls_fingerprint: str = ""  # ... or its certificate must be this one: "sha256:<hex>"
     rules: tuple[Rule, ...] = ()  # checked in order; the first that matches decides
 
+    @property
+    def pools(self) -> tuple[str, ...]:
+        """Every pool its series may go to: its rules', then its own, each once."""
+        named = [r.pool for r in self.rules if r.pool] + ([self.pool] if self.pool else [])
+        return tuple(dict.fromkeys(named))
+
 
 @dataclass(frozen=True)
 class Worker:

@@ -213,7 +213,7 @@ def _pools(config: Config, health: Callable[[str], bool | None]) -> Iterator[Gau
         "counts as not reachable. A pool with none still takes new studies: they wait queued",
         labels=["pool"],
     )  # fmt: skip
-    pools: dict[str, list[int]] = {c.pool: [0, 0] for c in config.clients}
+    pools: dict[str, list[int]] = {p: [0, 0] for c in config.clients for p in c.pools}
     for w in config.workers:
         counts = pools.setdefault(w.pool, [0, 0])
         counts[0] += 1
