@@ -15,11 +15,11 @@ def test_an_unexpected_error_is_answered_0x0110_and_the_association_goes_on(
     route = Receiver._route
     calls = []
 
-    def route_with_a_bug(self: Receiver, study_uid: str) -> tuple[str, str]:
-        calls.append(study_uid)
+    def route_with_a_bug(self: Receiver, tags):
+        calls.append(tags)
         if len(calls) == 1:
             raise KeyError("a bug")
-        return route(self, study_uid)
+        return route(self, tags)
 
     monkeypatch.setattr(Receiver, "_route", route_with_a_bug)
     w = world()

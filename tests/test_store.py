@@ -137,7 +137,9 @@ def test_rows_of_a_moved_study_are_not_offered_to_the_worker_it_left(store):
     store.enqueue(item("spool/gpu-a/1.dcm", study="1.2.1"))
     store.enqueue(item("spool/gpu-a/2.dcm", study="1.2.2"))
     moved = store.move_studies("gpu-a", "gpu-b", ["1.2.1"])
-    assert moved == [{"client": "c", "study_uid": "1.2.1", "delivered": 0, "queued": 1}]
+    assert moved == [
+        {"client": "c", "study_uid": "1.2.1", "pool": "", "delivered": 0, "queued": 1}
+    ]
     assert [i.study_uid for i in store.next_items("gpu-a")] == ["1.2.2"]
     ((row, worker),) = store.moved_items("gpu-a")
     assert row.study_uid == "1.2.1" and worker == "gpu-b"
@@ -156,12 +158,13 @@ def _plan(store: SQLiteStore, sql: str, args: tuple[object, ...]) -> list[str]:
 def test_what_runs_per_instance_looks_studies_up_by_key(store):
     """The routing table may hold 100,000 studies: a scan per instance would be felt."""
     steps = [
-        *_plan(store, ENQUEUE, (1,) * 12),
-        *_plan(store, "INSERT INTO studies (client, study_uid, worker, routed_at, "  # the trigger
-               "last_activity_at) VALUES (1, 1, 1, 1, 1) ON CONFLICT (client, study_uid) DO "
-               "UPDATE SET instances_in = instances_in + 1", ()),
+        *_plan(store, ENQUEUE, (1,) * 14),
+        *_plan(store, "INSERT INTO studies (client, study_uid, pool, worker, routed_at, "
+               "last_activity_at) VALUES (1, 1, 1, 1, 1, 1) ON CONFLICT (client, study_uid, "
+               "pool) DO UPDATE SET instances_in = instances_in + 1", ()),  # the trigger
         *_plan(store, "SELECT * FROM queue q LEFT JOIN studies s ON s.client = q.client AND "
-               "s.study_uid = q.study_uid WHERE q.target = ? AND q.id > ?", (1, 1)),
+               "s.study_uid = q.study_uid AND s.pool = q.pool WHERE q.target = ? AND q.id > ?",
+               (1, 1)),
     ]  # fmt: skip
     assert any("studies USING INDEX" in step for step in steps), steps
     assert not any(step.startswith("SCAN studies") for step in steps), steps

@@ -18,10 +18,10 @@ class FailingDisk(SQLiteStore):
 
     failing = False
 
-    def get_route(self, client: str, study_uid: str):
+    def get_route(self, client: str, study_uid: str, pool: str = ""):
         if FailingDisk.failing:
             raise sqlite3.OperationalError("disk I/O error")
-        return super().get_route(client, study_uid)
+        return super().get_route(client, study_uid, pool)
 
 
 @pytest.fixture

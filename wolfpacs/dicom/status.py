@@ -18,6 +18,7 @@ class Status:
     OUT_OF_RESOURCES = 0xA700  # the spool could not take it (disk full, I/O error)
     NO_WORKER = 0xA701  # no active worker in the client's pool
     BUSY = 0xA702  # the node is restarting a part of itself or shutting down
+    NO_POOL = 0xA703  # no rule of the client matched the series, and it has no default pool
     PROCESSING_FAILURE = 0x0110  # an unexpected error; logged with its traceback
     UNREADABLE = 0xC001  # the dataset cannot be parsed as far as its routing tags
     NO_STUDY_UID = 0xC002  # no StudyInstanceUID, or not a valid UID

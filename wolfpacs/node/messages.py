@@ -6,6 +6,8 @@ to another process or node without its callers changing (``DESIGN.md``).
 - To a sender (``sender:<target>``): :data:`WAKE`, :data:`HAND_OVER`, :data:`REPORT`,
   :data:`RETRY_NOW`.
 - To the router: :class:`TargetHealth`, from a worker's sender.
+- From the router: :class:`Routed` (where a series goes), :class:`Home`
+  (where a result goes).
 - A receiver is started with the :class:`Peer` on the other end; a sender
   with its :class:`Target`.
 """
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVE", "DRAINING", "HAND_OVER", "INSIDE", "OUTSIDE", "REPORT", "RETRY_NOW", "WAKE",
-    "Peer", "Target", "TargetHealth", "shown_called_ae", "targets",
+    "Home", "Peer", "Routed", "Target", "TargetHealth", "shown_called_ae", "targets",
 ]  # fmt: skip
 
 WAKE = "wake"  # there may be work in the queue
@@ -98,3 +100,24 @@ def targets(config: Config) -> list[Target]:
             for d in config.destinations
         ),
     ]
+
+
+@dataclass(frozen=True)
+class Home:
+    """Where a derived instance goes: the client that owns its study, and its destination."""
+
+    client: str
+    destination: str
+    pool: str = ""  # the key of the route the result belongs to (see Routed)
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Where an instance of a series goes: ``worker``, its study's route being the one in
+    pool ``pool`` (the key of its queue rows, see :class:`~wolfpacs.state.store.Route`);
+    or nowhere, ``discard``: a rule (``rule``, its index) says so."""
+
+    worker: str = ""
+    pool: str = ""
+    discard: bool = False
+    rule: int | None = None

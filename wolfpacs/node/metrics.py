@@ -70,6 +70,11 @@ class Metrics:
         self.routes = Counter(
             "wolfpacs_routing_decisions", "New studies routed", ["client", "worker"], registry=r
         )
+        self.discarded = Counter(
+            "wolfpacs_discarded_instances",
+            "Instances a rule discarded: answered success, forwarded nowhere",
+            ["client"], registry=r,
+        )  # fmt: skip
         self.spooled = Histogram(
             "wolfpacs_receive_to_spooled_seconds",
             "From a received C-STORE to its commit in the spool, before the answer",
@@ -115,6 +120,9 @@ class Metrics:
 
     def routed(self, client: str, worker: str) -> None:
         self.routes.labels(client, worker).inc()
+
+    def discard(self, client: str) -> None:
+        self._child(self.discarded, client).inc()
 
     # -- reading ------------------------------------------------------------------------
 

@@ -27,11 +27,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,9 +43,17 @@ from wolfpacs.dicom.part10 import file_meta
 from wolfpacs.dicom.pdu import ABORT_UNEXPECTED_PARAMETER
 from wolfpacs.dicom.peek import PeekError, RoutingTags, peek, peek_head
 from wolfpacs.dicom.status import Answer, Status, response
+from wolfpacs.node.incoming import HEAD_BYTES, Incoming, Overlapped
 from wolfpacs.node.messages import HAND_OVER, OUTSIDE, WAKE, Peer
 from wolfpacs.node.metrics import Metrics
-from wolfpacs.node.router import AMBIGUOUS_STUDY, NotHomeError, NoWorkerError, Router
+from wolfpacs.node.router import (
+    AMBIGUOUS_STUDY,
+    NoPoolError,
+    NotHomeError,
+    NoWorkerError,
+    Router,
+)
+from wolfpacs.node.rules import wanted_tags
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
 if TYPE_CHECKING:
@@ -61,84 +67,17 @@ __all__ = ["HEAD_BYTES", "Receiver"]
 
 logger = logging.getLogger(__name__)
 
-HEAD_BYTES = 64 * 1024  # of each dataset kept in memory, for the routing tags
 
+@dataclass(frozen=True)
+class _Route:
+    """Where an instance goes: ``target`` (a worker or a destination), for ``client``'s
+    study, in its route of pool ``pool``; or, ``discard``, nowhere (rule ``rule``)."""
 
-class _Incoming:
-    """The file a C-STORE's dataset goes to as it arrives, and the dataset's first bytes.
-
-    The file may be a recycled one (:meth:`Spool.open_incoming`): it is
-    written from its start and cut to what was written when closed.
-    A write error is kept, not raised: the dataset must still be read to its
-    end, so that the association stays in step and the peer gets its answer.
-    """
-
-    def __init__(self, spool: Spool, meta: bytes) -> None:
-        self.path, self.fd, self._old_size = spool.open_incoming()
-        self.head = bytearray()
-        self.written = 0
-        self.error: OSError | None = None
-        self._meta: bytes | None = meta  # written with the first fragment: one call fewer
-
-    def write(self, fragments: list[memoryview]) -> None:
-        for fragment in fragments:
-            if len(self.head) >= HEAD_BYTES:
-                break
-            self.head += fragment[: HEAD_BYTES - len(self.head)]
-        if self.error is None:
-            self._write(fragments)
-
-    def _write(self, fragments: list[memoryview]) -> None:
-        parts = [memoryview(self._meta), *fragments] if self._meta is not None else [*fragments]
-        self._meta = None
-        try:
-            while parts:
-                done = os.writev(self.fd, parts)
-                self.written += done
-                while parts and done >= len(parts[0]):
-                    done -= len(parts.pop(0))
-                if done:
-                    parts[0] = parts[0][done:]
-        except OSError as exc:
-            self.error = exc
-
-    def close(self, fsync: bool) -> None:
-        if self._meta is not None and self.error is None:
-            self._write([])  # no fragment came: the meta alone
-        try:
-            if self._old_size > self.written and self.error is None:
-                os.ftruncate(self.fd, self.written)  # what a recycled file held beyond
-            if fsync and self.error is None:
-                os.fsync(self.fd)  # now, while it is open and in the page cache
-        except OSError as exc:
-            self.error = exc
-        finally:
-            os.close(self.fd)
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-class _Overlapped:
-    """Work that overlaps a call to the store; its error is kept until :meth:`check`.
-
-    Raised at once it would leave the store's answer unwaited for, and the
-    row it commits with no one to take it back.
-    """
-
-    def __init__(self, work: Callable[[], object]) -> None:
-        self.work = work
-        self.error: OSError | None = None
-
-    def __call__(self) -> None:
-        try:
-            self.work()
-        except OSError as exc:
-            self.error = exc
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise self.error
+    worker: str
+    client: str
+    pool: str = ""
+    discard: bool = False
+    rule: int | None = None
 
 
 @dataclass(frozen=True)
@@ -176,14 +115,15 @@ class Receiver(SupervisedActor):
         self.bytes = 0
         self.refused = 0
         self.last_status: int | None = None
-        # The router's answers for this association's studies, while the config stands:
-        # a study's route changes only by a move (enqueue_received says so) or by a
-        # config change (the cache is dropped). None: ask the router every time.
+        # The router's answers for this association's series (outside) or studies (inside),
+        # while the config stands: a route changes only by a move (enqueue_received says
+        # so) or by a config change (the cache is dropped). None: ask the router every time.
         self.live = live
         self._turn = threading.Condition()  # between the association's thread and a stop
         self._storing = False  # a C-STORE is being taken: a stop waits for its answer
         self._stopping = False
-        self._routes: dict[str, tuple[str, str]] = {}
+        self._routes: dict[str, _Route] = {}
+        self.discarded = 0
         self._routes_config: Config | None = None
 
     def on_start(self) -> None:
@@ -272,7 +212,7 @@ class Receiver(SupervisedActor):
         """Receive one dataset into ``incoming/`` and :meth:`take` it; the answer."""
         meta = file_meta(command.sop_class_uid, command.sop_instance_uid,
                          context.transfer_syntax, assoc.calling_ae)  # fmt: skip
-        incoming = _Incoming(self.spool, meta)
+        incoming = Incoming(self.spool, meta)
         try:
             received = assoc.receive_dataset(context, incoming.write, limit=self.max_instance_bytes)
         except BaseException:
@@ -289,7 +229,8 @@ class Receiver(SupervisedActor):
         tags = None
         with contextlib.suppress(PeekError):  # then peek() says what is wrong, from the file
             tags = peek_head(bytes(incoming.head), context.transfer_syntax,
-                             command.sop_class_uid, command.sop_instance_uid)  # fmt: skip
+                             command.sop_class_uid, command.sop_instance_uid,
+                             self._wanted())  # fmt: skip
         return self.take(str(incoming.path), command.sop_instance_uid, tags,
                          synced=self.spool.durable, size=len(meta) + received)  # fmt: skip
 
@@ -333,7 +274,7 @@ class Receiver(SupervisedActor):
     ) -> Answer:
         started = time.monotonic()
         try:
-            tags = tags or peek(path)
+            tags = tags or peek(path, self._wanted())
         except PeekError as exc:
             code = Status.NO_STUDY_UID if exc.missing_study else Status.UNREADABLE
             logger.warning(
@@ -342,7 +283,10 @@ class Receiver(SupervisedActor):
             return response(code, str(exc))
         try:
             kind = WORKER if self.peer.side == OUTSIDE else DESTINATION
-            target, client = self._route(tags.study_uid)
+            routed = self._route(tags)
+            if routed.discard:
+                return self._discard(path, tags, routed)
+            target, client = routed.worker, routed.client
             size = path.stat().st_size if size is None else size
             self.spool.check_room(size)
             mark = self.spool.queue_mark(target)
@@ -351,12 +295,13 @@ class Receiver(SupervisedActor):
             item = QueueItem(
                 target, kind, rel, client, tags.study_uid, tags.sop_class_uid,
                 tags.sop_instance_uid, tags.transfer_syntax, size, time.time(),
+                pool=routed.pool,
             )  # fmt: skip
             try:
                 # The queue directory's fsync runs while the store commits the row: both
                 # are done before the answer. A row may name a file whose move is not yet
                 # durable; after a crash recovery drops such a row (never acknowledged).
-                sync = _Overlapped(functools.partial(self.spool.sync_queue, target, mark))
+                sync = Overlapped(functools.partial(self.spool.sync_queue, target, mark))
                 moved_to = self.store.enqueue_received(item, meanwhile=sync)
                 sync.check()
             except UnavailableError:
@@ -372,6 +317,10 @@ class Receiver(SupervisedActor):
         except NoWorkerError as exc:
             logger.warning("%s: study %s refused: %s", self.peer, tags.study_uid, str(exc))
             return response(Status.NO_WORKER, str(exc))
+        except NoPoolError as exc:
+            logger.warning("%s: instance %s refused (0x%04X): %s", self.peer,
+                           tags.sop_instance_uid, Status.NO_POOL, str(exc))  # fmt: skip
+            return response(Status.NO_POOL, str(exc))
         except NotHomeError as exc:
             return self._not_home(path, tags, exc)
         except UnavailableError as exc:
@@ -382,21 +331,30 @@ class Receiver(SupervisedActor):
         except OSError as exc:
             logger.error("%s: instance %s refused: %s", self.peer, tags.sop_instance_uid, str(exc))
             return response(Status.OUT_OF_RESOURCES, str(exc.strerror or exc))
-        if moved_to:
-            self._routes[tags.study_uid] = (moved_to, client)
+        if moved_to:  # the whole study moved: every series of it this association knows
+            self._routes.clear()
         self.registry.tell(f"sender:{target}", HAND_OVER if moved_to else WAKE)
         self.instances += 1
         self.bytes += size
         self.metrics.received(self.peer.side, self.peer.name, size, time.monotonic() - started)
         return response(Status.SUCCESS)
 
-    def _route(self, study_uid: str) -> tuple[str, str]:
-        """Where this study's instance goes, and whose study it is; remembered for the association.
+    def _wanted(self) -> frozenset[int]:
+        """The tags the clients' rules need (none on the inside: results are not ruled)."""
+        if self.live is None or self.peer.side != OUTSIDE:
+            return frozenset()
+        return wanted_tags(self.live.get().clients)
 
-        Outside, the study is the peer's (a client's) and goes to its worker;
-        inside, it goes home to the destination of the client that owns it.
+    def _route(self, tags: RoutingTags) -> _Route:
+        """Where this instance goes, and whose study it is; remembered for the association.
+
+        Outside, the study is the peer's (a client's): its series goes to the
+        pool its rules chose, to the study's worker there (or nowhere:
+        discarded); inside, a result goes home to the destination of the
+        client that owns the study.
 
         Raises:
+            NoPoolError: (outside) no rule takes the series, and no default pool.
             NoWorkerError: (outside) no worker to take a new study.
             NotHomeError: (inside) the node will not take this derived instance.
         """
@@ -404,18 +362,37 @@ class Receiver(SupervisedActor):
         if config is None or config is not self._routes_config or len(self._routes) > 256:
             self._routes.clear()
             self._routes_config = config
-        found = self._routes.get(study_uid)
+        outside = self.peer.side == OUTSIDE
+        key = tags.series_uid if outside else tags.study_uid
+        found = self._routes.get(key)
         if found is not None:
             return found
-        if self.peer.side == OUTSIDE:
-            worker = self.registry.call("router", Router.route, self.peer.name, study_uid)
-            found = (worker, self.peer.name)
+        if outside:
+            routed = self.registry.call(
+                "router", Router.route_series, self.peer.name, tags.study_uid,
+                tags.series_uid, dict(tags.attributes), self.peer.calling_ae,
+            )  # fmt: skip
+            found = _Route(routed.worker, self.peer.name, routed.pool, routed.discard,
+                           routed.rule)  # fmt: skip
         else:
-            home = self.registry.call("router", Router.return_route, study_uid, self.peer.name)
-            found = (home.destination, home.client)
+            home = self.registry.call("router", Router.return_route, tags.study_uid,
+                                      self.peer.name)  # fmt: skip
+            found = _Route(home.destination, home.client, home.pool)
         if config is not None:
-            self._routes[study_uid] = found
+            self._routes[key] = found
         return found
+
+    def _discard(self, path: Path, tags: RoutingTags, routed: _Route) -> Answer:
+        """A rule discards the series: answered success, forwarded nowhere, counted, logged."""
+        path.unlink(missing_ok=True)
+        self.discarded += 1
+        self.metrics.discard(self.peer.name)
+        logger.info(
+            "%s: instance %s of series %s discarded (rules[%s])", self.peer,
+            tags.sop_instance_uid, tags.series_uid, routed.rule,
+            extra={"event": "discard", "study": tags.study_uid, "client": self.peer.name},
+        )  # fmt: skip
+        return response(Status.SUCCESS)
 
     def _not_home(self, path: Path, tags: RoutingTags, refusal: NotHomeError) -> Answer:
         """Keep a derived instance the node will not take home in ``dead/``; the answer."""

@@ -1,10 +1,14 @@
-"""The router: the one actor that decides which worker a study goes to.
+"""The router: the one actor that decides which pool and worker a series goes to.
 
-It is the only writer of the study → worker table (in the store). A study
-is its client's: (client, StudyInstanceUID) is the key, and the same UID
-from another client is another study. A known study goes where it went
-before; a new one to the least-loaded active worker of its client's pool,
-away from a worker that holds the same UID for another client if it can.
+It is the only writer of the series → pool and study → worker tables (in
+the store). A study is its client's: (client, StudyInstanceUID) is the key,
+and the same UID from another client is another study. Each series is
+given a pool once, at its first instance, by its client's rules
+(:mod:`wolfpacs.node.rules`: the first that matches, else the client's
+``pool``), and the decision is kept. Every series of one study that goes
+to pool P goes to one worker of P: a known (client, study, pool) goes where
+it went before; a new one to the least-loaded active worker of P, away
+from a worker that holds the same UID for another client if it can.
 The return path takes a derived instance only from a worker its study was
 given, home to the destination of the client that owns the study.
 
@@ -21,10 +25,11 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor, UnavailableError
+from wolfpacs.config.model import DISCARD
 from wolfpacs.node.board import PUBLISH_EVERY, WORKERS, Board
 from wolfpacs.node.messages import (
     ACTIVE,
@@ -32,9 +37,12 @@ from wolfpacs.node.messages import (
     HAND_OVER,
     REPORT,
     WAKE,
+    Home,
+    Routed,
     TargetHealth,
     targets,
 )
+from wolfpacs.node.rules import Attributes, decide
 from wolfpacs.state.store import WORKER
 
 if TYPE_CHECKING:
@@ -44,7 +52,10 @@ if TYPE_CHECKING:
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import Route, Store
 
-__all__ = ["Home", "NoWorkerError", "NotHomeError", "Router", "choose_worker"]
+# Home and Routed, the router's answers, live in node.messages (plain data between actors).
+__all__ = [
+    "Home", "NoPoolError", "NoWorkerError", "NotHomeError", "Routed", "Router", "choose_worker",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +73,13 @@ class NoWorkerError(RuntimeError):
     """The client's pool has no active worker: the instance cannot be taken now."""
 
 
+class NoPoolError(RuntimeError):
+    """No rule of the client matched the series, and the client has no default pool.
+
+    Not kept: a rule added later may take the series when it is sent again.
+    """
+
+
 UNKNOWN_STUDY = "unknown_study"
 NOT_YOUR_STUDY = "not_your_study"
 AMBIGUOUS_STUDY = "ambiguous_study"
@@ -73,14 +91,6 @@ class NotHomeError(RuntimeError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Home:
-    """Where a derived instance goes: the client that owns its study, and its destination."""
-
-    client: str
-    destination: str
 
 
 def choose_worker(candidates: list[Worker], open_studies: dict[str, int], down: set[str]) -> Worker:
@@ -144,7 +154,9 @@ class Router(SupervisedActor):
         self.spool = spool
         self.metrics = metrics
         self.board = metrics.board if metrics is not None else Board()
-        self._cache: OrderedDict[tuple[str, str], tuple[Route, float]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, str], tuple[Route, float]] = OrderedDict()
+        # (client, study, series) -> its kept decision; decisions never change, so no age
+        self._series: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._states: dict[str, str] = {}
         self._down: set[str] = set()
         self.decisions = 0
@@ -163,75 +175,151 @@ class Router(SupervisedActor):
         # with a receiver that had routed to it): at start, then now and then.
         self.actor_ref.tell(_SWEEP)
 
-    def _lookup(self, client: str, study_uid: str) -> Route | None:
-        """The route of ``client``'s study, from the cache while it is fresh, else the store."""
-        key = (client, study_uid)
+    def _lookup(self, client: str, study_uid: str, pool: str) -> Route | None:
+        """The route of ``client``'s study in ``pool``, from the cache while it is fresh,
+        else the store. A route from before pools were kept serves the pool of its worker."""
+        key = (client, study_uid, pool)
         cached = self._cache.get(key)
         now = time.monotonic()
         if cached is not None and now - cached[1] < CACHE_FRESH:
             self._cache[key] = (cached[0], now)
             self._cache.move_to_end(key)
             return cached[0]
-        route = self.store.get_route(client, study_uid)
+        route = self.store.get_route(client, study_uid, pool)
+        if route is not None and route.pool != pool:  # from before pools: is it this pool's?
+            worker = self.config.worker(route.worker)
+            if worker is not None and worker.pool != pool:
+                route = None
         if route is None:
             self._cache.pop(key, None)
         else:
-            self._remember(route)
+            self._remember(key, route)
         return route
 
-    def _remember(self, route: Route) -> None:
-        self._cache[(route.client, route.study_uid)] = (route, time.monotonic())
-        self._cache.move_to_end((route.client, route.study_uid))
+    def _remember(self, key: tuple[str, str, str], route: Route) -> None:
+        self._cache[key] = (route, time.monotonic())
+        self._cache.move_to_end(key)
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    def route(self, client: str, study_uid: str) -> str:
-        """The worker for ``client``'s study: the one it already has, or a new choice.
+    def _forget(self, studies: set[tuple[str, str]]) -> None:
+        """Drop the cached routes of these (client, study) pairs, in every pool (rare: moves)."""
+        for key in [k for k in self._cache if (k[0], k[1]) in studies]:
+            del self._cache[key]
+
+    def route_series(
+        self,
+        client: str,
+        study_uid: str,
+        series_uid: str,
+        attributes: Attributes,
+        calling_ae: str = "",
+    ) -> Routed:
+        """Where an instance of ``client``'s series goes: the series' pool (decided by the
+        rules at its first instance, then kept), and the study's worker in that pool.
+
+        Raises:
+            NoPoolError: no rule matched and the client has no default pool.
+            NoWorkerError: the pool has no active worker for a new study.
+        """
+        key = (client, study_uid, series_uid)
+        decision = self._series.get(key)
+        if decision is None:
+            decision = self.store.get_series(client, study_uid, series_uid)
+            if decision is None:
+                decision = self._decide(client, study_uid, series_uid, attributes, calling_ae)
+            self._series[key] = decision
+            if len(self._series) > CACHE_SIZE:
+                self._series.popitem(last=False)
+        if decision["action"] == DISCARD:
+            return Routed(discard=True, rule=decision["rule"])
+        route = self._route_in(client, study_uid, decision["pool"])
+        return Routed(route.worker, route.pool, rule=decision["rule"])
+
+    def _decide(
+        self,
+        client: str,
+        study_uid: str,
+        series_uid: str,
+        attributes: Attributes,
+        calling_ae: str,
+    ) -> dict[str, Any]:
+        """A new series: what its client's rules say, kept (the first decision stands)."""
+        settings = self.config.client(client)
+        if settings is None:
+            raise NoWorkerError(f"unknown client {client!r}")
+        made = decide(settings, attributes, calling_ae)
+        if made.outcome == "refuse":
+            raise NoPoolError(f"series {series_uid}: {made.reason}")
+        wanted = {"pool": made.pool, "action": DISCARD if made.outcome == "discard" else "",
+                  "rule": made.rule, "decided_at": self.clock()}  # fmt: skip
+        kept = self.store.decide_series(client, study_uid, series_uid, wanted)
+        where = "discarded" if kept["action"] else f"pool {kept['pool']}"
+        logger.info(
+            "series %s of study %s from client %s -> %s (%s)",
+            series_uid, study_uid, client, where, made.reason,
+            extra={"event": "series", "study": study_uid, "client": client,
+                   "pool": kept["pool"]},
+        )  # fmt: skip
+        return kept
+
+    def route(self, client: str, study_uid: str, pool: str | None = None) -> str:
+        """The worker for ``client``'s study in ``pool`` (default: the client's own pool)."""
+        return self._route_in(client, study_uid, pool).worker
+
+    def _route_in(self, client: str, study_uid: str, pool: str | None) -> Route:
+        """The route of ``client``'s study in ``pool``: the one it has, or a new choice.
 
         A study is its client's: the same UID from another client is another
-        study, routed in that client's pool. A study whose worker has been
-        removed is routed anew (and recorded as moved). Raises
-        :class:`NoWorkerError` if a new choice finds no worker.
+        study. A study whose worker in the pool has been removed is routed
+        anew (and recorded as moved). ``pool`` None: the client's own.
+
+        Raises:
+            NoWorkerError: a new choice finds no worker (or the client no pool).
         """
-        route = self._lookup(client, study_uid)
+        if pool is None:
+            settings = self.config.client(client)
+            if settings is None:
+                raise NoWorkerError(f"unknown client {client!r}")
+            if settings.pool is None:
+                raise NoWorkerError(f"client {client!r} has no default pool")
+            pool = settings.pool
+        route = self._lookup(client, study_uid, pool)
         if route is not None and self.config.worker(route.worker) is not None:
-            return route.worker
-        worker, loads = self._choose(client, study_uid)
+            return route
+        worker, loads = self._choose(client, study_uid, pool)
         if route is None:
-            route = self.store.insert_route(client, study_uid, worker, self.clock())
+            route = self.store.insert_route(client, study_uid, worker, self.clock(), pool)
         else:
             logger.warning("study %s of client %s: its worker %s was removed",
                            study_uid, client, route.worker)  # fmt: skip
             self.store.move_studies(route.worker, worker, [study_uid], client=client)
+            self._forget({(client, study_uid)})
             route = replace(route, worker=worker)
-        self._remember(route)
+        self._remember((client, study_uid, pool), route)
         self.decisions += 1
         if self.metrics is not None:
             self.metrics.routed(client, route.worker)
         logger.info(
-            "route: study %s from client %s -> worker %s (open studies %s)",
-            study_uid, client, route.worker, loads,
-            extra={"event": "route", "study": study_uid, "client": client, "worker": route.worker},
+            "route: study %s from client %s -> worker %s of pool %s (open studies %s)",
+            study_uid, client, route.worker, pool, loads,
+            extra={"event": "route", "study": study_uid, "client": client,
+                   "worker": route.worker, "pool": pool},
         )  # fmt: skip
-        return route.worker
+        return route
 
-    def _choose(self, client: str, study_uid: str) -> tuple[str, str]:
-        """The least-loaded active worker of the client's pool, and the loads it saw.
+    def _choose(self, client: str, study_uid: str, pool_name: str) -> tuple[str, str]:
+        """The least-loaded active worker of pool ``pool_name``, and the loads it saw.
 
         A worker that holds a study of this UID for another client is taken
         only if no other is active: its results would be ambiguous.
         """
-        settings = self.config.client(client)
-        if settings is None:
-            raise NoWorkerError(f"unknown client {client!r}")
-        if settings.pool is None:  # rules only: until the rules choose (issue 18), refused
-            raise NoWorkerError(f"client {client!r} has no default pool and no rule chose one")
         pool = [
-            w for w in self.config.pool(settings.pool)
+            w for w in self.config.pool(pool_name)
             if self._states.get(w.name, ACTIVE) == ACTIVE
         ]  # fmt: skip
         if not pool:
-            raise NoWorkerError(f"no active worker in pool {settings.pool!r}")
+            raise NoWorkerError(f"no active worker in pool {pool_name!r}")
         others = {r.worker for r in self.store.routes_of(study_uid) if r.client != client}
         pool = [w for w in pool if w.name not in others] or pool
         cutoff = self.clock() - self.config.node.study_idle_timeout
@@ -252,7 +340,8 @@ class Router(SupervisedActor):
                 ``worker``), ``ambiguous_study`` (``worker`` holds it for two
                 clients: the node never guesses).
         """
-        owners = self.store.owners(study_uid, worker)
+        holders = self.store.holders(study_uid, worker)
+        owners = sorted({client for client, _ in holders})
         if len(owners) > 1:
             raise NotHomeError(
                 AMBIGUOUS_STUDY,
@@ -267,7 +356,7 @@ class Router(SupervisedActor):
         if client is None:
             why = f"study {study_uid}: its client {owners[0]} is no longer configured"
             raise NotHomeError(UNKNOWN_STUDY, why)
-        return Home(client.name, client.destination)
+        return Home(client.name, client.destination, holders[0][1])
 
     def target_health(self, name: str, up: bool) -> None:
         if up:
@@ -307,8 +396,7 @@ class Router(SupervisedActor):
         except UnavailableError:
             self._cache.clear()  # it may have committed all the same: read routes afresh
             raise
-        for study in moved:
-            self._cache.pop((study["client"], study["study_uid"]), None)
+        self._forget({(study["client"], study["study_uid"]) for study in moved})
         self.registry.tell(f"sender:{worker}", HAND_OVER)
         split = sum(1 for study in moved if study["delivered"])
         logger.warning(
@@ -333,11 +421,13 @@ class Router(SupervisedActor):
             for item in self.store.items_of(target):
                 why = f"destination {target} was removed"
                 if item.kind == WORKER:
-                    route = self._lookup(item.client, item.study_uid)
+                    route = self.store.get_route(item.client, item.study_uid, item.pool)
                     try:
                         if route is None:
                             raise NoWorkerError("its study has no route")
-                        worker = self.route(item.client, item.study_uid)
+                        worker = self._route_in(
+                            item.client, item.study_uid, item.pool or None
+                        ).worker
                     except NoWorkerError as exc:
                         why = f"worker {target} was removed and {exc}"
                     else:
@@ -390,6 +480,7 @@ class Router(SupervisedActor):
     def inspect(self) -> dict[str, Any]:
         return {
             "cached_routes": len(self._cache),
+            "cached_series": len(self._series),
             "decisions": self.decisions,
             "worker_states": dict(self._states),
             "down": sorted(self._down),

@@ -189,17 +189,30 @@ class StoreClient:
         )  # fmt: skip
         return result
 
-    def get_route(self, client: str, study_uid: str) -> Route | None:
-        return self._ask(Store.get_route, client, study_uid)
+    def get_route(self, client: str, study_uid: str, pool: str = "") -> Route | None:
+        return self._ask(Store.get_route, client, study_uid, pool)
 
     def routes_of(self, study_uid: str) -> list[Route]:
         return self._ask(Store.routes_of, study_uid)
 
-    def insert_route(self, client: str, study_uid: str, worker: str, at: float) -> Route:
-        return self._ask(Store.insert_route, client, study_uid, worker, at)
+    def insert_route(
+        self, client: str, study_uid: str, worker: str, at: float, pool: str = ""
+    ) -> Route:
+        return self._ask(Store.insert_route, client, study_uid, worker, at, pool)
 
     def owners(self, study_uid: str, worker: str) -> list[str]:
         return self._ask(Store.owners, study_uid, worker)
+
+    def holders(self, study_uid: str, worker: str) -> list[tuple[str, str]]:
+        return self._ask(Store.holders, study_uid, worker)
+
+    def get_series(self, client: str, study_uid: str, series_uid: str) -> dict[str, Any] | None:
+        return self._ask(Store.get_series, client, study_uid, series_uid)
+
+    def decide_series(
+        self, client: str, study_uid: str, series_uid: str, decision: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._ask(Store.decide_series, client, study_uid, series_uid, decision)
 
     def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
         return self._ask(Store.open_studies, workers, cutoff)

@@ -158,6 +158,90 @@ CREATE TRIGGER derived_counted_in AFTER INSERT ON queue WHEN NEW.kind <> 'worker
         AND study_uid = NEW.study_uid AND last_activity_at < NEW.enqueued_at - 1;
 END;
 """,
+    # 3: a study is split by pool (routing rules): (client, study_uid, pool) is the key, and
+    # every series of it in one pool goes to that route's worker. Rows from before keep the
+    # pool '': the router takes such a route for a series whose pool is its worker's, so a
+    # study routed before the upgrade stays where it is. Each series' decision is kept (the
+    # rules are asked once per series); delivered_at and result_at time a pool's results.
+    """
+CREATE TABLE studies_by_pool (
+    client TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    pool TEXT NOT NULL DEFAULT '',
+    worker TEXT NOT NULL,
+    routed_at DOUBLE PRECISION NOT NULL,
+    last_activity_at DOUBLE PRECISION NOT NULL,
+    instances_in INTEGER NOT NULL DEFAULT 0,
+    instances_delivered INTEGER NOT NULL DEFAULT 0,
+    derived_in INTEGER NOT NULL DEFAULT 0,
+    derived_delivered INTEGER NOT NULL DEFAULT 0,
+    moved_from TEXT,
+    delivered_before_move INTEGER NOT NULL DEFAULT 0,
+    delivered_elsewhere INTEGER NOT NULL DEFAULT 0,
+    delivered_at DOUBLE PRECISION,
+    result_at DOUBLE PRECISION,
+    PRIMARY KEY (client, study_uid, pool)
+);
+INSERT INTO studies_by_pool (client, study_uid, worker, routed_at, last_activity_at,
+    instances_in, instances_delivered, derived_in, derived_delivered, moved_from,
+    delivered_before_move, delivered_elsewhere)
+    SELECT client, study_uid, worker, routed_at, last_activity_at, instances_in,
+    instances_delivered, derived_in, derived_delivered, moved_from, delivered_before_move,
+    delivered_elsewhere FROM studies;
+CREATE TABLE assignments_by_pool (
+    client TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    pool TEXT NOT NULL DEFAULT '',
+    worker TEXT NOT NULL,
+    PRIMARY KEY (client, study_uid, pool, worker)
+);
+INSERT INTO assignments_by_pool (client, study_uid, worker)
+    SELECT client, study_uid, worker FROM assignments;
+DROP TRIGGER queue_counted_in;
+DROP TRIGGER derived_counted_in;
+DROP TABLE assignments;
+DROP TABLE studies;
+ALTER TABLE studies_by_pool RENAME TO studies;
+ALTER TABLE assignments_by_pool RENAME TO assignments;
+ALTER TABLE queue ADD COLUMN pool TEXT NOT NULL DEFAULT '';
+CREATE INDEX assignments_worker ON assignments (study_uid, worker);
+CREATE INDEX studies_uid ON studies (study_uid);
+CREATE INDEX studies_activity ON studies (last_activity_at);
+CREATE INDEX studies_routed ON studies (routed_at);
+CREATE INDEX studies_worker_activity ON studies (worker, last_activity_at);
+CREATE INDEX studies_client_activity ON studies (client, last_activity_at);
+CREATE INDEX studies_worker_routed ON studies (worker, routed_at);
+CREATE INDEX studies_client_routed ON studies (client, routed_at);
+DROP INDEX queue_study;
+CREATE INDEX queue_study ON queue (client, study_uid, pool);
+CREATE TRIGGER queue_counted_in AFTER INSERT ON queue WHEN NEW.kind = 'worker' BEGIN
+    INSERT INTO studies (client, study_uid, pool, worker, routed_at, last_activity_at,
+        instances_in)
+    VALUES (NEW.client, NEW.study_uid, NEW.pool, NEW.target, NEW.enqueued_at, NEW.enqueued_at, 1)
+    ON CONFLICT (client, study_uid, pool) DO UPDATE SET instances_in = instances_in + 1;
+    UPDATE studies SET last_activity_at = NEW.enqueued_at WHERE client = NEW.client
+        AND study_uid = NEW.study_uid AND pool = NEW.pool
+        AND last_activity_at < NEW.enqueued_at - 1;
+END;
+CREATE TRIGGER derived_counted_in AFTER INSERT ON queue WHEN NEW.kind <> 'worker' BEGIN
+    UPDATE studies SET derived_in = derived_in + 1,
+        result_at = COALESCE(result_at, NEW.enqueued_at)
+        WHERE client = NEW.client AND study_uid = NEW.study_uid AND pool = NEW.pool;
+    UPDATE studies SET last_activity_at = NEW.enqueued_at WHERE client = NEW.client
+        AND study_uid = NEW.study_uid AND pool = NEW.pool
+        AND last_activity_at < NEW.enqueued_at - 1;
+END;
+CREATE TABLE series (
+    client TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    pool TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL DEFAULT '',
+    rule INTEGER,
+    decided_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (client, study_uid, series_uid)
+);
+""",
 )
 VERSION = len(MIGRATIONS)
 

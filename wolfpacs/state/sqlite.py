@@ -18,33 +18,12 @@ import time
 from typing import Any
 
 from wolfpacs.state.database import Database
+from wolfpacs.state.queries import ENQUEUE, ITEM, QUEUED, ROUTE, SERIES, STUDY, TOUCH_STUDY
 from wolfpacs.state.store import WORKER, QueueItem, Route
 
 __all__ = ["ENQUEUE", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
-
-# One statement per received instance (see SQLiteStore._enqueue): a trigger counts it in.
-ENQUEUE = (
-    "INSERT INTO queue (target, kind, path, client, study_uid, sop_class_uid, sop_instance_uid, "
-    "transfer_syntax, size, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (path) DO NOTHING "
-    "RETURNING id, (SELECT worker FROM studies WHERE client = ? AND study_uid = ?)"
-)
-_ITEM_COLUMNS = (
-    "target", "kind", "path", "client", "study_uid", "sop_class_uid", "sop_instance_uid",
-    "transfer_syntax", "size", "enqueued_at", "id", "attempts", "last_error",
-)  # fmt: skip
-_ITEM = ", ".join(f"q.{column}" for column in _ITEM_COLUMNS)
-_ROUTE = "SELECT client, study_uid, worker, routed_at FROM studies"
-_STUDY = "s.client = q.client AND s.study_uid = q.study_uid"  # a queue row's study
-# A study's last activity, moved at most once a second (it is in three indexes: see schema).
-_ACTIVE = (
-    "UPDATE studies SET last_activity_at = ? WHERE client = ? AND study_uid = ? "
-    "AND last_activity_at < ? - 1"
-)
-# A study is open while active since the cutoff or while any instance of it is queued.
-_QUEUED = "EXISTS (SELECT 1 FROM queue q WHERE q.client = s.client AND q.study_uid = s.study_uid)"
 
 
 class SQLiteStore(Database):
@@ -66,42 +45,80 @@ class SQLiteStore(Database):
 
     # -- routes ------------------------------------------------------------------
 
-    def get_route(self, client: str, study_uid: str) -> Route | None:
+    def get_route(self, client: str, study_uid: str, pool: str = "") -> Route | None:
+        """The route in ``pool``, else the one from before pools (``""`` sorts last)."""
         row = self._database.execute(
-            f"{_ROUTE} WHERE client = ? AND study_uid = ?", (client, study_uid)
+            f"{ROUTE} WHERE client = ? AND study_uid = ? AND pool IN (?, '') "
+            "ORDER BY pool DESC LIMIT 1",
+            (client, study_uid, pool),
         ).fetchone()
         return Route(*row) if row else None
 
     def routes_of(self, study_uid: str) -> list[Route]:
-        rows = self._rows(f"{_ROUTE} WHERE study_uid = ? ORDER BY client", study_uid)
+        rows = self._rows(f"{ROUTE} WHERE study_uid = ? ORDER BY client", study_uid)
         return [Route(*row) for row in rows]
 
-    def insert_route(self, client: str, study_uid: str, worker: str, at: float) -> Route:
-        """Record a new study's route unless it has one; return the route that stands."""
+    def insert_route(
+        self, client: str, study_uid: str, worker: str, at: float, pool: str = ""
+    ) -> Route:
+        """Record a new route of a study in ``pool`` unless it has one; the one that stands."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO studies (client, study_uid, worker, routed_at, last_activity_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (client, study_uid) DO NOTHING",
-                (client, study_uid, worker, at, at),
+                "INSERT INTO studies (client, study_uid, pool, worker, routed_at, "
+                "last_activity_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (client, study_uid, pool) DO NOTHING",
+                (client, study_uid, pool, worker, at, at),
             )
             db.execute(
-                "INSERT INTO assignments (client, study_uid, worker) SELECT client, study_uid, "
-                "worker FROM studies WHERE client = ? AND study_uid = ? ON CONFLICT DO NOTHING",
-                (client, study_uid),
+                "INSERT INTO assignments (client, study_uid, pool, worker) SELECT client, "
+                "study_uid, pool, worker FROM studies WHERE client = ? AND study_uid = ? "
+                "AND pool = ? ON CONFLICT DO NOTHING",
+                (client, study_uid, pool),
             )
-        route = self.get_route(client, study_uid)
-        assert route is not None
-        return route
+            row = db.execute(
+                f"{ROUTE} WHERE client = ? AND study_uid = ? AND pool = ?",
+                (client, study_uid, pool),
+            ).fetchone()
+        return Route(*row)
 
     def owners(self, study_uid: str, worker: str) -> list[str]:
         """The clients whose study ``study_uid`` was given to ``worker``, now or before a move."""
+        return sorted({client for client, _ in self.holders(study_uid, worker)})
+
+    def holders(self, study_uid: str, worker: str) -> list[tuple[str, str]]:
+        """(client, pool) of each route of ``study_uid`` given to ``worker``, now or before."""
         rows = self._rows(
-            "SELECT s.client FROM studies s WHERE s.study_uid = ? AND (s.worker = ? OR EXISTS "
-            "(SELECT 1 FROM assignments a WHERE a.client = s.client AND "
-            "a.study_uid = s.study_uid AND a.worker = ?)) ORDER BY s.client",
+            "SELECT s.client, s.pool FROM studies s WHERE s.study_uid = ? AND (s.worker = ? "
+            "OR EXISTS (SELECT 1 FROM assignments a WHERE a.client = s.client AND "
+            "a.study_uid = s.study_uid AND a.pool = s.pool AND a.worker = ?)) "
+            "ORDER BY s.client, s.pool",
             study_uid, worker, worker,
         )  # fmt: skip
-        return [client for (client,) in rows]
+        return [(client, pool) for client, pool in rows]
+
+    def get_series(self, client: str, study_uid: str, series_uid: str) -> dict[str, Any] | None:
+        """The decision kept for a series: ``pool``, ``action``, ``rule``, ``decided_at``."""
+        found = self._dicts(
+            f"{SERIES} WHERE client = ? AND study_uid = ? AND series_uid = ?",
+            client, study_uid, series_uid,
+        )  # fmt: skip
+        return found[0] if found else None
+
+    def decide_series(
+        self, client: str, study_uid: str, series_uid: str, decision: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Keep a series' decision unless it has one; the one that stands."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO series (client, study_uid, series_uid, pool, action, rule, "
+                "decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (client, study_uid, series_uid, decision.get("pool", ""),
+                 decision.get("action", ""), decision.get("rule"),
+                 decision.get("decided_at") or time.time()),
+            )  # fmt: skip
+        found = self.get_series(client, study_uid, series_uid)
+        assert found is not None
+        return found
 
     def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
         """How many studies each worker has open: active since ``cutoff`` or still queued to it."""
@@ -109,17 +126,17 @@ class SQLiteStore(Database):
             return {}
         marks = ", ".join("?" for _ in workers)
         recent = self._rows(
-            f"SELECT client, study_uid, worker FROM studies "
+            f"SELECT client, study_uid, pool, worker FROM studies "
             f"WHERE worker IN ({marks}) AND last_activity_at >= ?",
             *workers, cutoff,
         )  # fmt: skip
         queued = self._rows(
-            f"SELECT DISTINCT client, study_uid, target FROM queue "
+            f"SELECT DISTINCT client, study_uid, pool, target FROM queue "
             f"WHERE kind = ? AND target IN ({marks})",
             WORKER, *workers,
         )  # fmt: skip
         counts = dict.fromkeys(workers, 0)
-        for _client, _study, worker in set(recent) | set(queued):
+        for *_study, worker in set(recent) | set(queued):
             counts[worker] += 1
         return counts
 
@@ -147,32 +164,32 @@ class SQLiteStore(Database):
             where += f" AND s.study_uid IN ({', '.join('?' for _ in studies)})"
             args += studies
         else:
-            where += f" AND (s.last_activity_at >= ? OR {_QUEUED})"
+            where += f" AND (s.last_activity_at >= ? OR {QUEUED})"
             args.append(cutoff)
         with self._transaction() as db:
             moved = db.execute(
                 f"UPDATE studies AS s SET worker = ?, moved_from = ?, "
                 f"delivered_before_move = instances_delivered WHERE {where} "
-                "RETURNING client, study_uid, instances_delivered",
+                "RETURNING client, study_uid, pool, instances_delivered",
                 (to, worker, *args),
             ).fetchall()
             db.executemany(
-                "INSERT INTO assignments (client, study_uid, worker) VALUES (?, ?, ?) "
+                "INSERT INTO assignments (client, study_uid, pool, worker) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
-                [(owner, uid, to) for owner, uid, _ in moved],
+                [(owner, uid, pool, to) for owner, uid, pool, _ in moved],
             )
             queued = {
-                (owner, uid): n
-                for owner, uid, n in db.execute(
-                    "SELECT client, study_uid, COUNT(*) FROM queue WHERE target = ? AND kind = ? "
-                    "GROUP BY client, study_uid",
+                (owner, uid, pool): n
+                for owner, uid, pool, n in db.execute(
+                    "SELECT client, study_uid, pool, COUNT(*) FROM queue WHERE target = ? "
+                    "AND kind = ? GROUP BY client, study_uid, pool",
                     (worker, WORKER),
                 )
             }
         return [
-            {"client": owner, "study_uid": uid, "delivered": delivered,
-             "queued": queued.get((owner, uid), 0)}
-            for owner, uid, delivered in sorted(moved)
+            {"client": owner, "study_uid": uid, "pool": pool, "delivered": delivered,
+             "queued": queued.get((owner, uid, pool), 0)}
+            for owner, uid, pool, delivered in sorted(moved)
         ]  # fmt: skip
 
     # -- the queue -----------------------------------------------------------------
@@ -205,7 +222,8 @@ class SQLiteStore(Database):
             ENQUEUE,
             (item.target, item.kind, item.path, item.client, item.study_uid, item.sop_class_uid,
              item.sop_instance_uid, item.transfer_syntax, item.size,
-             item.enqueued_at or time.time(), item.client, item.study_uid),
+             item.enqueued_at or time.time(), item.pool, item.client, item.study_uid,
+             item.pool),
         ).fetchall()  # to the end: the statement's transaction commits there  # fmt: skip
         if rows:
             return int(rows[0][0]), rows[0][1]
@@ -213,7 +231,7 @@ class SQLiteStore(Database):
         (row_id,) = self._database.execute(
             "SELECT id FROM queue WHERE path = ?", (item.path,)
         ).fetchone()
-        route = self.get_route(item.client, item.study_uid)
+        route = self.get_route(item.client, item.study_uid, item.pool)
         return int(row_id), route.worker if route else None
 
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
@@ -223,7 +241,7 @@ class SQLiteStore(Database):
         never sent to the worker the study has left.
         """
         rows = self._rows(
-            f"SELECT {_ITEM} FROM queue q LEFT JOIN studies s ON {_STUDY} "
+            f"SELECT {ITEM} FROM queue q LEFT JOIN studies s ON {STUDY} "
             "WHERE q.target = ? AND q.id > ? "
             "AND (q.kind <> ? OR s.worker IS NULL OR s.worker = q.target) "
             "ORDER BY q.id LIMIT ?",
@@ -244,32 +262,34 @@ class SQLiteStore(Database):
         with self._transaction(synced=False) as db:
             for item_id in item_ids:
                 row = db.execute(
-                    "DELETE FROM queue WHERE id = ? RETURNING kind, client, study_uid, target",
+                    "DELETE FROM queue WHERE id = ? "
+                    "RETURNING kind, client, study_uid, target, pool",
                     (item_id,),
                 ).fetchone()
                 if row is None:
                     continue  # counted already
-                kind, client, study_uid, target = row
+                kind, client, study_uid, target, pool = row
                 if kind == WORKER:  # count, too, what reached a worker the study has left
+                    # delivered_at: a pool's result is awaited from the last delivery on
                     db.execute(
                         "UPDATE studies SET instances_delivered = instances_delivered + 1, "
                         "delivered_elsewhere = delivered_elsewhere + "
-                        "CASE WHEN worker <> ? THEN 1 ELSE 0 END "
-                        "WHERE client = ? AND study_uid = ?",
-                        (target, client, study_uid),
+                        "CASE WHEN worker <> ? THEN 1 ELSE 0 END, delivered_at = ? "
+                        "WHERE client = ? AND study_uid = ? AND pool = ?",
+                        (target, now, client, study_uid, pool),
                     )
                 else:
                     db.execute(
                         "UPDATE studies SET derived_delivered = derived_delivered + 1 "
-                        "WHERE client = ? AND study_uid = ?",
-                        (client, study_uid),
+                        "WHERE client = ? AND study_uid = ? AND pool = ?",
+                        (client, study_uid, pool),
                     )
-                db.execute(_ACTIVE, (now, client, study_uid, now))
+                db.execute(TOUCH_STUDY, (now, client, study_uid, pool, now))
 
     def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
         """Queued rows of ``target`` whose study now routes elsewhere, with that worker."""
         rows = self._rows(
-            f"SELECT {_ITEM}, s.worker FROM queue q JOIN studies s ON {_STUDY} "
+            f"SELECT {ITEM}, s.worker FROM queue q JOIN studies s ON {STUDY} "
             "WHERE q.target = ? AND q.kind = ? AND s.worker <> q.target ORDER BY q.id LIMIT ?",
             target, WORKER, limit,
         )  # fmt: skip
@@ -302,7 +322,7 @@ class SQLiteStore(Database):
         return int(row[0]) if row else 0
 
     def items_of(self, target: str) -> list[QueueItem]:
-        rows = self._rows(f"SELECT {_ITEM} FROM queue q WHERE q.target = ? ORDER BY q.id", target)
+        rows = self._rows(f"SELECT {ITEM} FROM queue q WHERE q.target = ? ORDER BY q.id", target)
         return [QueueItem(*row) for row in rows]
 
     def queue_stats(self) -> dict[str, dict[str, Any]]:
@@ -330,14 +350,27 @@ class SQLiteStore(Database):
 
     def study(self, study_uid: str) -> list[dict[str, Any]]:
         """Every client's study with this UID, with what each still has queued, by target."""
-        found = self._dicts("SELECT * FROM studies WHERE study_uid = ? ORDER BY client", study_uid)
+        found = self._dicts(
+            "SELECT * FROM studies WHERE study_uid = ? ORDER BY client, pool", study_uid
+        )
         queued = self._rows(
-            "SELECT client, target, COUNT(*) FROM queue WHERE study_uid = ? "
-            "GROUP BY client, target",
+            "SELECT client, pool, target, COUNT(*) FROM queue WHERE study_uid = ? "
+            "GROUP BY client, pool, target",
+            study_uid,
+        )
+        series = self._dicts(
+            "SELECT client, series_uid, pool, action, rule, decided_at FROM series "
+            "WHERE study_uid = ? ORDER BY decided_at",
             study_uid,
         )
         for study in found:
-            study["queued"] = {t: n for c, t, n in queued if c == study["client"]}
+            key = (study["client"], study["pool"])
+            study["queued"] = {t: n for c, p, t, n in queued if (c, p) == key}
+            study["series"] = [
+                {k: v for k, v in s.items() if k != "client"}
+                for s in series
+                if s["client"] == study["client"] and s["pool"] == study["pool"]
+            ]
         return found
 
     def studies(
@@ -366,7 +399,8 @@ class SQLiteStore(Database):
         row = self._database.execute(
             f"SELECT COUNT(*) FROM (SELECT client, study_uid FROM studies "
             f"WHERE {column} = ? AND last_activity_at >= ? UNION SELECT s.client, s.study_uid "
-            f"FROM (SELECT DISTINCT client, study_uid FROM queue) q JOIN studies s ON {_STUDY} "
+            f"FROM (SELECT DISTINCT client, study_uid, pool FROM queue) q JOIN studies s "
+            f"ON {STUDY} "
             f"WHERE s.{column} = ?)",
             (name, cutoff, name),
         ).fetchone()
@@ -385,15 +419,24 @@ class SQLiteStore(Database):
         ``limit``, and acknowledgements get their turn between.
         """
         idle = self._rows(
-            f"SELECT client, study_uid FROM studies s WHERE last_activity_at < ? "
-            f"AND NOT {_QUEUED} LIMIT ?",
+            f"SELECT client, study_uid, pool FROM studies s WHERE last_activity_at < ? "
+            f"AND NOT {QUEUED} LIMIT ?",
             cutoff, limit,
         )  # fmt: skip
         if dry_run or not idle:
             return len(idle)
         with self._transaction(synced=False) as db:  # a purge lost in a crash is done again
             for table in ("studies", "assignments"):
-                db.executemany(f"DELETE FROM {table} WHERE client = ? AND study_uid = ?", idle)
+                db.executemany(
+                    f"DELETE FROM {table} WHERE client = ? AND study_uid = ? AND pool = ?", idle
+                )
+            # The series' decisions go with the study's last route.
+            db.executemany(
+                "DELETE FROM series WHERE client = ? AND study_uid = ? AND NOT EXISTS "
+                "(SELECT 1 FROM studies s WHERE s.client = series.client "
+                "AND s.study_uid = series.study_uid)",
+                [(client, uid) for client, uid, _ in idle],
+            )
         return len(idle)
 
     def compact_runtime_changes(self, dry_run: bool = False) -> int:

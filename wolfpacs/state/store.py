@@ -28,16 +28,20 @@ DESTINATION = "destination"  # bound for a client's destination: a derived insta
 
 @dataclass(frozen=True)
 class Route:
-    """Where a study goes: the worker its client's study was given (plain data).
+    """Where a study goes in one pool: the worker its client's study was given (plain data).
 
-    A study is its client's: (client, study_uid) is the key, so the same UID
-    sent by two hospitals is two studies, each with its own route.
+    A study is its client's: the same UID sent by two hospitals is two
+    studies, each with its own routes. Its series may go to several pools
+    (routing rules); (client, study_uid, pool) is the key, one worker per
+    pool. ``pool`` ``""``: a route from before pools were kept (it serves
+    the series of its worker's pool).
     """
 
     client: str
     study_uid: str
     worker: str
     routed_at: float
+    pool: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class QueueItem:
     id: int = 0
     attempts: int = 0
     last_error: str | None = None
+    pool: str = ""  # the pool of its study's route (see Route): with client and study, its key
 
     def describe(self) -> dict[str, Any]:
         """What a dead letter's note says of its instance (plain data)."""
@@ -73,18 +78,42 @@ class Store(Protocol):
 
     # -- routes ------------------------------------------------------------------------
 
-    def get_route(self, client: str, study_uid: str) -> Route | None: ...
+    def get_route(self, client: str, study_uid: str, pool: str = "") -> Route | None:
+        """The route of ``client``'s study in ``pool``, else its route from before pools
+        were kept (pool ``""``), else None."""
+        ...
 
     def routes_of(self, study_uid: str) -> list[Route]:
         """Every client's route of a study with this UID."""
         ...
 
-    def insert_route(self, client: str, study_uid: str, worker: str, at: float) -> Route:
-        """Record a new study's route unless it has one; the route that stands."""
+    def insert_route(
+        self, client: str, study_uid: str, worker: str, at: float, pool: str = ""
+    ) -> Route:
+        """Record a new route of a study in ``pool`` unless it has one; the route that stands."""
         ...
 
     def owners(self, study_uid: str, worker: str) -> list[str]:
         """The clients whose study ``study_uid`` was given to ``worker``, now or before a move."""
+        ...
+
+    def holders(self, study_uid: str, worker: str) -> list[tuple[str, str]]:
+        """(client, pool) of each route of ``study_uid`` given to ``worker``, now or before
+        a move: where its results count."""
+        ...
+
+    def get_series(self, client: str, study_uid: str, series_uid: str) -> dict[str, Any] | None:
+        """The decision kept for a series: ``pool``, ``action``, ``rule``, ``decided_at``."""
+        ...
+
+    def decide_series(
+        self,
+        client: str,
+        study_uid: str,
+        series_uid: str,
+        decision: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Keep a series' decision unless it has one (insert-if-absent); the one that stands."""
         ...
 
     def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:

@@ -1,0 +1,34 @@
+"""The SQL that several operations of the SQLite store share.
+
+In one place, so that what a queue row's study is (:data:`STUDY`: its
+route in its pool) or when a study is open (:data:`QUEUED`) is said once.
+Kept to what PostgreSQL also speaks, as :mod:`wolfpacs.state.sqlite` is.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ENQUEUE", "ITEM", "ITEM_COLUMNS", "QUEUED", "ROUTE", "SERIES", "STUDY", "TOUCH_STUDY"]
+
+# One statement per received instance (see SQLiteStore._enqueue): a trigger counts it in.
+ENQUEUE = (
+    "INSERT INTO queue (target, kind, path, client, study_uid, sop_class_uid, sop_instance_uid, "
+    "transfer_syntax, size, enqueued_at, pool) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (path) DO NOTHING RETURNING id, "
+    "(SELECT worker FROM studies WHERE client = ? AND study_uid = ? AND pool = ?)"
+)
+ITEM_COLUMNS = (
+    "target", "kind", "path", "client", "study_uid", "sop_class_uid", "sop_instance_uid",
+    "transfer_syntax", "size", "enqueued_at", "id", "attempts", "last_error", "pool",
+)  # fmt: skip
+ITEM = ", ".join(f"q.{column}" for column in ITEM_COLUMNS)
+ROUTE = "SELECT client, study_uid, worker, routed_at, pool FROM studies"
+# A queue row's study (its route in its pool: see Route).
+STUDY = "s.client = q.client AND s.study_uid = q.study_uid AND s.pool = q.pool"
+# A study's last activity, moved at most once a second (it is in three indexes: see schema).
+TOUCH_STUDY = (
+    "UPDATE studies SET last_activity_at = ? WHERE client = ? AND study_uid = ? AND pool = ? "
+    "AND last_activity_at < ? - 1"
+)
+# A study is open while active since the cutoff or while any instance of it is queued.
+QUEUED = f"EXISTS (SELECT 1 FROM queue q WHERE {STUDY})"
+SERIES = "SELECT pool, action, rule, decided_at FROM series"
