@@ -195,3 +195,19 @@ def test_the_last_worker_of_a_pool_a_rule_or_client_names_is_not_removed(world):
         w.admin("remove-rule", client=CLIENT, index=0)
     assert w.admin("remove-worker", name="cpu-l")["removed"] == "worker"
     assert "cpu-l" not in w.admin("names")["workers"] and w.admin("names")["pools"] == ["demo"]
+
+
+def test_compacted_rule_changes_replay_to_the_same_config(world, caplog):
+    """purge keeps each entry's last change; a rules change of a client gone since is a no-op."""
+    w = world()
+    w.admin("add-client", name="gbg", ae_title="GBG_SECRET", destination="demo-pacs")
+    w.admin("add-rule", client="gbg", match=["Modality=CT"], pool="demo")
+    w.admin("remove-client", name="gbg")  # its add is compacted away, its rules change is not
+    for modality in ("CT", "MR"):
+        w.admin("add-rule", client=CLIENT, match=[f"Modality={modality}"], pool="demo")
+    shown = w.admin("rules", client=CLIENT)
+    assert w.admin("purge")["runtime_changes"] == 2
+    w.restart()
+    assert w.admin("rules", client=CLIENT) == shown
+    assert w.admin("names")["clients"] == [CLIENT]
+    assert "no longer fits" not in caplog.text
