@@ -161,6 +161,7 @@ def test_a_client_without_a_pool_refuses_every_series_until_it_has_rules(world):
     added = w.admin("add-client", name="gbg", ae_title="GBG_SECRET", destination="demo-pacs")
     assert added["note"].startswith("no pool and no rules: it refuses every series")
     assert w.admin("rules", client="gbg") == {"client": "gbg", "pool": None, "rules": []}
+    assert {c["name"]: c["pool"] for c in w.admin("clients")} == {CLIENT: "demo", "gbg": None}
     assert render("rules", w.admin("rules", client="gbg")).endswith(
         "default pool: none: unmatched series are refused"
     )

@@ -191,11 +191,13 @@ class Admin:
         return rows
 
     def clients(self) -> list[dict[str, Any]]:
-        """The clients, each AE title masked: it is the client's secret."""
+        """The clients, each AE title masked: it is the client's secret. ``pool`` is None
+        for a client without one (unmatched series refused; its rules: ``rules CLIENT``)."""
         return [
             {
                 **entry_table(c),
                 "ae_title": masked(c.ae_title),
+                "pool": c.pool,
                 "open_studies": self.store.open_studies_of("client", c.name, self._cutoff()),
             }
             for c in self.live.get().clients
