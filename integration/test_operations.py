@@ -133,6 +133,24 @@ def test_a_client_added_at_runtime_can_send_and_changes_survive_a_restart(cluste
     assert 'ae_title = "GBG_SECRET"' in exported
 
 
+def test_rules_changed_by_ctl_survive_a_restart_and_a_client_may_start_without_a_pool(cluster):
+    c = cluster().start(workers=False)
+    ctl(c, "add-rule", "stockholm", "--match", "Modality=CT", "SeriesDescription=(?i).*a=b.*",
+        "--pool", "stroke")  # fmt: skip
+    ctl(c, "add-rule", "stockholm", "--match", "Modality=SR|PR|KO", "--discard", "--at", "0")
+    ctl(c, "add-client", "gbg", "--ae-title", "GBG_SECRET", "--destination", "sthlm-pacs")
+    assert "unknown pool 'strok'" in ctl(c, "add-rule", "gbg", "--match", "Modality=MR",
+                                         "--pool", "strok", ok=False)  # fmt: skip
+    before = ctl(c, "rules", "stockholm")
+    assert [r["action"] or r["pool"] for r in before["rules"]] == ["discard", "stroke"]
+    assert c.node.stop() == 0
+    c.node.start(c.outside, c.inside)
+    assert ctl(c, "rules", "stockholm") == before
+    assert ctl(c, "rules", "gbg") == {"client": "gbg", "pool": None, "rules": []}
+    exported = ctl(c, "config", "--export")
+    assert 'match = { Modality = "CT", SeriesDescription = "(?i).*a=b.*" }' in exported
+
+
 def test_ctl_says_why_it_refuses(cluster):
     c = cluster().start()
     assert "no worker 'gpu-z'" in ctl(c, "drain", "gpu-z", ok=False)

@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -153,6 +154,37 @@ def test_the_shell_refuses_ctl_options_on_a_line(world):
     assert shell.run_verb("workers") is True and "gpu-1" in out.getvalue()
     shell.do_help("")
     assert "  retry-dead" in out.getvalue() and "watch VERB" in out.getvalue()
+    shell.client.close()
+
+
+def test_rule_verbs_from_ctl_as_a_shell_splits_them_and_the_shell_completes_them(world):
+    w = world()
+    w.admin("add-worker", name="cpu-p", host="127.0.0.1", port=9, ae_title="CPU_P", pool="P")
+    socket = ["--socket", str(w.config.node.control_path)]
+    line = 'add-rule demo-hospital --match Modality=CT "SeriesDescription=(?i).*chest.*" --pool P'
+    added = wolfpacs("ctl", *socket, *shlex.split(line))
+    assert added.returncode == 0, added.stderr
+    assert "0  Modality=CT 'SeriesDescription=(?i).*chest.*'  pool P" in added.stdout
+    shown = json.loads(wolfpacs("ctl", "rules", "demo-hospital", "--json", *socket).stdout)
+    assert shown == {"client": "demo-hospital", "pool": "demo", "rules": [{
+        "index": 0, "match": {"Modality": "CT", "SeriesDescription": "(?i).*chest.*"},
+        "pool": "P", "action": None}]}  # fmt: skip
+    for words, problem in (
+        (["--match", "Modalty=CT", "--discard"], "did you mean 'Modality'?"),
+        (["--match", "Modality=CT", "--pool", "P", "--discard"], "not both"),
+    ):
+        refused = wolfpacs("ctl", *socket, "add-rule", "demo-hospital", *words)
+        assert refused.returncode == 1 and problem in refused.stderr, refused.stderr
+        no_traceback(refused)
+    removed = wolfpacs("ctl", *socket, "remove-rule", "demo-hospital", "0", "--json")
+    assert removed.returncode == 0 and json.loads(removed.stdout)["rules"] == []
+
+    shell = Shell(ControlClient(w.config.node.control_path), stdout=io.StringIO())
+    assert shell.completedefault("d", "rules d", 6, 7) == ["demo-hospital"]
+    assert shell.completedefault("", "add-rule demo-hospital --match x --pool ", 41, 41) == [
+        "P", "demo",
+    ]  # fmt: skip
+    assert shell.completedefault("", "studies --worker ", 17, 17) == ["gpu-1", "gpu-2", "cpu-p"]
     shell.client.close()
 
 

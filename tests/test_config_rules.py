@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 
 import pytest
 
+from wolfpacs.config import RULES as RULES_KIND
 from wolfpacs.config import ConfigError, apply, entry_table, parse, parse_entry, to_toml
 from wolfpacs.config.routing import rule_line
+from wolfpacs.node.rules import REFUSED, decide
 
 RULES = textwrap.dedent(
     """\
@@ -158,12 +161,39 @@ def test_a_rule_without_one_thing_to_do_is_named_at_its_header(old, new, problem
     assert failed.line == 20 and line == "[[clients.rules]]"
 
 
-def test_a_client_with_neither_pool_nor_rules():
+def test_a_client_with_neither_pool_nor_rules_loads_and_refuses_every_series():
+    """A client being set up (add-client without --pool, before add-rule): its export loads."""
     text = RULES.split("[[clients.rules]]", 1)[0].replace('pool = "stroke"\n', "")
     text += RULES.split('action = "discard"\n', 1)[1]
-    with pytest.raises(ConfigError, match="has neither pool nor rules") as failed:
-        parse(text, SOURCE)
-    assert failed.value.key == "clients[0]" and failed.value.line == 10
+    config = parse(text, SOURCE)
+    client = config.client("sthlm")
+    assert client is not None and client.pool is None and client.rules == ()
+    assert decide(client, {"Modality": ("CT",)}) == REFUSED
+    assert parse(to_toml(config, secrets=True), SOURCE).clients == config.clients
+
+
+def test_a_rules_change_replaces_a_clients_rules_in_place_and_keeps_its_other_keys():
+    config = parse(RULES, SOURCE)
+    extra = {"name": "gbg", "ae_title": "GBG_SECRET", "destination": "sthlm-pacs", "pool": "lung"}
+    config = apply(config, [("client", "gbg", extra)])
+    # the file's client is edited since the change was made (its secret rotated): kept
+    rotated = replace(config, clients=(replace(config.clients[0], ae_title="NEW_SECRET"),
+                                       config.clients[1]))  # fmt: skip
+    rules = [{"match": {"calling_ae": "CT_.*"}, "action": "discard"}]
+    changed = apply(rotated, [(RULES_KIND, "sthlm", {"rules": rules})])
+    assert [c.name for c in changed.clients] == ["sthlm", "gbg"]  # in place, not moved last
+    sthlm = changed.client("sthlm")
+    assert sthlm.ae_title == "NEW_SECRET" and sthlm.pool == "stroke"
+    assert [entry_table(sthlm)["rules"]] == [rules]
+    cleared = apply(config, [(RULES_KIND, "sthlm", {"rules": []})]).client("sthlm")
+    assert cleared.rules == () and cleared.pool == "stroke"
+    # a client removed since (from the file, or compacted): nothing to change, like a removal
+    assert apply(config, [(RULES_KIND, "nobody", {"rules": rules})]) == config
+    with pytest.raises(ConfigError, match="unknown pool 'lng'"):
+        apply(config, [(RULES_KIND, "sthlm", {"rules": [{"match": {"Modality": "CT"},
+                                                          "pool": "lng"}]})])  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown kind of change 'pool'"):
+        apply(config, [("pool", "lung", {})])
 
 
 def test_a_match_written_as_a_table_has_its_keywords_lines():

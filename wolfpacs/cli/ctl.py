@@ -83,15 +83,18 @@ def _verb_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         "inspect": "actor", "study": "uid", "drain": "worker", "resume": "worker",
         "retry": "target",
         "kill": "actor", "remove-client": "name", "remove-worker": "name",
-        "remove-destination": "name",
+        "remove-destination": "name", "rules": "client", "add-rule": "client",
+        "remove-rule": "client",
     }  # fmt: skip
     for verb, help_text in VERBS.items():
         p = each[verb] = verbs.add_parser(verb, help=help_text, description=help_text)
         if verb in one:
             p.add_argument(one[verb])
-        if verb.startswith("remove-"):
+        if verb.startswith("remove-") and verb != "remove-rule":
             _flag(p, "force", action="store_true")
-        if verb == "studies":
+        if verb in ("add-rule", "remove-rule"):
+            _rule_arguments(p, verb)
+        elif verb == "studies":
             for name in ("worker", "client"):
                 _flag(p, name)
             _flag(p, "limit", type=int, default=50)
@@ -112,7 +115,7 @@ def _verb_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
             _flag(p, "ae_title", required=True)
             if verb == "add-client":
                 _flag(p, "destination", required=True)
-                _flag(p, "pool", required=True)
+                _flag(p, "pool")  # none: series no rule matches are refused
                 _flag(p, "calling_ae_titles", nargs="+")
                 _flag(p, "allow", nargs="+")
             else:
@@ -129,6 +132,22 @@ def _verb_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
                 _flag(p, "capacity", type=int, default=1)
                 _flag(p, "allow", nargs="+")
     return top, each
+
+
+def _rule_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+    """add-rule's and remove-rule's arguments after the client's name."""
+    if verb == "remove-rule":
+        p.add_argument("index", type=int, metavar="N", help="the rule's index, as 'rules' shows")
+        return
+    # Both --pool and --discard, or neither, is the node's to refuse (exit 1), as the
+    # config checker does: one place says what a rule needs, not argparse (exit 2).
+    _flag(p, "match", nargs="+", required=True, metavar="KEY=REGEX",
+          help="a DICOM keyword (or calling_ae) and the expression its whole value must "
+               "match; split at the first '='; all must match")  # fmt: skip
+    _flag(p, "pool", help="where the series it matches go")
+    _flag(p, "discard", action="store_true", default=None,
+          help="answer success and forward them nowhere")  # fmt: skip
+    _flag(p, "at", type=int, metavar="N", help="insert at index N (0: first); default: last")
 
 
 def parse_verb(words: list[str]) -> tuple[str, dict[str, Any]]:

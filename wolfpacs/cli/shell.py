@@ -1,7 +1,7 @@
 """``wolfpacs shell``: an interactive console on a running node.
 
 Every verb of ``wolfpacs ctl`` as a command, with tab completion of verbs
-and of actor, worker, client and destination names, history kept across
+and of actor, worker, client, destination and pool names, history kept across
 sessions (readline), ``help VERB``, and ``watch VERB`` to refresh a view
 every second until Ctrl-C. Ctrl-D leaves.
 """
@@ -38,7 +38,12 @@ WATCH_INTERVAL = 1.0
 COMPLETES = {
     "inspect": "actors", "kill": "actors", "drain": "workers", "resume": "workers",
     "move": "workers", "remove-worker": "workers", "remove-client": "clients",
-    "remove-destination": "destinations", "studies": "workers",
+    "remove-destination": "destinations", "rules": "clients", "add-rule": "clients",
+    "remove-rule": "clients",
+}  # fmt: skip
+# Which names complete the value of an option, whatever the verb.
+OPTION_COMPLETES = {
+    "--to": "workers", "--worker": "workers", "--client": "clients", "--pool": "pools",
 }  # fmt: skip
 
 
@@ -147,11 +152,11 @@ class Shell(cmd.Cmd):
             parts = parts[1:]
             if not parts:
                 return [v for v in VERBS if v.startswith(text)]
-        kind = COMPLETES.get(parts[0]) if parts else None
-        if parts and parts[-1] == "--to":
-            kind = "workers"
-        elif parts and parts[-1] == "--client":
-            kind = "clients"
+        kind = None
+        if len(parts) == 1:  # the verb's first argument
+            kind = COMPLETES.get(parts[0])
+        elif parts:
+            kind = OPTION_COMPLETES.get(parts[-1])
         if kind is None:
             return []
         return [n for n in self.names().get(kind, []) if n.startswith(text)]

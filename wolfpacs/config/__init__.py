@@ -10,7 +10,7 @@ may import it.
 """
 
 from wolfpacs.config.checker import load, parse, parse_entry, validate
-from wolfpacs.config.live import Change, LiveConfig, apply, entry_table, to_toml
+from wolfpacs.config.live import RULES, Change, LiveConfig, apply, entry_table, to_toml
 from wolfpacs.config.model import (
     DURABILITY_MODES,
     SECTIONS,
@@ -27,7 +27,7 @@ from wolfpacs.config.model import (
 )
 
 __all__ = [
-    "DURABILITY_MODES", "SECTIONS", "Change", "Client", "Condition", "Config", "ConfigError",
-    "Destination", "Entry", "LiveConfig", "NodeConfig", "Pool", "Rule", "Worker", "apply",
-    "entry_table", "load", "parse", "parse_entry", "validate", "to_toml",
+    "DURABILITY_MODES", "RULES", "SECTIONS", "Change", "Client", "Condition", "Config",
+    "ConfigError", "Destination", "Entry", "LiveConfig", "NodeConfig", "Pool", "Rule", "Worker",
+    "apply", "entry_table", "load", "parse", "parse_entry", "validate", "to_toml",
 ]  # fmt: skip

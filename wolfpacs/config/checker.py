@@ -277,7 +277,9 @@ class _Checker:
         callers = t.get("calling_ae_titles", [])
         if not isinstance(callers, list):
             raise self.fail((*p, "calling_ae_titles"), "must be a list of AE titles")
-        client = Client(
+        # Neither pool nor rules is a client being set up (add-client without --pool, then
+        # add-rule): it refuses every series, which is safe, and an export of it loads again.
+        return Client(
             name=self.name(t["name"], (*p, "name")),
             ae_title=self.ae_title(t["ae_title"], (*p, "ae_title")),
             destination=self.text(t["destination"], (*p, "destination")),
@@ -287,8 +289,6 @@ class _Checker:
             **self.pins(t, p),
             rules=self.routing.rules(t.get("rules", []), i),
         )
-        self.routing.client(client, i)
-        return client
 
     def worker(self, table: dict[str, Any], i: int) -> Worker:
         t = self.entry(

@@ -1,10 +1,11 @@
 """The effective configuration: the file, plus the changes an operator made at runtime.
 
-Runtime changes (a client, worker or destination added or removed) are
-kept in the store, so they survive restarts; the effective config is the
-file's with those changes applied in order. :class:`LiveConfig` holds the
-current one: an immutable snapshot that the router and the listeners read
-on each decision, swapped whole when an operator changes something.
+Runtime changes (a client, worker or destination added or removed; a
+client's rules replaced) are kept in the store, so they survive restarts;
+the effective config is the file's with those changes applied in order.
+:class:`LiveConfig` holds the current one: an immutable snapshot that the
+router and the listeners read on each decision, swapped whole when an
+operator changes something.
 """
 
 from __future__ import annotations
@@ -16,14 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from wolfpacs.config.checker import parse_entry, validate
-from wolfpacs.config.model import SECTIONS, Client, Config, Entry, Pool
+from wolfpacs.config.model import SECTIONS, Client, Config, ConfigError, Entry, Pool
 from wolfpacs.config.routing import rule_table, rules_toml
 from wolfpacs.config.secrets import TOKENS, masked
 
-__all__ = ["Change", "LiveConfig", "apply", "entry_table", "to_toml", "toml_value"]
+__all__ = [
+    "RULES", "Change", "LiveConfig", "apply", "describe", "entry_table", "to_toml", "toml_value",
+]  # fmt: skip
 
-# A change: (kind, name, table of the entry's keys), or (kind, name, None) for a removal.
+# A change: (kind, name, table of the entry's keys), or (kind, name, None) for a removal;
+# kind is one of SECTIONS, or RULES.
 Change = tuple[str, str, dict[str, Any] | None]
+# The kind of change that replaces one client's rules, and only them: (RULES, client,
+# {"rules": [rule tables]}). Not the whole client: a file edited since (its AE title
+# rotated, say) keeps its edits, and the runtime's rules are laid on the client it has.
+RULES = "rules"
 
 
 class LiveConfig:
@@ -68,12 +76,22 @@ def entry_table(entry: Entry | Pool) -> dict[str, Any]:
 def apply(config: Config, changes: list[Change]) -> Config:
     """``config`` with ``changes`` applied in order, then checked as a whole.
 
+    An entry's table replaces any entry of that name (else it is added, last);
+    a removal of an entry that is not there changes nothing. A :data:`RULES`
+    change replaces its client's rules in place, checked as in a file, and
+    changes nothing if there is no such client (removed since, like a removal).
+
     Raises:
-        ConfigError: an entry is invalid, or the result is (a dangling reference,
-            a duplicate AE title...).
+        ConfigError: an unknown kind of change, an invalid entry or rule, or a
+            result that is invalid (a dangling reference, a duplicate AE title...).
     """
     sections = {kind: list(getattr(config, section)) for kind, section in SECTIONS.items()}
     for kind, name, table in changes:
+        if kind == RULES:
+            sections["client"] = _with_rules(sections["client"], name, table or {})
+            continue
+        if kind not in sections:  # a newer node's, say: refused, never half-understood
+            raise ConfigError("runtime", None, "", f"unknown kind of change {kind!r}")
         entries = [e for e in sections[kind] if e.name != name]
         if table is not None:
             entries.append(parse_entry(kind, table))
@@ -86,6 +104,26 @@ def apply(config: Config, changes: list[Change]) -> Config:
     )
     validate(result)
     return result
+
+
+def _with_rules(clients: list[Entry], name: str, table: dict[str, Any]) -> list[Entry]:
+    """``clients`` with client ``name``'s rules replaced by ``table["rules"]`` (in place)."""
+    found = next((i for i, c in enumerate(clients) if c.name == name), None)
+    if found is None:
+        return clients
+    client = {**entry_table(clients[found]), "rules": table.get("rules", [])}
+    if not client["rules"]:
+        del client["rules"]
+    return [*clients[:found], parse_entry("client", client), *clients[found + 1 :]]
+
+
+def describe(change: Change) -> str:
+    """A change in a few words, for a log line: ``add worker gpu-c``, ``set the rules of
+    client x``."""
+    kind, name, table = change
+    if kind == RULES:
+        return f"set the rules of client {name}"
+    return f"{'add' if table is not None else 'remove'} {kind} {name}"
 
 
 def toml_value(value: Any) -> str:

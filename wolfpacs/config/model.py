@@ -153,7 +153,8 @@ class Client:
 
     Each series goes where the first of ``rules`` that matches it says,
     else to ``pool``; with no ``pool`` (``None``), a series no rule
-    matches is refused. The checker makes sure there is one or the other.
+    matches is refused. With neither, every series is refused: a client
+    being set up (``add-client`` without ``--pool``, before ``add-rule``).
     """
 
     name: str

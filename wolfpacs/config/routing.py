@@ -123,13 +123,6 @@ class RoutingChecker:
             pools.append(Pool(name, float(timeout)))
         return tuple(pools)
 
-    def client(self, client: Client, i: int) -> None:
-        """A client's pool and rules together: it must send its series somewhere."""
-        if client.pool is None and not client.rules:
-            raise self.host.fail(
-                ("clients", i), "has neither pool nor rules: where would its series go?"
-            )
-
     def cross_check(
         self, clients: tuple[Client, ...], workers: tuple[Worker, ...], pools: tuple[Pool, ...]
     ) -> None:
@@ -143,7 +136,6 @@ class RoutingChecker:
         """
         known = {w.pool for w in workers}
         for i, c in enumerate(clients):
-            self.client(c, i)
             if c.pool is not None and c.pool not in known:
                 raise self.host.fail(("clients", i, "pool"), _unknown_pool(c.pool, known))
             for j, rule in enumerate(c.rules):

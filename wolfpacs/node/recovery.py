@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from wolfpacs.config.live import Change, apply
+from wolfpacs.config.live import Change, apply, describe
 from wolfpacs.config.model import ConfigError
 from wolfpacs.dicom.peek import PeekError, peek
 from wolfpacs.state.spool import owner_of
@@ -74,8 +74,7 @@ def replay(config: Config, changes: list[Change]) -> Config:
         try:
             config = apply(config, [change])
         except ConfigError as exc:  # the file was edited since: keep the node startable
-            kind, name, table = change
-            what = f"{'add' if table else 'remove'} {kind} {name}"
+            what = describe(change)
             logger.error("runtime change %d (%s) no longer fits; skipped: %s", n, what, exc)
     return config
 

@@ -29,6 +29,7 @@ from wolfpacs.node.messages import ACTIVE, DRAINING, RETRY_NOW, Target
 from wolfpacs.node.router import Router
 from wolfpacs.ops.entries import Entries
 from wolfpacs.ops.housekeeping import Housekeeping
+from wolfpacs.ops.rules import ClientRules
 from wolfpacs.ops.verbs import ARGUMENTS, VERBS, AdminError, conforms
 
 if TYPE_CHECKING:
@@ -66,12 +67,15 @@ class Admin:
     sender_spec: Callable[[Target], ChildSpec]
     entries: Entries = field(init=False)
     housekeeping: Housekeeping = field(init=False)
+    # Not "rules": a verb's method is looked up by name on each part, the Admin's first.
+    client_rules: ClientRules = field(init=False)
 
     def __post_init__(self) -> None:
         self.entries = Entries(registry=self.registry, live=self.live, store=self.store,
                                sender_spec=self.sender_spec)  # fmt: skip
         self.housekeeping = Housekeeping(registry=self.registry, live=self.live,
                                          spool=self.spool, store=self.store)  # fmt: skip
+        self.client_rules = ClientRules(live=self.live, entries=self.entries)
 
     def call(self, verb: str, args: dict[str, Any] | None = None) -> Any:
         """Run ``verb`` with keyword ``args``; its result as plain data.
@@ -89,8 +93,8 @@ class Admin:
             if not conforms(value, kind):
                 raise AdminError(f"{verb}: {name} must be {kind.__name__}, not {value!r}")
         name = verb.replace("-", "_")
-        method = next(getattr(part, name) for part in (self, self.entries, self.housekeeping)
-                      if hasattr(part, name))  # fmt: skip
+        parts = (self, self.entries, self.housekeeping, self.client_rules)
+        method = next(getattr(part, name) for part in parts if hasattr(part, name))
         try:
             return method(**args)
         except TypeError as exc:
@@ -148,6 +152,7 @@ class Admin:
             "workers": [w.name for w in config.workers],
             "clients": [c.name for c in config.clients],
             "destinations": [d.name for d in config.destinations],
+            "pools": sorted({w.pool for w in config.workers}),
         }
 
     def _cutoff(self) -> float:
@@ -186,11 +191,13 @@ class Admin:
         return rows
 
     def clients(self) -> list[dict[str, Any]]:
-        """The clients, each AE title masked: it is the client's secret."""
+        """The clients, each AE title masked: it is the client's secret. ``pool`` is None
+        for a client without one (unmatched series refused; its rules: ``rules CLIENT``)."""
         return [
             {
                 **entry_table(c),
                 "ae_title": masked(c.ae_title),
+                "pool": c.pool,
                 "open_studies": self.store.open_studies_of("client", c.name, self._cutoff()),
             }
             for c in self.live.get().clients

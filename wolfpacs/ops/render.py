@@ -14,11 +14,15 @@ numbers as they are.
 
 from __future__ import annotations
 
+import shlex
 import time
 from datetime import datetime
 from typing import Any
 
-__all__ = ["COLUMNS", "ago", "cell", "duration", "moment", "render", "shown", "table", "tree"]
+__all__ = [
+    "COLUMNS", "ago", "cell", "client_rules", "duration", "moment", "render", "shown", "table",
+    "tree",
+]  # fmt: skip
 
 STAMPS = frozenset({"since", "at", "last_success", "oldest"})  # and every key ending in _at
 # Epoch seconds before this (2001) cannot be a wall-clock time: a monotonic clock's, say.
@@ -150,6 +154,8 @@ def render(verb: str, result: Any, now: float | None = None) -> str:
         return table(result, COLUMNS[verb], now)
     if verb == "config":
         return str(result).rstrip()
+    if verb in ("rules", "add-rule", "remove-rule"):
+        return client_rules(result)
     if verb == "study":  # every client's study with that UID: each a study of its own
         return "\n\n".join(_fields(study, now) for study in result)
     if verb == "stats":
@@ -170,6 +176,43 @@ def render(verb: str, result: Any, now: float | None = None) -> str:
     if isinstance(result, dict):
         return _fields(result, now)
     return cell(result)
+
+
+def client_rules(result: dict[str, Any]) -> str:
+    """A client's rules (:func:`wolfpacs.ops.rules.view`) as a table, its default pool below.
+
+    Each match is written as ``add-rule --match`` takes it, quoted for a
+    shell where it needs to be: a rule can be read off and typed again.
+    """
+    client, rules = result["client"], result["rules"]
+    lines = []
+    if "added" in result:
+        lines.append(f"added rule {result['added']} to {client}")
+    if "removed" in result:
+        removed = result["removed"]
+        lines.append(f"removed rule {removed['index']} of {client}: "
+                     f"{_match_words(removed['match'])} -> {_then(removed)}")  # fmt: skip
+    if rules:
+        lines.append(f"client {client}: rules tried in order, the first that matches decides")
+        rows = [{"index": r["index"], "match": _match_words(r["match"]), "then": _then(r)}
+                for r in rules]  # fmt: skip
+        lines.append(table(rows, ["index:#", "match", "then"]))
+    else:
+        lines.append(f"client {client}: no rules")
+    pool = result["pool"]
+    lines.append(f"default pool: {pool}" if pool else
+                 "default pool: none: unmatched series are refused")  # fmt: skip
+    if result.get("note"):
+        lines.append(f"note: {result['note']}")
+    return "\n".join(lines)
+
+
+def _match_words(match: dict[str, str]) -> str:
+    return " ".join(shlex.quote(f"{key}={pattern}") for key, pattern in match.items())
+
+
+def _then(rule: dict[str, Any]) -> str:
+    return f"pool {rule['pool']}" if rule.get("pool") else str(rule.get("action"))
 
 
 def _count(n: int, one: str, many: str) -> str:

@@ -21,6 +21,7 @@ VERBS = {
     "inspect": "one actor's state: inspect ACTOR",
     "workers": "workers: state, load, queue, health",
     "clients": "clients: AE titles, pool, destination, open studies",
+    "rules": "a client's rules in the order they are tried, and its default pool: rules CLIENT",
     "destinations": "destinations: queue and health",
     "studies": "recent studies: studies [--worker W] [--client C] [--limit N]",
     "study": "one study: where it went, when, instances both ways: study UID",
@@ -31,9 +32,13 @@ VERBS = {
     "resume": "a drained worker takes new studies again, and is tried now: resume WORKER",
     "retry": "try a worker or destination now, ending its backoff: retry TARGET",
     "move": "re-route a worker's studies and queue: move WORKER --to OTHER [--studies UID...]",
-    "add-client": "add-client NAME --ae-title T --destination D --pool P [--tls-subject S]"
-    " [--calling-ae-titles A...] [--allow NET...]",
+    "add-client": "add-client NAME --ae-title T --destination D [--pool P] [--tls-subject S]"
+    " [--calling-ae-titles A...] [--allow NET...] (without --pool, series no rule matches are"
+    " refused: every series, until add-rule)",
     "remove-client": "remove-client NAME [--force]",
+    "add-rule": "add-rule CLIENT --match KEY=REGEX... (--pool P | --discard) [--at N]"
+    " (last, or at index N)",
+    "remove-rule": "remove-rule CLIENT N (N as 'rules CLIENT' shows it)",
     "add-worker": "add-worker NAME --host H --port N --ae-title T --pool P [--capacity N]",
     "remove-worker": "remove-worker NAME [--force]",
     "add-destination": "add-destination NAME --host H --port N --ae-title T",
@@ -44,7 +49,7 @@ VERBS = {
     "stats": "counters since the node started",
     "config": "the effective config (file + runtime changes) as TOML: config --export"
     " [--show-secrets]",
-    "names": "actors, workers, clients, destinations (for completion)",
+    "names": "actors, workers, clients, destinations, pools (for completion)",
 }
 
 
@@ -54,10 +59,10 @@ ARGUMENTS: dict[str, type] = {
     **dict.fromkeys(("actor", "worker", "to", "uid", "name", "host", "ae_title", "destination",
                      "pool", "client", "id", "tls_subject", "tls_fingerprint", "target"),
                     str),
-    **dict.fromkeys(("limit", "port", "capacity"), int),
+    **dict.fromkeys(("limit", "port", "capacity", "at", "index"), int),
     **dict.fromkeys(("force", "all", "export", "tls", "tls_check_hostname", "show_secrets",
-                     "dry_run"), bool),
-    **dict.fromkeys(("studies", "calling_ae_titles", "allow"), list),
+                     "dry_run", "discard"), bool),
+    **dict.fromkeys(("studies", "calling_ae_titles", "allow", "match"), list),
 }  # fmt: skip
 
 
