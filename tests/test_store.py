@@ -137,9 +137,7 @@ def test_rows_of_a_moved_study_are_not_offered_to_the_worker_it_left(store):
     store.enqueue(item("spool/gpu-a/1.dcm", study="1.2.1"))
     store.enqueue(item("spool/gpu-a/2.dcm", study="1.2.2"))
     moved = store.move_studies("gpu-a", "gpu-b", ["1.2.1"])
-    assert moved == [
-        {"client": "c", "study_uid": "1.2.1", "pool": "", "delivered": 0, "queued": 1}
-    ]
+    assert moved == [{"client": "c", "study_uid": "1.2.1", "pool": "", "delivered": 0, "queued": 1}]
     assert [i.study_uid for i in store.next_items("gpu-a")] == ["1.2.2"]
     ((row, worker),) = store.moved_items("gpu-a")
     assert row.study_uid == "1.2.1" and worker == "gpu-b"
