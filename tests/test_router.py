@@ -56,6 +56,7 @@ class Tree:
     """A store and a router under one supervisor, as in the node."""
 
     def __init__(self, tmp_path, cfg: Config, clock: Clock | None = None) -> None:
+        self.live = LiveConfig(cfg)
         self.registry = Registry()
         reg = self.registry
         self.store = StoreClient(reg)
@@ -65,7 +66,7 @@ class Tree:
                 ChildSpec("store", lambda: StoreActor.start(reg, lambda: SQLiteStore(db, False))),
                 ChildSpec(
                     "router",
-                    lambda: Router.start(reg, LiveConfig(cfg), self.store, clock=clock or Clock()),
+                    lambda: Router.start(reg, self.live, self.store, clock=clock or Clock()),
                 ),
             ],
             max_restarts=100,
