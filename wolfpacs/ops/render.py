@@ -137,7 +137,7 @@ COLUMNS = {
                 "calling_ae_titles:calling", "allow"],
     "destinations": ["name", "ae_title", "host", "port", "queued", "up",
                      "last_success:last_ok"],
-    "studies": ["study_uid", "client", "worker", "routed_at:routed", "instances_in:in",
+    "studies": ["study_uid", "client", "pool", "worker", "routed_at:routed", "instances_in:in",
                 "instances_delivered:sent", "derived_in:derived", "derived_delivered:returned",
                 "moved_from"],
     "queues": ["target", "kind", "instances", "bytes", "oldest_age_s:oldest"],
@@ -220,12 +220,18 @@ def _count(n: int, one: str, many: str) -> str:
 
 
 def _fields(data: dict[str, Any], now: float, indent: str = "") -> str:
-    """A map as ``key: value`` lines, nested maps indented under their key."""
+    """A map as ``key: value`` lines, nested maps (and lists of maps) indented under their key."""
     lines = []
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"{indent}{key}:")
             lines.append(_fields(value, now, indent + "  ") if value else f"{indent}  (empty)")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{indent}{key}:")  # e.g. a study's series, one block each
+            for item in value:
+                block = _fields(item, now, indent + "    ").split("\n")
+                lines.append(f"{indent}  - {block[0].lstrip()}")
+                lines.extend(block[1:])
         else:
             lines.append(f"{indent}{key}: {shown(key, value, now, full=True)}")
     return "\n".join(lines)
