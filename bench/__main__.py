@@ -9,6 +9,8 @@ ratios:
 - direct: DCMTK storescu -> storescp, one association (the limit here);
 - wolfpacs-os, wolfpacs-fsync: storescu -> node -> storescp as its worker,
   timed from storescu's start to the worker holding the last instance;
+- wolfpacs-rules: wolfpacs-fsync with ten routing rules per client, only
+  the last matching (its ratio is to wolfpacs-fsync: the rules' cost);
 - return: storescu as a worker -> inside port -> storescp as destination;
 - direct-8, wolfpacs-8: eight storescu at once (each study in two halves)
   to eight storescp, and to a node with a pool of four storescp workers;
@@ -125,9 +127,9 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
         with storescps([(root / "direct", "DIRECT")]) as (port,):
             return timed(lambda: storescu(data.files, port, "DIRECT"))
 
-    def through(durability: str) -> Callable[[], Run]:
+    def through(durability: str, rules: int = 0) -> Callable[[], Run]:
         def run() -> Run:
-            with harness.node(root / "node", durability) as node:
+            with harness.node(root / "node", durability, rules=rules) as node:
                 send = lambda: storescu(data.files, node.outside, "BENCH0")  # noqa: E731
                 return timed(send, node.worker_dirs, n, pid=node.pid)
 
@@ -166,6 +168,12 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
         Scenario("direct", "storescu -> storescp", direct),
         Scenario("wolfpacs-os", "storescu -> WolfPACS (os) -> storescp", through("os")),
         Scenario("wolfpacs-fsync", "storescu -> WolfPACS (fsync) -> storescp", through("fsync")),
+        Scenario(
+            "wolfpacs-rules",
+            "storescu -> WolfPACS (fsync, ten rules) -> storescp",
+            through("fsync", rules=10),
+            baseline="wolfpacs-fsync",
+        ),
         Scenario("return", "worker storescu -> inside port (fsync) -> storescp", return_path),
         Scenario("direct-8", "8 x storescu -> 8 x storescp", direct_8, baseline="direct-8"),
         Scenario(

@@ -172,6 +172,7 @@ def node(
     destination: bool = False,
     routes: Sequence[str] = (),
     http: bool = False,
+    rules: int = 0,
 ) -> Iterator[Node]:
     """``wolfpacs run`` with ``workers`` storescp workers in one pool and ``clients`` clients.
 
@@ -179,6 +180,8 @@ def node(
     ``destination``: a storescp takes the return path (else nothing listens
     there). ``routes``: studies already routed to worker 0 (for client 0).
     ``http``: the HTTP port on (metrics, status page), on a free port.
+    ``rules``: each client has this many rules, only the last of which
+    matches the bench's CT series (see :func:`_rules`).
     Stopped with SIGTERM and cleaned up after.
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -188,7 +191,7 @@ def node(
         pacs_port = ports[workers] if destination else free_port()
         outside, inside, http_port = free_port(), free_port(), free_port() if http else 0
         config = _write_config(root, durability, clients, (outside, inside, pacs_port),
-                               ports[:workers], http_port=http_port)  # fmt: skip
+                               ports[:workers], http_port=http_port, rules=rules)  # fmt: skip
         data = root / "node"
         if routes:
             write_routes(data, routes, "w0", "bench0")
@@ -209,7 +212,7 @@ def node(
 
 def _write_config(
     root: Path, durability: str, clients: int, node_ports: tuple[int, int, int],
-    worker_ports: list[int], *, http_port: int = 0,
+    worker_ports: list[int], *, http_port: int = 0, rules: int = 0,
 ) -> Path:  # fmt: skip
     """The node's TOML: clients BENCH<i> and workers WORKER<i> in pool ``p``, destination PACS.
 
@@ -225,13 +228,30 @@ def _write_config(
     ]  # fmt: skip
     for i in range(clients):
         lines += ["[[clients]]", f'name = "bench{i}"', f'ae_title = "BENCH{i}"',
-                  'destination = "pacs"', 'pool = "p"', ""]  # fmt: skip
+                  'destination = "pacs"', 'pool = "p"', "", *_rules(rules)]  # fmt: skip
     for i, port in enumerate(worker_ports):
         lines += ["[[workers]]", f'name = "w{i}"', 'host = "127.0.0.1"', f"port = {port}",
                   f'ae_title = "WORKER{i}"', 'pool = "p"', ""]  # fmt: skip
     config = root / "bench.toml"
     config.write_text("\n".join(lines))
     return config
+
+
+def _rules(count: int) -> list[str]:
+    """``count`` rules of a client, the worst case for the bench's CT series: every one is
+    tried, each over attributes the peek must then read, and only the last matches."""
+    keys = ("Modality", "SeriesDescription", "BodyPartExamined", "ProtocolName",
+            "Manufacturer", "StudyDescription", "ImageType")  # fmt: skip
+    lines = []
+    for k in range(count - 1):
+        first, second = keys[k % len(keys)], keys[(k + 1) % len(keys)]
+        lines += ["[[clients.rules]]",
+                  f'match = {{ {first} = "(?i).*nomatch{k}.*", {second} = "X|Y" }}',
+                  'pool = "p"', ""]  # fmt: skip
+    if count:
+        lines += ["[[clients.rules]]", 'match = { Modality = "CT", ImageType = "ORIGINAL" }',
+                  'pool = "p"', ""]  # fmt: skip
+    return lines
 
 
 _FORWARD_LUA = """

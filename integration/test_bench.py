@@ -21,7 +21,8 @@ def test_the_benchmark_runs_every_scenario_and_writes_its_results(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((tmp_path / "smoke.json").read_text())
-    expected = {"direct", "wolfpacs-os", "wolfpacs-fsync", "return", "direct-8", "wolfpacs-8"}
+    expected = {"direct", "wolfpacs-os", "wolfpacs-fsync", "wolfpacs-rules", "return",
+                "direct-8", "wolfpacs-8"}  # fmt: skip
     if shutil.which("Orthanc") or Path("/usr/sbin/Orthanc").exists():
         expected.add("orthanc")
     elif os.environ.get("CI", "").lower() == "true":  # elsewhere the bench runs without it
