@@ -115,8 +115,18 @@ def _adopt(spool: Spool, store: Store, rel: str, kinds: dict[str, str], live: Co
     store.enqueue(QueueItem(
         target, kinds[target], rel, owner, tags.study_uid, tags.sop_class_uid,
         tags.sop_instance_uid, tags.transfer_syntax, stat.st_size, stat.st_mtime,
+        pool=pool_by_route(store, owner, tags.study_uid, target, kinds[target]),
     ))  # fmt: skip
     logger.warning("queue row of %s re-created from the file (lost in a power cut?)", rel)
+
+
+def pool_by_route(store: Store, client: str, study_uid: str, target: str, kind: str) -> str:
+    """The pool of the route a re-created row belongs to (files and dead letters from
+    before rows named it): the one whose worker is ``target`` (for a result: any of the
+    client's); ``""`` if the study has none."""
+    routes = [r for r in store.routes_of(study_uid) if r.client == client]
+    mine = [r for r in routes if r.worker == target] if kind == WORKER else routes
+    return mine[0].pool if mine else ""
 
 
 def owner_by_route(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry
 from wolfpacs.node.messages import WAKE, targets
-from wolfpacs.node.recovery import owner_by_route
+from wolfpacs.node.recovery import owner_by_route, pool_by_route
 from wolfpacs.node.router import NotHomeError, Router
 from wolfpacs.node.store import PURGE_BATCH
 from wolfpacs.ops.verbs import AdminError
@@ -91,7 +91,7 @@ class Housekeeping:
         spool = self.spool
         dead_file = spool.dead / letter["file"]
         target, kind = letter.get("target"), letter.get("target_kind", WORKER)
-        owner = letter.get("client")
+        owner, pool = letter.get("client"), letter.get("pool")
         if target is None:  # refused on the inside port: it may have a home now
             worker = letter.get("worker", "")
             try:
@@ -100,13 +100,15 @@ class Housekeeping:
                 )
             except NotHomeError as exc:
                 raise AdminError(f"still refused: {exc}") from None
-            target, kind, owner = home.destination, DESTINATION, home.client
+            target, kind, owner, pool = home.destination, DESTINATION, home.client, home.pool
         if not any(t.name == target for t in targets(self.live.get())):
             raise AdminError(f"{target} is no longer configured")
         if owner is None:  # a letter from before letters named their client
             owner = owner_by_route(self.store, self.live.get(), letter["study_uid"], target, kind)
             if owner is None:
                 raise AdminError(f"whose study {letter['study_uid']} is cannot be told")
+        if pool is None:
+            pool = pool_by_route(self.store, owner, letter["study_uid"], target, kind)
         size = dead_file.stat().st_size
         # A link, not a move: until its row is committed, the dead letter stays whole.
         rel = spool.adopt(dead_file, target, letter.get("sop_instance_uid", "instance"), owner)
@@ -114,6 +116,7 @@ class Housekeeping:
             self.store.enqueue(QueueItem(
                 target, kind, rel, owner, letter["study_uid"], letter["sop_class_uid"],
                 letter["sop_instance_uid"], letter["transfer_syntax"], size, time.time(),
+                pool=pool,
             ))  # fmt: skip
         except Exception:
             spool.remove(rel)

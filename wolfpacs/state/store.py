@@ -69,7 +69,7 @@ class QueueItem:
             "target": self.target, "target_kind": self.kind, "client": self.client,
             "study_uid": self.study_uid, "sop_instance_uid": self.sop_instance_uid,
             "sop_class_uid": self.sop_class_uid, "transfer_syntax": self.transfer_syntax,
-            "enqueued_at": self.enqueued_at,
+            "enqueued_at": self.enqueued_at, "pool": self.pool,
         }  # fmt: skip
 
 
