@@ -33,14 +33,14 @@ class Paths:
         return f"spool/{target}/{self.n}.dcm"
 
 
-def deliver(store, paths, worker: str, at: float, study="1.2.1", pool="lung", client="c"):
+def deliver(store, paths, worker: str, at: float, *, study="1.2.1", pool="lung", client="c"):
     """An instance of ``client``'s study queued for ``worker`` and delivered at ``at``."""
     row = store.enqueue(QueueItem(worker, WORKER, paths(worker), client, study, "1.2.3", "9.1",
                                   "1.2.840.10008.1.2.1", 10, at, pool=pool))  # fmt: skip
     store.delivered(row, at)
 
 
-def result(store, paths, worker: str, at: float, study="1.2.1", pool="lung", client="c",
+def result(store, paths, worker: str, at: float, *, study="1.2.1", pool="lung", client="c",
            path: str | None = None):  # fmt: skip
     """A derived instance from ``worker`` enqueued at ``at``: what enqueue_result says."""
     item = QueueItem("pacs", DESTINATION, path or paths("pacs"), client, study, "1.2.3", "9.2",
@@ -107,8 +107,9 @@ def test_a_result_that_overtakes_its_deliverys_commit_counts_untimed(store):
     """A fast worker answers before its sender has committed the delivery."""
     paths = Paths()
     store.insert_route("c", "1.2.1", "lung-a", 100.0, "lung")
-    row = store.enqueue(QueueItem("lung-a", WORKER, paths("lung-a"), "c", "1.2.1", "1.2.3",
-                                  "9.1", "1.2.840.10008.1.2.1", 10, 105.0, pool="lung"))  # fmt: skip
+    queued = QueueItem("lung-a", WORKER, paths("lung-a"), "c", "1.2.1", "1.2.3", "9.1",
+                       "1.2.840.10008.1.2.1", 10, 105.0, pool="lung")  # fmt: skip
+    row = store.enqueue(queued)
     assert result(store, paths, "lung-a", 108.0) is None  # no delivery time to count from
     store.delivered(row, 109.0)
     assert awaiting(store) == []  # answered already
