@@ -3,6 +3,7 @@ the verb, the gauge, the latency histogram, the status page and one audit line."
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from pydicom import dcmread
@@ -107,6 +108,8 @@ def test_a_silent_worker_is_overdue_until_its_result_comes_logged_once(world, ca
     assert gauge("wolfpacs_results_overdue", pool="demo", worker=other) == 0
     code, page = get(w, "/")
     assert code == 200 and b"Overdue results" in page and uid.encode() in page
+    code, body = get(w, "/api/overdue")
+    assert code == 200 and [r["study"] for r in json.loads(body)] == [uid]
 
     wait_until(lambda: overdue_lines(caplog), what="the audit line")
     published_again(w)
