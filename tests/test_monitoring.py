@@ -22,6 +22,7 @@ METRIC = re.compile(r"\bwolfpacs_[a-z0-9_]+")
 ALERTED = {
     "WolfPACSDown", "WolfPACSPoolUnreachable", "WolfPACSQueueStale", "WolfPACSDeadLetters",
     "WolfPACSRestartLoop", "WolfPACSSpoolNearLimit", "WolfPACSDiskNearMinFree",
+    "WolfPACSResultsOverdue",
 }  # fmt: skip
 
 

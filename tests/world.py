@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wolfpacs.cli.demo import CLIENT_AE, demo_config
+from wolfpacs.config.model import Pool
 from wolfpacs.node import Node
 from wolfpacs.ops import Operations
 from wolfpacs.testing.peers import SimulatedPACS, SimulatedWorker, free_port, send_files
@@ -17,7 +18,7 @@ __all__ = ["CLIENT_AE", "World"]
 
 
 class World:
-    def __init__(self, root: Path, **node_settings: object) -> None:
+    def __init__(self, root: Path, pools: tuple[Pool, ...] = (), **node_settings: object) -> None:
         self.root = root
         self.outside, self.inside = free_port(), free_port()
         self.pacs = SimulatedPACS("PACS")
@@ -27,7 +28,7 @@ class World:
             "retry_initial": 0.05, "retry_max": 0.2, "idle_release": 0.2,
             "http_port": free_port(), "fault_injection": True, **node_settings,
         }  # fmt: skip
-        self.config = replace(config, node=replace(config.node, **settings))
+        self.config = replace(config, node=replace(config.node, **settings), pools=pools)
         self.node = Node(self.config, operations=Operations)
         for peer in (self.pacs, *self.workers):
             peer.start()

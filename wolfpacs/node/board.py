@@ -20,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PUBLISH_EVERY", "QUEUES", "STALE_AFTER", "WORKERS", "Board", "Reading"]
+__all__ = ["AWAITING", "PUBLISH_EVERY", "QUEUES", "STALE_AFTER", "WORKERS", "Board", "Reading"]
 
 # The keys of the values published on a timer; a sender publishes under its own name.
 QUEUES = "queues"  # by the store: queue_stats(), per target
 WORKERS = "workers"  # by the router: {"states": {name: state}, "open_studies": {name: n}}
+AWAITING = "awaiting"  # by the store: awaiting_results() of the pools that track results
 PUBLISH_EVERY = 1.0  # seconds between two publications of a timed value
 # A timed value older than this is unknown: its publisher has missed ten ticks.
 STALE_AFTER = 10 * PUBLISH_EVERY

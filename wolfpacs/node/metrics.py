@@ -36,6 +36,9 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client'
 # Seconds: a fsync'ed spool write is milliseconds; a delivery waits for a peer, maybe long.
 SPOOL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+# Seconds an AI worker takes to answer a study: from seconds to hours (result_timeout's range).
+RESULT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+                  7200.0, 14400.0)  # fmt: skip
 
 
 class Metrics:
@@ -85,6 +88,12 @@ class Metrics:
             "From an instance's commit in the spool to its delivery",
             ["kind"], buckets=DELIVERY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.result_latency = Histogram(
+            "wolfpacs_result_latency_seconds",
+            "From the last delivery of a study's instance to a worker to the first result "
+            "(derived instance) of that study from it, per pool and worker (each study once)",
+            ["pool", "worker"], buckets=RESULT_BUCKETS, registry=r,
+        )  # fmt: skip
 
     # -- what the actors say ------------------------------------------------------------
 
@@ -114,6 +123,10 @@ class Metrics:
         self._child(self.instances, "out", kind, target).inc()
         self._child(self.bytes, "out", kind, target).inc(size)
         self._child(self.delivered_after, kind).observe(max(queued_seconds, 0.0))
+
+    def result(self, pool: str, worker: str, seconds: float) -> None:
+        """A study's first result from ``worker``, ``seconds`` after its last delivery."""
+        self._child(self.result_latency, pool, worker).observe(max(seconds, 0.0))
 
     def dead_letter(self, reason: str) -> None:
         self.dead.labels(reason).inc()

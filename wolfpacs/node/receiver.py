@@ -302,7 +302,7 @@ class Receiver(SupervisedActor):
                 # are done before the answer. A row may name a file whose move is not yet
                 # durable; after a crash recovery drops such a row (never acknowledged).
                 sync = Overlapped(functools.partial(self.spool.sync_queue, target, mark))
-                moved_to = self.store.enqueue_received(item, meanwhile=sync)
+                moved_to, waited = self._commit(item, sync)
                 sync.check()
             except UnavailableError:
                 # The store may still commit the row: leave the file; if no row comes,
@@ -337,7 +337,25 @@ class Receiver(SupervisedActor):
         self.instances += 1
         self.bytes += size
         self.metrics.received(self.peer.side, self.peer.name, size, time.monotonic() - started)
+        if waited is not None:
+            self._result(routed.pool, waited)
         return response(Status.SUCCESS)
+
+    def _commit(self, item: QueueItem, sync: Overlapped) -> tuple[str | None, float | None]:
+        """Commit ``item``'s queue row (``sync`` overlapping it): a client's instance, and
+        the worker its study moved to meanwhile, if any; or a result, and the seconds since
+        the delivery it answers, if it is its study's first from this worker."""
+        if item.kind == WORKER:
+            return self.store.enqueue_received(item, meanwhile=sync), None
+        return None, self.store.enqueue_result(item, self.peer.name, meanwhile=sync)
+
+    def _result(self, pool: str, seconds: float) -> None:
+        """Time a study's first result from this worker, in its route's pool (a route from
+        before pools: the worker's own)."""
+        if not pool and self.live is not None:
+            worker = self.live.get().worker(self.peer.name)
+            pool = worker.pool if worker is not None else ""
+        self.metrics.result(pool, self.peer.name, seconds)
 
     def _wanted(self) -> frozenset[int]:
         """The tags the clients' rules need (none on the inside: results are not ruled)."""

@@ -10,9 +10,13 @@ caller can close its connection or reach past the interface.
 actors, the operator's verbs and the HTTP port hold: each method asks the
 actor (whichever is alive, through the registry) and returns its answer.
 
-It publishes the queues (``queue_stats()``) on its ``board`` every
-``PUBLISH_EVERY`` seconds, between two operations: the gauges read them
-there and never wait for the store (:mod:`wolfpacs.node.board`).
+It publishes the queues (``queue_stats()``) and the routes awaiting a
+result (``awaiting_results()`` of the pools that track results) on its
+``board`` every ``PUBLISH_EVERY`` seconds, between two operations: the
+gauges read them there and never wait for the store
+(:mod:`wolfpacs.node.board`). At the same tick it writes the audit line of
+each route newly overdue (:mod:`wolfpacs.node.results`), once: the store
+notes the route as logged (``mark_overdue``), across restarts and nodes.
 
 Errors: an operation's exception goes back to the caller unchanged; one
 that means the backend is broken (:meth:`Backend.is_broken`) then crashes
@@ -30,9 +34,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from supervisors import Registry, SupervisedActor
-from wolfpacs.node.board import PUBLISH_EVERY, QUEUES, Board
+from wolfpacs.node.board import AWAITING, PUBLISH_EVERY, QUEUES, Board
 from wolfpacs.node.fence import Fence
+from wolfpacs.node.results import overdue, tracked_pools
 from wolfpacs.state.store import OPERATIONS, Backend, QueueItem, Route, Store
+
+if TYPE_CHECKING:
+    from wolfpacs.config.model import Config
 
 __all__ = ["StoreActor", "StoreClient", "StoreRequest"]
 
@@ -64,7 +72,8 @@ class StoreActor(SupervisedActor):
     for longer than ``retention_days()`` (0: never), a few hundred to a
     transaction, each batch a message of its own so that the enqueues of
     received instances get their turn between; then it compacts the history
-    of runtime changes.
+    of runtime changes. ``config()``, the node's live config, says which
+    pools track results and their timeouts (None: none does).
     """
 
     def __init__(
@@ -74,11 +83,13 @@ class StoreActor(SupervisedActor):
         retention_days: Callable[[], float] = lambda: 0.0,
         *,
         board: Board | None = None,
+        config: Callable[[], Config] | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self._open_backend = open_backend
         self._retention_days = retention_days
+        self._config = config
         self.board = board or Board()
         self._backend: Backend | None = None
         self.purged = 0  # studies forgotten by this actor
@@ -149,7 +160,29 @@ class StoreActor(SupervisedActor):
         gauges then call them unknown, rather than wait for the store.
         """
         self.board.publish(QUEUES, self.backend.queue_stats())
+        config = self._config() if self._config is not None else None
+        pools = tracked_pools(config) if config is not None else []
+        awaiting = self.backend.awaiting_results(pools) if pools else []
+        self.board.publish(AWAITING, awaiting)
+        if config is not None and awaiting:
+            self._log_overdue(config, awaiting)
         self.send_after(PUBLISH_EVERY, _PUBLISH)
+
+    def _log_overdue(self, config: Config, awaiting: list[dict[str, Any]]) -> None:
+        """The audit line of each route newly overdue: the one the store notes now."""
+        now = time.time()
+        late = {o.key: o for o in overdue(awaiting, config, now) if not o.noted}
+        if not late:
+            return
+        for key in self.backend.mark_overdue(list(late), now):
+            o = late[key]
+            logger.warning(
+                "study %s of client %s: no result from worker %s of pool %s for %.0f s since "
+                "its last delivery (result_timeout %g s)", o.study_uid, o.client, o.worker,
+                o.pool, o.waiting_s, config.pool_settings(o.pool).result_timeout,
+                extra={"event": "overdue", "study": o.study_uid, "client": o.client,
+                       "worker": o.worker, "pool": o.pool, "waiting_s": round(o.waiting_s, 3)},
+            )  # fmt: skip
 
     def inspect(self) -> dict[str, Any]:
         return {**self.backend.describe(), "studies": self.backend.count_studies()}
@@ -236,6 +269,12 @@ class StoreClient:
         """``meanwhile``: the caller's work that overlaps the commit (see ``Registry.ask``)."""
         return self._ask(Store.enqueue_received, item, meanwhile=meanwhile)
 
+    def enqueue_result(
+        self, item: QueueItem, worker: str, meanwhile: Callable[[], object] | None = None
+    ) -> float | None:
+        """``meanwhile``: the caller's work that overlaps the commit (see ``Registry.ask``)."""
+        return self._ask(Store.enqueue_result, item, worker, meanwhile=meanwhile)
+
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
         return self._ask(Store.next_items, target, limit, after_id)
 
@@ -285,6 +324,14 @@ class StoreClient:
 
     def count_studies(self) -> int:
         return self._ask(Store.count_studies)
+
+    def awaiting_results(self, pools: list[str]) -> list[dict[str, Any]]:
+        return self._ask(Store.awaiting_results, pools)
+
+    def mark_overdue(
+        self, routes: list[tuple[str, str, str]], at: float
+    ) -> list[tuple[str, str, str]]:
+        return self._ask(Store.mark_overdue, routes, at)
 
     def purge(self, cutoff: float, limit: int = 500, dry_run: bool = False) -> int:
         return self._ask(Store.purge, cutoff, limit, dry_run)

@@ -157,7 +157,11 @@ class Node:
             ChildSpec(
                 "store",
                 lambda: StoreActor.start(
-                    reg, self.backend, lambda: live.get().node.retention_days, board=metrics.board
+                    reg,
+                    self.backend,
+                    lambda: live.get().node.retention_days,
+                    board=metrics.board,
+                    config=live.get,
                 ),
             ),
             ChildSpec(

@@ -26,6 +26,7 @@ from wolfpacs.config.live import entry_table, to_toml
 from wolfpacs.config.model import ConfigError
 from wolfpacs.config.secrets import masked
 from wolfpacs.node.messages import ACTIVE, DRAINING, RETRY_NOW, Target
+from wolfpacs.node.results import overdue, tracked_pools
 from wolfpacs.node.router import Router
 from wolfpacs.ops.entries import Entries
 from wolfpacs.ops.housekeeping import Housekeeping
@@ -226,6 +227,14 @@ class Admin:
         if not found:
             raise AdminError(f"no study {uid!r} was routed by this node")
         return found
+
+    def overdue(self) -> list[dict[str, Any]]:
+        """The studies past their pool's ``result_timeout`` without a result, now (asked of
+        the store at this moment: no sweep), the longest waiting first; each exactly
+        ``study``, ``client``, ``pool``, ``worker``, ``delivered_at``, ``waiting_s``."""
+        config = self.live.get()
+        awaiting = self.store.awaiting_results(tracked_pools(config))
+        return [route.shown() for route in overdue(awaiting, config, time.time())]
 
     def queues(self) -> list[dict[str, Any]]:
         now = time.time()

@@ -13,6 +13,9 @@ a source's value is unknown (never published, or stale: its publisher is
 blocked), and its gauges then show the last known value, or none if there
 never was one; a worker whose state is unknown shows ``state="unknown"``.
 Every configured target has its queue gauges, 0 when its queue is empty.
+Every worker of a pool that tracks results has its overdue results, 0 when
+none: computed at the scrape from the routes awaiting a result the store
+last published and the live config's timeouts (:mod:`wolfpacs.node.results`).
 
 A pool's reachable workers are those whose sender's last association or
 C-ECHO succeeded (``wolfpacs_target_up`` 1); a worker whose health is not
@@ -33,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 import pykka
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from wolfpacs.node.board import QUEUES, STALE_AFTER, WORKERS, Board
+from wolfpacs.node.board import AWAITING, QUEUES, STALE_AFTER, WORKERS, Board
 from wolfpacs.node.messages import DRAINING, targets
+from wolfpacs.node.results import overdue_counts
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -104,6 +108,9 @@ class NodeCollector:
             unknown.add_metric([f"sender:{target.name}"], 0 if health is not None else 1)
         yield up
         yield from _pools(config, self._health)
+        awaiting = self.board.read(AWAITING, STALE_AFTER)
+        unknown.add_metric([AWAITING], 0 if awaiting.known else 1)
+        yield _overdue(config, awaiting.value or [])
         if self.spool is not None:
             free = _disk_free(self.spool)
             unknown.add_metric([DISK], 0 if free is not None else 1)
@@ -222,6 +229,18 @@ def _pools(config: Config, health: Callable[[str], bool | None]) -> Iterator[Gau
         total.add_metric([pool], workers)
         reachable.add_metric([pool], up)
     yield from (total, reachable)
+
+
+def _overdue(config: Config, awaiting: list[dict[str, Any]]) -> GaugeMetricFamily:
+    """Each tracking pool's workers' overdue results, now (none tracked: no sample)."""
+    gauge = GaugeMetricFamily(
+        "wolfpacs_results_overdue", "Studies delivered to a worker whose result has not come "
+        "back within their pool's result_timeout, per pool and worker",
+        labels=["pool", "worker"],
+    )  # fmt: skip
+    for (pool, worker), n in sorted(overdue_counts(awaiting, config, time.time()).items()):
+        gauge.add_metric([pool, worker], n)
+    return gauge
 
 
 def _disk_free(spool: Spool) -> int | None:

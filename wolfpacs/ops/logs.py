@@ -12,13 +12,13 @@ from pathlib import Path
 __all__ = ["AUDIT_EVENTS", "JsonFormatter", "add_audit", "setup"]
 
 # Records kept in the audit log: who associated and how it ended, where each new study
-# went, and what operators changed.
-AUDIT_EVENTS = frozenset({"association", "route", "admin"})
+# went, what operators changed, and each study whose result did not come back in time.
+AUDIT_EVENTS = frozenset({"association", "route", "admin", "overdue"})
 
 # Keys an event may carry through ``extra=``: kept in JSON lines, as is.
 EVENT_KEYS = (
     "event", "side", "peer", "outcome", "why", "instances", "bytes",
-    "study", "client", "worker", "destination",
+    "study", "client", "worker", "destination", "pool", "waiting_s",
 )  # fmt: skip
 
 

@@ -141,6 +141,8 @@ COLUMNS = {
                 "instances_delivered:sent", "derived_in:derived", "derived_delivered:returned",
                 "moved_from"],
     "queues": ["target", "kind", "instances", "bytes", "oldest_age_s:oldest"],
+    "overdue": ["study", "client", "pool", "worker", "delivered_at:delivered",
+                "waiting_s:waiting"],
     "dead": ["id", "at:when", "target", "study_uid", "reason"],
 }  # fmt: skip
 

@@ -26,6 +26,8 @@ VERBS = {
     "studies": "recent studies: studies [--worker W] [--client C] [--limit N]",
     "study": "one study: where it went, when, instances both ways: study UID",
     "queues": "per target: queued instances, bytes, oldest age",
+    "overdue": "studies whose result has not come back within their pool's result_timeout,"
+    " the longest waiting first",
     "dead": "dead letters and why",
     "retry-dead": "send dead letters again: retry-dead ID | --all",
     "drain": "no new studies for a worker; its open studies finish: drain WORKER",

@@ -6,8 +6,9 @@
 - ``/readyz``: both listeners accept connections, the store takes a write,
   the spool is below its limits.
 - ``/``: a status page that refreshes itself: pools (reachable workers of
-  each, a pool with none marked), workers, queues, the tree, recent studies,
-  dead letters — from the same verbs as ``wolfpacs ctl``.
+  each, a pool with none marked), workers, overdue results (studies whose
+  result has not come back in time), queues, the tree, recent studies, dead
+  letters — from the same verbs as ``wolfpacs ctl``.
 - ``/api/<verb>``: a reading verb's result as JSON (``/api/studies?worker=gpu-a``).
 - ``/login``, ``/logout``: the session of a browser, when a token is set.
 
@@ -64,7 +65,7 @@ REFRESH = 2  # seconds between two loads of the status page
 # The verbs a JSON view answers (reading ones only), and the query arguments each takes.
 VIEWS = {
     "workers": (), "clients": (), "destinations": (), "queues": (), "dead": (), "tree": (),
-    "stats": (), "studies": ("worker", "client", "limit"), "study": ("uid",),
+    "stats": (), "studies": ("worker", "client", "limit"), "study": ("uid",), "overdue": (),
 }  # fmt: skip
 MAX_FORM = 4096  # bytes of a login form
 
@@ -165,6 +166,7 @@ def status_page(site: Site) -> str:
     sections = []
     for title, verb, args, columns in (
         ("Workers", "workers", {}, render.COLUMNS["workers"]),
+        ("Overdue results", "overdue", {}, render.COLUMNS["overdue"]),
         ("Queues", "queues", {}, render.COLUMNS["queues"]),
         ("Recent studies", "studies", {"limit": 20}, render.COLUMNS["studies"]),
         ("Dead letters", "dead", {}, render.COLUMNS["dead"]),
@@ -182,7 +184,7 @@ def status_page(site: Site) -> str:
         tree = html.escape(render.tree(admin.call("tree")))
     except Exception as exc:
         tree = html.escape(f"unavailable: {exc}")
-    sections.insert(3, f"<h2>Supervision tree</h2><pre id=tree>{tree}</pre>")
+    sections.insert(4, f"<h2>Supervision tree</h2><pre id=tree>{tree}</pre>")
     name = html.escape(site.settings.ae_title)
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     return (

@@ -7,7 +7,16 @@ Kept to what PostgreSQL also speaks, as :mod:`wolfpacs.state.sqlite` is.
 
 from __future__ import annotations
 
-__all__ = ["ENQUEUE", "ITEM", "ITEM_COLUMNS", "QUEUED", "ROUTE", "SERIES", "STUDY", "TOUCH_STUDY"]
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wolfpacs.state.store import QueueItem
+
+__all__ = [
+    "ENQUEUE", "ITEM", "ITEM_COLUMNS", "QUEUED", "ROUTE", "SERIES", "STUDY", "TOUCH_STUDY",
+    "enqueue_args",
+]  # fmt: skip
 
 # One statement per received instance (see SQLiteStore._enqueue): a trigger counts it in.
 ENQUEUE = (
@@ -32,3 +41,14 @@ TOUCH_STUDY = (
 # A study is open while active since the cutoff or while any instance of it is queued.
 QUEUED = f"EXISTS (SELECT 1 FROM queue q WHERE {STUDY})"
 SERIES = "SELECT pool, action, rule, decided_at FROM series"
+
+
+def enqueue_args(item: QueueItem, at: float | None = None) -> tuple[object, ...]:
+    """:data:`ENQUEUE`'s parameters for ``item``, enqueued at ``at`` (default: its own
+    ``enqueued_at``, else now)."""
+    return (
+        item.target, item.kind, item.path, item.client, item.study_uid, item.sop_class_uid,
+        item.sop_instance_uid, item.transfer_syntax, item.size,
+        at or item.enqueued_at or time.time(), item.pool, item.client, item.study_uid,
+        item.pool,
+    )  # fmt: skip

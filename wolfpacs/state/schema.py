@@ -162,7 +162,11 @@ END;
     # every series of it in one pool goes to that route's worker. Rows from before keep the
     # pool '': the router takes such a route for a series whose pool is its worker's, so a
     # study routed before the upgrade stays where it is. Each series' decision is kept (the
-    # rules are asked once per series); delivered_at and result_at time a pool's results.
+    # rules are asked once per series). A route's results are timed: delivered_at and
+    # delivered_to, its last delivery to a worker; result_at, its first result that counts
+    # (set by the store's enqueue_result, which knows the sending worker; a trigger does
+    # not); overdue_at, when it was first seen past its pool's result_timeout (logged once).
+    # A route from before with results had its result then: it awaits none.
     """
 CREATE TABLE studies_by_pool (
     client TEXT NOT NULL,
@@ -179,7 +183,9 @@ CREATE TABLE studies_by_pool (
     delivered_before_move INTEGER NOT NULL DEFAULT 0,
     delivered_elsewhere INTEGER NOT NULL DEFAULT 0,
     delivered_at DOUBLE PRECISION,
+    delivered_to TEXT,
     result_at DOUBLE PRECISION,
+    overdue_at DOUBLE PRECISION,
     PRIMARY KEY (client, study_uid, pool)
 );
 INSERT INTO studies_by_pool (client, study_uid, worker, routed_at, last_activity_at,
@@ -188,6 +194,7 @@ INSERT INTO studies_by_pool (client, study_uid, worker, routed_at, last_activity
     SELECT client, study_uid, worker, routed_at, last_activity_at, instances_in,
     instances_delivered, derived_in, derived_delivered, moved_from, delivered_before_move,
     delivered_elsewhere FROM studies;
+UPDATE studies_by_pool SET result_at = last_activity_at WHERE derived_in > 0;
 CREATE TABLE assignments_by_pool (
     client TEXT NOT NULL,
     study_uid TEXT NOT NULL,
@@ -212,6 +219,9 @@ CREATE INDEX studies_worker_activity ON studies (worker, last_activity_at);
 CREATE INDEX studies_client_activity ON studies (client, last_activity_at);
 CREATE INDEX studies_worker_routed ON studies (worker, routed_at);
 CREATE INDEX studies_client_routed ON studies (client, routed_at);
+-- The routes awaiting a result, by pool: the few of them, never every study.
+CREATE INDEX studies_awaiting ON studies (pool, delivered_at)
+    WHERE result_at IS NULL AND delivered_at IS NOT NULL;
 DROP INDEX queue_study;
 CREATE INDEX queue_study ON queue (client, study_uid, pool);
 CREATE TRIGGER queue_counted_in AFTER INSERT ON queue WHEN NEW.kind = 'worker' BEGIN
@@ -224,8 +234,7 @@ CREATE TRIGGER queue_counted_in AFTER INSERT ON queue WHEN NEW.kind = 'worker' B
         AND last_activity_at < NEW.enqueued_at - 1;
 END;
 CREATE TRIGGER derived_counted_in AFTER INSERT ON queue WHEN NEW.kind <> 'worker' BEGIN
-    UPDATE studies SET derived_in = derived_in + 1,
-        result_at = COALESCE(result_at, NEW.enqueued_at)
+    UPDATE studies SET derived_in = derived_in + 1
         WHERE client = NEW.client AND study_uid = NEW.study_uid AND pool = NEW.pool;
     UPDATE studies SET last_activity_at = NEW.enqueued_at WHERE client = NEW.client
         AND study_uid = NEW.study_uid AND pool = NEW.pool

@@ -6,7 +6,8 @@ several nodes is a new class, not a rewrite; only the schema's row ids
 (``INTEGER PRIMARY KEY``), its triggers and the transaction opening
 (``BEGIN IMMEDIATE``) are SQLite's own. The schema is
 :mod:`wolfpacs.state.schema`'s; the contract every backend keeps,
-:mod:`wolfpacs.state.store`'s. Every view the operator has (a worker's open
+:mod:`wolfpacs.state.store`'s; the timing of results,
+:mod:`wolfpacs.state.results`'. Every view the operator has (a worker's open
 studies, recent studies, a purge) reads an index, never the whole history.
 """
 
@@ -17,8 +18,17 @@ import logging
 import time
 from typing import Any
 
-from wolfpacs.state.database import Database
-from wolfpacs.state.queries import ENQUEUE, ITEM, QUEUED, ROUTE, SERIES, STUDY, TOUCH_STUDY
+from wolfpacs.state.queries import (
+    ENQUEUE,
+    ITEM,
+    QUEUED,
+    ROUTE,
+    SERIES,
+    STUDY,
+    TOUCH_STUDY,
+    enqueue_args,
+)
+from wolfpacs.state.results import ResultTracking
 from wolfpacs.state.store import WORKER, QueueItem, Route
 
 __all__ = ["ENQUEUE", "SQLiteStore"]
@@ -26,7 +36,7 @@ __all__ = ["ENQUEUE", "SQLiteStore"]
 logger = logging.getLogger(__name__)
 
 
-class SQLiteStore(Database):
+class SQLiteStore(ResultTracking):
     """The store on SQLite. Not thread-safe: one thread uses it (the store actor's).
 
     ``durable=True`` commits routes, moves, worker states and runtime
@@ -218,13 +228,8 @@ class SQLiteStore(Database):
         thread, and each statement lets go of the interpreter and must wait
         to have it back; four statements here made every receiver wait.
         """
-        rows = self._database.execute(
-            ENQUEUE,
-            (item.target, item.kind, item.path, item.client, item.study_uid, item.sop_class_uid,
-             item.sop_instance_uid, item.transfer_syntax, item.size,
-             item.enqueued_at or time.time(), item.pool, item.client, item.study_uid,
-             item.pool),
-        ).fetchall()  # to the end: the statement's transaction commits there  # fmt: skip
+        # to the end (fetchall): the statement's transaction commits there
+        rows = self._database.execute(ENQUEUE, enqueue_args(item)).fetchall()
         if rows:
             return int(rows[0][0]), rows[0][1]
         # a retried call: the row is there, counted already
@@ -270,13 +275,14 @@ class SQLiteStore(Database):
                     continue  # counted already
                 kind, client, study_uid, target, pool = row
                 if kind == WORKER:  # count, too, what reached a worker the study has left
-                    # delivered_at: a pool's result is awaited from the last delivery on
+                    # delivered_at/_to: a result is awaited from the last delivery on, from
+                    # the worker it reached (see ResultTracking)
                     db.execute(
                         "UPDATE studies SET instances_delivered = instances_delivered + 1, "
                         "delivered_elsewhere = delivered_elsewhere + "
-                        "CASE WHEN worker <> ? THEN 1 ELSE 0 END, delivered_at = ? "
-                        "WHERE client = ? AND study_uid = ? AND pool = ?",
-                        (target, now, client, study_uid, pool),
+                        "CASE WHEN worker <> ? THEN 1 ELSE 0 END, delivered_at = ?, "
+                        "delivered_to = ? WHERE client = ? AND study_uid = ? AND pool = ?",
+                        (target, now, target, client, study_uid, pool),
                     )
                 else:
                     db.execute(

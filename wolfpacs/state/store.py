@@ -141,6 +141,12 @@ class Store(Protocol):
         """:meth:`enqueue` a received instance; the worker its study moved to meanwhile, if any."""
         ...
 
+    def enqueue_result(self, item: QueueItem, worker: str) -> float | None:
+        """:meth:`enqueue` a derived instance ``worker`` sent; if it is its route's first
+        result (from the worker the last delivery reached, or the route's worker), the
+        seconds since that delivery, else None (see :mod:`wolfpacs.state.results`)."""
+        ...
+
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
         """The oldest rows owed to ``target``, leaving out those of studies moved away."""
         ...
@@ -200,6 +206,20 @@ class Store(Protocol):
         ...
 
     def count_studies(self) -> int: ...
+
+    # -- results -----------------------------------------------------------------------
+
+    def awaiting_results(self, pools: list[str]) -> list[dict[str, Any]]:
+        """The routes of ``pools`` (and those from before pools) awaiting a result: each
+        ``client``, ``study_uid``, ``pool``, ``worker`` (the last delivery's),
+        ``delivered_at``, ``overdue_at``; oldest delivery first."""
+        ...
+
+    def mark_overdue(
+        self, routes: list[tuple[str, str, str]], at: float
+    ) -> list[tuple[str, str, str]]:
+        """Note (client, study_uid, pool) routes as seen overdue, once each; those noted now."""
+        ...
 
     # -- retention ---------------------------------------------------------------------
 

@@ -286,6 +286,15 @@ class SimulatedWorker(_StorageSCP):
             self._timers[item.study_uid] = timer
             timer.start()
 
+    def answer_now(self, study_uid: str) -> None:
+        """Send the derived series of ``study_uid`` now, in this thread, not once the study
+        has been quiet: a worker held silent (a long ``quiet``) answers at last."""
+        with self._lock:
+            timer = self._timers.get(study_uid)
+        if timer is not None:
+            timer.cancel()
+        self._answer(study_uid)
+
     def _answer(self, study_uid: str) -> None:
         """Send one derived instance per source instance, in one new series.
 
