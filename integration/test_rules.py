@@ -72,9 +72,14 @@ action = "discard"
         )
 
     def start(self) -> RulesNode:
-        for peer in (*self.workers.values(), self.pacs):
-            peer.start()
-        self.node.start(self.outside, self.inside)
+        try:
+            for peer in (*self.workers.values(), self.pacs):
+                peer.start()
+            self.node.start(self.outside, self.inside)
+        except BaseException:  # a node that did not start leaves no storescp behind
+            for peer in (*self.workers.values(), self.pacs):
+                peer.stop()
+            raise
         return self
 
     def holding(self, study: str) -> dict[str, set[str]]:
@@ -96,10 +101,11 @@ action = "discard"
         return json.loads(done.stdout)
 
     def stop(self) -> int:
-        code = self.node.stop()
-        for peer in (*self.workers.values(), self.pacs):
-            peer.stop()
-        return code
+        try:
+            return self.node.stop()
+        finally:
+            for peer in (*self.workers.values(), self.pacs):
+                peer.stop()
 
 
 @pytest.fixture
