@@ -248,3 +248,21 @@ def test_a_state_database_of_a_newer_wolfpacs_stops_the_start_with_exit_code_2(t
     assert "Traceback" not in result.stderr
     with sqlite3.connect(data / "state.sqlite3") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 999  # left as it was
+
+
+def test_a_postgresql_store_without_psycopg_stops_the_start_with_exit_code_2(tmp_path):
+    import sys
+
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "data"\nstore = "postgresql://wolfpacs:s3cret@db/w"\n'
+                      f"outside_port = {free_port()}\ninside_port = {free_port()}\n"
+                      "http_port = 0\n")  # fmt: skip
+    # As if the postgresql extra was not installed: importing psycopg fails.
+    without = "import runpy, sys; sys.modules['psycopg'] = None; runpy.run_module('wolfpacs', run_name='__main__')"  # noqa: E501
+    result = subprocess.run(
+        [sys.executable, "-c", without, "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'wolfpacs[postgresql]'" in result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr

@@ -70,6 +70,7 @@ class Server:
     port: int
     sockets: Path
     names: Iterator[int] = field(default_factory=itertools.count)
+    done: list[str] = field(default_factory=list)  # databases to drop at the next create()
 
     def url(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
@@ -82,13 +83,17 @@ class Server:
             db.execute(sql)  # type: ignore[arg-type]
 
     def create(self) -> str:
-        """A new, empty database; its URL."""
+        """A new, empty database; its URL. The last tests' databases are dropped first."""
+        while self.done:
+            self.admin(f"DROP DATABASE IF EXISTS {self.done.pop()} WITH (FORCE)")
         name = f"test_{os.getpid()}_{next(self.names)}"
         self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
         return self.url(name)
 
     def drop(self, url: str) -> None:
-        self.admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+        """Drop the database of ``url`` at the next :meth:`create`: a test's fixtures end in
+        no set order, and a node still running on it must stop first, not lose it."""
+        self.done.append(url.rsplit("/", 1)[1])
 
 
 def _as_postgres(argv: list[str]) -> list[str]:
@@ -175,6 +180,11 @@ class Stores:
         url = server.create()
         self._request.addfinalizer(lambda: server.drop(url))
         return url
+
+    @property
+    def setting(self) -> str:
+        """``[node] store`` for a node on this backend (SQLite: its data_dir's file)."""
+        return "sqlite" if self.backend == "sqlite" else self.where
 
     def new(self, durable: bool = False) -> Any:
         """A new, unopened store on the test's database (the same one each call)."""
