@@ -69,7 +69,7 @@ def driver() -> None:
         import psycopg_pool  # noqa: F401, PLC0415
     except ImportError as exc:
         raise DriverMissingError(
-            f"a PostgreSQL store needs psycopg and psycopg-pool ({exc.name} is missing): {INSTALL}"
+            f"a PostgreSQL store needs psycopg, psycopg-pool and libpq ({exc}): {INSTALL}"
         ) from exc
 
 
