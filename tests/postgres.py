@@ -188,9 +188,17 @@ class Stores:
 
     def new(self, durable: bool = False) -> Any:
         """A new, unopened store on the test's database (the same one each call)."""
+        return self._store(self.where, durable)
+
+    def fresh(self, durable: bool = False) -> Callable[[], Any]:
+        """A factory of new, unopened stores on a new, empty database (a node's own)."""
+        self.where = where = self._database()
+        return lambda: self._store(where, durable)
+
+    def _store(self, where: str, durable: bool) -> Any:
         if self.backend == "sqlite":
-            return SQLiteStore(Path(self.where), durable=durable)
-        return PostgreSQLStore(self.where, durable=durable)
+            return SQLiteStore(Path(where), durable=durable)
+        return PostgreSQLStore(where, durable=durable)
 
     def opened(self, durable: bool = False, fresh: bool = False) -> Any:
         """A store, open, closed after the test; ``fresh``: on a new, empty database."""
