@@ -1,4 +1,6 @@
-"""Black-box: `wolfpacs run` between real DCMTK peers, over real sockets on loopback."""
+"""Black-box: `wolfpacs run` between real DCMTK peers, over real sockets on loopback.
+
+What touches the state (stickiness, the queue, a kill -9) runs on both backends (``stores``)."""
 
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ def send(
     return result
 
 
-def test_studies_over_several_associations_land_whole_on_single_workers(cluster, tmp_path):
-    c = cluster().start()
+def test_studies_over_several_associations_land_whole_on_single_workers(cluster, tmp_path, stores):
+    c = cluster(store=stores.setting).start()
     syntaxes = [MIXTURE[n] for n in (0, 2, 4, 7)]  # one study in each of four syntaxes
     studies = [
         write_study(tmp_path / f"s{n}", series=2, per_series=3, transfer_syntax=syntax)
@@ -120,8 +122,8 @@ def test_an_unknown_study_on_the_inside_port_is_refused_and_kept_in_dead(cluster
     assert list((c.data / "dead").glob("*.dcm"))
 
 
-def test_a_worker_down_during_the_send_gets_everything_when_it_starts(cluster, tmp_path):
-    c = cluster().start(workers=False)
+def test_a_worker_down_during_the_send_gets_everything_when_it_starts(cluster, tmp_path, stores):
+    c = cluster(store=stores.setting).start(workers=False)
     study = generate_uid()
     files = []
     for n, syntax in enumerate((ImplicitVRLittleEndian, JPEGLSLossless, RLELossless)):
@@ -137,8 +139,8 @@ def test_a_worker_down_during_the_send_gets_everything_when_it_starts(cluster, t
     assert sum(1 for r in c.received().values() if r) == 1
 
 
-def test_kill_9_mid_send_loses_nothing_acknowledged(cluster, tmp_path):
-    c = cluster().start()
+def test_kill_9_mid_send_loses_nothing_acknowledged(cluster, tmp_path, stores):
+    c = cluster(store=stores.setting).start()
     files = write_study(tmp_path / "s", series=4, per_series=50, rows=32, columns=32)
     sender = subprocess.Popen(
         [tool("storescu"), "-v", "-xe", "-aet", "HOSPITAL", "-aec", CLIENT_AE,

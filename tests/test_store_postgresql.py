@@ -125,7 +125,9 @@ def test_an_instance_enqueued_by_two_nodes_at_once_is_counted_once(postgres_url)
             node.close()
 
 
-def test_connections_the_server_ended_are_replaced_by_themselves(postgres, postgres_url):
+def test_connections_the_server_ended_break_the_store_and_a_reopened_one_serves(
+    postgres, postgres_url
+):
     store = opened(postgres_url)
     try:
         store.insert_route("c", "1.2.1", "gpu-a", 10.0)
@@ -134,7 +136,11 @@ def test_connections_the_server_ended_are_replaced_by_themselves(postgres, postg
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
         )
-        # the pool checks a connection before lending it: a dead one is replaced
+        with pytest.raises(psycopg().OperationalError) as raised:
+            store.get_route("c", "1.2.1")
+        assert store.is_broken(raised.value)  # the store actor crashes and reopens: as here
+        store.close()
+        store.open()
         assert store.get_route("c", "1.2.1").worker == "gpu-a"
     finally:
         store.close()

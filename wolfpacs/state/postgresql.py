@@ -25,7 +25,10 @@ replication asks).
 Errors: ``psycopg.OperationalError`` (the server gone, a connection
 broken, no connection within the pool's timeout) means the store must be
 opened afresh (:meth:`~PostgreSQLStore.is_broken`); any other
-``psycopg.Error`` is the caller's (a bad query or value).
+``psycopg.Error`` is the caller's (a bad query or value). The pool does
+not test a connection before lending it (``check``: a round trip more per
+operation, on the path of every instance): a connection the server ended
+fails the one operation that finds it, and the store actor reopens.
 """
 
 from __future__ import annotations
@@ -134,8 +137,7 @@ class PostgreSQLStore(SQLStore):
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, open=False, timeout=self.timeout,
             kwargs={"autocommit": True, "connect_timeout": max(int(self.timeout), 1)},
-            configure=_configure, check=psycopg_pool.ConnectionPool.check_connection,
-            name="wolfpacs-store",
+            configure=_configure, name="wolfpacs-store",
         )  # fmt: skip
         try:
             pool.open(wait=True, timeout=self.timeout)
