@@ -174,3 +174,38 @@ def test_without_psycopg_it_says_what_to_install(monkeypatch):
 
 def test_the_operations_sql_is_turned_into_psycopgs():
     assert dialect("SELECT ? WHERE a LIKE '10%'") == "SELECT %s WHERE a LIKE '10%%'"
+
+
+def test_both_backends_have_the_same_tables_columns_indexes_and_triggers(tmp_path, postgres_url):
+    """The schemas are written twice, once per dialect: they must not drift apart."""
+    import sqlite3
+
+    from wolfpacs.state.sqlite import SQLiteStore
+
+    SQLiteStore(tmp_path / "state.sqlite3").open()
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        tables = [
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        lite = {t: sorted(r[1] for r in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+        lite_indexes = {r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}  # fmt: skip
+        lite_triggers = {r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}  # fmt: skip
+    opened(postgres_url).close()
+    with psycopg().connect(postgres_url) as db:
+        columns = db.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name <> 'schema_version'"
+        ).fetchall()
+        pg: dict[str, list[str]] = {}
+        for table, column in columns:
+            pg.setdefault(table, []).append(column)
+        pg_indexes = {r[0] for r in db.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' "
+            "AND indexname NOT LIKE '%%_pkey' AND indexname NOT LIKE '%%_key'")}  # fmt: skip
+        pg_triggers = {r[0] for r in db.execute(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")}  # fmt: skip
+    assert {t: sorted(c) for t, c in pg.items()} == lite
+    assert pg_indexes == lite_indexes
+    assert pg_triggers == lite_triggers
