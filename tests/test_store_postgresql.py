@@ -209,3 +209,22 @@ def test_both_backends_have_the_same_tables_columns_indexes_and_triggers(tmp_pat
     assert {t: sorted(c) for t, c in pg.items()} == lite
     assert pg_indexes == lite_indexes
     assert pg_triggers == lite_triggers
+
+
+def test_only_synced_transactions_of_a_durable_store_wait_for_the_wal_flush(postgres_url):
+    store = PostgreSQLStore(postgres_url, durable=True)
+    store.open()
+    try:
+        with store._transaction() as db:  # a route, a move, a worker's state
+            assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)  # the server's
+        with store._transaction(synced=False) as db:  # what the spool rebuilds
+            assert db.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        assert store._rows("SHOW synchronous_commit") == [("off",)]  # a queue row's statement
+    finally:
+        store.close()
+    store = opened(postgres_url)  # durable=False: nothing waits
+    try:
+        with store._transaction() as db:
+            assert db.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    finally:
+        store.close()
