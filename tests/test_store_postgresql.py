@@ -148,10 +148,11 @@ def test_connections_the_server_ended_break_the_store_and_a_reopened_one_serves(
 
 def test_a_server_out_of_reach_is_a_broken_store(postgres):
     url = postgres.url("wolfpacs").replace(f":{postgres.port}/", ":1/")  # nobody listens there
-    store = PostgreSQLStore(url, timeout=1.0)
+    store = PostgreSQLStore(url.replace("wolfpacs@", "wolfpacs:s3cret@"), timeout=1.0)
     with pytest.raises(psycopg().OperationalError) as raised:
         store.open()
     assert store.is_broken(raised.value)
+    assert "s3cret" not in f"{raised.value} {raised.value.__cause__} {raised.value.__context__}"
     assert not store.is_broken(psycopg().errors.UndefinedTable("a caller's bad query"))
 
 
