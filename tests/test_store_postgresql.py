@@ -229,3 +229,17 @@ def test_only_synced_transactions_of_a_durable_store_wait_for_the_wal_flush(post
             assert db.execute("SHOW synchronous_commit").fetchone() == ("off",)
     finally:
         store.close()
+
+
+def test_no_statement_holds_the_store_for_ever(postgres_url):
+    from wolfpacs.state.postgresql import STATEMENT_TIMEOUT
+
+    store = opened(postgres_url)
+    try:
+        assert store._rows("SHOW statement_timeout") == [(STATEMENT_TIMEOUT,)]
+        with pytest.raises(psycopg().OperationalError) as raised, store._transaction() as db:
+            db.execute("SET LOCAL statement_timeout TO '50ms'")
+            db.execute("SELECT pg_sleep(5)")
+        assert store.is_broken(raised.value)  # QueryCanceled: the store actor reopens
+    finally:
+        store.close()

@@ -160,6 +160,7 @@ def migrate(db: psycopg.Connection[Any], where: str) -> int:
         psycopg.Error: a migration failed (it is rolled back whole).
     """
     with db.transaction():
+        db.execute("SET LOCAL statement_timeout TO 0")  # a large table's migration may take long
         db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = db.execute("SELECT version FROM schema_version").fetchone()

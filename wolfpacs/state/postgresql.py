@@ -55,6 +55,12 @@ __all__ = ["INSTALL", "DriverMissingError", "PostgreSQLStore", "dialect"]
 INSTALL = "pip install 'wolfpacs[postgresql]'"
 POOL_SIZE = 4  # connections at most: the store actor uses one at a time; the rest are spare
 TIMEOUT = 10.0  # seconds to connect, or to wait for a free connection
+# A server or a network gone silent must not hold the store actor for ever: libpq's TCP
+# keepalives find a dead peer in about 25 s, and no statement runs longer than 30 s (its
+# QueryCanceled is an OperationalError: the store reopens). Migrations are exempt.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3}  # fmt: skip
+STATEMENT_TIMEOUT = "30s"  # (SET takes no parameter: _configure says it as a literal)
 
 
 class DriverMissingError(ImportError):
@@ -136,7 +142,7 @@ class PostgreSQLStore(SQLStore):
 
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, open=False, timeout=self.timeout,
-            kwargs={"autocommit": True, "connect_timeout": max(int(self.timeout), 1)},
+            kwargs={"autocommit": True, "connect_timeout": max(int(self.timeout), 1), **KEEPALIVES},
             configure=_configure, name="wolfpacs-store",
         )  # fmt: skip
         try:
@@ -197,5 +203,6 @@ class PostgreSQLStore(SQLStore):
 
 def _configure(db: psycopg.Connection[Any]) -> None:
     """A new connection of the pool: commits without waiting for the WAL flush, unless a
-    synced transaction asks (see the module)."""
+    synced transaction asks (see the module); no statement longer than STATEMENT_TIMEOUT."""
     db.execute("SET synchronous_commit TO off")
+    db.execute("SET statement_timeout TO '30s'")  # STATEMENT_TIMEOUT
