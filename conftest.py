@@ -7,6 +7,9 @@ import pytest
 
 from tests.world import World
 
+# The session's PostgreSQL and the store fixtures on both backends (tests/postgres.py).
+pytest_plugins = ["tests.postgres"]
+
 
 def pytest_addoption(parser):
     parser.addoption(

@@ -1,4 +1,6 @@
-"""Black-box: `wolfpacs run` between real DCMTK peers, over real sockets on loopback."""
+"""Black-box: `wolfpacs run` between real DCMTK peers, over real sockets on loopback.
+
+What touches the state (stickiness, the queue, a kill -9) runs on both backends (``stores``)."""
 
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ def send(
     return result
 
 
-def test_studies_over_several_associations_land_whole_on_single_workers(cluster, tmp_path):
-    c = cluster().start()
+def test_studies_over_several_associations_land_whole_on_single_workers(cluster, tmp_path, stores):
+    c = cluster(store=stores.setting).start()
     syntaxes = [MIXTURE[n] for n in (0, 2, 4, 7)]  # one study in each of four syntaxes
     studies = [
         write_study(tmp_path / f"s{n}", series=2, per_series=3, transfer_syntax=syntax)
@@ -120,8 +122,8 @@ def test_an_unknown_study_on_the_inside_port_is_refused_and_kept_in_dead(cluster
     assert list((c.data / "dead").glob("*.dcm"))
 
 
-def test_a_worker_down_during_the_send_gets_everything_when_it_starts(cluster, tmp_path):
-    c = cluster().start(workers=False)
+def test_a_worker_down_during_the_send_gets_everything_when_it_starts(cluster, tmp_path, stores):
+    c = cluster(store=stores.setting).start(workers=False)
     study = generate_uid()
     files = []
     for n, syntax in enumerate((ImplicitVRLittleEndian, JPEGLSLossless, RLELossless)):
@@ -137,8 +139,8 @@ def test_a_worker_down_during_the_send_gets_everything_when_it_starts(cluster, t
     assert sum(1 for r in c.received().values() if r) == 1
 
 
-def test_kill_9_mid_send_loses_nothing_acknowledged(cluster, tmp_path):
-    c = cluster().start()
+def test_kill_9_mid_send_loses_nothing_acknowledged(cluster, tmp_path, stores):
+    c = cluster(store=stores.setting).start()
     files = write_study(tmp_path / "s", series=4, per_series=50, rows=32, columns=32)
     sender = subprocess.Popen(
         [tool("storescu"), "-v", "-xe", "-aet", "HOSPITAL", "-aec", CLIENT_AE,
@@ -248,3 +250,21 @@ def test_a_state_database_of_a_newer_wolfpacs_stops_the_start_with_exit_code_2(t
     assert "Traceback" not in result.stderr
     with sqlite3.connect(data / "state.sqlite3") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 999  # left as it was
+
+
+def test_a_postgresql_store_without_psycopg_stops_the_start_with_exit_code_2(tmp_path):
+    import sys
+
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "data"\nstore = "postgresql://wolfpacs:s3cret@db/w"\n'
+                      f"outside_port = {free_port()}\ninside_port = {free_port()}\n"
+                      "http_port = 0\n")  # fmt: skip
+    # As if the postgresql extra was not installed: importing psycopg fails.
+    without = "import runpy, sys; sys.modules['psycopg'] = None; runpy.run_module('wolfpacs', run_name='__main__')"  # noqa: E501
+    result = subprocess.run(
+        [sys.executable, "-c", without, "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'wolfpacs[postgresql]'" in result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr

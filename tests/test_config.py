@@ -300,3 +300,37 @@ def test_an_exported_config_loads_back(tmp_path):
     again = load(write(tmp_path, to_toml(config, secrets=True)), env={})
     assert (again.node, again.clients, again.workers, again.destinations) == (
         config.node, config.clients, config.workers, config.destinations)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "store", ["sqlite", "postgresql://wolfpacs@db.internal/wolfpacs", "postgres:///wolfpacs"]
+)
+def test_the_store_is_sqlite_or_a_postgresql_url(tmp_path, store):
+    config = load(write(tmp_path, GOOD.replace('data_dir = "data"', f"store = {store!r}")), env={})
+    assert config.node.store == store
+    assert NodeConfig().store == "sqlite"
+
+
+@pytest.mark.parametrize(
+    "store", ["mysql://db/wolfpacs", "postgresql://wolfpacs:s3cret@db/wolfpacs x", "SQLite"]
+)
+def test_a_bad_store_is_named_and_its_password_never_shown(tmp_path, store):
+    failed = error(tmp_path, GOOD.replace('data_dir = "data"', f"store = {store!r}"))
+    assert failed.key == "node.store" and failed.line == 3
+    assert "postgresql://" in str(failed) and "s3cret" not in str(failed)
+
+
+def test_the_password_of_a_stores_url_is_exported_only_when_asked(tmp_path):
+    url = "postgresql://wolfpacs:s3cret@db.internal:5432/wolfpacs?sslmode=require"
+    config = load(write(tmp_path, GOOD.replace('data_dir = "data"', f"store = {url!r}")), env={})
+    exported = to_toml(config)
+    assert "s3cret" not in exported
+    assert (
+        "# store = postgresql://wolfpacs:\u2026@db.internal:5432/wolfpacs?sslmode=require "
+        "(its password: config --export --show-secrets)"
+    ) in exported
+    assert load(write(tmp_path, to_toml(config, secrets=True)), env={}).node.store == url
+    without = GOOD.replace('data_dir = "data"', 'store = "postgresql://wolfpacs@db/wolfpacs"')
+    assert 'store = "postgresql://wolfpacs@db/wolfpacs"' in to_toml(
+        load(write(tmp_path, without), env={})
+    )  # no password: nothing to hide

@@ -1,4 +1,6 @@
-"""A whole node in-process, with pynetdicom peers: routing, return path, failures, recovery."""
+"""A whole node in-process, with pynetdicom peers: routing, return path, failures, recovery.
+
+The tests that touch the state run on both backends (``stores``: tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from wolfpacs.cli.demo import CLIENT_AE, demo
 from wolfpacs.dicom.status import Status
 from wolfpacs.node import Node
 from wolfpacs.node.receiver import Receiver
-from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.testing.peers import dataset_digest, send_files
 from wolfpacs.testing.synthetic import ct_instance, write
 
@@ -26,8 +27,8 @@ def test_the_demo_round_trip(capsys):
     assert "-> worker gpu-" in out and "-> PACS DEMO_PACS" in out
 
 
-def test_studies_land_whole_on_one_worker_each_and_bytes_are_unchanged(world):
-    w = world()
+def test_studies_land_whole_on_one_worker_each_and_bytes_are_unchanged(world, stores):
+    w = world(store=stores.setting)
     studies = [w.study(f"s{n}", series=2, per_series=4) for n in range(4)]
     for files in studies:
         assert w.send(files[:5]) == [0] * 5
@@ -72,8 +73,8 @@ def test_c_echo_finds_a_worker_down_and_new_studies_avoid_it(world):
     assert len(w.workers[1].received) == 3
 
 
-def test_derived_series_return_to_the_clients_destination(world):
-    w = world()
+def test_derived_series_return_to_the_clients_destination(world, stores):
+    w = world(store=stores.setting)
     files = w.study("s", series=1, per_series=3)
     assert w.send(files) == [0, 0, 0]
     assert w.pacs.wait_for(3, timeout=20)
@@ -99,8 +100,8 @@ def test_no_active_worker_is_out_of_resources(world):
     assert w.send(w.study("s", series=1, per_series=1)) == [Status.NO_WORKER]
 
 
-def test_a_worker_down_during_the_send_gets_everything_later(world):
-    w = world()
+def test_a_worker_down_during_the_send_gets_everything_later(world, stores):
+    w = world(store=stores.setting)
     for worker in w.workers:
         worker.stop()
     files = w.study("s", series=1, per_series=5)
@@ -156,7 +157,9 @@ def test_strangers_are_rejected(world):
 @pytest.mark.parametrize(
     "victim", ["router", "store", "sender:gpu-1", "sender:gpu-2", "listener:outside"]
 )
-def test_crashes_during_a_c_store_lose_nothing_and_keep_stickiness(world, victim, monkeypatch):
+def test_crashes_during_a_c_store_lose_nothing_and_keep_stickiness(
+    world, victim, monkeypatch, stores
+):
     take = Receiver._take
     inside, go = threading.Event(), threading.Event()
 
@@ -167,7 +170,7 @@ def test_crashes_during_a_c_store_lose_nothing_and_keep_stickiness(world, victim
         return take(self, *args)
 
     monkeypatch.setattr(Receiver, "_take", taking)
-    w = world()
+    w = world(store=stores.setting)
     studies = [w.study(f"s{n}", series=1, per_series=6) for n in range(2)]
     statuses: list[int] = []
     sending = threading.Thread(target=lambda: statuses.extend(w.send(studies[0][:3])))
@@ -226,14 +229,14 @@ def test_a_crashed_receiver_aborts_only_its_own_association(world):
     assert first_id.startswith("receiver:")
 
 
-def test_recovery_drops_rows_without_files_and_gives_files_without_rows_one(tmp_path):
-    w = World(tmp_path / "a")
+def test_recovery_drops_rows_without_files_and_gives_files_without_rows_one(tmp_path, stores):
+    w = World(tmp_path / "a", store=stores.setting)
     for wk in w.workers:
         wk.stop()  # nothing is delivered: the queue keeps everything
     assert w.send(w.study("s", series=1, per_series=3)) == [0, 0, 0]
     w.node.stop()
-    spool, db = w.node.spool, w.node.db_path
-    store = SQLiteStore(db)
+    spool = w.node.spool
+    store = w.node.backend()
     store.open()
     queued = sorted(store.queued_paths())
     store.close()

@@ -7,7 +7,6 @@ import pytest
 from wolfpacs.config import Client, Config, Destination, NodeConfig, Worker
 from wolfpacs.node.recovery import recover, replay
 from wolfpacs.state.spool import Spool
-from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.state.store import WORKER, QueueItem
 from wolfpacs.testing.synthetic import ct_instance, write
 
@@ -20,13 +19,11 @@ CONFIG = Config(
 
 
 @pytest.fixture
-def parts(tmp_path):
+def parts(tmp_path, stores):
+    """A spool and a store (of each backend in turn: tests/postgres.py)."""
     spool = Spool(tmp_path / "data", durable=False)
     spool.prepare()
-    store = SQLiteStore(tmp_path / "data" / "state.sqlite3", durable=False)
-    store.open()
-    yield spool, store
-    store.close()
+    return spool, stores.opened()
 
 
 def queued(

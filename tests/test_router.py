@@ -1,8 +1,11 @@
-"""The router: stickiness under any interleaving, least-loaded choice, restarts."""
+"""The router: stickiness under any interleaving, least-loaded choice, restarts.
+
+On both backends (``stores``: tests/postgres.py)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -25,8 +28,7 @@ from wolfpacs.node.router import (
     choose_worker,
 )
 from wolfpacs.node.store import StoreActor, StoreClient
-from wolfpacs.state.sqlite import SQLiteStore
-from wolfpacs.state.store import WORKER, QueueItem
+from wolfpacs.state.store import WORKER, Backend, QueueItem
 
 
 class Clock:
@@ -55,15 +57,14 @@ def config(capacities: dict[str, int] | None = None, idle: float = 600.0) -> Con
 class Tree:
     """A store and a router under one supervisor, as in the node."""
 
-    def __init__(self, tmp_path, cfg: Config, clock: Clock | None = None) -> None:
+    def __init__(self, backend: Callable[[], Backend], cfg: Config, clock: Clock | None = None):
         self.live = LiveConfig(cfg)
         self.registry = Registry()
         reg = self.registry
         self.store = StoreClient(reg)
-        db = tmp_path / "state.sqlite3"
         self.sup = Supervisor.start(
             [
-                ChildSpec("store", lambda: StoreActor.start(reg, lambda: SQLiteStore(db, False))),
+                ChildSpec("store", lambda: StoreActor.start(reg, backend)),
                 ChildSpec(
                     "router",
                     lambda: Router.start(reg, self.live, self.store, clock=clock or Clock()),
@@ -85,11 +86,12 @@ class Tree:
 
 
 @pytest.fixture
-def tree(tmp_path):
+def tree(stores):
+    """Trees on a new database each, of each backend in turn (tests/postgres.py)."""
     trees: list[Tree] = []
 
     def make(cfg: Config | None = None, clock: Clock | None = None) -> Tree:
-        trees.append(Tree(tmp_path / str(len(trees)), cfg or config(), clock))
+        trees.append(Tree(stores.fresh(), cfg or config(), clock))
         return trees[-1]
 
     yield make
@@ -206,14 +208,12 @@ STUDIES = st.lists(st.sampled_from([f"1.2.{n}" for n in range(12)]), min_size=1,
     ),
     crash_after=st.integers(0, 20),
 )
-def test_stickiness_under_any_interleaving_and_a_router_crash(
-    tmp_path_factory, associations, crash_after
-):
+def test_stickiness_under_any_interleaving_and_a_router_crash(stores, associations, crash_after):
     """Concurrent associations send instances of overlapping studies; the router may crash.
 
     Two clients send the same UIDs too: each client's study is sticky on its own.
     """
-    t = Tree(tmp_path_factory.mktemp("router"), config({"gpu-a": 1, "gpu-b": 2, "gpu-c": 1}))
+    t = Tree(stores.fresh(), config({"gpu-a": 1, "gpu-b": 2, "gpu-c": 1}))
     answers: dict[tuple[str, str], set[str]] = {}
     lock = threading.Lock()
     sent = threading.Semaphore(0)

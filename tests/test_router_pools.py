@@ -49,8 +49,8 @@ def route(t: Tree, client: str, study: str, series: str, kind: str):
     return t.registry.call("router", Router.route_series, client, study, series, KINDS[kind][0])
 
 
-def test_each_series_goes_to_its_rules_pool_and_each_pool_of_a_study_to_one_worker(tmp_path):
-    t = Tree(tmp_path, config())
+def test_each_series_goes_to_its_rules_pool_and_each_pool_of_a_study_to_one_worker(stores):
+    t = Tree(stores.fresh(), config())
     try:
         answers = {kind: route(t, "sthlm", "1.1", f"1.1.{kind}", kind) for kind in KINDS}
         assert answers["sr"].discard and answers["sr"].rule == 1 and not answers["sr"].worker
@@ -64,8 +64,8 @@ def test_each_series_goes_to_its_rules_pool_and_each_pool_of_a_study_to_one_work
         t.stop()
 
 
-def test_a_series_keeps_its_first_decision_when_the_rules_change(tmp_path):
-    t = Tree(tmp_path, config())
+def test_a_series_keeps_its_first_decision_when_the_rules_change(stores):
+    t = Tree(stores.fresh(), config())
     try:
         first = route(t, "sthlm", "1.1", "1.1.1", "chest")
         assert first.worker in POOLS["lung"]
@@ -78,8 +78,8 @@ def test_a_series_keeps_its_first_decision_when_the_rules_change(tmp_path):
         t.stop()
 
 
-def test_a_client_without_default_pool_refuses_what_no_rule_takes(tmp_path):
-    t = Tree(tmp_path, config(default=None))
+def test_a_client_without_default_pool_refuses_what_no_rule_takes(stores):
+    t = Tree(stores.fresh(), config(default=None))
     try:
         with pytest.raises(NoPoolError, match="no rule matched"):
             route(t, "sthlm", "1.1", "1.1.1", "mr")
@@ -89,8 +89,8 @@ def test_a_client_without_default_pool_refuses_what_no_rule_takes(tmp_path):
         t.stop()
 
 
-def test_a_route_from_before_pools_serves_its_workers_pool(tmp_path):
-    t = Tree(tmp_path, config())
+def test_a_route_from_before_pools_serves_its_workers_pool(stores):
+    t = Tree(stores.fresh(), config())
     try:
         t.store.insert_route("sthlm", "1.1", "st-b", 10.0)  # pool '': written before rules
         assert route(t, "sthlm", "1.1", "1.1.1", "mr").worker == "st-b"
@@ -116,14 +116,14 @@ SERIES = st.lists(
     crash_after=st.integers(0, 20),
 )
 def test_per_pool_stickiness_under_any_interleaving_and_a_router_crash(
-    tmp_path_factory, associations, crash_after
+    stores, associations, crash_after
 ):
     """Concurrent associations send series of overlapping studies; the router may crash.
 
     A series number stands for its UID within its study; the first kind sent of a series
     decides it (later instances of the series keep that decision, whatever they say).
     """
-    t = Tree(tmp_path_factory.mktemp("pools"), config(), Clock())
+    t = Tree(stores.fresh(), config(), Clock())
     decided: dict[tuple[str, str, str], set[str | None]] = {}
     workers: dict[tuple[str, str, str], set[str]] = {}
     lock = threading.Lock()

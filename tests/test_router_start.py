@@ -13,7 +13,6 @@ from wolfpacs.config.live import LiveConfig
 from wolfpacs.node.messages import DRAINING
 from wolfpacs.node.router import Router
 from wolfpacs.node.store import StoreActor, StoreClient
-from wolfpacs.state.sqlite import SQLiteStore
 
 
 class SlowStore:
@@ -33,12 +32,9 @@ class SlowStore:
         return getattr(self.inner, name)
 
 
-def test_a_slow_store_blocks_neither_the_supervisor_nor_a_first_route(tmp_path):
+def test_a_slow_store_blocks_neither_the_supervisor_nor_a_first_route(stores):
     registry = Registry()
-    db = tmp_path / "state.sqlite3"
-    sup = Supervisor.start(
-        [ChildSpec("store", lambda: StoreActor.start(registry, lambda: SQLiteStore(db, False)))]
-    )
+    sup = Supervisor.start([ChildSpec("store", lambda: StoreActor.start(registry, stores.new))])
     slow = SlowStore(StoreClient(registry))
     try:
         slow.inner.set_worker_state("gpu-a", DRAINING)  # else gpu-a, first by name, would do

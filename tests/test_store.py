@@ -1,4 +1,5 @@
-"""The SQLite store: idempotent writes, the queue, open studies, its schema's versions."""
+"""The store, on SQLite and on PostgreSQL (tests/postgres.py): idempotent writes, the queue,
+open studies; SQLite's query plans and its schema's versions."""
 
 from __future__ import annotations
 
@@ -14,14 +15,6 @@ from hypothesis import strategies as st
 from wolfpacs.state import schema
 from wolfpacs.state.sqlite import ENQUEUE, SQLiteStore
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
-
-
-@pytest.fixture
-def store(tmp_path) -> SQLiteStore:
-    store = SQLiteStore(tmp_path / "state.sqlite3", durable=False)
-    store.open()
-    yield store
-    store.close()
 
 
 def item(
@@ -112,16 +105,13 @@ def test_open_studies_counts_recent_or_queued(store):
     assert store.open_studies_of("client", "c", cutoff=100.0) == 2
 
 
-def test_worker_states_persist(tmp_path):
-    path = tmp_path / "s.sqlite3"
-    store = SQLiteStore(path)
+def test_worker_states_persist(stores):
+    store = stores.new(durable=True)
     store.open()
     store.set_worker_state("gpu-a", "draining")
     store.close()
-    again = SQLiteStore(path)
-    again.open()
+    again = stores.opened(durable=True)
     assert again.worker_states() == {"gpu-a": "draining"}
-    again.close()
 
 
 def test_drop_missing_rows(store):
@@ -153,6 +143,7 @@ def _plan(store: SQLiteStore, sql: str, args: tuple[object, ...]) -> list[str]:
     return [row[3] for row in store._database.execute(f"EXPLAIN QUERY PLAN {sql}", args)]
 
 
+@pytest.mark.sqlite_only
 def test_what_runs_per_instance_looks_studies_up_by_key(store):
     """The routing table may hold 100,000 studies: a scan per instance would be felt."""
     steps = [
@@ -197,6 +188,7 @@ def _steps(store: SQLiteStore, view: str, args: tuple[object, ...]) -> int:
     return counted[0]
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     ("view", "args"),
     [
@@ -221,12 +213,11 @@ def test_an_instance_is_counted_in_once_by_the_trigger(store):
     assert store.enqueue_received(item("spool/gpu-a/x.dcm")) is None
     store.enqueue(item("spool/gpu-a/x.dcm"))  # a retried call: counted already
     store.enqueue(item("spool/pacs/y.dcm", target="pacs", kind=DESTINATION))
-    (row,) = store._database.execute(
-        "SELECT instances_in, derived_in, last_activity_at FROM studies"
-    ).fetchall()
-    assert row == (1, 1, 1000.0)
+    (row,) = store._rows("SELECT instances_in, derived_in, last_activity_at FROM studies")
+    assert tuple(row) == (1, 1, 1000.0)
     store.insert_route("c", "1.2.1", "gpu-b", 11.0)  # insert-if-absent: still gpu-a
-    store._database.execute("UPDATE studies SET worker = 'gpu-b'")  # a move, as the router does
+    with store._transaction() as db:  # a move, as the router does
+        db.execute("UPDATE studies SET worker = 'gpu-b'")
     assert store.enqueue_received(item("spool/gpu-a/z.dcm")) == "gpu-b"
 
 
@@ -264,6 +255,7 @@ def test_runtime_changes_are_compacted_to_the_last_of_each_entry(store):
     ]  # fmt: skip
 
 
+@pytest.mark.sqlite_only
 def test_a_new_database_records_its_schema_version(tmp_path):
     store = SQLiteStore(tmp_path / "state.sqlite3")
     store.open()
@@ -272,6 +264,7 @@ def test_a_new_database_records_its_schema_version(tmp_path):
         assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION >= 1
 
 
+@pytest.mark.sqlite_only
 def test_a_database_from_before_versions_is_taken_as_version_1_with_its_rows(tmp_path):
     path = tmp_path / "state.sqlite3"
     with sqlite3.connect(path) as db:  # what every node before versions made: no user_version
@@ -288,6 +281,7 @@ def test_a_database_from_before_versions_is_taken_as_version_1_with_its_rows(tmp
         assert db.execute("PRAGMA user_version").fetchone()[0] == schema.VERSION
 
 
+@pytest.mark.sqlite_only
 def test_a_database_of_a_newer_wolfpacs_is_refused_and_left_alone(tmp_path):
     path = tmp_path / "state.sqlite3"
     with sqlite3.connect(path) as db:
@@ -302,6 +296,7 @@ def test_a_database_of_a_newer_wolfpacs_is_refused_and_left_alone(tmp_path):
 FIXTURE = Path(__file__).parent / "fixtures" / "state-2026-11-26.sqlite3"
 
 
+@pytest.mark.sqlite_only
 def test_a_database_of_the_last_release_is_migrated_whole(tmp_path):
     """The fixture was made by the store of commit 5791cc6 (2026-11-26, before versions):
     three studies of sthlm and berlin, one moved from gpu-b to gpu-a; two queue rows (one for
@@ -340,10 +335,9 @@ def test_a_database_of_the_last_release_is_migrated_whole(tmp_path):
     batch=st.integers(1, 7),
 )
 def test_a_purge_never_forgets_a_queued_study_or_one_active_in_the_window(
-    tmp_path_factory, studies, cutoff, batch
+    stores, studies, cutoff, batch
 ):
-    store = SQLiteStore(tmp_path_factory.mktemp("purge") / "state.sqlite3", durable=False)
-    store.open()
+    store = stores.opened(fresh=True)  # a new database each example
     try:
         for n, (active, queued) in enumerate(studies):
             store.insert_route("c", f"1.{n}", "gpu-a", active)

@@ -1,4 +1,6 @@
-"""The store in the tree: it answers the interface and nothing else; a broken backend restarts."""
+"""The store in the tree: it answers the interface and nothing else; a broken backend restarts.
+
+On both backends (tests/postgres.py): a backend breaks as its driver says it does."""
 
 from __future__ import annotations
 
@@ -9,36 +11,56 @@ import pytest
 from supervisors import ChildSpec, Registry, Supervisor, join
 from tests.conftest import wait_until
 from wolfpacs.node.store import StoreActor, StoreClient, StoreRequest
-from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.state.store import OPERATIONS
 
 
-class FailingDisk(SQLiteStore):
-    """SQLite whose reads fail as a dying disk's do, while ``failing`` is set."""
+class Failing:
+    """A backend whose reads fail as a dying disk's or a lost server's do, while ``failing``."""
 
     failing = False
+    backend: object
 
-    def get_route(self, client: str, study_uid: str, pool: str = ""):
-        if FailingDisk.failing:
-            raise sqlite3.OperationalError("disk I/O error")
-        return super().get_route(client, study_uid, pool)
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def __getattr__(self, name: str):
+        if name == "get_route" and Failing.failing:
+            raise broken(self.backend)
+        return getattr(self.backend, name)
+
+
+def broken(backend) -> Exception:
+    """What the driver of ``backend`` raises when its file or its server is gone."""
+    if type(backend).__name__ == "SQLiteStore":
+        return sqlite3.OperationalError("disk I/O error")
+    import psycopg
+
+    return psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+def mistake(backend) -> type[Exception]:
+    """What the driver of ``backend`` raises for a caller's bad value."""
+    if type(backend).__name__ == "SQLiteStore":
+        return sqlite3.ProgrammingError
+    import psycopg
+
+    return psycopg.ProgrammingError
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(stores):
     registry = Registry()
-    path = tmp_path / "state.sqlite3"
-    opened: list[SQLiteStore] = []
+    opened: list[Failing] = []
 
-    def backend() -> SQLiteStore:
-        opened.append(FailingDisk(path, durable=False))
+    def backend() -> Failing:
+        opened.append(Failing(stores.new(durable=False)))
         return opened[-1]
 
     sup = Supervisor.start([ChildSpec("store", lambda: StoreActor.start(registry, backend))])
     client = StoreClient(registry, timeout=5)
     client.opened = opened  # type: ignore[attr-defined]
     yield client
-    FailingDisk.failing = False
+    Failing.failing = False
     sup.stop()
 
 
@@ -61,10 +83,10 @@ def test_the_actor_answers_the_interface_and_refuses_the_rest(store):
 def test_a_broken_backend_fails_its_caller_then_is_opened_afresh(store):
     store.insert_route("sthlm", "1.2.1", "gpu-a", 10.0)
     first = store.registry.whereis("store")
-    FailingDisk.failing = True
-    with pytest.raises(sqlite3.OperationalError):
+    Failing.failing = True
+    with pytest.raises(type(broken(store.opened[0].backend))):
         store.get_route("sthlm", "1.2.1")
-    FailingDisk.failing = False
+    Failing.failing = False
     assert join(first, timeout=10) is not None  # the actor crashed, as it must
     assert (
         store.get_route("sthlm", "1.2.1").worker == "gpu-a"
@@ -73,21 +95,21 @@ def test_a_broken_backend_fails_its_caller_then_is_opened_afresh(store):
 
 
 def test_a_callers_mistake_does_not_reopen_the_backend(store):
-    with pytest.raises(sqlite3.ProgrammingError):
-        store.get_route("sthlm", ["not", "a", "UID"])  # type: ignore[arg-type]
+    with pytest.raises(mistake(store.opened[0].backend)):
+        store.get_route("sthlm", {"not": "a UID"})  # type: ignore[arg-type]
     assert store.get_route("sthlm", "9.9") is None and len(store.opened) == 1
 
 
-def test_the_actor_forgets_idle_studies_in_batches_and_then_waits_a_day(tmp_path, monkeypatch):
+def test_the_actor_forgets_idle_studies_in_batches_and_then_waits_a_day(stores, monkeypatch):
     monkeypatch.setattr("wolfpacs.node.store.PURGE_BATCH", 2)
-    registry, path = Registry(), tmp_path / "state.sqlite3"
-    backend = SQLiteStore(path, durable=False)
+    registry = Registry()
+    backend = stores.new()
     backend.open()
     for n in range(5):
         backend.insert_route("c", f"old.{n}", "gpu-a", 1000.0)  # decades ago
     backend.insert_route("c", "new", "gpu-a", 4e9)  # in a century
     backend.close()
-    ref = StoreActor.start(registry, lambda: SQLiteStore(path, durable=False), lambda: 30.0)
+    ref = StoreActor.start(registry, stores.new, lambda: 30.0)
     store = StoreClient(registry)
     try:
         registry.tell("store", "purge")  # what the timer sends, a minute after the start

@@ -1,4 +1,6 @@
-"""The store's timing of results: what awaits one, the first that counts, overdue noted once."""
+"""The store's timing of results: what awaits one, the first that counts, overdue noted once.
+
+On both backends (the ``store`` fixture, tests/postgres.py), but for SQLite's index and file."""
 
 from __future__ import annotations
 
@@ -12,14 +14,6 @@ from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
 FIXTURE = Path(__file__).parent / "fixtures" / "state-2026-11-26.sqlite3"
-
-
-@pytest.fixture
-def store(tmp_path) -> SQLiteStore:
-    store = SQLiteStore(tmp_path / "state.sqlite3", durable=False)
-    store.open()
-    yield store
-    store.close()
 
 
 class Paths:
@@ -156,6 +150,7 @@ def test_a_route_is_noted_overdue_once_and_not_once_answered(store):
     assert [r["overdue_at"] for r in store.awaiting_results(["lung"])] == [2000.0]
 
 
+@pytest.mark.sqlite_only
 def test_the_awaiting_routes_are_read_by_their_index(store):
     store.insert_route("c", "1.2.1", "lung-a", 100.0, "lung")
     with sqlite3.connect(store.path) as db:
@@ -166,6 +161,7 @@ def test_the_awaiting_routes_are_read_by_their_index(store):
     assert "studies_awaiting" in str(plan)
 
 
+@pytest.mark.sqlite_only
 def test_a_study_answered_before_the_upgrade_awaits_no_result_after_it(tmp_path):
     """The fixture (see test_store): study 1 of sthlm had a derived instance; study 2 none."""
     path = tmp_path / "state.sqlite3"

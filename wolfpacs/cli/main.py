@@ -22,6 +22,7 @@ from wolfpacs.cli.options import add_connection_options, add_log_options
 from wolfpacs.node.tree import Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
+from wolfpacs.state.postgresql import DriverMissingError
 from wolfpacs.state.schema import SchemaError
 from wolfpacs.testing import chaos
 
@@ -95,8 +96,9 @@ def parser() -> argparse.ArgumentParser:
 def run(config_path: str) -> int:
     """Run a node until SIGTERM or SIGINT; 0 after a clean stop, 1 if the tree gave up.
 
-    2 before it starts: a config error, or a state database of a newer WolfPACS
-    (both say what to do, and neither goes away by starting again).
+    2 before it starts: a config error, a state database of a newer WolfPACS, or
+    a PostgreSQL store without psycopg installed (each says what to do, and none
+    goes away by starting again).
     """
     config = configfile.load_or_say(config_path)
     if config is None:
@@ -109,7 +111,7 @@ def run(config_path: str) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         node.start()
-    except SchemaError as exc:
+    except (SchemaError, DriverMissingError) as exc:
         print(f"wolfpacs: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:

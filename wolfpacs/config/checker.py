@@ -21,7 +21,9 @@ from typing import Any
 from wolfpacs.config.environment import from_environment
 from wolfpacs.config.model import (
     DURABILITY_MODES,
+    POSTGRESQL_SCHEMES,
     SECTIONS,
+    SQLITE,
     TLS_SUBJECT_KEYS,
     Client,
     Config,
@@ -197,6 +199,8 @@ class _Checker:
                 if value not in DURABILITY_MODES:
                     raise self.fail(path, f"must be one of {', '.join(DURABILITY_MODES)}")
                 values[f.name] = value
+            elif f.name == "store":
+                values[f.name] = self.store(value, path)
             elif f.name in ("bind", "http_bind"):
                 values[f.name] = self.address(value, path)
             elif f.name in ("control_socket", "audit_log", *TOKENS):
@@ -374,6 +378,13 @@ class _Checker:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(path, "must be a non-empty string")
         return value.strip()
+
+    def store(self, value: Any, path: tuple[Any, ...]) -> str:
+        """``sqlite``, or a PostgreSQL URL; an error never shows its password."""
+        text = self.text(value, path).strip()
+        if text == SQLITE or (text.startswith(POSTGRESQL_SCHEMES) and not re.search(r"\s", text)):
+            return text
+        raise self.fail(path, f'must be "{SQLITE}" or a URL postgresql://[user@]host[:port]/db')
 
     def flag(self, value: Any, path: tuple[Any, ...]) -> bool:
         if not isinstance(value, bool):

@@ -26,6 +26,8 @@ NODE_NOTES = {
     "inside_port": "workers send results here: keep it inside (env WOLFPACS_INSIDE_PORT)",
     "data_dir": "spool, dead letters, state database; relative to this file",
     "durability": '"fsync", or "os": see "What acknowledged means" in the README',
+    "store": '"sqlite" (state.sqlite3 in data_dir), or "postgresql://user@host/db": see '
+    '"Several nodes" in the README',
     "study_idle_timeout": "seconds without an instance before a study stops counting as open",
     "http_port": "metrics, health, status page (env WOLFPACS_HTTP_PORT); 0: off",
     "http_bind": "loopback only, by default",

@@ -19,7 +19,7 @@ from typing import Any
 from wolfpacs.config.checker import parse_entry, validate
 from wolfpacs.config.model import SECTIONS, Client, Config, ConfigError, Entry, Pool
 from wolfpacs.config.routing import rule_table, rules_toml
-from wolfpacs.config.secrets import TOKENS, masked
+from wolfpacs.config.secrets import TOKENS, has_password, masked, redacted_url
 
 __all__ = [
     "RULES", "Change", "LiveConfig", "apply", "describe", "entry_table", "to_toml", "toml_value",
@@ -148,6 +148,9 @@ def to_toml(config: Config, secrets: bool = False) -> str:
     for key, value in asdict(config.node).items():
         if key in TOKENS and value and not secrets:
             lines.append(f"# {key}: not exported (a secret; config --export --show-secrets)")
+        elif key == "store" and has_password(value) and not secrets:
+            shown = redacted_url(value)
+            lines.append(f"# store = {shown} (its password: config --export --show-secrets)")
         elif value != "":
             lines.append(f"{key} = {toml_value(str(value) if isinstance(value, Path) else value)}")
     for section in (*SECTIONS.values(), "pools"):

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "CALLING_AE", "DISCARD", "DURABILITY_MODES", "RULE_ACTIONS", "SECTIONS", "TLS_SUBJECT_KEYS",
-    "Client", "Condition", "Config", "ConfigError", "Destination", "Entry", "NodeConfig", "Pool",
-    "Rule", "Worker",
+    "CALLING_AE", "DISCARD", "DURABILITY_MODES", "POSTGRESQL_SCHEMES", "RULE_ACTIONS",
+    "SECTIONS", "SQLITE", "TLS_SUBJECT_KEYS", "Client", "Condition", "Config", "ConfigError",
+    "Destination", "Entry", "NodeConfig", "Pool", "Rule", "Worker",
 ]  # fmt: skip
 
 DURABILITY_MODES = ("fsync", "os")
+SQLITE = "sqlite"  # [node] store: state.sqlite3 in data_dir (the default)
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")  # ...or a libpq URL of a PostgreSQL
 # What a tls_subject may name, and the names Python's ssl gives those attributes.
 TLS_SUBJECT_KEYS = {
     "CN": "commonName", "O": "organizationName", "OU": "organizationalUnitName",
@@ -53,6 +55,7 @@ class NodeConfig:
     inside_port: int = 11113
     data_dir: Path = Path("./wolfpacs-data")
     durability: str = "fsync"
+    store: str = SQLITE  # or a postgresql:// URL (a secret if it holds a password)
     study_idle_timeout: float = 600.0
     http_port: int = 9111  # metrics, health, status page; 0: off
     http_bind: str = "127.0.0.1"

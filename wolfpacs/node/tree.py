@@ -3,7 +3,7 @@
 ::
 
     wolfpacs (root, one_for_one)
-    ├── store             routes, queue rows, worker states, runtime changes (SQLite)
+    ├── store             routes, queue rows, worker states, runtime changes (SQLite or PostgreSQL)
     ├── router            decides study → worker; the only writer of routes
     ├── senders           supervisor: sender:<name> for every worker and destination
     ├── receivers         supervisor: receiver:<n>, one per open association (temporary)
@@ -33,6 +33,7 @@ import pykka
 
 from supervisors import ChildSpec, ChildType, ExitReason, Registry, Supervisor, join, monitor
 from wolfpacs.config.live import LiveConfig
+from wolfpacs.config.model import SQLITE
 from wolfpacs.node.fence import Fences
 from wolfpacs.node.gate import Gate
 from wolfpacs.node.listener import Listener
@@ -42,11 +43,13 @@ from wolfpacs.node.recovery import recover
 from wolfpacs.node.router import Router
 from wolfpacs.node.sender import Sender
 from wolfpacs.node.store import StoreActor, StoreClient
+from wolfpacs.state.postgresql import PostgreSQLStore
 from wolfpacs.state.spool import DataDirInUseError, Spool
 from wolfpacs.state.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from wolfpacs.config.model import Config
+    from wolfpacs.state.store import Backend
 
 __all__ = ["DataDirInUseError", "Node", "Operations"]
 
@@ -96,7 +99,8 @@ class Node:
     Errors: :meth:`start` raises ``supervisors.StartError`` if a part of the
     tree cannot start (a port in use), :class:`DataDirInUseError` if another
     node holds ``data_dir``, ``SchemaError`` for a state database of a newer
-    WolfPACS.
+    WolfPACS, ``DriverMissingError`` for a PostgreSQL store without psycopg,
+    ``psycopg.OperationalError`` for a PostgreSQL out of reach.
     """
 
     def __init__(
@@ -125,9 +129,12 @@ class Node:
         self.exit_reason: ExitReason | None = None
         self.operations = operations(self) if operations is not None else None
 
-    def backend(self) -> SQLiteStore:
-        """A new, unopened backend on the node's state database."""
-        return SQLiteStore(self.db_path, durable=self.spool.durable)
+    def backend(self) -> Backend:
+        """A new, unopened backend on the node's state database: ``[node] store``'s."""
+        store = self.config.node.store
+        if store == SQLITE:
+            return SQLiteStore(self.db_path, durable=self.spool.durable)
+        return PostgreSQLStore(store, durable=self.spool.durable)
 
     def sender_spec(self, target: Target) -> ChildSpec:
         name = f"sender:{target.name}"

@@ -3,19 +3,26 @@
 - :mod:`~wolfpacs.state.spool`, :mod:`~wolfpacs.state.sync`: files under
   ``data_dir`` (incoming, queued, dead), and their fsyncs;
 - :mod:`~wolfpacs.state.store`: the store interface and its plain data;
-- :mod:`~wolfpacs.state.sqlite`, :mod:`~wolfpacs.state.database`,
-  :mod:`~wolfpacs.state.schema`: the SQLite backend, its connection, its
-  schema's versions and migrations.
+- :mod:`~wolfpacs.state.operations`, :mod:`~wolfpacs.state.results`,
+  :mod:`~wolfpacs.state.queries`: its operations, once, in the SQL both
+  backends speak, over :mod:`~wolfpacs.state.database`'s connection;
+- :mod:`~wolfpacs.state.sqlite`, :mod:`~wolfpacs.state.schema`: the SQLite
+  backend (the default), its schema's versions and migrations;
+- :mod:`~wolfpacs.state.postgresql`, :mod:`~wolfpacs.state.pgschema`: the
+  PostgreSQL backend (psycopg, an optional extra imported when it opens),
+  its schema's versions and migrations.
 
-It imports :mod:`wolfpacs.config` at most: no network, no DICOM, no actor.
+It imports :mod:`wolfpacs.config` at most: no network, no DICOM, no actor
+(psycopg is a database driver, not the network this rule keeps out).
 The node's actors reach the store through :mod:`wolfpacs.node.store`.
 """
 
+from wolfpacs.state.postgresql import DriverMissingError, PostgreSQLStore
 from wolfpacs.state.spool import DataDirInUseError, Spool, SpoolFullError
 from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.state.store import DESTINATION, WORKER, Backend, QueueItem, Route, Store
 
 __all__ = [
-    "DESTINATION", "WORKER", "Backend", "DataDirInUseError", "QueueItem", "Route",
-    "SQLiteStore", "Spool", "SpoolFullError", "Store",
+    "DESTINATION", "WORKER", "Backend", "DataDirInUseError", "DriverMissingError",
+    "PostgreSQLStore", "QueueItem", "Route", "SQLiteStore", "Spool", "SpoolFullError", "Store",
 ]  # fmt: skip

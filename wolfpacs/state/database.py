@@ -1,100 +1,80 @@
-"""An SQLite database as the store keeps it: one connection, its transactions, its schema.
+"""What a store's operations need of a SQL database, whichever it is.
 
-:class:`Database` opens the file in WAL mode and migrates its schema
-(:mod:`wolfpacs.state.schema`) at :meth:`~Database.open`; its transactions
-are ``BEGIN IMMEDIATE``, fsynced at commit when durable. The store's
-operations are :class:`~wolfpacs.state.sqlite.SQLiteStore`'s.
+:class:`Database` is the part of a backend that its dialect decides: how
+a transaction is opened and made durable, how a statement runs outside
+one. The operations (:mod:`wolfpacs.state.operations`,
+:mod:`wolfpacs.state.results`) are written once against it, in the SQL
+that SQLite and PostgreSQL both speak, with ``?`` for parameters (a
+PostgreSQL backend turns them into its own). The backends:
+:class:`~wolfpacs.state.sqlite.SQLiteStore`,
+:class:`~wolfpacs.state.postgresql.PostgreSQLStore`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
-from wolfpacs.state.schema import migrate
+__all__ = ["Connection", "Cursor", "Database"]
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
-__all__ = ["Database"]
+class Cursor(Protocol):
+    """The rows of one statement (what ``sqlite3`` and ``psycopg`` cursors both are)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """A connection inside one of :meth:`Database._transaction`'s transactions."""
+
+    def execute(self, sql: str, parameters: Sequence[object] = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[object]], /) -> Cursor: ...
 
 
 class Database:
-    """One connection to the state database; used by one thread at a time."""
+    """A backend's connection to its database, as the operations use it.
 
-    def __init__(self, path: Path, durable: bool = True) -> None:
-        self.path = Path(path)
-        self.durable = durable
-        self._db: sqlite3.Connection | None = None
+    Every operation is one transaction (:meth:`_transaction`), or one
+    statement, which is its own (:meth:`_rows`, :meth:`_dicts`). Subclasses
+    give both, and the :class:`~wolfpacs.state.store.Backend` methods.
+    """
 
-    def open(self) -> None:
-        """Open the file (created if need be) and migrate its schema.
+    def _transaction(self, synced: bool = True) -> contextlib.AbstractContextManager[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises.
 
-        Raises:
-            SchemaError: a database of a newer WolfPACS.
-            sqlite3.Error: the file cannot be opened as a database.
+        ``synced``: on disk at commit if the store is durable. False for what
+        the spool can rebuild (a queue row: its file is fsynced, and recovery
+        makes the row of a file without one) or what is only done twice if
+        lost (a delivery, a purge).
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            migrate(db, self.path)
-        except BaseException:
-            db.close()
-            raise
-        self._db = db
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def is_broken(self, exc: BaseException) -> bool:
-        # A broken file or connection is; a bad query (a caller's bug) is the caller's.
-        return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-            exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
-                  sqlite3.InterfaceError)
-        )  # fmt: skip
-
-    def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "durable": self.durable}
-
-    @property
-    def _database(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the store is not open")
-        return self._db
-
-    @contextlib.contextmanager
-    def _transaction(self, synced: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction: committed if the block ends, rolled back if it raises.
-
-        ``synced``: on disk at commit if the store is ``durable`` (a queue row
-        says False: see the class).
-        """
-        db = self._database
-        full = synced and self.durable
-        if full:
-            db.execute("PRAGMA synchronous=FULL")  # this commit's WAL write is fsynced
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            if full:
-                db.execute("PRAGMA synchronous=NORMAL")
+        raise NotImplementedError
 
     def _rows(self, sql: str, *args: object) -> list[Any]:
-        return self._database.execute(sql, args).fetchall()
+        """The rows of one statement, its own transaction (not synced: see above)."""
+        raise NotImplementedError
 
     def _dicts(self, sql: str, *args: object) -> list[dict[str, Any]]:
-        cursor = self._database.execute(sql, args)
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        """:meth:`_rows` as dicts by column name."""
+        raise NotImplementedError
+
+    def _value(self, sql: str, *args: object) -> Any:
+        """The first column of the first row of one statement."""
+        return self._rows(sql, *args)[0][0]
+
+
+def as_dicts(cursor: Cursor) -> list[dict[str, Any]]:
+    """A cursor's rows as dicts by column name."""
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -1,8 +1,8 @@
-"""The SQL that several operations of the SQLite store share.
+"""The SQL that several operations of the store share.
 
 In one place, so that what a queue row's study is (:data:`STUDY`: its
 route in its pool) or when a study is open (:data:`QUEUED`) is said once.
-Kept to what PostgreSQL also speaks, as :mod:`wolfpacs.state.sqlite` is.
+In the SQL both backends speak, as :mod:`wolfpacs.state.operations` is.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = [
     "enqueue_args",
 ]  # fmt: skip
 
-# One statement per received instance (see SQLiteStore._enqueue): a trigger counts it in.
+# One statement per received instance (see SQLStore._enqueue): a trigger counts it in.
 ENQUEUE = (
     "INSERT INTO queue (target, kind, path, client, study_uid, sop_class_uid, sop_instance_uid, "
     "transfer_syntax, size, enqueued_at, pool) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -15,8 +15,8 @@ Whether a pool tracks results, and when one is overdue, is the config's
 times, lists the routes awaiting a result by pool through a partial index
 (the routes awaiting one, never every study), and remembers when a route was
 first seen overdue (``overdue_at``) so that it is logged once, across
-restarts and nodes. Kept to what PostgreSQL also speaks, as
-:mod:`wolfpacs.state.sqlite` is.
+restarts and nodes. In the SQL both backends speak, as
+:mod:`wolfpacs.state.operations` is.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ AWAITING = ("client", "study_uid", "pool", "worker", "delivered_at", "overdue_at
 
 
 class ResultTracking(Database):
-    """The operations on results of the SQLite store (see the module)."""
+    """The operations on results of the store (see the module)."""
 
     def enqueue_result(self, item: QueueItem, worker: str) -> float | None:
         """Enqueue a derived instance ``worker`` sent (as ``enqueue``); if it is the first

@@ -5,7 +5,9 @@ A database records the version of its schema (``PRAGMA user_version``);
 another, each in its own transaction, and refuses a database newer than
 this WolfPACS. A database from before versions were recorded (version 0
 with the tables in place) is version 1: its statements are all ``IF NOT
-EXISTS``. A PostgreSQL backend keeps its own schema in its own dialect.
+EXISTS``. The PostgreSQL backend keeps the same tables in its own dialect
+(:mod:`wolfpacs.state.pgschema`): a migration here needs its twin there
+(tests/test_store_postgresql.py compares the two schemas).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ __all__ = ["VERSION", "SchemaError", "migrate"]
 
 logger = logging.getLogger(__name__)
 
-# MIGRATIONS[n] takes a database from version n to n + 1.
+# MIGRATIONS[n] takes a database from version n to n + 1. (A new one: its twin in pgschema.)
 MIGRATIONS = (
     # 1: the schema from before versions were recorded.
     """

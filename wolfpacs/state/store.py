@@ -4,14 +4,15 @@
 (routes, the delivery queue, worker states, runtime config changes);
 :class:`Backend` is a store that can be opened and closed, as the store
 actor owns one. :class:`~wolfpacs.state.sqlite.SQLiteStore` is the
-embedded backend; the actors reach whichever there is through the typed
+embedded backend, :class:`~wolfpacs.state.postgresql.PostgreSQLStore` the
+one several nodes can share; the actors reach whichever there is through the typed
 client of :mod:`wolfpacs.node.store`, which is a :class:`Store` too.
 
 Contract of every backend: each operation is one transaction, committed
 when it returns; a write a retry can repeat is idempotent (a study's route
 is insert-if-absent, a queue row is unique by its spool path, counters move
 only when a row did). An error that means the backend cannot go on (a
-broken file or connection) is one :meth:`Backend.is_broken` accepts; the
+broken file, connection or server) is one :meth:`Backend.is_broken` accepts; the
 store actor then crashes and its successor opens the backend afresh.
 """
 

@@ -1,0 +1,484 @@
+"""The store's operations, in the SQL that SQLite and PostgreSQL both speak.
+
+One place per query: :class:`SQLStore` is every operation of
+:class:`~wolfpacs.state.store.Store` (the timing of results is
+:mod:`wolfpacs.state.results`'), written against
+:class:`~wolfpacs.state.database.Database` with ``?`` parameters,
+``ON CONFLICT``, ``RETURNING`` and ``DOUBLE PRECISION``; each backend
+(:mod:`wolfpacs.state.sqlite`, :mod:`wolfpacs.state.postgresql`) gives its
+connection, its transactions and its schema, whose tables and triggers
+are the same in both dialects. Every view the operator has (a worker's
+open studies, recent studies, a purge) reads an index, never the whole
+history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from wolfpacs.state.queries import (
+    ENQUEUE,
+    ITEM,
+    QUEUED,
+    ROUTE,
+    SERIES,
+    STUDY,
+    TOUCH_STUDY,
+    enqueue_args,
+)
+from wolfpacs.state.results import ResultTracking
+from wolfpacs.state.store import WORKER, QueueItem, Route
+
+__all__ = ["SQLStore"]
+
+logger = logging.getLogger(__name__)
+
+
+class SQLStore(ResultTracking):
+    """The store's operations on a :class:`~wolfpacs.state.database.Database`.
+
+    Not thread-safe: one thread uses a store (the store actor's). Which
+    writes are synced at commit (``_transaction(synced=...)``) is said here,
+    what that costs is the backend's. Errors: whatever the backend's driver
+    raises; :meth:`~wolfpacs.state.store.Backend.is_broken` tells which mean
+    the store must be opened afresh.
+    """
+
+    # -- routes ------------------------------------------------------------------
+
+    def get_route(self, client: str, study_uid: str, pool: str = "") -> Route | None:
+        """The route in ``pool``, else the one from before pools (``""`` sorts last)."""
+        rows = self._rows(
+            f"{ROUTE} WHERE client = ? AND study_uid = ? AND pool IN (?, '') "
+            "ORDER BY pool DESC LIMIT 1",
+            client, study_uid, pool,
+        )  # fmt: skip
+        return Route(*rows[0]) if rows else None
+
+    def routes_of(self, study_uid: str) -> list[Route]:
+        rows = self._rows(f"{ROUTE} WHERE study_uid = ? ORDER BY client", study_uid)
+        return [Route(*row) for row in rows]
+
+    def insert_route(
+        self, client: str, study_uid: str, worker: str, at: float, pool: str = ""
+    ) -> Route:
+        """Record a new route of a study in ``pool`` unless it has one; the one that stands."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO studies (client, study_uid, pool, worker, routed_at, "
+                "last_activity_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (client, study_uid, pool) DO NOTHING",
+                (client, study_uid, pool, worker, at, at),
+            )
+            db.execute(
+                "INSERT INTO assignments (client, study_uid, pool, worker) SELECT client, "
+                "study_uid, pool, worker FROM studies WHERE client = ? AND study_uid = ? "
+                "AND pool = ? ON CONFLICT DO NOTHING",
+                (client, study_uid, pool),
+            )
+            row = db.execute(
+                f"{ROUTE} WHERE client = ? AND study_uid = ? AND pool = ?",
+                (client, study_uid, pool),
+            ).fetchone()
+        return Route(*row)
+
+    def owners(self, study_uid: str, worker: str) -> list[str]:
+        """The clients whose study ``study_uid`` was given to ``worker``, now or before a move."""
+        return sorted({client for client, _ in self.holders(study_uid, worker)})
+
+    def holders(self, study_uid: str, worker: str) -> list[tuple[str, str]]:
+        """(client, pool) of each route of ``study_uid`` given to ``worker``, now or before."""
+        rows = self._rows(
+            "SELECT s.client, s.pool FROM studies s WHERE s.study_uid = ? AND (s.worker = ? "
+            "OR EXISTS (SELECT 1 FROM assignments a WHERE a.client = s.client AND "
+            "a.study_uid = s.study_uid AND a.pool = s.pool AND a.worker = ?)) "
+            "ORDER BY s.client, s.pool",
+            study_uid, worker, worker,
+        )  # fmt: skip
+        return [(client, pool) for client, pool in rows]
+
+    def get_series(self, client: str, study_uid: str, series_uid: str) -> dict[str, Any] | None:
+        """The decision kept for a series: ``pool``, ``action``, ``rule``, ``decided_at``."""
+        found = self._dicts(
+            f"{SERIES} WHERE client = ? AND study_uid = ? AND series_uid = ?",
+            client, study_uid, series_uid,
+        )  # fmt: skip
+        return found[0] if found else None
+
+    def decide_series(
+        self, client: str, study_uid: str, series_uid: str, decision: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Keep a series' decision unless it has one; the one that stands."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO series (client, study_uid, series_uid, pool, action, rule, "
+                "decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (client, study_uid, series_uid, decision.get("pool", ""),
+                 decision.get("action", ""), decision.get("rule"),
+                 decision.get("decided_at") or time.time()),
+            )  # fmt: skip
+        found = self.get_series(client, study_uid, series_uid)
+        assert found is not None
+        return found
+
+    def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
+        """How many studies each worker has open: active since ``cutoff`` or still queued to it."""
+        if not workers:
+            return {}
+        marks = ", ".join("?" for _ in workers)
+        recent = self._rows(
+            f"SELECT client, study_uid, pool, worker FROM studies "
+            f"WHERE worker IN ({marks}) AND last_activity_at >= ?",
+            *workers, cutoff,
+        )  # fmt: skip
+        queued = self._rows(
+            f"SELECT DISTINCT client, study_uid, pool, target FROM queue "
+            f"WHERE kind = ? AND target IN ({marks})",
+            WORKER, *workers,
+        )  # fmt: skip
+        counts = dict.fromkeys(workers, 0)
+        for *_study, worker in set(recent) | set(queued):
+            counts[worker] += 1
+        return counts
+
+    def move_studies(
+        self,
+        worker: str,
+        to: str,
+        studies: list[str] | None = None,
+        cutoff: float = 0.0,
+        client: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Re-route ``worker``'s studies to ``to``; what moved.
+
+        The studies given (by UID, of ``client`` only if given), or else those
+        open: active since ``cutoff`` or with instances queued (a closed study
+        stays where it was done). Each moved study: its client and UID, the
+        instances already delivered to ``worker`` (now a split study) and
+        those still queued for it (its sender hands them on).
+        """
+        where, args = "s.worker = ?", list[object]([worker])
+        if client is not None:
+            where += " AND s.client = ?"
+            args.append(client)
+        if studies is not None:
+            where += f" AND s.study_uid IN ({', '.join('?' for _ in studies)})"
+            args += studies
+        else:
+            where += f" AND (s.last_activity_at >= ? OR {QUEUED})"
+            args.append(cutoff)
+        with self._transaction() as db:
+            moved = db.execute(
+                f"UPDATE studies AS s SET worker = ?, moved_from = ?, "
+                f"delivered_before_move = instances_delivered WHERE {where} "
+                "RETURNING client, study_uid, pool, instances_delivered",
+                (to, worker, *args),
+            ).fetchall()
+            db.executemany(
+                "INSERT INTO assignments (client, study_uid, pool, worker) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(owner, uid, pool, to) for owner, uid, pool, _ in moved],
+            )
+            queued = {
+                (owner, uid, pool): n
+                for owner, uid, pool, n in db.execute(
+                    "SELECT client, study_uid, pool, COUNT(*) FROM queue WHERE target = ? "
+                    "AND kind = ? GROUP BY client, study_uid, pool",
+                    (worker, WORKER),
+                )
+            }
+        return [
+            {"client": owner, "study_uid": uid, "pool": pool, "delivered": delivered,
+             "queued": queued.get((owner, uid, pool), 0)}
+            for owner, uid, pool, delivered in sorted(moved)
+        ]  # fmt: skip
+
+    # -- the queue -----------------------------------------------------------------
+
+    def enqueue(self, item: QueueItem) -> int:
+        """Add a queue row and count the instance in; its row id.
+
+        Idempotent by path: a retried call finds the row and counts nothing.
+        """
+        return self._enqueue(item)[0]
+
+    def enqueue_received(self, item: QueueItem) -> str | None:
+        """:meth:`enqueue` a received instance; the worker its study moved to meanwhile, if any.
+
+        A move between the router's answer and this row leaves the row with
+        the worker the study left: its sender must hand it on (tell it so).
+        """
+        _, worker = self._enqueue(item)
+        return worker if item.kind == WORKER and worker not in (None, item.target) else None
+
+    def _enqueue(self, item: QueueItem) -> tuple[int, str | None]:
+        """:meth:`enqueue`; the row id and the worker the study's route names now.
+
+        One statement, its own transaction: the triggers of the queue count
+        the instance in. This runs once an instance in the store's one
+        thread, and each statement lets go of the interpreter and must wait
+        to have it back; four statements here made every receiver wait.
+        """
+        rows = self._rows(ENQUEUE, *enqueue_args(item))
+        if rows:
+            return int(rows[0][0]), rows[0][1]
+        # a retried call: the row is there, counted already
+        row_id = self._value("SELECT id FROM queue WHERE path = ?", item.path)
+        route = self.get_route(item.client, item.study_uid, item.pool)
+        return int(row_id), route.worker if route else None
+
+    def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
+        """The oldest rows owed to ``target``, leaving out those of studies moved away.
+
+        A moved study's rows wait for their sender to hand them on; they are
+        never sent to the worker the study has left.
+        """
+        rows = self._rows(
+            f"SELECT {ITEM} FROM queue q LEFT JOIN studies s ON {STUDY} "
+            "WHERE q.target = ? AND q.id > ? "
+            "AND (q.kind <> ? OR s.worker IS NULL OR s.worker = q.target) "
+            "ORDER BY q.id LIMIT ?",
+            target, after_id, WORKER, limit,
+        )  # fmt: skip
+        return [QueueItem(*row) for row in rows]
+
+    def delivered(self, item_id: int, at: float | None = None) -> None:
+        """The target answered success: drop the row, count the delivery (once)."""
+        self._delivered([item_id], at or time.time())
+
+    def delivered_next(self, item_ids: list[int], target: str, limit: int = 32) -> list[QueueItem]:
+        """:meth:`delivered` for each of ``item_ids`` (one commit), then :meth:`next_items`."""
+        self._delivered(item_ids, time.time())
+        return self.next_items(target, limit)
+
+    def _delivered(self, item_ids: list[int], now: float) -> None:
+        with self._transaction(synced=False) as db:
+            for item_id in item_ids:
+                row = db.execute(
+                    "DELETE FROM queue WHERE id = ? "
+                    "RETURNING kind, client, study_uid, target, pool",
+                    (item_id,),
+                ).fetchone()
+                if row is None:
+                    continue  # counted already
+                kind, client, study_uid, target, pool = row
+                if kind == WORKER:  # count, too, what reached a worker the study has left
+                    # delivered_at/_to: a result is awaited from the last delivery on, from
+                    # the worker it reached (see ResultTracking)
+                    db.execute(
+                        "UPDATE studies SET instances_delivered = instances_delivered + 1, "
+                        "delivered_elsewhere = delivered_elsewhere + "
+                        "CASE WHEN worker <> ? THEN 1 ELSE 0 END, delivered_at = ?, "
+                        "delivered_to = ? WHERE client = ? AND study_uid = ? AND pool = ?",
+                        (target, now, target, client, study_uid, pool),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE studies SET derived_delivered = derived_delivered + 1 "
+                        "WHERE client = ? AND study_uid = ? AND pool = ?",
+                        (client, study_uid, pool),
+                    )
+                db.execute(TOUCH_STUDY, (now, client, study_uid, pool, now))
+
+    def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
+        """Queued rows of ``target`` whose study now routes elsewhere, with that worker."""
+        rows = self._rows(
+            f"SELECT {ITEM}, s.worker FROM queue q JOIN studies s ON {STUDY} "
+            "WHERE q.target = ? AND q.kind = ? AND s.worker <> q.target ORDER BY q.id LIMIT ?",
+            target, WORKER, limit,
+        )  # fmt: skip
+        return [(QueueItem(*row[:-1]), row[-1]) for row in rows]
+
+    def retarget(self, item_id: int, target: str, path: str) -> None:
+        with self._transaction(synced=False) as db:
+            db.execute(
+                "UPDATE queue SET target = ?, path = ? WHERE id = ?", (target, path, item_id)
+            )
+
+    def repath(self, old: str, new: str) -> bool:
+        """Point the row of spool file ``old`` at ``new``; whether there was one."""
+        with self._transaction(synced=False) as db:
+            return bool(db.execute("UPDATE queue SET path = ? WHERE path = ?", (new, old)).rowcount)
+
+    def remove_item(self, item_id: int) -> None:
+        """Drop a row whose file went to ``dead/``."""
+        with self._transaction(synced=False) as db:
+            db.execute("DELETE FROM queue WHERE id = ?", (item_id,))
+
+    def failed_attempt(self, item_id: int, error: str) -> int:
+        """Count a failure answer for one instance; the attempts so far."""
+        with self._transaction(synced=False) as db:
+            row = db.execute(
+                "UPDATE queue SET attempts = attempts + 1, last_error = ? WHERE id = ? "
+                "RETURNING attempts",
+                (error, item_id),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def items_of(self, target: str) -> list[QueueItem]:
+        rows = self._rows(f"SELECT {ITEM} FROM queue q WHERE q.target = ? ORDER BY q.id", target)
+        return [QueueItem(*row) for row in rows]
+
+    def queue_stats(self) -> dict[str, dict[str, Any]]:
+        """Per target: queued instances, bytes, oldest enqueue time."""
+        rows = self._rows(
+            "SELECT target, kind, COUNT(*), SUM(size), MIN(enqueued_at) FROM queue "
+            "GROUP BY target, kind"
+        )
+        return {
+            # int(): PostgreSQL's SUM of a BIGINT is a NUMERIC (a Decimal)
+            target: {"kind": kind, "instances": n, "bytes": int(size or 0), "oldest": oldest}
+            for target, kind, n, size, oldest in rows
+        }
+
+    def queued_paths(self) -> set[str]:
+        return {row[0] for row in self._rows("SELECT path FROM queue")}
+
+    def drop_missing(self, paths: set[str]) -> int:
+        """Remove rows whose files are gone (delivered just before a crash); how many."""
+        with self._transaction() as db:
+            for path in sorted(paths):
+                db.execute("DELETE FROM queue WHERE path = ?", (path,))
+        return len(paths)
+
+    # -- studies, for the operator ---------------------------------------------------
+
+    def study(self, study_uid: str) -> list[dict[str, Any]]:
+        """Every client's study with this UID, with what each still has queued, by target."""
+        found = self._dicts(
+            "SELECT * FROM studies WHERE study_uid = ? ORDER BY client, pool", study_uid
+        )
+        queued = self._rows(
+            "SELECT client, pool, target, COUNT(*) FROM queue WHERE study_uid = ? "
+            "GROUP BY client, pool, target",
+            study_uid,
+        )
+        series = self._dicts(
+            "SELECT client, series_uid, pool, action, rule, decided_at FROM series "
+            "WHERE study_uid = ? ORDER BY decided_at",
+            study_uid,
+        )
+        for study in found:
+            key = (study["client"], study["pool"])
+            study["queued"] = {t: n for c, p, t, n in queued if (c, p) == key}
+            study["series"] = [
+                {k: v for k, v in s.items() if k != "client"}
+                for s in series
+                if s["client"] == study["client"] and s["pool"] == study["pool"]
+            ]
+        return found
+
+    def studies(
+        self, worker: str | None = None, client: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The most recently routed studies, of a worker or a client if given (an index each)."""
+        where, args = [], list[object]()
+        for column, value in (("worker", worker), ("client", client)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        return self._dicts(
+            "SELECT * FROM studies "
+            + (f"WHERE {' AND '.join(where)} " if where else "")
+            + "ORDER BY routed_at DESC LIMIT ?",
+            *args, limit,
+        )  # fmt: skip
+
+    def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
+        """Studies of a client or worker active since ``cutoff`` or with instances queued.
+
+        The recent ones by an index, the queued ones from the queue: never
+        every study the client or worker ever had.
+        """
+        assert column in ("client", "worker")
+        # (PostgreSQL before 16 wants a name for a subquery in FROM: "opened")
+        return int(self._value(
+            f"SELECT COUNT(*) FROM (SELECT client, study_uid FROM studies "
+            f"WHERE {column} = ? AND last_activity_at >= ? UNION SELECT s.client, s.study_uid "
+            f"FROM (SELECT DISTINCT client, study_uid, pool FROM queue) q JOIN studies s "
+            f"ON {STUDY} "
+            f"WHERE s.{column} = ?) AS opened",
+            name, cutoff, name,
+        ))  # fmt: skip
+
+    def count_studies(self) -> int:
+        return int(self._value("SELECT COUNT(*) FROM studies"))
+
+    # -- retention -------------------------------------------------------------------
+
+    def purge(self, cutoff: float, limit: int = 500, dry_run: bool = False) -> int:
+        """Forget up to ``limit`` studies idle since before ``cutoff``; how many (would) go.
+
+        A study with an instance still queued is never forgotten, however
+        old. One short transaction: the caller repeats while it returns
+        ``limit``, and acknowledgements get their turn between.
+        """
+        idle = self._rows(
+            f"SELECT client, study_uid, pool FROM studies s WHERE last_activity_at < ? "
+            f"AND NOT {QUEUED} LIMIT ?",
+            cutoff, limit,
+        )  # fmt: skip
+        if dry_run or not idle:
+            return len(idle)
+        with self._transaction(synced=False) as db:  # a purge lost in a crash is done again
+            for table in ("studies", "assignments"):
+                db.executemany(
+                    f"DELETE FROM {table} WHERE client = ? AND study_uid = ? AND pool = ?", idle
+                )
+            # The series' decisions go with the study's last route.
+            db.executemany(
+                "DELETE FROM series WHERE client = ? AND study_uid = ? AND NOT EXISTS "
+                "(SELECT 1 FROM studies s WHERE s.client = series.client "
+                "AND s.study_uid = series.study_uid)",
+                [(client, uid) for client, uid, _ in idle],
+            )
+        return len(idle)
+
+    def compact_runtime_changes(self, dry_run: bool = False) -> int:
+        """Drop each runtime change a later one of the same entry overrides; how many."""
+        overridden = (
+            "FROM runtime_changes AS r WHERE EXISTS (SELECT 1 FROM runtime_changes later "
+            "WHERE later.kind = r.kind AND later.name = r.name AND later.seq > r.seq)"
+        )
+        if dry_run:
+            return int(self._value(f"SELECT COUNT(*) {overridden}"))
+        with self._transaction() as db:
+            return int(db.execute(f"DELETE {overridden}").rowcount)
+
+    # -- workers and runtime changes ---------------------------------------------------
+
+    def worker_states(self) -> dict[str, str]:
+        return dict(self._rows("SELECT name, state FROM worker_states"))
+
+    def set_worker_state(self, name: str, state: str, at: float | None = None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO worker_states (name, state, changed_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
+                "changed_at = excluded.changed_at",
+                (name, state, at or time.time()),
+            )
+
+    def delete_worker_state(self, name: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM worker_states WHERE name = ?", (name,))
+
+    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        rows = self._rows("SELECT kind, name, body FROM runtime_changes ORDER BY seq")
+        return [(kind, name, json.loads(body) if body else None) for kind, name, body in rows]
+
+    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runtime_changes (kind, name, body, changed_at) VALUES (?, ?, ?, ?)",
+                (kind, name, None if table is None else json.dumps(table), time.time()),
+            )
+
+    def ping(self) -> bool:
+        """Take the write lock and let it go: the database can be written to now."""
+        with self._transaction():
+            pass
+        return True
