@@ -61,6 +61,9 @@ PROPOSE = {
     "1.2.840.10008.1.2.5": "-xr",
 }
 
+NAMES = {"JPEG-LS": "1.2.840.10008.1.2.4.80", "JPEG 2000": "1.2.840.10008.1.2.4.90",
+         "RLE": "1.2.840.10008.1.2.5", "Explicit VR Little Endian": "1.2.840.10008.1.2.1"}
+
 WORKERS = {"gpu-a": "stroke", "gpu-b": "stroke", "lung-a": "lung", "mammo-a": "mammo"}
 HOSPITALS = {
     "stockholm": ("STHLM_SECRET", "STHLM_CT"),
@@ -289,6 +292,12 @@ class WolfPACS:
     def worker_up(self, name: str) -> None:
         self.peers[name].start()
 
+    @keyword("Worker ${name} comes back accepting every transfer syntax")
+    def worker_up_accepting_all(self, name: str) -> None:
+        self.peers[name].stop()
+        self.peers[name].accept = ["+xa"]
+        self.peers[name].start()
+
     # -- hospitals --------------------------------------------------------------------------
 
     def storescu(self, files: list[Path], port: int, called: str, calling: str,
@@ -355,6 +364,15 @@ class WolfPACS:
         statuses = self.hospital_sends(hospital, files, "1.2.840.10008.1.2.1")
         self.remember(study, description, files, statuses)
         return statuses
+
+    @keyword("Hospital ${hospital} sends a study of ${count} instances in ${syntax}")
+    def send_in_syntax(self, hospital: str, count: str, syntax: str) -> str:
+        """A new study in ``syntax`` (a UID, or a name in :data:`NAMES`); all acknowledged."""
+        syntax = NAMES.get(syntax, syntax)
+        study = str(generate_uid())
+        files = self.write_series(study, int(count), syntax=syntax)
+        self.expect_acknowledged(hospital, study, "HEAD", files, syntax)
+        return study
 
     @keyword("A new study UID")
     def new_study(self) -> str:
