@@ -59,6 +59,7 @@ An instance its worker cannot take is kept in dead with the reason and can be se
     ${dead}=    Wait until ctl    len(r) == 2    dead
     Log    ${dead}
     Should Contain    ${{json.dumps($dead)}}    ${study}
+    Should Contain    ${{json.dumps($dead)}}    does not accept
     Worker mammo-a comes back accepting every transfer syntax
     Ctl    retry-dead    --all
     The study ${study} arrives whole at exactly one worker of pool mammo

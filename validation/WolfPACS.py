@@ -587,6 +587,10 @@ class WolfPACS:
         path.write_text(text)
         return str(path)
 
+    @keyword("Config file")
+    def config_file(self) -> str:
+        return str(self.config)
+
     @keyword("Worker state of ${worker}")
     def worker_state(self, worker: str) -> str:
         rows = self.ctl("workers")
