@@ -304,7 +304,7 @@ class WolfPACS:
                  *options: str) -> list[str]:  # fmt: skip
         """Send ``files`` on one association; the status of each C-STORE answered, in order."""
         result = subprocess.run(
-            [str(DCMTK / "storescu"), "-d", *options, "-aet", calling, "-aec", called,
+            [str(DCMTK / "storescu"), "-d", "-nh", *options, "-aet", calling, "-aec", called,
              "127.0.0.1", str(port), *map(str, files)],
             env=ENV, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
