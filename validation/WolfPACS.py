@@ -170,6 +170,8 @@ class WolfPACS:
             peer.start()
         self.ports = {"outside": free_port(), "inside": free_port(), "http": free_port()}
         self.options = dict(node_options)
+        # not a [node] key: the lung pool's result_timeout (0: results not tracked)
+        self.lung_timeout = self.options.pop("lung_result_timeout", "0")
         self.start_wolfpacs()
 
     def config_text(self) -> str:
@@ -209,8 +211,8 @@ class WolfPACS:
             if hospital == "malmo":
                 lines += ["[[clients.rules]]", 'match = { Modality = "MR" }', 'pool = "stroke"']
         lines += ["", "[[pools]]", 'name = "lung"',
-                  f"result_timeout = {self.options.get('lung_result_timeout', '0')}"]  # fmt: skip
-        return "\n".join(line for line in lines if not line.startswith("lung_result_timeout"))
+                  f"result_timeout = {self.lung_timeout}"]  # fmt: skip
+        return "\n".join(lines)
 
     @property
     def config(self) -> Path:
@@ -576,6 +578,15 @@ class WolfPACS:
         result = subprocess.run(
             [sys.executable, "-m", "wolfpacs", *words], input=stdin, cwd=self.root,
             capture_output=True, text=True, timeout=120, env=NODE_ENV,
+        )  # fmt: skip
+        return result.returncode, result.stdout, result.stderr
+
+    @keyword("Run healthcheck")
+    def run_healthcheck(self, config: str) -> tuple[int, str, str]:
+        """``python3 -m wolfpacs.healthcheck``, the image's HEALTHCHECK, on ``config``."""
+        result = subprocess.run(
+            [sys.executable, "-m", "wolfpacs.healthcheck"], capture_output=True, text=True,
+            timeout=30, env={**NODE_ENV, "WOLFPACS_CONFIG": config},
         )  # fmt: skip
         return result.returncode, result.stdout, result.stderr
 
