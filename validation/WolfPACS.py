@@ -172,6 +172,9 @@ class WolfPACS:
         self.options = dict(node_options)
         # not a [node] key: the lung pool's result_timeout (0: results not tracked)
         self.lung_timeout = self.options.pop("lung_result_timeout", "0")
+        self.pins: dict[str, str] = {}
+        if self.options.pop("tls_outside", "false") == "true":
+            self.make_pki()
         self.start_wolfpacs()
 
     def config_text(self) -> str:
@@ -203,6 +206,8 @@ class WolfPACS:
                       f'destination = "{hospital}-pacs"']  # fmt: skip
             if hospital in pools:
                 lines.append(f'pool = "{pools[hospital]}"')
+            if hospital in self.pins:
+                lines.append(f'tls_subject = "{self.pins[hospital]}"')
             if hospital == "stockholm":
                 lines += ["[[clients.rules]]",
                           'match = { Modality = "CT", SeriesDescription = "(?i).*(chest|lung).*" }',
@@ -213,6 +218,50 @@ class WolfPACS:
         lines += ["", "[[pools]]", 'name = "lung"',
                   f"result_timeout = {self.lung_timeout}"]  # fmt: skip
         return "\n".join(lines)
+
+    def make_pki(self) -> None:
+        """A CA, the node's certificate and every hospital's, and a stranger's self-signed one;
+        TLS on the outside port; stockholm pinned to its own certificate's subject."""
+        assert self.root is not None
+        pki = self.root / "pki"
+        pki.mkdir()
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True,
+                           timeout=60)  # fmt: skip
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+                "ca.crt", "-days", "2", "-subj", "/CN=Validation CA")  # fmt: skip
+        (pki / "host.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+        for name in ("node", *HOSPITALS):
+            openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                    f"{name}.csr", "-subj", f"/CN={name}-ct")  # fmt: skip
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
+                    "-extfile", "host.ext")  # fmt: skip
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "stranger.key",
+                "-out", "stranger.crt", "-days", "2", "-subj", "/CN=stranger")  # fmt: skip
+        self.options.update(tls_cert=str(pki / "node.crt"), tls_key=str(pki / "node.key"),
+                            tls_ca=str(pki / "ca.crt"), tls_outside="true")  # fmt: skip
+        self.pins["stockholm"] = "CN=stockholm-ct"
+        self.pki = pki
+
+    @keyword("Hospital ${hospital} sends a CT study over TLS with the certificate of ${who}")
+    def send_tls(self, hospital: str, who: str) -> list[str]:
+        """Two instances of a new study by ``storescu +tls``; the statuses answered."""
+        study = str(generate_uid())
+        files = self.write_series(study, 2)
+        secret, calling = HOSPITALS[hospital]
+        tls = ["+tls", str(self.pki / f"{who}.key"), str(self.pki / f"{who}.crt"),
+               "+cf", str(self.pki / "ca.crt")]  # fmt: skip
+        statuses = self.storescu(files, self.ports["outside"], secret, calling, "-xe", *tls)
+        self.remember(study, "HEAD", files, statuses)
+        self.last_study = study
+        return statuses
+
+    @keyword("The last study sent")
+    def the_last_study(self) -> str:
+        return self.last_study
 
     @property
     def config(self) -> Path:
