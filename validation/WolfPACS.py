@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import shutil
 import signal
 import socket
@@ -61,8 +61,12 @@ PROPOSE = {
     "1.2.840.10008.1.2.5": "-xr",
 }
 
-NAMES = {"JPEG-LS": "1.2.840.10008.1.2.4.80", "JPEG 2000": "1.2.840.10008.1.2.4.90",
-         "RLE": "1.2.840.10008.1.2.5", "Explicit VR Little Endian": "1.2.840.10008.1.2.1"}
+NAMES = {
+    "JPEG-LS": "1.2.840.10008.1.2.4.80",
+    "JPEG 2000": "1.2.840.10008.1.2.4.90",
+    "RLE": "1.2.840.10008.1.2.5",
+    "Explicit VR Little Endian": "1.2.840.10008.1.2.1",
+}
 
 WORKERS = {"gpu-a": "stroke", "gpu-b": "stroke", "lung-a": "lung", "mammo-a": "mammo"}
 HOSPITALS = {
@@ -118,10 +122,20 @@ class Peer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(DCMTK / "storescp"), "-aet", self.ae_title, "-od", str(self.dir), "+B",
-             *self.accept, str(self.port)],
-            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                str(DCMTK / "storescp"),
+                "-aet",
+                self.ae_title,
+                "-od",
+                str(self.dir),
+                "+B",
+                *self.accept,
+                str(self.port),
+            ],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(self.port)
 
     def stop(self) -> None:
@@ -179,9 +193,13 @@ class WolfPACS:
 
     def config_text(self) -> str:
         settings = {
-            "retry_initial": "0.2", "retry_max": "1.0", "probe_interval": "0.5",
-            "idle_release": "0.5", "audit_log": "audit.log", **self.options,
-        }  # fmt: skip
+            "retry_initial": "0.2",
+            "retry_max": "1.0",
+            "probe_interval": "0.5",
+            "idle_release": "0.5",
+            "audit_log": "audit.log",
+            **self.options,
+        }
         lines = [
             "[node]",
             'bind = "127.0.0.1"',
@@ -193,30 +211,52 @@ class WolfPACS:
         ]
         for hospital in HOSPITALS:
             pacs = self.peers[f"{hospital}-pacs"]
-            lines += ["", "[[destinations]]", f'name = "{pacs.name}"', 'host = "127.0.0.1"',
-                      f"port = {pacs.port}", f'ae_title = "{pacs.ae_title}"']  # fmt: skip
+            lines += [
+                "",
+                "[[destinations]]",
+                f'name = "{pacs.name}"',
+                'host = "127.0.0.1"',
+                f"port = {pacs.port}",
+                f'ae_title = "{pacs.ae_title}"',
+            ]
         for name, pool in WORKERS.items():
             w = self.peers[name]
-            lines += ["", "[[workers]]", f'name = "{name}"', 'host = "127.0.0.1"',
-                      f"port = {w.port}", f'ae_title = "{w.ae_title}"', f'pool = "{pool}"']  # fmt: skip
+            lines += [
+                "",
+                "[[workers]]",
+                f'name = "{name}"',
+                'host = "127.0.0.1"',
+                f"port = {w.port}",
+                f'ae_title = "{w.ae_title}"',
+                f'pool = "{pool}"',
+            ]
         pools = {"stockholm": "stroke", "gothenburg": "stroke", "uppsala": "mammo"}
         for hospital, (secret, calling) in HOSPITALS.items():
-            lines += ["", "[[clients]]", f'name = "{hospital}"', f'ae_title = "{secret}"',
-                      f'calling_ae_titles = ["{calling}"]', 'allow = ["127.0.0.0/8"]',
-                      f'destination = "{hospital}-pacs"']  # fmt: skip
+            lines += [
+                "",
+                "[[clients]]",
+                f'name = "{hospital}"',
+                f'ae_title = "{secret}"',
+                f'calling_ae_titles = ["{calling}"]',
+                'allow = ["127.0.0.0/8"]',
+                f'destination = "{hospital}-pacs"',
+            ]
             if hospital in pools:
                 lines.append(f'pool = "{pools[hospital]}"')
             if hospital in self.pins:
                 lines.append(f'tls_subject = "{self.pins[hospital]}"')
             if hospital == "stockholm":
-                lines += ["[[clients.rules]]",
-                          'match = { Modality = "CT", SeriesDescription = "(?i).*(chest|lung).*" }',
-                          'pool = "lung"', "[[clients.rules]]",
-                          'match = { Modality = "SR|PR|KO" }', 'action = "discard"']  # fmt: skip
+                lines += [
+                    "[[clients.rules]]",
+                    'match = { Modality = "CT", SeriesDescription = "(?i).*(chest|lung).*" }',
+                    'pool = "lung"',
+                    "[[clients.rules]]",
+                    'match = { Modality = "SR|PR|KO" }',
+                    'action = "discard"',
+                ]
             if hospital == "malmo":
                 lines += ["[[clients.rules]]", 'match = { Modality = "MR" }', 'pool = "stroke"']
-        lines += ["", "[[pools]]", 'name = "lung"',
-                  f"result_timeout = {self.lung_timeout}"]  # fmt: skip
+        lines += ["", "[[pools]]", 'name = "lung"', f"result_timeout = {self.lung_timeout}"]
         return "\n".join(lines)
 
     def make_pki(self) -> None:
@@ -227,22 +267,75 @@ class WolfPACS:
         pki.mkdir()
 
         def openssl(*args: str) -> None:
-            subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True,
-                           timeout=60)  # fmt: skip
+            subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True, timeout=60)
 
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-                "ca.crt", "-days", "2", "-subj", "/CN=Validation CA")  # fmt: skip
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Validation CA",
+        )
         (pki / "host.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
         for name in ("node", *HOSPITALS):
-            openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                    f"{name}.csr", "-subj", f"/CN={name}-ct")  # fmt: skip
-            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                    "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
-                    "-extfile", "host.ext")  # fmt: skip
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "stranger.key",
-                "-out", "stranger.crt", "-days", "2", "-subj", "/CN=stranger")  # fmt: skip
-        self.options.update(tls_cert=str(pki / "node.crt"), tls_key=str(pki / "node.key"),
-                            tls_ca=str(pki / "ca.crt"), tls_outside="true")  # fmt: skip
+            openssl(
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                f"{name}.key",
+                "-out",
+                f"{name}.csr",
+                "-subj",
+                f"/CN={name}-ct",
+            )
+            openssl(
+                "x509",
+                "-req",
+                "-in",
+                f"{name}.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                f"{name}.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "host.ext",
+            )
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "stranger.key",
+            "-out",
+            "stranger.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=stranger",
+        )
+        self.options.update(
+            tls_cert=str(pki / "node.crt"),
+            tls_key=str(pki / "node.key"),
+            tls_ca=str(pki / "ca.crt"),
+            tls_outside="true",
+        )
         self.pins["stockholm"] = "CN=stockholm-ct"
         self.pki = pki
 
@@ -252,8 +345,13 @@ class WolfPACS:
         study = str(generate_uid())
         files = self.write_series(study, 2)
         secret, calling = HOSPITALS[hospital]
-        tls = ["+tls", str(self.pki / f"{who}.key"), str(self.pki / f"{who}.crt"),
-               "+cf", str(self.pki / "ca.crt")]  # fmt: skip
+        tls = [
+            "+tls",
+            str(self.pki / f"{who}.key"),
+            str(self.pki / f"{who}.crt"),
+            "+cf",
+            str(self.pki / "ca.crt"),
+        ]
         statuses = self.storescu(files, self.ports["outside"], secret, calling, "-xe", *tls)
         self.remember(study, "HEAD", files, statuses)
         self.last_study = study
@@ -281,8 +379,11 @@ class WolfPACS:
         with open(self.root / "node.log", "ab") as log:
             self.node = subprocess.Popen(
                 [sys.executable, "-m", "wolfpacs", "run", "--config", str(self.config)],
-                stdout=log, stderr=log, cwd=self.root, env={**NODE_ENV, **env},
-            )  # fmt: skip
+                stdout=log,
+                stderr=log,
+                cwd=self.root,
+                env={**NODE_ENV, **env},
+            )
         for port in self.ports.values():
             wait_port(port)
         poll(lambda: self.http_get("/readyz")[0] == 200, "the node ready (/readyz 200)")
@@ -351,14 +452,29 @@ class WolfPACS:
 
     # -- hospitals --------------------------------------------------------------------------
 
-    def storescu(self, files: list[Path], port: int, called: str, calling: str,
-                 *options: str) -> list[str]:  # fmt: skip
+    def storescu(
+        self, files: list[Path], port: int, called: str, calling: str, *options: str
+    ) -> list[str]:
         """Send ``files`` on one association; the status of each C-STORE answered, in order."""
         result = subprocess.run(
-            [str(DCMTK / "storescu"), "-d", "-nh", *options, "-aet", calling, "-aec", called,
-             "127.0.0.1", str(port), *map(str, files)],
-            env=ENV, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                str(DCMTK / "storescu"),
+                "-d",
+                "-nh",
+                *options,
+                "-aet",
+                calling,
+                "-aec",
+                called,
+                "127.0.0.1",
+                str(port),
+                *map(str, files),
+            ],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         self.last_output = result.stdout + result.stderr
         return ["0x" + code.upper() for code in STATUS.findall(self.last_output)]
 
@@ -366,9 +482,16 @@ class WolfPACS:
         secret, calling = HOSPITALS[hospital]
         return self.storescu(files, self.ports["outside"], secret, calling, PROPOSE[syntax])
 
-    def write_series(self, study: str, count: int, modality: str = "CT",
-                     description: str = "HEAD", syntax: str = "1.2.840.10008.1.2.1",
-                     rows: int = 64) -> list[Path]:  # fmt: skip
+    def write_series(
+        self,
+        study: str,
+        count: int,
+        modality: str = "CT",
+        description: str = "HEAD",
+        *,
+        syntax: str = "1.2.840.10008.1.2.1",
+        rows: int = 64,
+    ) -> list[Path]:
         assert self.root is not None
         series = generate_uid()
         files = []
@@ -379,19 +502,25 @@ class WolfPACS:
         return files
 
     def remember(self, study: str, description: str, files: list[Path], statuses: list[str]):
-        done = [dcmread(f, stop_before_pixels=True).SOPInstanceUID
-                for f, s in zip(files, statuses, strict=False) if s == "0x0000"]  # fmt: skip
+        done = [
+            dcmread(f, stop_before_pixels=True).SOPInstanceUID
+            for f, s in zip(files, statuses, strict=False)
+            if s == "0x0000"
+        ]
         self.studies.setdefault(study, {}).setdefault(description, []).extend(map(str, done))
         self.sources.setdefault(study, files[0])
 
     @keyword("Hospital ${hospital} sends a CT study of ${count} instances")
     def send_study(self, hospital: str, count: str) -> str:
-        """A new study, series of at most 10 instances, on one association; every one acknowledged."""
+        """A new study (series of 10 instances at most) on one association; all acknowledged."""
         study = generate_uid()
         n = int(count)
         per = min(n, 10)
-        files = [f for s in range(math.ceil(n / per))
-                 for f in self.write_series(study, min(per, n - s * per))]  # fmt: skip
+        files = [
+            f
+            for s in range(math.ceil(n / per))
+            for f in self.write_series(study, min(per, n - s * per))
+        ]
         self.expect_acknowledged(hospital, study, "HEAD", files)
         return study
 
@@ -400,16 +529,25 @@ class WolfPACS:
         files = self.write_series(study, int(count))
         self.expect_acknowledged(hospital, study, "HEAD", files)
 
-    def expect_acknowledged(self, hospital: str, study: str, description: str,
-                            files: list[Path], syntax: str = "1.2.840.10008.1.2.1") -> None:  # fmt: skip
+    def expect_acknowledged(
+        self,
+        hospital: str,
+        study: str,
+        description: str,
+        files: list[Path],
+        syntax: str = "1.2.840.10008.1.2.1",
+    ) -> None:
         statuses = self.hospital_sends(hospital, files, syntax)
         self.remember(study, description, files, statuses)
         assert statuses == ["0x0000"] * len(files), f"{statuses}\n{self.last_output[-2000:]}"
 
-    @keyword('Hospital ${hospital} sends a ${modality} series "${description}" of ${count} '
-             "instances in study ${study}")  # fmt: skip
-    def send_series(self, hospital: str, modality: str, description: str, count: str,
-                    study: str) -> list[str]:  # fmt: skip
+    @keyword(
+        'Hospital ${hospital} sends a ${modality} series "${description}" of ${count} '
+        "instances in study ${study}"
+    )
+    def send_series(
+        self, hospital: str, modality: str, description: str, count: str, study: str
+    ) -> list[str]:
         """One series on its own association; the statuses answered."""
         files = self.write_series(study, int(count), modality, description)
         statuses = self.hospital_sends(hospital, files, "1.2.840.10008.1.2.1")
@@ -429,7 +567,9 @@ class WolfPACS:
     def new_study(self) -> str:
         return str(generate_uid())
 
-    @keyword("Hospital ${hospital} sends an instance without a StudyInstanceUID and then a good one")
+    @keyword(
+        "Hospital ${hospital} sends an instance without a StudyInstanceUID and then a good one"
+    )
     def send_without_study(self, hospital: str) -> list[str]:
         assert self.root is not None
         good = self.write_series(generate_uid(), 2)
@@ -465,9 +605,11 @@ class WolfPACS:
         ref = Peer(self.root, "reference")
         ref.start()
         try:
-            files = [f for f in (self.root / "sent").rglob("*.dcm")
-                     if str(dcmread(f, stop_before_pixels=True).StudyInstanceUID)
-                     == self.last_study]  # fmt: skip
+            files = [
+                f
+                for f in (self.root / "sent").rglob("*.dcm")
+                if str(dcmread(f, stop_before_pixels=True).StudyInstanceUID) == self.last_study
+            ]
             for f in files:
                 syntax = str(dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
                 statuses = self.storescu([f], ref.port, ref.ae_title, "REFERENCE", PROPOSE[syntax])
@@ -479,17 +621,30 @@ class WolfPACS:
 
     @keyword("Datasets received by the workers")
     def worker_digests(self) -> dict[str, str]:
-        return {uid: dataset_digest(path) for name in WORKERS
-                for uid, (_, path) in self.peers[name].held().items()}  # fmt: skip
+        return {
+            uid: dataset_digest(path)
+            for name in WORKERS
+            for uid, (_, path) in self.peers[name].held().items()
+        }
 
     @keyword("Echo from ${who} to the ${side} port with called ${called} and calling ${calling}")
     def echo(self, who: str, side: str, called: str, calling: str) -> str:
         """echoscu; 'ok' or the reason it failed (its stderr)."""
         result = subprocess.run(
-            [str(DCMTK / "echoscu"), "-aet", calling, "-aec", called, "127.0.0.1",
-             str(self.ports[side])],
-            env=ENV, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                str(DCMTK / "echoscu"),
+                "-aet",
+                calling,
+                "-aec",
+                called,
+                "127.0.0.1",
+                str(self.ports[side]),
+            ],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return "ok" if result.returncode == 0 else result.stdout + result.stderr
 
     @keyword("Hospital ${hospital} can echo")
@@ -545,15 +700,18 @@ class WolfPACS:
         sops = [u for sops in self.studies[study].values() for u in sops]
         return self.arrive(study, sops, pool)
 
-    @keyword('The series "${description}" of study ${study} arrives whole at one worker of '
-             "pool ${pool}")  # fmt: skip
+    @keyword(
+        'The series "${description}" of study ${study} arrives whole at one worker of pool ${pool}'
+    )
     def series_arrives(self, description: str, study: str, pool: str) -> str:
         return self.arrive(study, self.studies[study][description], pool)
 
     def arrive(self, study: str, sops: list[str], pool: str) -> str:
         assert sops, "nothing of it was acknowledged"
-        held = poll(lambda: (h := self.holders(study, sops)) and sum(h.values()) >= len(sops)
-                    and h, f"{len(sops)} instances of {study} at the workers")  # fmt: skip
+        held = poll(
+            lambda: (h := self.holders(study, sops)) and sum(h.values()) >= len(sops) and h,
+            f"{len(sops)} instances of {study} at the workers",
+        )
         assert len(held) == 1, f"the instances are at several workers: {held}"
         worker = next(iter(held))
         assert WORKERS[worker] == pool, f"{worker} is in pool {WORKERS[worker]}, not {pool}"
@@ -566,8 +724,12 @@ class WolfPACS:
 
     @keyword("Worker ${worker} holds ${count} instances of study ${study}")
     def worker_holds(self, worker: str, count: str, study: str) -> None:
-        poll(lambda: sum(1 for s, _ in self.peers[worker].held().values() if s == study)
-             == int(count), f"{count} instances of {study} at {worker}")  # fmt: skip
+        poll(
+            lambda: (
+                sum(1 for s, _ in self.peers[worker].held().values() if s == study) == int(count)
+            ),
+            f"{count} instances of {study} at {worker}",
+        )
 
     @keyword("Worker ${worker} sends a result for study ${study}")
     def send_result(self, worker: str, study: str) -> str:
@@ -608,10 +770,21 @@ class WolfPACS:
     def run_ctl(self, *words: str) -> tuple[int, str, str]:
         """``wolfpacs ctl --config FILE --json WORDS``: exit code, stdout, stderr."""
         result = subprocess.run(
-            [sys.executable, "-m", "wolfpacs", "ctl", "--config", str(self.config), "--json",
-             *words],
-            capture_output=True, text=True, timeout=60, env=NODE_ENV,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "wolfpacs",
+                "ctl",
+                "--config",
+                str(self.config),
+                "--json",
+                *words,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=NODE_ENV,
+        )
         return result.returncode, result.stdout, result.stderr
 
     @keyword("Ctl")
@@ -625,18 +798,26 @@ class WolfPACS:
     def run_wolfpacs(self, *words: str, stdin: str = "") -> tuple[int, str, str]:
         """``python3 -m wolfpacs WORDS`` in the network's directory: exit code, stdout, stderr."""
         result = subprocess.run(
-            [sys.executable, "-m", "wolfpacs", *words], input=stdin, cwd=self.root,
-            capture_output=True, text=True, timeout=120, env=NODE_ENV,
-        )  # fmt: skip
+            [sys.executable, "-m", "wolfpacs", *words],
+            input=stdin,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=NODE_ENV,
+        )
         return result.returncode, result.stdout, result.stderr
 
     @keyword("Run healthcheck")
     def run_healthcheck(self, config: str) -> tuple[int, str, str]:
         """``python3 -m wolfpacs.healthcheck``, the image's HEALTHCHECK, on ``config``."""
         result = subprocess.run(
-            [sys.executable, "-m", "wolfpacs.healthcheck"], capture_output=True, text=True,
-            timeout=30, env={**NODE_ENV, "WOLFPACS_CONFIG": config},
-        )  # fmt: skip
+            [sys.executable, "-m", "wolfpacs.healthcheck"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**NODE_ENV, "WOLFPACS_CONFIG": config},
+        )
         return result.returncode, result.stdout, result.stderr
 
     @keyword("Write file")
@@ -690,5 +871,7 @@ class WolfPACS:
     @keyword("Wait until ctl")
     def wait_ctl(self, check: str, *words: str) -> Any:
         """Poll a verb until the Python expression ``check`` holds of its answer (``r``)."""
-        return poll(lambda: (r := self.ctl(*words)) is not None and eval(check, {"r": r}) and [r],
-                    f"ctl {' '.join(words)}: {check}")[0]  # fmt: skip
+        return poll(
+            lambda: (r := self.ctl(*words)) is not None and eval(check, {"r": r}) and [r],
+            f"ctl {' '.join(words)}: {check}",
+        )[0]

@@ -50,7 +50,7 @@ def read_requirements(path: Path) -> list[Requirement]:
         if not match:
             continue
         cells = [cell.strip() for cell in match.group(2).split("|")]
-        text, section, pytest = (cells + ["", "", ""])[:3]
+        text, section, pytest = [*cells, "", "", ""][:3]
         files = tuple(p.strip() for p in pytest.split(",") if p.strip() and p.strip() != "-")
         found.append(Requirement(match.group(1), text, section, files))
     return found
@@ -100,13 +100,15 @@ def check(requirements_md: Path, readme: Path, suites: Path, root: Path = ROOT) 
         trace.problems.extend(
             f"{r.id}: names {p}, which does not exist" for p in r.pytest if not (root / p).exists()
         )
-    trace.tests = {name: [t for t in tags if UR.match(t)]
-                   for name, tags in robot_tests(suites).items()}  # fmt: skip
+    trace.tests = {
+        name: [t for t in tags if UR.match(t)] for name, tags in robot_tests(suites).items()
+    }
     for name, urs in trace.tests.items():
         if not urs:
             trace.problems.append(f"test '{name}' carries no UR-nnn tag")
-        trace.problems.extend(f"test '{name}' carries {u}, no requirement" for u in urs
-                              if u not in ids)  # fmt: skip
+        trace.problems.extend(
+            f"test '{name}' carries {u}, no requirement" for u in urs if u not in ids
+        )
     tested = {u for urs in trace.tests.values() for u in urs}
     trace.problems.extend(f"{i}: no Robot test is tagged with it" for i in ids if i not in tested)
     return trace
@@ -120,8 +122,11 @@ def matrix(trace: Trace, results: dict[str, str]) -> str:
         f"{len(trace.requirements)} requirements (docs/requirements.md), {len(trace.tests)} Robot "
         "tests (validation/). Results: "
         + (
-            ", ".join(f"{n} {s}" for s in ("PASS", "FAIL", "SKIP")
-                      if (n := list(results.values()).count(s)))  # fmt: skip
+            ", ".join(
+                f"{n} {s}"
+                for s in ("PASS", "FAIL", "SKIP")
+                if (n := list(results.values()).count(s))
+            )
             if results
             else "Robot has not run (no output.xml)."
         ),
@@ -141,8 +146,12 @@ def matrix(trace: Trace, results: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--results", type=Path, default=ROOT / "validation" / "results",
-                        help="Robot's output directory: output.xml read, matrix written there")  # fmt: skip
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "validation" / "results",
+        help="Robot's output directory: output.xml read, matrix written there",
+    )
     args = parser.parse_args(argv)
     trace = check(ROOT / "docs" / "requirements.md", ROOT / "README.md", ROOT / "validation")
     args.results.mkdir(parents=True, exist_ok=True)
@@ -150,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(matrix(trace, last_results(args.results / "output.xml")), encoding="utf-8")
     for problem in trace.problems:
         print(f"trace: {problem}", file=sys.stderr)
-    print(f"trace: {len(trace.requirements)} requirements, {len(trace.tests)} tests, "
-          f"{len(trace.problems)} problems; matrix in {out}")  # fmt: skip
+    print(
+        f"trace: {len(trace.requirements)} requirements, {len(trace.tests)} tests, "
+        f"{len(trace.problems)} problems; matrix in {out}"
+    )
     return 1 if trace.problems else 0
 
 
