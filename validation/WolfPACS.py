@@ -23,11 +23,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from conformance import Conformance
 from hospital_network import (
     DCMTK,
     ENV,
@@ -42,6 +41,7 @@ from hospital_network import (
     poll,
 )
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from robot.api.deco import keyword, library
 
@@ -50,7 +50,7 @@ from wolfpacs.testing.synthetic import SYNTAXES, ct_instance, derived_instance, 
 
 
 @library(scope="SUITE", auto_keywords=False)
-class WolfPACS(Network):
+class WolfPACS(Conformance, Network):
     """What hospitals, AI workers and the operator do in the network, as Robot keywords."""
 
     @keyword("Hospital ${hospital} sends a CT study of ${count} instances")
@@ -157,7 +157,12 @@ class WolfPACS(Network):
                 syntax = str(dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
                 statuses = self.storescu([f], ref.port, ref.ae_title, "REFERENCE", PROPOSE[syntax])
                 assert statuses == ["0x0000"], self.last_output
-            held = poll(lambda: len(ref.held()) == len(files) and ref.held(), "the reference")
+
+            def all_held() -> dict[str, tuple[str, Path]] | None:
+                h = ref.held()
+                return h if len(h) == len(files) else None
+
+            held = poll(all_held, "every file at the reference")
             return {uid: dataset_digest(path) for uid, (_, path) in held.items()}
         finally:
             ref.stop()
@@ -251,10 +256,12 @@ class WolfPACS(Network):
 
     def arrive(self, study: str, sops: list[str], pool: str) -> str:
         assert sops, "nothing of it was acknowledged"
-        held = poll(
-            lambda: (h := self.holders(study, sops)) and sum(h.values()) >= len(sops) and h,
-            f"{len(sops)} instances of {study} at the workers",
-        )
+
+        def all_there() -> dict[str, int] | None:
+            h = self.holders(study, sops)
+            return h if sum(h.values()) >= len(sops) else None
+
+        held = poll(all_there, f"{len(sops)} instances of {study} at the workers")
         assert len(held) == 1, f"the instances are at several workers: {held}"
         worker = next(iter(held))
         assert WORKERS[worker] == pool, f"{worker} is in pool {WORKERS[worker]}, not {pool}"
@@ -278,6 +285,7 @@ class WolfPACS(Network):
     def send_result(self, worker: str, study: str) -> str:
         """A derived instance of ``study`` to the inside port; the status answered."""
         assert self.root is not None
+        source: Dataset
         if study in self.sources:
             source = dcmread(self.sources[study], stop_before_pixels=True)
         else:  # a study no hospital sent
@@ -381,18 +389,6 @@ class WolfPACS(Network):
         return str(next(r for r in rows if r["name"] == worker)["state"])
 
     # -- the HTTP port ----------------------------------------------------------------------
-
-    @keyword("HTTP GET")
-    def http_get(self, path: str) -> tuple[int, str]:
-        """Status and body of ``GET path`` on the node's HTTP port."""
-        url = f"http://127.0.0.1:{self.ports['http']}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as answer:
-                return answer.status, answer.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-        except OSError as error:
-            return 0, str(error)
 
     @keyword("Metric")
     def metric(self, name: str, **labels: str) -> float:

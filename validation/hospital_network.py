@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -439,7 +441,9 @@ class Network:
             files.append(write(ds, self.root / "sent" / series / f"{n:04d}.dcm"))
         return files
 
-    def remember(self, study: str, description: str, files: list[Path], statuses: list[str]):
+    def remember(
+        self, study: str, description: str, files: list[Path], statuses: list[str]
+    ) -> None:
         done = [
             dcmread(f, stop_before_pixels=True).SOPInstanceUID
             for f, s in zip(files, statuses, strict=False)
@@ -447,3 +451,15 @@ class Network:
         ]
         self.studies.setdefault(study, {}).setdefault(description, []).extend(map(str, done))
         self.sources.setdefault(study, files[0])
+
+    @keyword("HTTP GET")
+    def http_get(self, path: str) -> tuple[int, str]:
+        """Status and body of ``GET path`` on the node's HTTP port."""
+        url = f"http://127.0.0.1:{self.ports['http']}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError as error:
+            return 0, str(error)
