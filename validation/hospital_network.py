@@ -112,6 +112,9 @@ class Peer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start storescp; nothing if it runs already (a second one would be orphaned)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
         self.proc = subprocess.Popen(
             [
                 str(DCMTK / "storescp"),
