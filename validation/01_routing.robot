@@ -112,6 +112,7 @@ Strangers are rejected with the matching reason
     [Tags]    UR-013
     ${answer}=    Echo from stranger to the outside port with called NOT_A_CLIENT and calling STHLM_CT
     Should Contain    ${answer}    Called AE Title Not Recognized
+    Should Contain    ${answer}    Permanent
     ${answer}=    Echo from stranger to the outside port with called STHLM_SECRET and calling INTRUDER
     Should Contain    ${answer}    Calling AE Title Not Recognized
     ${answer}=    Echo from stranger to the inside port with called WOLFPACS and calling INTRUDER

@@ -48,6 +48,7 @@ A hospital over its number of associations is rejected while others are served
     Hospital stockholm holds 2 associations open
     ${answer}=    Echo from stockholm to the outside port with called STHLM_SECRET and calling STHLM_CT
     Should Contain    ${answer}    Local Limit Exceeded
+    Should Contain    ${answer}    Transient
     Hospital gothenburg can echo
     Release the held associations
     Hospital stockholm can echo
