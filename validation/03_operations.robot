@@ -34,10 +34,10 @@ Moving a worker's studies hands its queue to another worker and says what it alr
     ${other}=    Set Variable If    "${w}" == "gpu-a"    gpu-b    gpu-a
     Worker ${w} goes down
     Hospital stockholm sends 3 more instances of study ${study}
-    ${code}    ${out}    ${err}=    Run ctl    move    ${w}    --to    ${other}
-    Should Be Equal As Integers    ${code}    0    ${err}
-    Log    ${out}
-    Should Contain    ${out}    4
+    ${moved}=    Ctl    move    ${w}    --to    ${other}
+    Should Be Equal    ${moved}[moved_studies]    ${{[$study]}}
+    Should Be Equal As Integers    ${moved}[queued_moved]    3
+    Should Be Equal As Integers    ${moved}[already_delivered][${study}]    4
     Worker ${other} holds 3 instances of study ${study}
 
 After a repair the operator has a worker tried at once
