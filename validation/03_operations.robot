@@ -94,3 +94,15 @@ The operator sees the tree, the workers and the studies in the shell
     Should Contain    ${out}    router
     Should Contain    ${out}    sender:gpu-a
     Should Contain    ${out}    ${study}
+
+A purge forgets nothing younger than retention_days, and a dry run says what it would do
+    [Tags]    UR-050
+    ${study}=    Hospital stockholm sends a CT study of 2 instances
+    The study ${study} arrives whole at exactly one worker of pool stroke
+    ${plan}=    Ctl    purge    --dry-run
+    Should Be True    ${plan}[dry_run]
+    Should Be Equal As Integers    ${plan}[studies]    0
+    ${done}=    Ctl    purge
+    Should Be Equal As Integers    ${done}[studies]    0
+    ${still}=    Ctl    study    ${study}
+    Should Not Be Empty    ${still}
