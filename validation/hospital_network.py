@@ -109,6 +109,7 @@ class Peer:
         self.dir = root / "peers" / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.accept = ["+xa"] if accept_all else []
+        self.tls: list[str] = []  # storescp's +tls KEY CERT +cf CA, when it speaks TLS
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -124,6 +125,7 @@ class Peer:
                 str(self.dir),
                 "+B",
                 *self.accept,
+                *self.tls,
                 str(self.port),
             ],
             env=ENV,
@@ -173,15 +175,16 @@ class Network:
             self.peers[name] = Peer(self.root, name, accept_all=name != "mammo-a")
         for hospital in HOSPITALS:
             self.peers[f"{hospital}-pacs"] = Peer(self.root, f"{hospital}-pacs")
-        for peer in self.peers.values():
-            peer.start()
         self.ports = {"outside": free_port(), "inside": free_port(), "http": free_port()}
         self.options = dict(node_options)
         # not a [node] key: the lung pool's result_timeout (0: results not tracked)
         self.lung_timeout = self.options.pop("lung_result_timeout", "0")
         self.pins: dict[str, str] = {}
+        self.lung_check_hostname = "true"
         if self.options.pop("tls_outside", "false") == "true":
             self.make_pki()
+        for peer in self.peers.values():
+            peer.start()
         self.start_wolfpacs()
 
     def config_text(self) -> str:
@@ -223,6 +226,8 @@ class Network:
                 f'ae_title = "{w.ae_title}"',
                 f'pool = "{pool}"',
             ]
+            if w.tls:
+                lines += ["tls = true", f"tls_check_hostname = {self.lung_check_hostname}"]
         pools = {"stockholm": "stroke", "gothenburg": "stroke", "uppsala": "mammo"}
         for hospital, (secret, calling) in HOSPITALS.items():
             lines += [
@@ -266,11 +271,12 @@ class Network:
         key = ["-newkey", "rsa:2048", "-nodes", "-keyout"]
         openssl("req", "-x509", *key, "ca.key", "-out", "ca.crt", *days, "-subj", "/CN=CA")
         (pki / "host.ext").write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
-        for name in ("node", *HOSPITALS):
+        for name in ("node", *HOSPITALS, "lung-a", "nameless"):
             openssl("req", *key, f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}-ct")
             ca = ["-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"]
+            names_host = [] if name == "nameless" else ["-extfile", "host.ext"]
             openssl("x509", "-req", "-in", f"{name}.csr", *ca, "-out", f"{name}.crt", *days,
-                    "-extfile", "host.ext")  # fmt: skip
+                    *names_host)  # fmt: skip
         openssl("req", "-x509", *key, "stranger.key", "-out", "stranger.crt", *days,
                 "-subj", "/CN=stranger")  # fmt: skip
         self.options.update(
@@ -281,24 +287,49 @@ class Network:
         )
         self.pins["stockholm"] = "CN=stockholm-ct"
         self.pki = pki
+        self.peers["lung-a"].tls = self.tls_args("lung-a")
+
+    def tls_args(self, who: str) -> list[str]:
+        """DCMTK's TLS options: ``who``'s key and certificate, the CA."""
+        pki = self.pki
+        return [
+            "+tls",
+            str(pki / f"{who}.key"),
+            str(pki / f"{who}.crt"),
+            "+cf",
+            str(pki / "ca.crt"),
+        ]
+
+    @keyword("Worker lung-a presents a certificate that names no host")
+    def nameless_worker(self) -> None:
+        worker = self.peers["lung-a"]
+        worker.stop()
+        worker.tls = self.tls_args("nameless")
+        worker.start()
+
+    @keyword("Restart WolfPACS with lung-a's host name not checked")
+    def unchecked_hostname(self) -> None:
+        self.lung_check_hostname = "false"
+        self.restart_wolfpacs()
 
     @keyword("Hospital ${hospital} sends a CT study over TLS with the certificate of ${who}")
-    def send_tls(self, hospital: str, who: str) -> list[str]:
+    def send_tls(self, hospital: str, who: str, description: str = "HEAD") -> list[str]:
         """Two instances of a new study by ``storescu +tls``; the statuses answered."""
         study = str(generate_uid())
-        files = self.write_series(study, 2)
+        files = self.write_series(study, 2, "CT", description)
         secret, calling = HOSPITALS[hospital]
-        tls = [
-            "+tls",
-            str(self.pki / f"{who}.key"),
-            str(self.pki / f"{who}.crt"),
-            "+cf",
-            str(self.pki / "ca.crt"),
-        ]
+        tls = self.tls_args(who)
         statuses = self.storescu(files, self.ports["outside"], secret, calling, "-xe", *tls)
-        self.remember(study, "HEAD", files, statuses)
+        self.remember(study, description, files, statuses)
         self.last_study = study
         return statuses
+
+    @keyword('Hospital ${hospital} sends a CT series "${description}" over TLS')
+    def send_series_tls(self, hospital: str, description: str) -> str:
+        """A new study of one series, with the hospital's own certificate; all acknowledged."""
+        statuses = self.send_tls(hospital, hospital, description)
+        assert statuses == ["0x0000", "0x0000"], f"{statuses}\n{self.last_output[-2000:]}"
+        return self.last_study
 
     @keyword("The last study sent")
     def the_last_study(self) -> str:
