@@ -22,6 +22,7 @@ Acknowledged instances survive kill -9 of the node
     Worker gpu-b goes down
     ${study}=    Hospital stockholm sends a CT study of 20 instances
     Kill WolfPACS with signal 9
+    The spool holds every acknowledged instance of study ${study}
     Start WolfPACS
     Worker gpu-a comes back
     Worker gpu-b comes back

@@ -281,6 +281,14 @@ class WolfPACS(Conformance, Network):
             f"{count} instances of {study} at {worker}",
         )
 
+    @keyword("The spool holds every acknowledged instance of study ${study}")
+    def spool_holds(self, study: str) -> None:
+        """A whole file in ``data_dir/spool/<target>/`` for each acknowledged SOP instance."""
+        files = [p.name for p in (self.data / "spool").glob("*/*.dcm")]
+        sops = [u for sops in self.studies[study].values() for u in sops]
+        missing = [u for u in sops if not any(f"+{u}." in name for name in files)]
+        assert not missing, f"{len(missing)} acknowledged instances are not in the spool"
+
     @keyword("Worker ${worker} sends a result for study ${study}")
     def send_result(self, worker: str, study: str) -> str:
         """A derived instance of ``study`` to the inside port; the status answered."""
