@@ -75,3 +75,14 @@ A crashed part of the node is restarted and routing goes on; fault injection is 
     Wait until ctl    [c for c in r["children"] if c["id"] == "router"][0]["restarts"] == 1    tree
     ${study}=    Hospital stockholm sends a CT study of 5 instances
     The study ${study} arrives whole at exactly one worker of pool stroke
+
+A state database of a newer version is refused and left as it was
+    [Tags]    UR-052
+    ${code}=    Stop WolfPACS
+    ${before}=    The state database is made to say schema version 999
+    ${code}    ${err}=    Run WolfPACS until it exits
+    Should Be Equal As Integers    ${code}    2
+    Should Contain    ${err}    state.sqlite3
+    Should Contain    ${err}    schema version 999
+    ${after}=    SHA-256 of the state database
+    Should Be Equal    ${before}    ${after}

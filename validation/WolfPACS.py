@@ -289,6 +289,36 @@ class WolfPACS(Conformance, Network):
         missing = [u for u in sops if not any(f"+{u}." in name for name in files)]
         assert not missing, f"{len(missing)} acknowledged instances are not in the spool"
 
+    @keyword("The state database is made to say schema version ${version}")
+    def set_schema_version(self, version: str) -> str:
+        """With the node stopped: ``PRAGMA user_version``; the SHA-256 of the file after."""
+        import hashlib
+        import sqlite3
+
+        path = self.data / "state.sqlite3"
+        with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version = {int(version)}")
+        db.close()
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    @keyword("SHA-256 of the state database")
+    def state_digest(self) -> str:
+        import hashlib
+
+        return hashlib.sha256((self.data / "state.sqlite3").read_bytes()).hexdigest()
+
+    @keyword("Run WolfPACS until it exits")
+    def run_until_exit(self) -> tuple[int, str]:
+        """``wolfpacs run`` in the foreground, for a node that must refuse to start."""
+        result = subprocess.run(
+            [sys.executable, "-m", "wolfpacs", "run", "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=NODE_ENV,
+        )
+        return result.returncode, result.stderr
+
     @keyword("Worker ${worker} sends a result for study ${study}")
     def send_result(self, worker: str, study: str) -> str:
         """A derived instance of ``study`` to the inside port; the status answered."""
