@@ -35,11 +35,11 @@ from hospital_network import (
     NODE_ENV,
     PROPOSE,
     WORKERS,
-    Network,
     Peer,
     ae,
     poll,
 )
+from pki import TLS
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -50,7 +50,7 @@ from wolfpacs.testing.synthetic import SYNTAXES, ct_instance, derived_instance, 
 
 
 @library(scope="SUITE", auto_keywords=False)
-class WolfPACS(Conformance, Network):
+class WolfPACS(Conformance, TLS):
     """What hospitals, AI workers and the operator do in the network, as Robot keywords."""
 
     @keyword("Hospital ${hospital} sends a CT study of ${count} instances")
