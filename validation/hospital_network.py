@@ -1,8 +1,8 @@
 """The hospital network the validation suites run in: real peers around a real node.
 
 ``Network`` owns the processes: DCMTK's ``storescp`` as every AI worker and hospital PACS
-(:class:`Peer`), ``python3 -m wolfpacs run`` on a config it writes, and a test PKI made with
-openssl when the outside port speaks TLS. Its keywords start, stop, kill and restart them;
+(:class:`Peer`) and ``python3 -m wolfpacs run`` on a config it writes (:mod:`pki` adds TLS).
+Its keywords start, stop, kill and restart them;
 :mod:`WolfPACS` adds what hospitals, workers and the operator do. Waits are :func:`poll`s with
 deadlines, never sleeps.
 """
