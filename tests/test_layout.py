@@ -18,7 +18,7 @@ MAX_LINES = 500
 SOURCES = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
 EVERY_MODULE = sorted(
     p
-    for folder in (*PACKAGES, "bench", "tests", "integration")
+    for folder in (*PACKAGES, "bench", "tests", "integration", "validation")
     for p in (ROOT / folder).rglob("*.py")
 )
 

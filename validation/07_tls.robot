@@ -1,0 +1,40 @@
+*** Settings ***
+Documentation     Hospitals send over DICOM TLS; a hospital pinned to its certificate gets in with
+...               it and with nothing else, not even another hospital's certificate from the same
+...               CA. The node reaches worker lung-a over TLS and checks that its certificate
+...               names its host. (The inside port over TLS: integration/test_tls.py.)
+Library           WolfPACS.py
+Suite Setup       Start the hospital network    tls_outside=true
+Suite Teardown    Stop everything
+
+*** Test Cases ***
+A hospital pinned to its certificate sends over TLS
+    [Tags]    UR-043
+    ${statuses}=    Hospital stockholm sends a CT study over TLS with the certificate of stockholm
+    Should Be Equal    ${statuses}    ${{["0x0000", "0x0000"]}}
+    ${study}=    The last study sent
+    The study ${study} arrives whole at exactly one worker of pool stroke
+
+Another hospital's certificate, a stranger's and plain TCP are refused
+    [Tags]    UR-043
+    ${statuses}=    Hospital stockholm sends a CT study over TLS with the certificate of gothenburg
+    Should Be Empty    ${statuses}
+    ${log}=    Node log
+    Should Contain    ${log}    certificate
+    ${statuses}=    Hospital stockholm sends a CT study over TLS with the certificate of stranger
+    Should Be Empty    ${statuses}
+    ${answer}=    Echo from stockholm to the outside port with called STHLM_SECRET and calling STHLM_CT
+    Should Not Be Equal    ${answer}    ok
+    ${statuses}=    Hospital gothenburg sends a CT study over TLS with the certificate of gothenburg
+    Should Be Equal    ${statuses}    ${{["0x0000", "0x0000"]}}
+
+The node sends to a worker over TLS, and only to a worker whose certificate names its host
+    [Tags]    UR-051
+    ${study}=    Hospital stockholm sends a CT series "CT Chest 1mm" over TLS
+    The series "CT Chest 1mm" of study ${study} arrives whole at one worker of pool lung
+    Worker lung-a presents a certificate that names no host
+    ${study}=    Hospital stockholm sends a CT series "Lung 5mm" over TLS
+    Wait until ctl    [w for w in r if w["name"] == "lung-a" and w["last_error"] and w["queued"]]    workers
+    No worker holds the series "Lung 5mm" of study ${study}
+    Restart WolfPACS with lung-a's host name not checked
+    The series "Lung 5mm" of study ${study} arrives whole at one worker of pool lung
