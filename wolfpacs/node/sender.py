@@ -422,29 +422,26 @@ class Sender(SupervisedActor):
     def _probe(self) -> None:
         """C-ECHO a peer in backoff: an answer ends the backoff, silence waits on."""
         self._close(release=False)  # none should be open in backoff; never leak one
-        try:
-            status = self._associate([]).send_c_echo(self.node.dimse_timeout)
-            self._close(release=True)
-        except _PeerDownError as down:
-            self.last_error = str(down)  # the present reason, not the first one
-            self._probe_later()
-            return
-        except (AssociationError, OSError) as exc:
-            self._close(release=False)
-            self.last_error = f"C-ECHO failed: {str(exc) or type(exc).__name__}"
-            self._probe_later()
-            return
-        if status != 0:  # it answers, but not well: its backoff brings the next attempt
-            self._health(False, f"C-ECHO answered 0x{status:04X}")
+        status, error = self._c_echo()
+        if status != 0:
+            self._health(False, error)  # the present reason, not the first one
+            if status is None:  # silence: ask again; a failure answer waits on its backoff
+                self._probe_later()
             return
         logger.info("%s: the %s answers again: delivering", self.name, self.target.kind)
         self._failures = 0
         self._end_backoff()
 
     def _echo(self) -> None:
-        """C-ECHO the peer: on the open association, or on a short one of its own."""
+        """The idle peer's health check (in backoff, the next retry or probe is)."""
         if self._retry_at is not None:
-            return  # the next retry is the health check
+            return
+        status, error = self._c_echo()
+        self._health(status == 0, error)
+
+    def _c_echo(self) -> tuple[int | None, str | None]:
+        """C-ECHO the peer, on the open association or on a short one of its own: its
+        status (None: it could not be asked) and why it is not success (None if it is)."""
         try:
             timeout = self.node.dimse_timeout
             if self.assoc is not None and self.assoc.is_open:
@@ -452,13 +449,12 @@ class Sender(SupervisedActor):
             else:
                 status = self._associate([]).send_c_echo(timeout)
                 self._close(release=True)
-            ok = status == 0
-            self._health(ok, None if ok else f"C-ECHO answered 0x{status:04X}")
         except _PeerDownError as down:
-            self._health(False, str(down))
+            return None, str(down)
         except (AssociationError, OSError) as exc:  # the association broke under the echo
             self._close(release=False)
-            self._health(False, f"C-ECHO failed: {str(exc) or type(exc).__name__}")
+            return None, f"C-ECHO failed: {str(exc) or type(exc).__name__}"
+        return status, None if status == 0 else f"C-ECHO answered 0x{status:04X}"
 
     def _health(self, up: bool, error: str | None) -> None:
         """The peer answered (``up``: its last error is history) or did not (``error``)."""
