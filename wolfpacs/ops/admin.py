@@ -25,7 +25,7 @@ from wolfpacs.config.environment import ENV_FAULT_INJECTION
 from wolfpacs.config.live import entry_table, to_toml
 from wolfpacs.config.model import ConfigError
 from wolfpacs.config.secrets import masked
-from wolfpacs.node.messages import ACTIVE, DRAINING, RETRY_NOW, Target
+from wolfpacs.node.messages import ACTIVE, DRAINING, RETRY_NOW, Target, targets
 from wolfpacs.node.results import overdue, tracked_pools
 from wolfpacs.node.router import Router
 from wolfpacs.ops.entries import Entries
@@ -268,15 +268,13 @@ class Admin:
     def retry(self, target: str) -> dict[str, Any]:
         """Tell ``target``'s sender to end its backoff and deliver now (it answers at once;
         ``workers``/``destinations`` show how the attempt went)."""
-        config = self.live.get()
-        kinds = {w.name: "worker" for w in config.workers}
-        kinds.update({d.name: "destination" for d in config.destinations})
-        if target not in kinds:
+        found = next((t for t in targets(self.live.get()) if t.name == target), None)
+        if found is None:
             raise AdminError(f"no worker or destination {target!r} (see 'workers')")
         if not self.registry.tell(f"sender:{target}", RETRY_NOW):
             raise AdminError(f"the sender of {target!r} is restarting: it tries at its start")
         queued = self.store.queue_stats().get(target, {}).get("instances", 0)
-        return {"target": target, "kind": kinds[target], "queued": queued, "retrying": True}
+        return {"target": target, "kind": found.kind, "queued": queued, "retrying": True}
 
     def move(self, worker: str, to: str, studies: list[str] | None = None) -> dict[str, Any]:
         moved = self.registry.call("router", Router.move, worker, to, studies or None)
