@@ -19,19 +19,6 @@ DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
 # Without TCP_NODELAY DCMTK stalls ~40 ms per instance on loopback (Nagle).
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 
-# storescu's option that proposes each transfer syntax as it is in the file.
-PROPOSE = {
-    "1.2.840.10008.1.2": "-xi",
-    "1.2.840.10008.1.2.1": "-xe",
-    "1.2.840.10008.1.2.2": "-xb",
-    "1.2.840.10008.1.2.1.99": "-xd",
-    "1.2.840.10008.1.2.4.50": "-xy",
-    "1.2.840.10008.1.2.4.70": "-xs",
-    "1.2.840.10008.1.2.4.80": "-xt",
-    "1.2.840.10008.1.2.4.90": "-xv",
-    "1.2.840.10008.1.2.5": "-xr",
-}
-
 
 def tool(name: str) -> str:
     # pynetdicom installs scripts of the same names: never take those from PATH

@@ -18,9 +18,10 @@ from pydicom.uid import (
 )
 
 from integration.conftest import CLIENT_AE
-from integration.peers import ENV, PROPOSE, StoreSCP, acknowledged, echoscu, storescu, tool
+from integration.peers import ENV, StoreSCP, acknowledged, echoscu, storescu, tool
 from tests.conftest import wait_until as wait_for
 from wolfpacs.testing.peers import dataset_digest, free_port
+from wolfpacs.testing.synthetic import STORESCU_PROPOSES as PROPOSE
 from wolfpacs.testing.synthetic import SYNTAXES as MIXTURE
 from wolfpacs.testing.synthetic import ct_instance, derived_instance, write, write_study
 

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from integration.browser import FLAGS, Browser, chromium_path
-from integration.peers import PROPOSE, acknowledged, storescu
+from integration.peers import acknowledged, storescu
 from tests.conftest import wait_until
+from wolfpacs.testing.synthetic import STORESCU_PROPOSES as PROPOSE
 from wolfpacs.testing.synthetic import write_study
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from integration.peers import PROPOSE, NodeProcess, StoreSCP, acknowledged, echoscu, storescu
+from integration.peers import NodeProcess, StoreSCP, acknowledged, echoscu, storescu
 from tests.conftest import wait_until
 from wolfpacs.testing.peers import dataset_digest, free_port
+from wolfpacs.testing.synthetic import STORESCU_PROPOSES as PROPOSE
 from wolfpacs.testing.synthetic import derived_instance, write, write_study
 
 SECRETS = {"sthlm": "STHLM_SECRET", "berlin": "BERLIN_SECRET", "gbg": "GBG_SECRET"}

@@ -358,23 +358,8 @@ class WolfPACS(Conformance, TLS):
     @keyword("Run ctl")
     def run_ctl(self, *words: str) -> tuple[int, str, str]:
         """``wolfpacs ctl --config FILE --json WORDS``: exit code, stdout, stderr."""
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wolfpacs",
-                "ctl",
-                "--config",
-                str(self.config),
-                "--json",
-                *words,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=NODE_ENV,
-        )
-        return result.returncode, result.stdout, result.stderr
+        return self.run_wolfpacs("ctl", "--config", str(self.config), "--json", *words,
+                                 timeout=60)  # fmt: skip
 
     @keyword("Ctl")
     def ctl(self, *words: str) -> Any:
@@ -384,7 +369,9 @@ class WolfPACS(Conformance, TLS):
         return json.loads(out) if out.strip() else None
 
     @keyword("Run wolfpacs")
-    def run_wolfpacs(self, *words: str, stdin: str = "") -> tuple[int, str, str]:
+    def run_wolfpacs(
+        self, *words: str, stdin: str = "", timeout: float = 120
+    ) -> tuple[int, str, str]:
         """``python3 -m wolfpacs WORDS`` in the network's directory: exit code, stdout, stderr."""
         result = subprocess.run(
             [sys.executable, "-m", "wolfpacs", *words],
@@ -392,7 +379,7 @@ class WolfPACS(Conformance, TLS):
             cwd=self.root,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             env=NODE_ENV,
         )
         return result.returncode, result.stdout, result.stderr

@@ -30,6 +30,7 @@ from pydicom.uid import generate_uid
 from robot.api.deco import keyword
 
 from wolfpacs.testing.peers import free_port, wait_port
+from wolfpacs.testing.synthetic import STORESCU_PROPOSES as PROPOSE
 from wolfpacs.testing.synthetic import ct_instance, write
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,18 +40,6 @@ ENV = {**os.environ, "TCP_NODELAY": "1"}
 NODE_ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # the node of this tree, not an installed one
 DEADLINE = 30.0
 
-# storescu's option that proposes each transfer syntax as it is in the file.
-PROPOSE = {
-    "1.2.840.10008.1.2": "-xi",
-    "1.2.840.10008.1.2.1": "-xe",
-    "1.2.840.10008.1.2.2": "-xb",
-    "1.2.840.10008.1.2.1.99": "-xd",
-    "1.2.840.10008.1.2.4.50": "-xy",
-    "1.2.840.10008.1.2.4.70": "-xs",
-    "1.2.840.10008.1.2.4.80": "-xt",
-    "1.2.840.10008.1.2.4.90": "-xv",
-    "1.2.840.10008.1.2.5": "-xr",
-}
 
 NAMES = {
     "JPEG-LS": "1.2.840.10008.1.2.4.80",

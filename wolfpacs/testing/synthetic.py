@@ -29,7 +29,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-__all__ = ["SYNTAXES", "ct_instance", "derived_instance", "write", "write_study"]
+__all__ = [
+    "STORESCU_PROPOSES", "SYNTAXES", "ct_instance", "derived_instance", "write", "write_study",
+]  # fmt: skip
 
 # The transfer syntaxes synthetic instances come in: those the node must pass through.
 SYNTAXES = [
@@ -37,6 +39,19 @@ SYNTAXES = [
     DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless,
     JPEG2000Lossless, RLELossless,
 ]  # fmt: skip
+
+# DCMTK storescu's option that proposes each of SYNTAXES as it is in the file.
+STORESCU_PROPOSES = {
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1": "-xe",
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.5": "-xr",
+}
 
 _UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
                  "1.2.840.10008.1.2.1.99"}  # fmt: skip
