@@ -37,10 +37,11 @@ from supervisors import Registry, SupervisedActor
 from wolfpacs.node.board import AWAITING, PUBLISH_EVERY, QUEUES, Board
 from wolfpacs.node.fence import Fence
 from wolfpacs.node.results import overdue, tracked_pools
-from wolfpacs.state.store import OPERATIONS, Backend, QueueItem, Route, Store
+from wolfpacs.state.store import OPERATIONS, Backend, Placement, QueueItem, Route, Store
 
 if TYPE_CHECKING:
     from wolfpacs.config.model import Config
+    from wolfpacs.state.choice import Choice
 
 __all__ = ["StoreActor", "StoreClient", "StoreRequest"]
 
@@ -232,6 +233,9 @@ class StoreClient:
         self, client: str, study_uid: str, worker: str, at: float, pool: str = ""
     ) -> Route:
         return self._ask(Store.insert_route, client, study_uid, worker, at, pool)
+
+    def create_route(self, client: str, study_uid: str, pool: str, choice: Choice) -> Placement:
+        return self._ask(Store.create_route, client, study_uid, pool, choice)
 
     def owners(self, study_uid: str, worker: str) -> list[str]:
         return self._ask(Store.owners, study_uid, worker)
