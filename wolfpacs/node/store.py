@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -94,6 +95,9 @@ class StoreActor(SupervisedActor):
         self.board = board or Board()
         self._backend: Backend | None = None
         self.purged = 0  # studies forgotten by this actor
+        # Operations answered by this actor, by name: each is one transaction of the backend
+        # (a round trip or more to a server). `inspect store` shows them; the bench counts them.
+        self.operations: Counter[str] = Counter()
 
     @property
     def backend(self) -> Backend:
@@ -129,6 +133,7 @@ class StoreActor(SupervisedActor):
                 raise ValueError(f"the store has no operation {message.operation!r}")
             if message.fence is not None:
                 message.fence.check()  # here, in turn with every other operation: no race
+            self.operations[message.operation] += 1
             return getattr(self.backend, message.operation)(*message.args)
         if message == _PURGE:
             self._purge()
@@ -186,7 +191,11 @@ class StoreActor(SupervisedActor):
             )  # fmt: skip
 
     def inspect(self) -> dict[str, Any]:
-        return {**self.backend.describe(), "studies": self.backend.count_studies()}
+        return {
+            **self.backend.describe(), "studies": self.backend.count_studies(),
+            "operations": sum(self.operations.values()),
+            "by_operation": dict(self.operations.most_common()),
+        }  # fmt: skip
 
 
 class StoreClient:
