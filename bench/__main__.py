@@ -139,8 +139,7 @@ def on_postgresql(
     first = statements()
 
     def probe() -> dict[str, float]:
-        return {"store_operations": node.store_operations(),
-                "statements": sum(statements().values()),
+        return {**node.store_counts(), "statements": sum(statements().values()),
                 "server_cpu_s": databases.cpu_seconds()}  # fmt: skip
 
     done = run(probe=probe)
@@ -170,8 +169,7 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
         def run() -> Run:
             with harness.node(root / "node", durability, rules=rules) as node:
                 send = lambda: storescu(data.files, node.outside, "BENCH0")  # noqa: E731
-                operations = lambda: {"store_operations": node.store_operations()}  # noqa: E731
-                return timed(send, node.worker_dirs, n, pid=node.pid, probe=operations)
+                return timed(send, node.worker_dirs, n, pid=node.pid, probe=node.store_counts)
 
         return run
 
@@ -206,8 +204,7 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
                        for i, part in enumerate(parts)]  # fmt: skip
             send = lambda: storescu_all(streams)  # noqa: E731
             if databases is None or store == "sqlite":
-                operations = lambda: {"store_operations": node.store_operations()}  # noqa: E731
-                return timed(send, node.worker_dirs, n, pid=node.pid, probe=operations)
+                return timed(send, node.worker_dirs, n, pid=node.pid, probe=node.store_counts)
             return on_postgresql(databases, node, store, lambda **probe: timed(
                 send, node.worker_dirs, n, pid=node.pid, **probe))  # fmt: skip
 
@@ -387,15 +384,30 @@ def summarise(found: list[Scenario], data: Data) -> dict[str, Any]:
                 r.machine_cpu_s / (cores * r.seconds) for r in machine) if machine else None,
         }  # fmt: skip
         counted = {name for r in s.runs for name in r.counts}
-        for name in sorted(counted):  # store_operations, statements, server_cpu_s
+        for name in sorted(counted):  # store_operations, store_busy_s, statements, server_cpu_s
             per = statistics.median(r.counts[name] for r in s.runs if name in r.counts) / n
-            key = "server_cpu_ms" if name == "server_cpu_s" else name
-            out[s.name][f"{key}_per_instance"] = per * 1000 if name == "server_cpu_s" else per
+            if name.endswith("_s"):  # seconds: in ms per instance
+                out[s.name][f"{name[:-2]}_ms_per_instance"] = per * 1000
+            else:
+                out[s.name][f"{name}_per_instance"] = per
+        if "store_busy_s" in counted:  # how much of the run the store's one thread was busy
+            out[s.name]["store_busy"] = statistics.median(
+                r.counts["store_busy_s"] / r.seconds for r in s.runs if "store_busy_s" in r.counts
+            )
         runs = [r for r in s.runs if r.statements]
         if runs:  # the last run's statements, per instance, the most frequent first
             top = sorted(runs[-1].statements.items(), key=lambda kv: -kv[1])[:12]
             out[s.name]["statements_by_text"] = {q: round(k / n, 3) for q, k in top}
     return out
+
+
+def describe_postgresql(databases: Databases) -> dict[str, Any]:
+    """The server and the driver the PostgreSQL scenarios ran with (the node's is the bench's:
+    it inherits its environment)."""
+    import psycopg  # noqa: PLC0415 -- databases is not None: it is installed
+
+    return {"server": databases.version(), "psycopg": psycopg.__version__,
+            "psycopg_impl": psycopg.pq.__impl__}  # fmt: skip
 
 
 def beyond(
@@ -443,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="",
                         help="these scenarios (and their baselines), comma-separated")  # fmt: skip
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="",
+                        help="the results' file name, without suffix (default: bench, "
+                        "or smoke with --smoke)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.smoke:
         args.studies, args.per_study, args.size, args.repeat = 4, 6, 64, 1
@@ -482,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
                 "megabytes": data.bytes / 1e6,
             },
             "scenarios": summarise(found, data),
+            "command": " ".join(["python3 -m bench", *(sys.argv[1:] if argv is None else argv)]),
         }
+        if databases is not None and any(s.name.startswith("wolfpacs-pg") for s in found):
+            results["postgresql"] = describe_postgresql(databases)
         results.update(beyond(args, data, root, results["scenarios"]))
         results["targets"] = targets(results)
     finally:
@@ -490,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     report(results)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = "smoke" if args.smoke else "bench"
+    stem = args.name or ("smoke" if args.smoke else "bench")
     (args.output_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.output_dir / f"{stem}.md").write_text(markdown(results))
     drawn = chart(results, args.output_dir / f"{stem}.png")

@@ -151,14 +151,16 @@ class Node:
     def pid(self) -> int:
         return self.process.pid
 
-    def store_operations(self) -> int:
-        """The operations its store actor has answered so far (``inspect store``): each is
-        one transaction of its backend."""
+    def store_counts(self) -> dict[str, float]:
+        """What its store actor has done so far (``inspect store``): the operations it
+        answered (each one transaction of its backend), and the seconds they took (its one
+        thread's busy time)."""
         client = ControlClient(load(self.config).node.control_path)
         try:
-            return int(client.call("inspect", actor="store")["state"]["operations"])
+            state = client.call("inspect", actor="store")["state"]
         finally:
             client.close()
+        return {"store_operations": float(state["operations"]), "store_busy_s": state["busy_s"]}
 
 
 def write_routes(data_dir: Path, studies: Sequence[str], worker: str, client: str) -> None:

@@ -79,6 +79,10 @@ class Databases:
         )
         return {" ".join(query.split()): int(calls) for query, calls in rows}
 
+    def version(self) -> str:
+        """The server's version, as it says it (``server_version``)."""
+        return str(self._query("SHOW server_version")[0][0])
+
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the server's processes have used so far (the postmaster
         and its children alive now: the node's connections live as long as its store)."""

@@ -140,7 +140,9 @@ def round_trips(results: dict[str, Any]) -> list[str]:
     for name, s in results["scenarios"].items():
         if s.get("store_operations_per_instance") is None:
             continue
-        line = f"{name}: {s['store_operations_per_instance']:.2f} store operations per instance"
+        line = (f"{name}: {s['store_operations_per_instance']:.2f} store operations per "
+                f"instance, {s['store_busy_ms_per_instance']:.2f} ms of the store's thread "
+                f"({s['store_busy']:.0%} busy)")  # fmt: skip
         if s.get("statements_per_instance") is not None:
             line += (
                 f", {s['statements_per_instance']:.2f} statements (round trips) to "

@@ -87,7 +87,7 @@ def test_inspect_counts_the_operations_it_answered(store):
     seen = store.registry.whereis("store").proxy().inspect().get(timeout=10)
     # the actor's own ticks (its queues published) are no request: not counted
     assert seen["by_operation"] == {"get_route": 3, "insert_route": 1}
-    assert seen["operations"] == 4 and seen["studies"] == 1
+    assert seen["operations"] == 4 and seen["studies"] == 1 and seen["busy_s"] > 0
 
 
 def test_a_broken_backend_fails_its_caller_then_is_opened_afresh(store):

@@ -98,6 +98,7 @@ class StoreActor(SupervisedActor):
         # Operations answered by this actor, by name: each is one transaction of the backend
         # (a round trip or more to a server). `inspect store` shows them; the bench counts them.
         self.operations: Counter[str] = Counter()
+        self.busy_s = 0.0  # seconds spent answering them: how near the one thread is to full
 
     @property
     def backend(self) -> Backend:
@@ -134,7 +135,11 @@ class StoreActor(SupervisedActor):
             if message.fence is not None:
                 message.fence.check()  # here, in turn with every other operation: no race
             self.operations[message.operation] += 1
-            return getattr(self.backend, message.operation)(*message.args)
+            started = time.perf_counter()
+            try:
+                return getattr(self.backend, message.operation)(*message.args)
+            finally:
+                self.busy_s += time.perf_counter() - started
         if message == _PURGE:
             self._purge()
             return None
@@ -193,7 +198,7 @@ class StoreActor(SupervisedActor):
     def inspect(self) -> dict[str, Any]:
         return {
             **self.backend.describe(), "studies": self.backend.count_studies(),
-            "operations": sum(self.operations.values()),
+            "operations": sum(self.operations.values()), "busy_s": round(self.busy_s, 6),
             "by_operation": dict(self.operations.most_common()),
         }  # fmt: skip
 
