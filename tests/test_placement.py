@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -170,3 +171,29 @@ def test_two_nodes_racing_on_the_same_new_studies_get_one_answer(stores):
     check = stores.opened()
     assert all(len(check.routes_of(uid)) == 1 for uid in studies)
     assert all(check.owners(uid, w) == ["c"] for uid, (w, _) in zip(studies, first, strict=True))
+
+
+def test_two_routers_on_one_database_racing_on_new_studies_spread_them_evenly(stores):
+    """Two nodes' routers (each its own store actor, on one database) route new studies of
+    one client at once: the pool's two workers end with as many each."""
+    from tests.test_router import Clock, Tree, config
+
+    stores.opened()  # the schema, made before the race
+    nodes = [Tree(stores.new, config(), Clock()) for _ in range(2)]
+    try:
+
+        def route(n: int) -> list[str]:
+            return [nodes[n].route("sthlm", f"{n}.{k}") for k in range(20)]
+
+        with ThreadPoolExecutor(2) as pool:
+            chosen = Counter(w for worker in pool.map(route, range(2)) for w in worker)
+        assert chosen == {"gpu-a": 20, "gpu-b": 20}, chosen
+        # and either node finds every study where the other put it
+        for n in range(2):
+            for k in range(20):
+                assert nodes[1 - n].route("sthlm", f"{n}.{k}") == nodes[n].route(
+                    "sthlm", f"{n}.{k}"
+                )
+    finally:
+        for node in nodes:
+            node.stop()
