@@ -82,3 +82,13 @@ def test_a_long_chaos_run_of_two_nodes_loses_nothing(tmp_path, postgres, postgre
     assert ledger["acknowledged"] == 2000 and ledger["delivered"] == 2000
     assert ledger["node_kills"] == 4 and ledger["store_restarts"] >= 1
     assert ledger["unexplained_dead"] == 0
+
+
+def test_several_nodes_without_a_shared_store_is_refused_with_a_reason():
+    result = subprocess.run(
+        [sys.executable, "-m", "wolfpacs", "chaos", "--nodes", "2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "several nodes share a PostgreSQL store" in result.stderr
+    assert "Traceback" not in result.stderr
