@@ -27,8 +27,9 @@ A result for a StudyInstanceUID its worker holds for two hospitals is refused 0x
 
 A C-STORE of another SOP class than its presentation context's is refused 0x0122, and the association goes on
     [Tags]    UR-049    0x0122
-    ${statuses}=    Hospital stockholm sends an MR image on the context it agreed for CT, then a CT
-    Should Be Equal    ${statuses}    ${{["0x0122", "0x0000"]}}
+    ${statuses}=    Hospital stockholm sends an MR image on the context it agreed for CT, a CT image on the Verification context, then a CT image on its own
+    Should Be Equal    ${statuses}    ${{["0x0122", "0x0122", "0x0000"]}}
+    Nothing refused is kept: not in the spool, not in dead/, not at a worker
 
 A request the node does not serve is answered 0x0211, and the association goes on
     [Tags]    UR-049    0x0211

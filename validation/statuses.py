@@ -85,21 +85,26 @@ class Statuses(Network):
         """C-STORE ``path`` on the context of ``context_sop_class``, its command naming the
         SOP class and instance of the file's meta; the status answered."""
         meta = read_file_meta_info(path)
-        context = assoc.context_for(context_sop_class, EXPLICIT)
-        assert context is not None, f"the node accepted no context for {context_sop_class}"
+        agreed = [c for c in assoc.contexts.values() if c.abstract_syntax == context_sop_class]
+        assert agreed, f"the node accepted no context for {context_sop_class}"
+        context = agreed[0]
         sop_class, sop_instance = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
         rsp = assoc.send_c_store(context, str(path), str(sop_class), str(sop_instance))
         if rsp.status != 0x0000:
             self.refused.add(str(sop_instance))
         return status(rsp.status)
 
-    @keyword("Hospital ${hospital} sends an MR image on the context it agreed for CT, then a CT")
+    @keyword(
+        "Hospital ${hospital} sends an MR image on the context it agreed for CT, a CT image on "
+        "the Verification context, then a CT image on its own"
+    )
     def wrong_context(self, hospital: str) -> list[str]:
-        """Both on one association: the statuses answered."""
+        """All three on one association: the statuses answered."""
         assoc = self.hand_made(hospital)
         try:
             return [
                 self.store(assoc, CT, self.instance("MR")),
+                self.store(assoc, VERIFICATION, self.instance("CT")),
                 self.store(assoc, CT, self.instance("CT")),
             ]
         finally:
