@@ -61,6 +61,7 @@ class Statuses(Network):
     """Hand-made DIMSE messages from a hospital, and the state database held by someone else."""
 
     last_result: str  # the SOPInstanceUID of the last result a worker sent (WolfPACS.py)
+    state_lock: sqlite3.Connection | None = None  # the other program's connection, holding it
 
     def hand_made(self, hospital: str) -> Any:
         """An association from ``hospital`` proposing Verification, CT and MR (in Explicit LE)."""
@@ -72,14 +73,16 @@ class Statuses(Network):
             connect_timeout=TIMEOUT, acse_timeout=TIMEOUT, timeout=TIMEOUT,
         )  # fmt: skip
 
-    def instance(self, modality: str = "CT", study: str = "") -> Path:
+    def instance(self, modality: str = "CT") -> Path:
         """A new instance of a new study (CT, or MR), Explicit VR LE, written under ``sent/``."""
         assert self.root is not None
-        ds = ct_instance(study or str(generate_uid()), str(generate_uid()), 1)
+        ds = ct_instance(str(generate_uid()), str(generate_uid()), 1)
         if modality == "MR":
             ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MR
         ds.Modality = modality
-        return write(ds, self.root / "sent" / "hand-made" / f"{ds.SOPInstanceUID}.dcm")
+        path = self.root / "sent" / "hand-made" / f"{ds.SOPInstanceUID}.dcm"
+        write(ds, path)
+        return path
 
     def store(self, assoc: Any, context_sop_class: str, path: Path) -> str:
         """C-STORE ``path`` on the context of ``context_sop_class``, its command naming the
@@ -190,7 +193,7 @@ class Statuses(Network):
 
     @keyword("The other program lets go of the state database")
     def unlock_state(self) -> None:
-        db, self.state_lock = getattr(self, "state_lock", None), None
+        db, self.state_lock = self.state_lock, None
         if db is not None:
             db.rollback()
             db.close()
