@@ -33,6 +33,7 @@ from wolfpacs.config.model import (
     NodeConfig,
     Pool,
     Worker,
+    valid_node_id,
 )
 from wolfpacs.config.routing import RoutingChecker, rule_line
 from wolfpacs.config.secrets import TOKENS, masked
@@ -40,7 +41,7 @@ from wolfpacs.config.secrets import TOKENS, masked
 __all__ = ["load", "parse", "parse_entry", "validate"]
 
 # [node] keys whose default is "" (off, none): a file may say so explicitly.
-_MAY_BE_EMPTY = ("audit_log", "tls_cert", "tls_key", "tls_ca", *TOKENS)
+_MAY_BE_EMPTY = ("audit_log", "tls_cert", "tls_key", "tls_ca", "node_id", "spool_dir", *TOKENS)
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -59,6 +60,9 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
         # Relative to the file, so that a service manager's working directory does not matter.
         node = replace(config.node, data_dir=Path(source).resolve().parent / config.node.data_dir)
         config = replace(config, node=node)
+    if config.node.spool_dir and not Path(config.node.spool_dir).is_absolute():
+        spool_dir = str(Path(source).resolve().parent / config.node.spool_dir)
+        config = replace(config, node=replace(config.node, spool_dir=spool_dir))
     return config
 
 
@@ -201,6 +205,12 @@ class _Checker:
                 values[f.name] = value
             elif f.name == "store":
                 values[f.name] = self.store(value, path)
+            elif f.name == "node_id":
+                values[f.name] = self.node_id(value, path)
+            elif f.name == "spool_dir":
+                values[f.name] = self.text(value, path)
+            elif f.name == "lease_seconds":
+                values[f.name] = float(self.number(value, path, minimum=1))
             elif f.name in ("bind", "http_bind"):
                 values[f.name] = self.address(value, path)
             elif f.name in ("control_socket", "audit_log", *TOKENS):
@@ -385,6 +395,14 @@ class _Checker:
         if text == SQLITE or (text.startswith(POSTGRESQL_SCHEMES) and not re.search(r"\s", text)):
             return text
         raise self.fail(path, f'must be "{SQLITE}" or a URL postgresql://[user@]host[:port]/db')
+
+    def node_id(self, value: Any, path: tuple[Any, ...]) -> str:
+        """A node's id: it names its directory of a shared spool (see state.identity)."""
+        text = self.text(value, path)
+        if not valid_node_id(text):
+            raise self.fail(path, "must be 1-63 letters, digits, '.', '_' or '-', not "
+                            "beginning with '.', '_' or '-'")  # fmt: skip
+        return text
 
     def flag(self, value: Any, path: tuple[Any, ...]) -> bool:
         if not isinstance(value, bool):

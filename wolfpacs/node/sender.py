@@ -40,6 +40,7 @@ from wolfpacs.state.store import WORKER
 
 if TYPE_CHECKING:
     from wolfpacs.config.model import NodeConfig
+    from wolfpacs.node.lease import Lease
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import QueueItem, Store
 
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 _RETRY = "retry"  # the backoff has passed
 _IDLE = "idle"  # time to release an unused association
+_LEASE = "lease"  # look again whether the node's lease holds
+LEASE_WAIT = 0.5  # seconds between two looks at a lapsed lease
 _ECHO = "echo"  # time for a health check
 _PROBE = "probe"  # time to C-ECHO a peer in backoff
 BATCH = 32
@@ -86,8 +89,10 @@ class Sender(SupervisedActor):
         *,
         metrics: Metrics | None = None,
         fence: Fence | None = None,
+        lease: Lease | None = None,
     ) -> None:
         super().__init__()
+        self.lease = lease  # the node's: no batch is sent while it may have been adopted
         self.registry = registry
         self.store = store  # fenced with ``fence``, if there is one
         self.fence = fence
@@ -104,6 +109,7 @@ class Sender(SupervisedActor):
         self._hand_over_due = True  # at start: a move may have happened while it was down
         self._next: list[QueueItem] = []  # the next batch, if the last call brought it
         self._idle_check = False  # an _IDLE is on its way
+        self._lease_wait = False  # a WAKE is on its way, for when the lease holds again
         self._busy_at = 0.0  # monotonic time of the last batch sent
         self.up: bool | None = None
         self.last_error: str | None = None
@@ -170,6 +176,10 @@ class Sender(SupervisedActor):
                 self._end_backoff()
             else:
                 self._probe()
+        elif message == _LEASE:
+            self._lease_wait = False
+            if self._retry_at is None:
+                self._drain()
         elif message == _IDLE:
             self._idle_check = False
             idle = time.monotonic() - self._busy_at
@@ -197,6 +207,13 @@ class Sender(SupervisedActor):
         Moved studies are looked for only when there may be some (at start,
         after a backoff, when told :data:`HAND_OVER`), not at every instance.
         """
+        if self.lease is not None and not self.lease.valid():
+            # The node's lease lapsed (or its epoch is gone): another node may have adopted
+            # this queue. Send nothing until a renewal holds (see node.lease).
+            if not self._lease_wait and self.lease.lost is None:
+                self._lease_wait = True
+                self.send_after(LEASE_WAIT, _LEASE)
+            return
         if self._hand_over_due and self.target.kind == WORKER:
             self._hand_over()
         items, self._next = self._next, []
@@ -220,9 +237,15 @@ class Sender(SupervisedActor):
         finally:
             self._busy_at = time.monotonic()
             if done:  # their rows go, and the next batch comes, in one call
-                self._next = self.store.delivered_next(done, self.target.name, BATCH)
+                gone, self._next = self.store.delivered_next(done, self.target.name, BATCH)
                 self._check_fence()
-                self.spool.remove(*(item.path for item in items if item.id in done))
+                # Only the files of rows that were still this node's: another node adopted
+                # the others (see wolfpacs.state.leases), and its sender owns their files.
+                self.spool.remove(*(item.path for item in items if item.id in gone))
+                if len(gone) < len(done):
+                    logger.warning("%s: %d delivered instances were adopted by another node "
+                                   "meanwhile: their files are left to it", self.name,
+                                   len(done) - len(gone))  # fmt: skip
         if self._next or not done:
             # More is known to be queued (or nothing was delivered, so nothing was asked):
             # the next batch on the next turn, after whatever else is in the inbox. Else a
@@ -381,15 +404,21 @@ class Sender(SupervisedActor):
             self.fence.check()
 
     def _bury(self, item: QueueItem, reason: str, status: int | None, kind: str) -> None:
+        """The row first, then the file: a row another node adopted is not removed, and
+        its file is then its new owner's, left where it is. (A crash between the two
+        leaves a file without a row: recovery gives it a row again, and it is tried again.)"""
         self._check_fence()
         record = {"reason": reason, "status": status, **item.describe()}
+        if not self.store.remove_item(item.id):
+            logger.warning("%s: queue row %d was adopted by another node: not buried here",
+                           self.name, item.id)  # fmt: skip
+            return
         path = self.spool.path(item.path)
         if path.exists():
             self.spool.bury(path, record, kind)
         else:
             logger.error("%s: dead letter without a file: %s", self.name, record)
             self.spool.on_dead(kind)
-        self.store.remove_item(item.id)
         self.dead += 1
 
     def _backoff(self, why: str, probe: bool) -> None:
