@@ -56,14 +56,10 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, None, "", f"cannot read the file: {exc}") from None
     config = parse(text, source, env=os.environ if env is None else env)
-    if not config.node.data_dir.is_absolute():
-        # Relative to the file, so that a service manager's working directory does not matter.
-        node = replace(config.node, data_dir=Path(source).resolve().parent / config.node.data_dir)
-        config = replace(config, node=node)
-    if config.node.spool_dir and not Path(config.node.spool_dir).is_absolute():
-        spool_dir = str(Path(source).resolve().parent / config.node.spool_dir)
-        config = replace(config, node=replace(config.node, spool_dir=spool_dir))
-    return config
+    # Paths relative to the file, so that a service manager's working directory does not matter.
+    base, node = Path(source).resolve().parent, config.node
+    spool_dir = str(base / node.spool_dir) if node.spool_dir else ""
+    return replace(config, node=replace(node, data_dir=base / node.data_dir, spool_dir=spool_dir))
 
 
 def parse(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
@@ -205,15 +201,14 @@ class _Checker:
                 values[f.name] = value
             elif f.name == "store":
                 values[f.name] = self.store(value, path)
-            elif f.name == "node_id":
-                values[f.name] = self.node_id(value, path)
-            elif f.name == "spool_dir":
-                values[f.name] = self.text(value, path)
+            elif f.name == "node_id":  # it names a directory of a shared spool: plain
+                if not valid_node_id(values.setdefault(f.name, self.text(value, path))):
+                    raise self.fail(path, "must be 1-63 letters, digits, '.', '_' or '-'")
             elif f.name == "lease_seconds":
                 values[f.name] = float(self.number(value, path, minimum=1))
             elif f.name in ("bind", "http_bind"):
                 values[f.name] = self.address(value, path)
-            elif f.name in ("control_socket", "audit_log", *TOKENS):
+            elif f.name in ("control_socket", "audit_log", "spool_dir", *TOKENS):
                 values[f.name] = self.text(value, path)
             elif f.name in ("tls_cert", "tls_key", "tls_ca"):
                 values[f.name] = self.file(value, path)
@@ -395,14 +390,6 @@ class _Checker:
         if text == SQLITE or (text.startswith(POSTGRESQL_SCHEMES) and not re.search(r"\s", text)):
             return text
         raise self.fail(path, f'must be "{SQLITE}" or a URL postgresql://[user@]host[:port]/db')
-
-    def node_id(self, value: Any, path: tuple[Any, ...]) -> str:
-        """A node's id: it names its directory of a shared spool (see state.identity)."""
-        text = self.text(value, path)
-        if not valid_node_id(text):
-            raise self.fail(path, "must be 1-63 letters, digits, '.', '_' or '-', not "
-                            "beginning with '.', '_' or '-'")  # fmt: skip
-        return text
 
     def flag(self, value: Any, path: tuple[Any, ...]) -> bool:
         if not isinstance(value, bool):

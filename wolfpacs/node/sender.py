@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 _RETRY = "retry"  # the backoff has passed
 _IDLE = "idle"  # time to release an unused association
-_LEASE = "lease"  # look again whether the node's lease holds
 LEASE_WAIT = 0.5  # seconds between two looks at a lapsed lease
 _ECHO = "echo"  # time for a health check
 _PROBE = "probe"  # time to C-ECHO a peer in backoff
@@ -109,7 +109,7 @@ class Sender(SupervisedActor):
         self._hand_over_due = True  # at start: a move may have happened while it was down
         self._next: list[QueueItem] = []  # the next batch, if the last call brought it
         self._idle_check = False  # an _IDLE is on its way
-        self._lease_wait = False  # a WAKE is on its way, for when the lease holds again
+        self._lease_wait: threading.Timer | None = None  # a look at a lapsed lease, to come
         self._busy_at = 0.0  # monotonic time of the last batch sent
         self.up: bool | None = None
         self.last_error: str | None = None
@@ -176,10 +176,6 @@ class Sender(SupervisedActor):
                 self._end_backoff()
             else:
                 self._probe()
-        elif message == _LEASE:
-            self._lease_wait = False
-            if self._retry_at is None:
-                self._drain()
         elif message == _IDLE:
             self._idle_check = False
             idle = time.monotonic() - self._busy_at
@@ -207,12 +203,9 @@ class Sender(SupervisedActor):
         Moved studies are looked for only when there may be some (at start,
         after a backoff, when told :data:`HAND_OVER`), not at every instance.
         """
-        if self.lease is not None and not self.lease.valid():
-            # The node's lease lapsed (or its epoch is gone): another node may have adopted
-            # this queue. Send nothing until a renewal holds (see node.lease).
-            if not self._lease_wait and self.lease.lost is None:
-                self._lease_wait = True
-                self.send_after(LEASE_WAIT, _LEASE)
+        if self.lease is not None and not self.lease.valid():  # adopted, maybe: see node.lease
+            if not (self._lease_wait and self._lease_wait.is_alive()):  # look again soon
+                self._lease_wait = self.send_after(LEASE_WAIT, WAKE)
             return
         if self._hand_over_due and self.target.kind == WORKER:
             self._hand_over()
@@ -239,13 +232,7 @@ class Sender(SupervisedActor):
             if done:  # their rows go, and the next batch comes, in one call
                 gone, self._next = self.store.delivered_next(done, self.target.name, BATCH)
                 self._check_fence()
-                # Only the files of rows that were still this node's: another node adopted
-                # the others (see wolfpacs.state.leases), and its sender owns their files.
-                self.spool.remove(*(item.path for item in items if item.id in gone))
-                if len(gone) < len(done):
-                    logger.warning("%s: %d delivered instances were adopted by another node "
-                                   "meanwhile: their files are left to it", self.name,
-                                   len(done) - len(gone))  # fmt: skip
+                self.spool.remove(*(item.path for item in items if item.id in gone))  # its own
         if self._next or not done:
             # More is known to be queued (or nothing was delivered, so nothing was asked):
             # the next batch on the next turn, after whatever else is in the inbox. Else a
@@ -404,14 +391,10 @@ class Sender(SupervisedActor):
             self.fence.check()
 
     def _bury(self, item: QueueItem, reason: str, status: int | None, kind: str) -> None:
-        """The row first, then the file: a row another node adopted is not removed, and
-        its file is then its new owner's, left where it is. (A crash between the two
-        leaves a file without a row: recovery gives it a row again, and it is tried again.)"""
+        """The row, then its file: neither if another node adopted the row (state.leases)."""
         self._check_fence()
         record = {"reason": reason, "status": status, **item.describe()}
-        if not self.store.remove_item(item.id):
-            logger.warning("%s: queue row %d was adopted by another node: not buried here",
-                           self.name, item.id)  # fmt: skip
+        if not self.store.remove_item(item.id):  # (a crash after: recovery queues the file)
             return
         path = self.spool.path(item.path)
         if path.exists():

@@ -7,34 +7,29 @@ Layout under ``data_dir``::
     spool/<target>/       one file per queued instance, <client>+<SOPInstanceUID>.<random>.dcm
     dead/                 <time>-<name>.dcm with <time>-<name>.json saying why
 
-The queues may live elsewhere (``[node] spool_dir``, by default
-``data_dir/spool``). With a shared spool (``shared_spool``: storage every
-node mounts) each node writes under ``spool_dir/<node_id>/<target>/``, so
-that a live node that adopts a dead node's queue finds its files. A queue
-row's path is relative to the spool's parent as the store keeps it:
-``spool/<target>/<name>``, or ``spool/<node_id>/<target>/<name>`` when
-shared; ``spool/`` stands for ``spool_dir`` on every node (:meth:`Spool.path`).
-A node's own queue directory is what it lists, recounts and recovers;
-another node's files it only reads and removes (rows it adopted).
+The queues may be elsewhere (``[node] spool_dir``, default ``data_dir/spool``).
+With ``shared_spool`` (storage every node mounts) a node queues under
+``spool_dir/<node_id>/<target>/``, and its rows' paths say so
+(``spool/<node_id>/<target>/<name>``; ``spool/`` is spool_dir on every
+node: :meth:`Spool.path`), so that a node that adopts its queue finds the
+files. A node lists, recounts and recovers its own directory only.
 
-A file enters the spool by rename within one file system (fsync of the
-file before and of its directory after, in ``fsync`` durability), so a
-file in ``spool/`` is always whole. The queue rows in the store say which
-files are owed to whom; a file without a row was never acknowledged.
+A file enters the spool by rename (fsync of the file before and of its
+directory after, in ``fsync`` durability), so a file in ``spool/`` is whole.
+The queue rows say which files are owed to whom; a file without a row was
+never acknowledged.
 
 A delivered file is not deleted but renamed back into ``incoming/`` and
 written over by a later receive (see :mod:`wolfpacs.state.recycle`), unless
-the spool is shared or lies outside ``data_dir``: another node may still be
-reading a file it was adopted from under (its open descriptor keeps the
-bytes of a deleted file, not those of one written over), and a rename
-across file systems is no rename.
+the spool is shared (a late node may still read it: a deleted file keeps
+its bytes for an open reader, one written over does not) or lies outside
+``data_dir`` (no rename across file systems).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import itertools
 import json
 import logging
@@ -48,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wolfpacs.state.lockfile import DataDirInUseError, take
 from wolfpacs.state.recycle import RECYCLE_FILES, RECYCLED, Recycler
 from wolfpacs.state.sync import GroupSync, fsync_path
 
@@ -60,12 +56,7 @@ __all__ = [
     "owner_of",
 ]
 
-LOCK_FILE = "node.lock"
 SPOOL = "spool/"  # a queue row's path begins so: it stands for spool_dir
-
-
-class DataDirInUseError(RuntimeError):
-    """Another node holds the lock on this data_dir."""
 
 
 class SpoolFullError(OSError):
@@ -160,32 +151,16 @@ class Spool:
         Raises:
             DataDirInUseError: another process holds it (its pid is in the message).
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DataDirInUseError(
-                f"{self.root} is in use by another WolfPACS node (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        self._lock_fd = take(self.root, f"{self.root} is in use by another WolfPACS node")
         if self.shared:  # and its queues in the shared spool: one process per node_id
-            self.queues.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.queues / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+                self._node_lock_fd = take(
+                    self.queues, f"{self.queues} is in use by another process: node_id "
+                    f"{self.node!r} must be unique among the nodes on {self.spool_dir}",
+                )  # fmt: skip
+            except DataDirInUseError:
                 self.unlock()
-                raise DataDirInUseError(
-                    f"{self.queues} is in use by another WolfPACS process: node_id "
-                    f"{self.node!r} must be unique among the nodes sharing {self.spool_dir}"
-                ) from None
-            self._node_lock_fd = fd
+                raise
 
     def unlock(self) -> None:
         """Let another node have ``data_dir`` (this one has stopped using it)."""
