@@ -48,7 +48,7 @@ from wolfpacs.node.messages import WAKE
 if TYPE_CHECKING:
     from wolfpacs.state.store import Store
 
-__all__ = ["NAME", "NODES", "Lease", "LeaseActor"]
+__all__ = ["NAME", "NODES", "Lease", "LeaseActor", "whence"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,18 @@ class Lease:
             if self.lost is not None:
                 return False
             return not self.fencing or time.monotonic() < self._valid_until
+
+
+def whence(lease: Lease, board: Board) -> dict[str, Any]:
+    """Which node a view comes from (``node``: its id and epoch) and its peers as the lease
+    actor last saw them (``peers``: each ``node_id`` and ``state``; None before its first look).
+    """
+    seen = board.read(NODES).value
+    peers = None if seen is None else [
+        {"node_id": n["node_id"], "state": n["state"]} for n in seen
+        if n["node_id"] != lease.node_id
+    ]  # fmt: skip
+    return {"node": {"node_id": lease.node_id, "epoch": lease.epoch}, "peers": peers}
 
 
 class LeaseActor(SupervisedActor):

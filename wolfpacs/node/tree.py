@@ -39,7 +39,7 @@ from wolfpacs.config.model import SQLITE
 from wolfpacs.node.fence import Fences
 from wolfpacs.node.gate import Gate
 from wolfpacs.node.identity import node_identity
-from wolfpacs.node.lease import NODES, Lease, LeaseActor
+from wolfpacs.node.lease import Lease, LeaseActor, whence
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
 from wolfpacs.node.metrics import Metrics
@@ -270,10 +270,4 @@ class Node:
         (``peers``: each ``node_id`` and ``state``; None before the first look)."""
         assert self.root is not None
         description: dict[str, Any] = self.root.proxy().describe().get()
-        seen = self.metrics.board.read(NODES).value
-        description["node"] = {"node_id": self.node_id, "epoch": self.lease.epoch}
-        description["peers"] = None if seen is None else [
-            {"node_id": n["node_id"], "state": n["state"]}
-            for n in seen if n["node_id"] != self.node_id
-        ]  # fmt: skip
-        return description
+        return {**description, **whence(self.lease, self.metrics.board)}
