@@ -45,7 +45,7 @@ def test_a_node_registers_with_a_new_epoch_at_every_start(stores):
 
 def test_a_lease_not_renewed_expires_and_a_renewal_before_adoption_holds(stores):
     a = node(stores, "a")
-    epoch = a.register_node(SHORT)
+    epoch = a.register_node(SHORT, True)
     wait_until(lambda: dead(a, "a"), timeout=5, what="the lease to expire")
     assert a.renew_lease(epoch, LONG)  # nobody adopted it: the epoch is the fence, not the clock
     assert by_id(a)["a"]["state"] == "alive"
@@ -53,7 +53,7 @@ def test_a_lease_not_renewed_expires_and_a_renewal_before_adoption_holds(stores)
 
 def test_a_live_node_adopts_the_queue_of_a_dead_one_and_the_late_node_meets_the_fence(stores):
     a, b = node(stores, "a"), node(stores, "b")
-    epoch_a = a.register_node(SHORT)
+    epoch_a = a.register_node(SHORT, True)
     rows = [
         a.enqueue(item(f"spool/a/{t}/{n}.dcm", study=f"1.{t}", target=t))
         for t in ("w1", "w2")
@@ -85,7 +85,7 @@ def test_a_live_node_adopts_the_queue_of_a_dead_one_and_the_late_node_meets_the_
 
 def test_of_two_racing_adopters_exactly_one_takes_a_dead_nodes_queue(stores):
     a, b, c = node(stores, "a"), node(stores, "b"), node(stores, "c")
-    a.register_node(SHORT)
+    a.register_node(SHORT, True)
     for n in range(20):
         a.enqueue(item(f"spool/a/w1/{n}.dcm", target="w1"))
     epochs = {b: b.register_node(LONG), c: c.register_node(LONG)}
@@ -116,9 +116,9 @@ def test_of_two_racing_adopters_exactly_one_takes_a_dead_nodes_queue(stores):
 
 def test_a_node_whose_own_lease_lapsed_or_epoch_moved_adopts_nothing(stores):
     a, b = node(stores, "a"), node(stores, "b")
-    a.register_node(SHORT)
+    a.register_node(SHORT, True)
     a.enqueue(item("spool/a/w1/1.dcm", target="w1"))
-    epoch_b = b.register_node(SHORT)
+    epoch_b = b.register_node(SHORT, True)
     wait_until(lambda: dead(b, "a") and dead(b, "b"), timeout=5, what="both leases to expire")
     assert b.adopt_expired(epoch_b) == []  # it may be adopted itself: it takes nothing
     assert b.renew_lease(epoch_b, LONG)
@@ -128,7 +128,7 @@ def test_a_node_whose_own_lease_lapsed_or_epoch_moved_adopts_nothing(stores):
 
 def test_rows_a_late_node_queues_after_its_adoption_stay_its_own_and_are_adopted_later(stores):
     a, b = node(stores, "a"), node(stores, "b")
-    a.register_node(SHORT)
+    a.register_node(SHORT, True)
     a.enqueue(item("spool/a/w1/1.dcm", target="w1"))
     epoch_b = b.register_node(LONG)
     wait_until(lambda: dead(b, "a"), timeout=5, what="a's lease to expire")
@@ -141,7 +141,7 @@ def test_rows_a_late_node_queues_after_its_adoption_stay_its_own_and_are_adopted
 
 def test_a_node_that_comes_back_takes_a_new_epoch_and_only_its_own_rows(stores):
     a, b = node(stores, "a"), node(stores, "b")
-    epoch_a = a.register_node(SHORT)
+    epoch_a = a.register_node(SHORT, True)
     a.enqueue(item("spool/a/w1/1.dcm", target="w1"))
     epoch_b = b.register_node(LONG)
     wait_until(lambda: dead(b, "a"), timeout=5, what="a's lease to expire")
@@ -161,3 +161,14 @@ def test_rows_from_before_nodes_were_kept_become_the_first_registered_nodes(stor
     a.register_node(LONG)
     assert [i.id for i in a.next_items("w1")] == [old]
     assert a.queued_paths() == {"spool/w1/1.dcm"} == a.queued_paths(all_nodes=True)
+
+
+def test_a_node_whose_spool_is_its_own_is_never_adopted_its_queue_waits(stores):
+    a, b = node(stores, "a"), node(stores, "b")
+    a.register_node(SHORT, shared_spool=False)
+    a.enqueue(item("spool/w1/1.dcm", target="w1"))
+    epoch_b = b.register_node(LONG, shared_spool=True)
+    wait_until(lambda: dead(b, "a"), timeout=5, what="a's lease to expire")
+    assert b.adopt_expired(epoch_b) == []
+    seen = by_id(b)["a"]
+    assert seen["queued"] == 1 and seen["adopted_by"] is None and seen["shared_spool"] is False

@@ -356,8 +356,8 @@ class StoreClient:
     def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
         return self._ask(Store.add_runtime_change, kind, name, table)
 
-    def register_node(self, lease_seconds: float) -> int:
-        return self._ask(Store.register_node, lease_seconds)
+    def register_node(self, lease_seconds: float, shared_spool: bool = False) -> int:
+        return self._ask(Store.register_node, lease_seconds, shared_spool)
 
     def renew_lease(self, epoch: int, lease_seconds: float) -> bool:
         return self._ask(Store.renew_lease, epoch, lease_seconds)

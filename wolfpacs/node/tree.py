@@ -217,7 +217,8 @@ class Node:
         store.open()
         try:
             asked_at = time.monotonic()
-            self.lease.renewed(store.register_node(self.lease.lease_seconds), asked_at)
+            epoch = store.register_node(self.lease.lease_seconds, self.spool.shared)
+            self.lease.renewed(epoch, asked_at)
             logger.info("node %s registered: epoch %d, lease %g s%s", self.node_id,
                         self.lease.epoch, self.lease.lease_seconds,
                         ", shared spool" if self.spool.shared else "")  # fmt: skip

@@ -16,7 +16,8 @@ read and change its own rows only (:mod:`wolfpacs.state.operations`).
   adopted meanwhile: it must stop delivering at once (the lease actor,
   :mod:`wolfpacs.node.lease`, says what it does).
 - :meth:`NodeLeases.adopt_expired`, by a live node whose spool is shared: in
-  one transaction it locks each node whose lease expired (``FOR UPDATE SKIP
+  one transaction it locks each node whose lease expired and whose spool
+  is shared too (a node's own disk is read by no other) (``FOR UPDATE SKIP
   LOCKED``; SQLite: the write lock of ``BEGIN IMMEDIATE``), bumps its epoch
   (the fence), marks it adopted, and makes its queue rows the adopter's. Of
   two adopters racing on one dead node, one gets it; the other skips it.
@@ -45,15 +46,20 @@ __all__ = ["NODE_COLUMNS", "NodeLeases"]
 logger = logging.getLogger(__name__)
 
 NODE_COLUMNS = (
-    "node_id", "epoch", "started_at", "heartbeat_at", "expires_at", "adopted_by", "adopted_at",
+    "node_id", "epoch", "started_at", "heartbeat_at", "expires_at", "shared_spool", "adopted_by",
+    "adopted_at",
 )  # fmt: skip
 
 
 class NodeLeases(Database):
     """The operations on nodes' leases (see the module); ``self.node_id`` is the caller's node."""
 
-    def register_node(self, lease_seconds: float) -> int:
+    def register_node(self, lease_seconds: float, shared_spool: bool = False) -> int:
         """Start this node's lease with a new epoch; that epoch.
+
+        ``shared_spool``: its files are where every node finds them, so a live
+        node may adopt its queue when its lease expires; never a node's
+        whose spool is its own (its files are on its disk alone).
 
         A node that comes back takes a new epoch; whatever was adopted from it
         is no longer its own, and its old incarnation (if one still runs
@@ -63,13 +69,13 @@ class NodeLeases(Database):
         """
         with self._transaction() as db:
             row = db.execute(
-                f"INSERT INTO nodes (node_id, epoch, started_at, heartbeat_at, expires_at) "
-                f"VALUES (?, 1, {self.NOW}, {self.NOW}, {self.NOW} + ?) "
+                "INSERT INTO nodes (node_id, epoch, started_at, heartbeat_at, expires_at, "
+                f"shared_spool) VALUES (?, 1, {self.NOW}, {self.NOW}, {self.NOW} + ?, ?) "
                 "ON CONFLICT (node_id) DO UPDATE SET epoch = nodes.epoch + 1, "
                 "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
-                "expires_at = excluded.expires_at, adopted_by = NULL, adopted_at = NULL "
-                "RETURNING epoch",
-                (self.node_id, lease_seconds),
+                "expires_at = excluded.expires_at, shared_spool = excluded.shared_spool, "
+                "adopted_by = NULL, adopted_at = NULL RETURNING epoch",
+                (self.node_id, lease_seconds, 1 if shared_spool else 0),
             ).fetchone()
             if self.node_id:
                 claimed = db.execute(
@@ -101,9 +107,10 @@ class NodeLeases(Database):
         Each adopted node: ``node_id``, its new ``epoch`` (the fence), ``rows``
         taken, and ``targets``: the targets those rows are owed to, whose
         senders must be woken. Nothing if ``epoch`` is no longer this node's,
-        or its own lease has lapsed. Only for a node whose spool every node
-        can read (``shared_spool``): the rows' files stay where their node
-        wrote them. One transaction (synced): the fence and the rows together.
+        or its own lease has lapsed. Only nodes registered with a shared
+        spool are adopted, and only a node with a shared spool should adopt:
+        the rows' files stay where their node wrote them. One transaction
+        (synced): the fence and the rows together.
         """
         adopted: list[dict[str, Any]] = []
         with self._transaction() as db:
@@ -116,7 +123,7 @@ class NodeLeases(Database):
                 return []
             dead = db.execute(
                 f"SELECT node_id FROM nodes n WHERE node_id <> ? AND expires_at < {self.NOW} "
-                "AND (adopted_by IS NULL OR EXISTS (SELECT 1 FROM queue q "
+                "AND shared_spool = 1 AND (adopted_by IS NULL OR EXISTS (SELECT 1 FROM queue q "
                 f"WHERE q.owner = n.node_id)) ORDER BY node_id {self.LOCK_FREE_ROW}",
                 (self.node_id,),
             ).fetchall()
@@ -157,7 +164,7 @@ class NodeLeases(Database):
             described.append({
                 "node_id": node["node_id"],
                 "state": "alive" if node["expires_at"] > now else "dead",
-                **node, "last_heartbeat": heartbeat,
+                **node, "last_heartbeat": heartbeat, "shared_spool": bool(node["shared_spool"]),
                 "queued": int(queued.get(node["node_id"], 0)),
                 "adopted_from": [n["node_id"] for n in found if n["adopted_by"] == node["node_id"]],
             })  # fmt: skip

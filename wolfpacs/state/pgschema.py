@@ -151,6 +151,7 @@ END $$""",
     started_at DOUBLE PRECISION NOT NULL,
     heartbeat_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL,
+    shared_spool INTEGER NOT NULL DEFAULT 0,
     adopted_by TEXT COLLATE "C",
     adopted_at DOUBLE PRECISION
 )""",

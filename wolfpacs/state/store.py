@@ -257,8 +257,9 @@ class Store(Protocol):
 
     # -- nodes' leases (wolfpacs.state.leases) -------------------------------------------
 
-    def register_node(self, lease_seconds: float) -> int:
-        """Start this node's lease with a new epoch (the fencing token); that epoch."""
+    def register_node(self, lease_seconds: float, shared_spool: bool = False) -> int:
+        """Start this node's lease with a new epoch (the fencing token); that epoch.
+        ``shared_spool``: other nodes may adopt its queue once its lease expires."""
         ...
 
     def renew_lease(self, epoch: int, lease_seconds: float) -> bool:
@@ -272,8 +273,8 @@ class Store(Protocol):
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node: ``node_id``, ``state`` (alive|dead), ``epoch``, ``started_at``,
-        ``last_heartbeat``, ``expires_at``, ``queued``, ``adopted_by``, ``adopted_at``,
-        ``adopted_from``."""
+        ``last_heartbeat``, ``expires_at``, ``shared_spool``, ``queued``, ``adopted_by``,
+        ``adopted_at``, ``adopted_from``."""
         ...
 
     def ping(self) -> bool:
