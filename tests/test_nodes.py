@@ -150,3 +150,20 @@ def test_a_node_whose_epoch_is_taken_stops_and_says_why(world):
     wait_until(w.node.exited.is_set, timeout=10, what="the node to stop itself")
     assert not w.node.lease.valid()
     assert "is no longer its own" in (w.node.fatal or "")
+
+
+def test_a_file_its_adopter_delivers_while_its_node_recovers_is_no_error(
+    tmp_path, stores, monkeypatch
+):
+    spool = Spool(tmp_path / "a", durable=False, spool_dir=tmp_path / "shared", node="a")
+    spool.prepare()
+    store = stores.new()
+    store.node_id = "a"
+    store.open()
+    stores._opened.append(store)
+    rel, _ = queued(spool, "gpu-a", "x", tmp_path)
+    listed = spool.queued_files()
+    spool.path(rel).unlink()  # its adopter delivered it (row and file) after the listing
+    monkeypatch.setattr(spool, "queued_files", lambda: listed)
+    recover(spool, store, CONFIG)  # the node starts
+    assert spool.dead_letters() == [] and store.queued_paths(all_nodes=True) == set()

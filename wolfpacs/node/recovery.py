@@ -106,6 +106,8 @@ def _adopt(spool: Spool, store: Store, rel: str, kinds: dict[str, str], live: Co
     try:
         tags = peek(path)
     except PeekError as exc:
+        if not path.exists():  # delivered meanwhile, by a node that had adopted its row
+            return
         spool.bury(path, {"reason": f"spool file without a queue row, unreadable: {exc}",
                           "target": target}, kind="refused")  # fmt: skip
         return
