@@ -4,6 +4,7 @@ recovery of a node's own queue only, the lease in the tree (fenced: the node sto
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -167,3 +168,35 @@ def test_a_file_its_adopter_delivers_while_its_node_recovers_is_no_error(
     monkeypatch.setattr(spool, "queued_files", lambda: listed)
     recover(spool, store, CONFIG)  # the node starts
     assert spool.dead_letters() == [] and store.queued_paths(all_nodes=True) == set()
+
+
+def test_a_node_whose_rows_were_adopted_mid_send_leaves_their_files_to_the_adopter(world, tmp_path):
+    shared = tmp_path / "shared"
+    w = world(node_id="a", spool_dir=str(shared), shared_spool=True)
+    held, release = threading.Event(), threading.Event()
+
+    def hold(_item: object) -> int:  # the worker keeps the sender in its C-STORE
+        held.set()
+        release.wait(30)
+        return 0x0000
+
+    for worker in w.workers:
+        worker.answer = hold
+    try:
+        assert w.send(w.study("s", series=1, per_series=3)) == [0, 0, 0]
+        assert held.wait(10)
+        files = sorted(shared.glob("a/gpu-*/*.dcm"))
+        assert len(files) == 3
+        adopter = SQLiteStore(w.node.db_path, durable=False, node_id="b")
+        adopter.open()
+        try:  # b takes a's rows while a's sender is mid-send (as adopt_expired does)
+            adopter._database.execute("UPDATE queue SET owner = 'b' WHERE owner = 'a'")
+        finally:
+            adopter.close()
+    finally:
+        release.set()
+    wait_until(lambda: w.delivered() >= 1, what="the send in flight to end")
+    wait_until(lambda: not w.node.store.next_items("gpu-1") + w.node.store.next_items("gpu-2"),
+               what="a to see none of its rows")  # fmt: skip
+    assert all(f.exists() for f in files)  # a removed none: they are b's to deliver and remove
+    assert w.node.store.queue_stats() == {}  # a's own queue is empty
