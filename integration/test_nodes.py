@@ -5,6 +5,7 @@ its return (without); ``wolfpacs ctl nodes --json`` tells which node is alive, w
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -155,5 +156,26 @@ def test_without_a_shared_spool_a_dead_nodes_queue_waits_for_its_return(tmp_path
         pair.a.start()  # its return: its own queue, from its own spool
         wait_until(lambda: pair.delivered() == count, timeout=30, interval=0.1,
                    what="node a to deliver its queue on its return")  # fmt: skip
+    finally:
+        pair.stop()
+
+
+def test_a_paused_node_whose_queue_was_adopted_stops_when_it_wakes(tmp_path, postgres_url):
+    pair = Pair(tmp_path, postgres_url, shared=True)
+    try:
+        count = send_study(pair, tmp_path)
+        a = pair.a.process.proc
+        assert a is not None
+        a.send_signal(signal.SIGSTOP)  # paused (a long GC, a frozen VM, a cut network...)
+        for worker in pair.workers:
+            worker.start()
+        wait_until(lambda: pair.delivered() == count, timeout=LEASE + SLACK,
+                   interval=0.1, what="node b to deliver the paused node's queue")  # fmt: skip
+        a.send_signal(signal.SIGCONT)  # it wakes: its epoch is gone, it must stop at once
+        assert a.wait(30) == 1
+        pair.a.process.proc = None
+        logs = pair.a.process.logs()
+        assert "is no longer its own" in logs and "delivers nothing more" in logs
+        assert pair.nodes(via=pair.b)["node-a"]["adopted_by"] == "node-b"
     finally:
         pair.stop()
