@@ -10,8 +10,10 @@ import time
 import pytest
 
 from tests.conftest import wait_until
+from tests.test_config import GOOD, error, write
 from tests.test_gauges import scrape
 from tests.test_recovery import CONFIG, queued
+from wolfpacs.config import load
 from wolfpacs.node import identity
 from wolfpacs.node.identity import ID_FILE, node_identity
 from wolfpacs.node.lease import Lease
@@ -24,6 +26,34 @@ from wolfpacs.state.store import WORKER, QueueItem
 
 def row(rel: str, target: str = "gpu-a") -> QueueItem:
     return QueueItem(target, WORKER, rel, "sthlm", "1.2.3", "1.2", "9." + rel, "1.2.1", 10)
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+def test_the_node_keys_default_to_one_node_and_are_checked(tmp_path):
+    config = load(write(tmp_path, GOOD), env={})
+    node = config.node
+    assert (node.node_id, node.spool_dir, node.shared_spool, node.lease_seconds) == (
+        "",
+        "",
+        False,
+        10.0,
+    )
+    assert node.spool_path == tmp_path / "data" / "spool"  # today's layout
+    several = GOOD.replace(
+        "[node]\n",
+        '[node]\nnode_id = "node-a"\nspool_dir = "shared"\nshared_spool = true\n'
+        "lease_seconds = 2\n",
+    )
+    node = load(write(tmp_path, several), env={}).node
+    assert (node.node_id, node.shared_spool, node.lease_seconds) == ("node-a", True, 2.0)
+    assert node.spool_path == tmp_path / "shared"  # relative to the file
+    for line, message in (
+        ('node_id = "../etc"', "node.node_id: must be 1-63 letters, digits"),
+        ("lease_seconds = 0.5", "node.lease_seconds: must be >= 1"),
+    ):
+        assert message in str(error(tmp_path, GOOD.replace("[node]\n", f"[node]\n{line}\n")))
 
 
 # -- identity ------------------------------------------------------------------------------

@@ -32,6 +32,25 @@ renewal fails and it stops. Rows it enqueued after its adoption (it did not
 know yet) stay its own: it delivers them when it comes back with a new
 epoch, or a live node adopts them later (a dead node is adopted again while
 it owns rows).
+
+Delivery stays at least once. An instance may reach its target twice when
+(1) a node was mid-send when its queue was adopted (a C-STORE in flight as
+its lease lapsed, or a process paused between its last look at its lease
+and its send): its adopter sends it again; (2) a node delivered and died
+before its ``delivered`` committed (as for one node: its adopter, or its
+own restart, sends it again); (3) PostgreSQL lost a ``delivered`` in a
+crash (those commits do not wait for the WAL flush). Nothing acknowledged
+is lost: a row moves between owners in one transaction, and its file
+stays where its node wrote it, in the shared spool.
+
+Durability: a registration and an adoption are synced commits (an epoch
+never goes back, an adoption never half happens); a heartbeat is not (a
+lost one only makes a lease look older). Queue rows are not synced on
+PostgreSQL (``synchronous_commit = off``): a row lost in a PostgreSQL crash
+is rebuilt from its spool file by recovery, and only by the node whose
+directory holds the file, at its next start. An adopter never rebuilds a
+dead node's lost rows: such a file waits in the dead node's directory for
+a node of that id to start (``wolfpacs ctl nodes`` shows the node dead).
 """
 
 from __future__ import annotations
