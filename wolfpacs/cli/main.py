@@ -133,7 +133,10 @@ def run(config_path: str) -> int:
     while not stop.is_set() and not node.exited.is_set():
         stop.wait(0.5)  # wakes for signals too: a handler only runs between waits
     if node.exited.is_set():
-        logger.critical("the supervision tree gave up: %s", node.exit_reason)
+        if node.fatal is not None:  # its lease was lost: another node has its queue
+            logger.critical("stopped: %s", node.fatal)
+        else:
+            logger.critical("the supervision tree gave up: %s", node.exit_reason)
         return 1
     logger.info("stopping: no new associations; finishing what is in flight")
     clean = node.stop(timeout=60)
