@@ -504,6 +504,10 @@ class Chaos:
         for key in ("restarts", "node_kills", "power_cuts", "node_exits", "faults", "crashes",
                     "store_restarts"):  # fmt: skip
             setattr(result, key, getattr(ledger, key))
+        result.adoptions = sum(  # as the adopters' logs say (node.lease)
+            node.log.read_text(errors="replace").count("adopted the queue of node")
+            for node in self.nodes if node.log.exists()
+        )  # fmt: skip
         return result
 
     def cleanup(self) -> None:
