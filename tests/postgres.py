@@ -22,6 +22,7 @@ import glob
 import itertools
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -89,6 +90,16 @@ class Server:
         name = f"test_{os.getpid()}_{next(self.names)}"
         self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
         return self.url(name)
+
+    def restart_command(self) -> str:
+        """A shell command that restarts this server, cutting every connection (fast shutdown):
+        what ``wolfpacs chaos --store-restart`` runs."""
+        bin_dir = _binaries()
+        assert bin_dir is not None
+        return shlex.join(_as_postgres([
+            str(bin_dir / "pg_ctl"), "restart", "-w", "-t", "60", "-m", "fast",
+            "-D", str(self.sockets / "data"), "-l", str(self.sockets / "server.log"),
+        ]))  # fmt: skip
 
     def drop(self, url: str) -> None:
         """Drop the database of ``url`` at the next :meth:`create`: a test's fixtures end in
