@@ -44,3 +44,51 @@ def test_a_long_chaos_run_with_several_kills_loses_nothing(tmp_path):
     assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
     assert ledger["acknowledged"] == 2000 and ledger["delivered"] == 2000
     assert ledger["node_kills"] == 3 and ledger["unexplained_dead"] == 0
+
+
+def _two_nodes(tmp_path, postgres, url, *args: str, timeout: float) -> tuple[dict, str]:
+    report = tmp_path / "ledger.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "wolfpacs", "chaos", "--nodes", "2", "--store", url,
+         "--store-restart", postgres.restart_command(), "--lease-seconds", "2",
+         "--report", str(report), *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return json.loads(report.read_text()), result.stdout
+
+
+def test_two_nodes_on_postgresql_lose_nothing_through_kills_and_a_database_restart(
+    tmp_path, postgres, postgres_url
+):
+    ledger, out = _two_nodes(
+        tmp_path, postgres, postgres_url, "--instances", "300", "--studies", "10",
+        "--faults", "10", "--kills", "2", "--duration", "30", "--seed", "19", timeout=600,
+    )  # fmt: skip
+    assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
+    assert ledger["acknowledged"] == 300 and ledger["delivered"] == 300
+    assert ledger["node_kills"] == 2 and ledger["store_restarts"] >= 1
+    assert "through 2 nodes on a shared store" in out and "CLEAN" in out
+
+
+@pytest.mark.chaos_long
+def test_a_long_chaos_run_of_two_nodes_loses_nothing(tmp_path, postgres, postgres_url):
+    ledger, _ = _two_nodes(
+        tmp_path, postgres, postgres_url, "--instances", "2000", "--studies", "40",
+        "--clients", "3", "--workers", "4", "--faults", "60", "--kills", "4",
+        "--duration", "90", "--seed", "2027", timeout=1200,
+    )  # fmt: skip
+    assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
+    assert ledger["acknowledged"] == 2000 and ledger["delivered"] == 2000
+    assert ledger["node_kills"] == 4 and ledger["store_restarts"] >= 1
+    assert ledger["unexplained_dead"] == 0
+
+
+def test_several_nodes_without_a_shared_store_is_refused_with_a_reason():
+    result = subprocess.run(
+        [sys.executable, "-m", "wolfpacs", "chaos", "--nodes", "2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "several nodes share a PostgreSQL store" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,15 +1,14 @@
 """Black-box: two `wolfpacs run` nodes on one PostgreSQL agree on every study's worker.
 
-Two node processes share the store (``postgres_url``: a database of the
-session's server, tests/postgres.py), the workers and the PACS; each has
-its own ports and data_dir. A study is routed where the database says,
+The pair of integration/test_nodes.py (nodes a and b, each its own
+data_dir, spool and ports; one database of the session's server, the
+workers and the PACS shared). A study is routed where the database says,
 whichever node it arrives through, and new studies racing through both
 nodes are spread as one node would spread them (Store.create_route).
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -17,38 +16,30 @@ from pathlib import Path
 from pydicom import dcmread
 
 from integration.conftest import CLIENT_AE
-from integration.peers import ENV, NodeProcess, acknowledged, storescu, tool
+from integration.peers import ENV, acknowledged, storescu, tool
+from integration.test_nodes import Pair
 from tests.conftest import wait_until
-from wolfpacs.testing.peers import free_port
 from wolfpacs.testing.synthetic import write_study
 
 
-class Second:
-    """A second node of ``cluster``'s: the same config (store, workers, PACS, clients), its
-    own ports and data_dir."""
-
-    def __init__(self, cluster, root: Path) -> None:
-        root.mkdir(parents=True)
-        self.outside, self.inside, self.http = free_port(), free_port(), free_port()
-        text = cluster.node.config.read_text()
-        for key, port in (("outside_port", self.outside), ("inside_port", self.inside),
-                          ("http_port", self.http)):  # fmt: skip
-            text = re.sub(rf"^{key} = \d+$", f"{key} = {port}", text, count=1, flags=re.M)
-        self.node = NodeProcess(root, text)
-
-    def start(self) -> Second:
-        self.node.start(self.outside, self.inside)
-        return self
-
-
-def shared(cluster, postgres_url: str):
-    """Node A of two, on ``postgres_url``; its workers take an association per process
-    (storescp --fork), as a worker two nodes send to at once must: a storescp of one
-    process holds the second node's association until the first's is released."""
-    a = cluster(store=postgres_url)
-    for worker in a.workers:
+def pair_up(tmp_path: Path, postgres_url: str) -> Pair:
+    """Nodes a and b, each with its own spool, and both workers up. The workers take an
+    association per process (storescp --fork), as a worker two nodes send to at once must:
+    a storescp of one process holds the second node's association until the first's ends."""
+    pair = Pair(tmp_path, postgres_url, shared=False)
+    for worker in pair.workers:
         worker.accept.append("--fork")
-    return a.start()
+        worker.start()
+    # The nodes started before the workers and found them down: until each has seen both up
+    # (its next probe), it would send every new study to the one it knows up.
+    for node in (pair.a, pair.b):
+        wait_until(
+            lambda n=node: all(w["state"] == "active" for w in n.ctl("workers")),
+            timeout=30,
+            interval=0.2,
+            what=f"{node.node_id} to see both workers up",
+        )
+    return pair
 
 
 def send(port: int, files: list[Path]) -> None:
@@ -74,66 +65,52 @@ def routes(url: str) -> dict[str, str]:
         return dict(db.execute("SELECT study_uid, worker FROM studies").fetchall())
 
 
-def queued(url: str) -> int:
-    import psycopg
-
-    with psycopg.connect(url) as db:
-        return int(db.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
+def uid(files: list[Path]) -> str:
+    return str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
 
 
-def held(cluster) -> dict[str, set[str]]:
-    """Worker AE title → the studies of the instances it has."""
+def held(pair: Pair) -> dict[str, set[str]]:
+    """Worker name → the studies of the instances it has."""
     return {
-        ae: {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in got.values()}
-        for ae, got in cluster.received().items()
-    }
+        w.ae_title.lower(): {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID)
+                             for p in w.received().values()}
+        for w in pair.workers
+    }  # fmt: skip
 
 
-def test_a_study_whose_halves_arrive_through_two_nodes_lands_on_one_worker(
-    cluster, tmp_path, postgres_url
-):
-    a = shared(cluster, postgres_url)
-    b = Second(a, tmp_path / "b").start()
+def test_a_study_whose_halves_arrive_through_two_nodes_lands_on_one_worker(tmp_path, postgres_url):
+    pair = pair_up(tmp_path, postgres_url)
     try:
-        # A study through A first, on gpu-a: the split study then goes to gpu-b, and with
-        # one study each, a node that chose afresh for the second half would pick gpu-a.
-        busy = write_study(tmp_path / "busy", series=1, per_series=1)
-        send(a.outside, busy)
+        # A study through a first, on gpu_a: the split study then goes to gpu_b, and with
+        # one study each, a node that chose afresh for the second half would pick gpu_a.
+        send(pair.a.outside, write_study(tmp_path / "busy", series=1, per_series=1))
         files = write_study(tmp_path / "s", series=2, per_series=3)
-        send(a.outside, files[:3])  # the first series through node A...
-        wait_until(lambda: a.delivered() == 4, timeout=30, what="A's instances at a worker")
-        send(b.outside, files[3:])  # ...the second through node B, on its own association
-        wait_until(lambda: a.delivered() == 7, timeout=30, what="B's instances at a worker")
-        study = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-        holders = [ae for ae, studies in held(a).items() if study in studies]
-        assert len(holders) == 1, f"study split between workers {holders}"
-        worker = routes(postgres_url)[study]
-        assert holders == [worker.replace("gpu-", "GPU_").upper()]
-        assert len(a.received()[holders[0]]) >= 6
+        send(pair.a.outside, files[:3])  # the first series through node a...
+        send(pair.b.outside, files[3:])  # ...the second through node b, on its own association
+        wait_until(lambda: pair.delivered() == 7, timeout=30, what="7 instances at the workers")
+        holders = [name for name, studies in held(pair).items() if uid(files) in studies]
+        assert holders == [routes(postgres_url)[uid(files)]] == ["gpu_b"], holders
+        assert len(pair.workers[1].received()) == 6
     finally:
-        assert b.node.stop() == 0, b.node.logs()[-3000:]
+        pair.stop()
 
 
-def test_new_studies_racing_through_two_nodes_spread_over_the_pool(cluster, tmp_path, postgres_url):
-    a = shared(cluster, postgres_url)
-    b = Second(a, tmp_path / "b").start()
+def test_new_studies_racing_through_two_nodes_spread_over_the_pool(tmp_path, postgres_url):
+    pair = pair_up(tmp_path, postgres_url)
     try:
         studies = [write_study(tmp_path / f"s{n}", series=1, per_series=2) for n in range(8)]
-        ports = [(a.outside, b.outside)[n % 2] for n in range(len(studies))]
+        ports = [(pair.a.outside, pair.b.outside)[n % 2] for n in range(len(studies))]
         sends = [start_send(port, files) for port, files in zip(ports, studies, strict=True)]
         assert [p.wait(120) for p in sends] == [0] * len(sends)
-        uids = {str(dcmread(f[0], stop_before_pixels=True).StudyInstanceUID) for f in studies}
         routed = routes(postgres_url)
-        assert set(routed) == uids
+        assert set(routed) == {uid(files) for files in studies}
         # capacity 1 each: one at a time, the least-loaded choice leaves them four and four
-        assert Counter(routed.values()) == {"gpu-a": 4, "gpu-b": 4}, routed
-        # and every instance a worker has is of a study the store gave it. (Until queue
-        # rows carry their node, a node's sender may take the other's rows and find no
-        # file: so the queue is waited out here, not every instance at a worker.)
-        wait_until(lambda: queued(postgres_url) == 0, timeout=60, what="the queue emptied")
-        got = held(a)
-        assert got["GPU_A"] | got["GPU_B"], "nothing reached a worker"
-        assert got["GPU_A"] <= {uid for uid, w in routed.items() if w == "gpu-a"}, got
-        assert got["GPU_B"] <= {uid for uid, w in routed.items() if w == "gpu-b"}, got
+        assert Counter(routed.values()) == {"gpu_a": 4, "gpu_b": 4}, routed
+        # every instance reaches the worker the store gave its study, whichever node had it
+        wait_until(lambda: pair.delivered() == 16, timeout=60, what="16 instances at workers")
+        assert held(pair) == {
+            name: {study for study, worker in routed.items() if worker == name}
+            for name in ("gpu_a", "gpu_b")
+        }
     finally:
-        assert b.node.stop() == 0, b.node.logs()[-3000:]
+        pair.stop()

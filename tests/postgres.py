@@ -63,6 +63,11 @@ class Server:
         self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
         return self.url(name)
 
+    def restart_command(self) -> str:
+        """A shell command that restarts this server, cutting every connection (fast shutdown):
+        what ``wolfpacs chaos --store-restart`` runs."""
+        return postgresql.restart_command(self.sockets)
+
     def drop(self, url: str) -> None:
         """Drop the database of ``url`` at the next :meth:`create`: a test's fixtures end in
         no set order, and a node still running on it must stop first, not lose it."""

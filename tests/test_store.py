@@ -164,7 +164,7 @@ def _plan(store: SQLiteStore, sql: str, args: tuple[object, ...]) -> list[str]:
 def test_what_runs_per_instance_looks_studies_up_by_key(store):
     """The routing table may hold 100,000 studies: a scan per instance would be felt."""
     steps = [
-        *_plan(store, ENQUEUE, (1,) * 14),
+        *_plan(store, ENQUEUE, (1,) * 15),
         *_plan(store, "INSERT INTO studies (client, study_uid, pool, worker, routed_at, "
                "last_activity_at) VALUES (1, 1, 1, 1, 1, 1) ON CONFLICT (client, study_uid, "
                "pool) DO UPDATE SET instances_in = instances_in + 1", ()),  # the trigger

@@ -37,6 +37,7 @@ def copy(tmp_path):
     """A copy of the requirements, the README and the suites, to break."""
     shutil.copy(ROOT / "docs" / "requirements.md", tmp_path / "requirements.md")
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copy(ROOT / "docs" / "conformance-statement.md", tmp_path / "statement.md")
     shutil.copytree(
         ROOT / "validation",
         tmp_path / "validation",
@@ -46,7 +47,9 @@ def copy(tmp_path):
 
 
 def run(trace, d: Path):
-    return trace.check(d / "requirements.md", d / "README.md", d / "validation", ROOT)
+    return trace.check(
+        d / "requirements.md", d / "README.md", d / "validation", ROOT, d / "statement.md"
+    )
 
 
 def test_every_requirement_is_traced_to_a_test_and_a_readme_section(trace):
@@ -54,6 +57,57 @@ def test_every_requirement_is_traced_to_a_test_and_a_readme_section(trace):
     assert result.problems == []
     assert 30 <= len(result.requirements) <= 60
     assert "**NONE**" not in trace.matrix(result, {})
+
+
+def test_every_status_of_the_statement_is_provoked_or_names_its_pytest(trace):
+    result = trace.check(ROOT / "docs/requirements.md", ROOT / "README.md", ROOT / "validation")
+    codes = {row.code for row in result.statuses}
+    assert {"0x0000", "0xA702", "0x0110", "0xC001", "0xC004", "0x0122", "0x0211"} <= codes
+    not_provoked = {row.code for row in result.statuses if row.pytest}
+    assert not_provoked == {"0x0110"}  # every other one is provoked against a running node
+    assert codes - not_provoked == set(result.provoking)
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new))
+
+
+def test_a_status_no_test_provokes_is_caught(trace, copy):
+    suite = copy / "validation" / "09_status_codes.robot"
+    replace(suite, "[Tags]    UR-049    0x0211", "[Tags]    UR-049")
+    assert any(p.startswith("0x0211: no Robot test is tagged") for p in run(trace, copy).problems)
+
+
+def test_a_status_tagged_in_a_suite_its_row_does_not_name_is_caught(trace, copy):
+    replace(copy / "statement.md", "| `validation/09_status_codes.robot` |\n| 0x0122",
+            "| `validation/04_limits.robot` |\n| 0x0122")  # fmt: skip
+    assert any(p.startswith("0xC004: validated by") for p in run(trace, copy).problems)
+
+
+def test_a_tag_of_no_status_or_never_asserted_is_caught(trace, copy):
+    suite = copy / "validation" / "09_status_codes.robot"
+    replace(suite, "[Tags]    UR-049    0x0211", "[Tags]    UR-049    0x0211    0xA7FF")
+    replace(suite, "[Tags]    UR-049    0x0122", "[Tags]    UR-049    0x0122    0xC001")
+    problems = run(trace, copy).problems
+    assert any("carries 0xA7FF, no status of statement.md" in p for p in problems)
+    assert any("carries 0xC001 but never names it" in p for p in problems)
+
+
+def test_a_status_not_provoked_must_name_a_pytest_that_exists_and_no_tag(trace, copy):
+    statement = copy / "statement.md"
+    replace(statement, "test_an_unexpected_error_is_answered_0x0110", "test_gone_0x0110")
+    assert any(
+        p.startswith("0x0110: names tests/test_answers.py::test_gone_0x0110")
+        for p in run(trace, copy).problems
+    )
+    suite = copy / "validation" / "09_status_codes.robot"
+    replace(suite, "[Tags]    UR-049    0x0211", "[Tags]    UR-049    0x0211    0x0110")
+    problems = run(trace, copy).problems
+    assert any(
+        p.startswith("0x0110: 'not provoked by the validation', yet tagged") for p in problems
+    )
 
 
 def test_a_requirement_without_a_test_is_caught(trace, copy):

@@ -55,7 +55,7 @@ A report that a rule discards is answered success and goes nowhere
     No worker holds the series "Report" of study ${study}
 
 A series no rule takes is refused when the hospital has no default pool
-    [Tags]    UR-007
+    [Tags]    UR-007    0xA703    0x0000
     ${study}=    A new study UID
     ${statuses}=    Hospital malmo sends a CT series "HEAD" of 1 instances in study ${study}
     Should Be Equal    ${statuses}    ${{["0xA703"]}}
@@ -74,14 +74,14 @@ A worker's result goes home to the PACS of the hospital that sent the study
     The result arrives at the PACS of stockholm and at no other
 
 A result for a study no hospital sent is refused and kept in dead
-    [Tags]    UR-010
+    [Tags]    UR-010    0xC003
     ${study}=    A new study UID
     ${status}=    Worker gpu-a sends a result for study ${study}
     Should Be Equal    ${status}    0xC003
     A dead letter for study ${study} says unknown_study
 
 A worker that was never given a study cannot send results for it
-    [Tags]    UR-011
+    [Tags]    UR-011    0xC003
     ${study}=    Hospital stockholm sends a CT study of 2 instances
     ${worker}=    The study ${study} arrives whole at exactly one worker of pool stroke
     ${other}=    Set Variable If    "${worker}" == "gpu-a"    gpu-b    gpu-a

@@ -7,12 +7,12 @@ Suite Teardown    Stop everything
 
 *** Test Cases ***
 An instance without a StudyInstanceUID is answered 0xC002 and the association goes on
-    [Tags]    UR-021
+    [Tags]    UR-021    0xC002    0x0000
     ${statuses}=    Hospital stockholm sends an instance without a StudyInstanceUID and then a good one
     Should Be Equal    ${statuses}    ${{["0xC002", "0x0000"]}}
 
 A pool without an active worker is answered 0xA701
-    [Tags]    UR-022
+    [Tags]    UR-022    0xA701
     Ctl    drain    mammo-a
     ${study}=    A new study UID
     ${statuses}=    Hospital uppsala sends a CT series "MAMMO" of 1 instances in study ${study}
@@ -20,7 +20,7 @@ A pool without an active worker is answered 0xA701
     [Teardown]    Ctl    resume    mammo-a
 
 A full spool is answered 0xA700 until the queues drain
-    [Tags]    UR-023
+    [Tags]    UR-023    0xA700
     Worker gpu-a goes down
     Worker gpu-b goes down
     ${study}=    A new study UID

@@ -2,7 +2,9 @@
 Documentation     Hospitals send over DICOM TLS; a hospital pinned to its certificate gets in with
 ...               it and with nothing else, not even another hospital's certificate from the same
 ...               CA. The node reaches worker lung-a over TLS and checks that its certificate
-...               names its host. (The inside port over TLS: integration/test_tls.py.)
+...               names its host. The outside port speaks TLS 1.2 and 1.3 and no older version,
+...               and wants a certificate of every hospital unless told not to (a pinned hospital
+...               needs one all the same). (The inside port over TLS: integration/test_tls.py.)
 Library           WolfPACS.py
 Suite Setup       Start the hospital network    tls_outside=true
 Suite Teardown    Stop everything
@@ -38,3 +40,28 @@ The node sends to a worker over TLS, and only to a worker whose certificate name
     No worker holds the series "Lung 5mm" of study ${study}
     Restart WolfPACS with lung-a's host name not checked
     The series "Lung 5mm" of study ${study} arrives whole at one worker of pool lung
+
+The outside port speaks TLS 1.2 and 1.3, and refuses TLS 1.1 and 1.0
+    [Tags]    UR-043
+    FOR    ${version}    IN    1.2    1.3
+        ${answer}=    The outside port's TLS handshake with a hospital that speaks only TLS ${version}
+        Should Be Equal    ${answer}    accepted TLSv${version}
+    END
+    FOR    ${version}    IN    1.1    1.0
+        ${answer}=    The outside port's TLS handshake with a hospital that speaks only TLS ${version}
+        Should Contain    ${answer}    alert protocol version
+    END
+
+A hospital without a certificate is refused, unless client certificates are not required
+    [Tags]    UR-043
+    ${statuses}=    Hospital gothenburg sends a CT study over TLS without a certificate
+    Should Be Empty    ${statuses}
+    Restart WolfPACS with client certificates not required
+    ${statuses}=    Hospital gothenburg sends a CT study over TLS without a certificate
+    Should Be Equal    ${statuses}    ${{["0x0000", "0x0000"]}}
+    ${study}=    The last study sent
+    The study ${study} arrives whole at exactly one worker of pool stroke
+    ${statuses}=    Hospital stockholm sends a CT study over TLS without a certificate
+    Should Be Empty    ${statuses}
+    ${log}=    Node log
+    Should Contain    ${log}    its TLS certificate is not client stockholm's

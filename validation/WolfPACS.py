@@ -44,13 +44,14 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from robot.api.deco import keyword, library
+from statuses import Statuses
 
 from wolfpacs.testing.peers import dataset_digest
 from wolfpacs.testing.synthetic import SYNTAXES, ct_instance, derived_instance, write
 
 
 @library(scope="SUITE", auto_keywords=False)
-class WolfPACS(Conformance, TLS):
+class WolfPACS(Conformance, Statuses, TLS):
     """What hospitals, AI workers and the operator do in the network, as Robot keywords."""
 
     @keyword("Hospital ${hospital} sends a CT study of ${count} instances")

@@ -151,6 +151,7 @@ class Network:
         self.options: dict[str, str] = {}
         self.studies: dict[str, dict[str, list[str]]] = {}  # study → series description → SOPs
         self.sources: dict[str, Path] = {}  # study → one of its files
+        self.refused: set[str] = set()  # SOPInstanceUIDs answered a failure status
         self.held_open: list[Any] = []
         self.last_output = ""
         self.last_study = ""  # the study the last keyword that makes one made
@@ -404,6 +405,11 @@ class Network:
             if s == "0x0000"
         ]
         self.studies.setdefault(study, {}).setdefault(description, []).extend(map(str, done))
+        self.refused.update(
+            str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+            for f, s in zip(files, statuses, strict=False)
+            if s != "0x0000"
+        )
         self.sources.setdefault(study, files[0])
 
     @keyword("HTTP GET")

@@ -8,6 +8,7 @@ subject, and the node reaches lung-a over TLS.
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from hospital_network import HOSPITALS, Network
@@ -71,6 +72,47 @@ class TLS(Network):
     @keyword("Restart WolfPACS with lung-a's host name not checked")
     def unchecked_hostname(self) -> None:
         self.lung_check_hostname = "false"
+        self.restart_wolfpacs()
+
+    @keyword("The outside port's TLS handshake with a hospital that speaks only TLS ${version}")
+    def handshake(self, version: str) -> str:
+        """``openssl s_client`` limited to one TLS version (1.0 to 1.3), with gothenburg's
+        certificate: "accepted TLSv1.x" if the handshake completed in that version, else what
+        openssl said (a refusal by the node reads "alert protocol version": the node's alert).
+
+        The client's own security level is lowered to 0: OpenSSL 3 would otherwise not even
+        offer TLS 1.0 or 1.1, and the refusal would be the client's, not the node's.
+        """
+        flag = {"1.0": "-tls1", "1.1": "-tls1_1", "1.2": "-tls1_2", "1.3": "-tls1_3"}[version]
+        pki = self.pki
+        result = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.ports['outside']}", flag,
+             "-cipher", "DEFAULT@SECLEVEL=0", "-cert", str(pki / "gothenburg.crt"),
+             "-key", str(pki / "gothenburg.key"), "-CAfile", str(pki / "ca.crt")],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        said = result.stdout + result.stderr
+        spoken = re.search(r"^New, (TLSv[\d.]+), Cipher is ", said, re.MULTILINE)
+        if result.returncode == 0 and spoken and "Verify return code: 0 (ok)" in said:
+            return f"accepted {spoken.group(1)}"
+        return said
+
+    @keyword("Hospital ${hospital} sends a CT study over TLS without a certificate")
+    def send_anonymous(self, hospital: str) -> list[str]:
+        """Two instances of a new study by ``storescu +tla`` (TLS, the node's certificate
+        checked on the CA, none of its own); the statuses answered."""
+        study = str(generate_uid())
+        files = self.write_series(study, 2, "CT", "HEAD")
+        secret, calling = HOSPITALS[hospital]
+        anonymous = ["+tla", "+cf", str(self.pki / "ca.crt")]
+        statuses = self.storescu(files, self.ports["outside"], secret, calling, "-xe", *anonymous)
+        self.remember(study, "HEAD", files, statuses)
+        self.last_study = study
+        return statuses
+
+    @keyword("Restart WolfPACS with client certificates not required")
+    def certificates_not_required(self) -> None:
+        self.options["tls_require_client_cert"] = "false"
         self.restart_wolfpacs()
 
     @keyword("Hospital ${hospital} sends a CT study over TLS with the certificate of ${who}")

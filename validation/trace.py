@@ -7,11 +7,17 @@ README's headings, and fails (exit 1, each problem on a line) when
 - a requirement has no Robot test tagged with its ID,
 - a test carries a ``UR-nnn`` tag that is no requirement, or no such tag at all,
 - a README section a requirement names is no heading of the README,
-- a pytest file a requirement names as completing its proof does not exist.
+- a pytest file a requirement names as completing its proof does not exist;
+- a status code of the Conformance Statement's section 3.4 (``docs/conformance-statement.md``)
+  is carried as a tag (``0xC004``) by no Robot test, or by tests of other suites than its row's
+  "validated by" names; or its row says it is "not provoked by the validation: see
+  ``FILE::TEST``" and that pytest test does not exist, or a Robot test carries it all the same;
+- a test carries a status tag that is no status of the statement, or never names that status.
 
 Either way it writes the matrix (requirement, README section, Robot tests with their last
-result from ``DIR/output.xml`` when Robot has run, the pytest that completes the proof) as
-Markdown to ``DIR/traceability.md``, next to Robot's report.html and log.html.
+result from ``DIR/output.xml`` when Robot has run, the pytest that completes the proof; then each
+status code and the tests that provoke it) as Markdown to ``DIR/traceability.md``, next to
+Robot's report.html and log.html.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 UR = re.compile(r"^UR-\d{3}$")
 ROW = re.compile(r"^\|\s*(UR-\d{3})\s*\|(.*)\|\s*$")
+STATUS = re.compile(r"^0x[0-9a-fA-F]{4}$")
+STATUSES = "3.4 Status codes sent (C-STORE SCP)"  # the statement's heading of its table
+NOT_PROVOKED = re.compile(r"not provoked by the validation: see `?([\w/.-]+\.py)::(\w+)`?")
+SUITE = re.compile(r"validation/[\w.-]+\.robot")
 
 
 @dataclass(frozen=True)
@@ -35,11 +45,36 @@ class Requirement:
     pytest: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class StatusRow:
+    """A row of the statement's status table: the code (0xNNNN), when it is sent, the suites
+    whose tests provoke it, or the pytest test (``file::name``) that does instead."""
+
+    code: str
+    when: str
+    suites: tuple[str, ...]
+    pytest: str
+
+
+@dataclass(frozen=True)
+class RobotTest:
+    tags: tuple[str, ...]
+    suite: str  # its file, relative to the repository: validation/09_status_codes.robot
+    text: str  # its body, every keyword and argument, as JSON: what it asserts
+
+
 @dataclass
 class Trace:
     requirements: list[Requirement]
     tests: dict[str, list[str]] = field(default_factory=dict)  # test's full name → its UR tags
+    statuses: list[StatusRow] = field(default_factory=list)
+    provoking: dict[str, list[str]] = field(default_factory=dict)  # status → tests tagged so
     problems: list[str] = field(default_factory=list)
+
+
+def code(text: str) -> str:
+    """A status as the statement writes it: 0x and four upper-case hex digits."""
+    return "0x" + text[2:].upper()
 
 
 def read_requirements(path: Path) -> list[Requirement]:
@@ -67,12 +102,45 @@ def readme_sections(path: Path) -> set[str]:
     return headings
 
 
-def robot_tests(suites: Path) -> dict[str, list[str]]:
-    """Every Robot test under ``suites`` (parsed, not run): full name → its tags."""
+def statement_statuses(path: Path) -> list[StatusRow]:
+    """The rows of the table under the heading :data:`STATUSES` of the statement at ``path``."""
+    rows, heading = [], ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif heading == STATUSES and line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            status = cells[0].strip("`")
+            if STATUS.match(status):
+                by = cells[2] if len(cells) > 2 else ""
+                found = NOT_PROVOKED.search(by)
+                pytest = f"{found.group(1)}::{found.group(2)}" if found else ""
+                rows.append(StatusRow(code(status), cells[1], tuple(SUITE.findall(by)), pytest))
+    return rows
+
+
+def robot_tests(suites: Path) -> dict[str, RobotTest]:
+    """Every Robot test under ``suites`` (parsed, not run): full name → its tags, suite, body."""
+    import json
+
     from robot.api import TestSuiteBuilder
 
     suite = TestSuiteBuilder().build(str(suites))
-    return {test.full_name: [str(tag) for tag in test.tags] for test in suite.all_tests}
+    return {
+        test.full_name: RobotTest(
+            tuple(str(tag) for tag in test.tags),
+            f"{suites.name}/{Path(test.source).name}",
+            json.dumps(test.to_dict()["body"]),
+        )
+        for test in suite.all_tests
+    }
+
+
+def pytest_exists(root: Path, node: str) -> bool:
+    """Whether ``file::name`` is a test function of that file."""
+    file, _, name = node.partition("::")
+    path = root / file
+    return path.is_file() and re.search(rf"^def {name}\(", path.read_text(), re.M) is not None
 
 
 def last_results(output: Path) -> dict[str, str]:
@@ -85,7 +153,13 @@ def last_results(output: Path) -> dict[str, str]:
     return {test.full_name: test.status for test in result.suite.all_tests}
 
 
-def check(requirements_md: Path, readme: Path, suites: Path, root: Path = ROOT) -> Trace:
+def check(
+    requirements_md: Path,
+    readme: Path,
+    suites: Path,
+    root: Path = ROOT,
+    statement: Path = ROOT / "docs" / "conformance-statement.md",
+) -> Trace:
     """Everything the module's docstring lists as a problem, found in these files."""
     trace = Trace(read_requirements(requirements_md))
     ids = [r.id for r in trace.requirements]
@@ -100,9 +174,8 @@ def check(requirements_md: Path, readme: Path, suites: Path, root: Path = ROOT) 
         trace.problems.extend(
             f"{r.id}: names {p}, which does not exist" for p in r.pytest if not (root / p).exists()
         )
-    trace.tests = {
-        name: [t for t in tags if UR.match(t)] for name, tags in robot_tests(suites).items()
-    }
+    tests = robot_tests(suites)
+    trace.tests = {name: [t for t in test.tags if UR.match(t)] for name, test in tests.items()}
     for name, urs in trace.tests.items():
         if not urs:
             trace.problems.append(f"test '{name}' carries no UR-nnn tag")
@@ -111,7 +184,40 @@ def check(requirements_md: Path, readme: Path, suites: Path, root: Path = ROOT) 
         )
     tested = {u for urs in trace.tests.values() for u in urs}
     trace.problems.extend(f"{i}: no Robot test is tagged with it" for i in ids if i not in tested)
+    check_statuses(trace, statement, tests, root)
     return trace
+
+
+def check_statuses(trace: Trace, statement: Path, tests: dict[str, RobotTest], root: Path) -> None:
+    """The statement's status codes against the tests tagged with them (module docstring)."""
+    trace.statuses = statement_statuses(statement)
+    if not trace.statuses:
+        trace.problems.append(f"{statement}: no table of status codes under '{STATUSES}'")
+    known = {row.code for row in trace.statuses}
+    for name, test in tests.items():
+        for tag in (code(t) for t in test.tags if STATUS.match(t)):
+            trace.provoking.setdefault(tag, []).append(name)
+            if tag not in known:
+                trace.problems.append(f"test '{name}' carries {tag}, no status of {statement.name}")
+            elif tag.lower() not in test.text.lower():
+                trace.problems.append(f"test '{name}' carries {tag} but never names it")
+    for row in trace.statuses:
+        provoking = trace.provoking.get(row.code, [])
+        suites = {tests[name].suite for name in provoking}
+        if row.pytest:
+            if not pytest_exists(root, row.pytest):
+                trace.problems.append(f"{row.code}: names {row.pytest}, which does not exist")
+            if provoking:
+                trace.problems.append(f"{row.code}: 'not provoked by the validation', yet "
+                                      f"tagged on {', '.join(provoking)}")  # fmt: skip
+        elif not provoking:
+            trace.problems.append(
+                f"{row.code}: no Robot test is tagged with it, and its row does not say "
+                "'not provoked by the validation: see FILE::TEST'"
+            )
+        elif suites != set(row.suites):
+            trace.problems.append(f"{row.code}: validated by {sorted(row.suites)} says the "
+                                  f"statement, by {sorted(suites)} say the tags")  # fmt: skip
 
 
 def matrix(trace: Trace, results: dict[str, str]) -> str:
@@ -139,6 +245,17 @@ def matrix(trace: Trace, results: dict[str, str]) -> str:
         shown = "<br>".join(f"{n} ({results.get(n, 'not run')})" for n in tests) or "**NONE**"
         pytest = ", ".join(r.pytest) or "-"
         lines.append(f"| **{r.id}** {r.text} | {r.section} | {shown} | {pytest} |")
+    lines += [
+        "",
+        f"## Status codes sent (docs/conformance-statement.md, {STATUSES.split(' ', 1)[0]})",
+        "",
+        "| status | when | Robot tests (last result) | or, not provoked from outside (pytest) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in trace.statuses:
+        tests = trace.provoking.get(row.code, [])
+        shown = "<br>".join(f"{n} ({results.get(n, 'not run')})" for n in tests) or "-"
+        lines.append(f"| **{row.code}** | {row.when} | {shown} | {row.pytest or '-'} |")
     if trace.problems:
         lines += ["", "## Problems", "", *(f"- {p}" for p in trace.problems)]
     return "\n".join(lines) + "\n"

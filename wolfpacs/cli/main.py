@@ -81,6 +81,19 @@ def parser() -> argparse.ArgumentParser:
         help="LazyFS's faults FIFO: each kill -9 also clears its cache",
     )
     chaos_parser.add_argument("--durability", choices=("fsync", "os"), default="fsync")
+    chaos_parser.add_argument("--nodes", type=int, default=1, help="nodes sharing one store")
+    chaos_parser.add_argument(
+        "--store", default="sqlite", metavar="URL",
+        help="the nodes' store: sqlite (one node), or a postgresql:// URL they share",
+    )  # fmt: skip
+    chaos_parser.add_argument(
+        "--store-restart", metavar="COMMAND",
+        help="a shell command that restarts the database server: a fault of the schedule",
+    )  # fmt: skip
+    chaos_parser.add_argument(
+        "--lease-seconds", type=float, default=3.0,
+        help="with several nodes: how soon a killed node's queue is adopted",
+    )  # fmt: skip
     add_log_options(chaos_parser, level="warning")
     # Listed here for the help; main() hands ctl's words to ctl.main before argparse sees them.
     ctl_parser = verbs.add_parser(
@@ -120,7 +133,10 @@ def run(config_path: str) -> int:
     while not stop.is_set() and not node.exited.is_set():
         stop.wait(0.5)  # wakes for signals too: a handler only runs between waits
     if node.exited.is_set():
-        logger.critical("the supervision tree gave up: %s", node.exit_reason)
+        if node.fatal is not None:  # its lease was lost: another node has its queue
+            logger.critical("stopped: %s", node.fatal)
+        else:
+            logger.critical("the supervision tree gave up: %s", node.exit_reason)
         return 1
     logger.info("stopping: no new associations; finishing what is in flight")
     clean = node.stop(timeout=60)
@@ -130,7 +146,8 @@ def run(config_path: str) -> int:
 
 def _chaos_options(args: argparse.Namespace) -> chaos.Options:
     fields = ("instances", "studies", "clients", "workers", "seed", "faults", "kills", "size",
-              "duration", "data_dir", "power_cut", "durability")  # fmt: skip
+              "duration", "data_dir", "power_cut", "durability", "nodes", "store",
+              "store_restart", "lease_seconds")  # fmt: skip
     return chaos.Options(**{name: getattr(args, name) for name in fields})
 
 

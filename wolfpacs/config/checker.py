@@ -33,6 +33,7 @@ from wolfpacs.config.model import (
     NodeConfig,
     Pool,
     Worker,
+    valid_node_id,
 )
 from wolfpacs.config.routing import RoutingChecker, rule_line
 from wolfpacs.config.secrets import TOKENS, masked
@@ -40,7 +41,7 @@ from wolfpacs.config.secrets import TOKENS, masked
 __all__ = ["load", "parse", "parse_entry", "validate"]
 
 # [node] keys whose default is "" (off, none): a file may say so explicitly.
-_MAY_BE_EMPTY = ("audit_log", "tls_cert", "tls_key", "tls_ca", *TOKENS)
+_MAY_BE_EMPTY = ("audit_log", "tls_cert", "tls_key", "tls_ca", "node_id", "spool_dir", *TOKENS)
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -55,11 +56,10 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(source, None, "", f"cannot read the file: {exc}") from None
     config = parse(text, source, env=os.environ if env is None else env)
-    if not config.node.data_dir.is_absolute():
-        # Relative to the file, so that a service manager's working directory does not matter.
-        node = replace(config.node, data_dir=Path(source).resolve().parent / config.node.data_dir)
-        config = replace(config, node=node)
-    return config
+    # Paths relative to the file, so that a service manager's working directory does not matter.
+    base, node = Path(source).resolve().parent, config.node
+    spool_dir = str(base / node.spool_dir) if node.spool_dir else ""
+    return replace(config, node=replace(node, data_dir=base / node.data_dir, spool_dir=spool_dir))
 
 
 def parse(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
@@ -201,9 +201,14 @@ class _Checker:
                 values[f.name] = value
             elif f.name == "store":
                 values[f.name] = self.store(value, path)
+            elif f.name == "node_id":  # it names a directory of a shared spool: plain
+                if not valid_node_id(values.setdefault(f.name, self.text(value, path))):
+                    raise self.fail(path, "must be 1-63 letters, digits, '.', '_' or '-'")
+            elif f.name == "lease_seconds":
+                values[f.name] = float(self.number(value, path, minimum=1))
             elif f.name in ("bind", "http_bind"):
                 values[f.name] = self.address(value, path)
-            elif f.name in ("control_socket", "audit_log", *TOKENS):
+            elif f.name in ("control_socket", "audit_log", "spool_dir", *TOKENS):
                 values[f.name] = self.text(value, path)
             elif f.name in ("tls_cert", "tls_key", "tls_ca"):
                 values[f.name] = self.file(value, path)

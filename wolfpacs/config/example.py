@@ -28,6 +28,14 @@ NODE_NOTES = {
     "durability": '"fsync", or "os": see "What acknowledged means" in the README',
     "store": '"sqlite" (state.sqlite3 in data_dir), or "postgresql://user@host/db": see '
     '"Several nodes" in the README',
+    "node_id": 'unique per node; "": made once from the host name and kept in data_dir, '
+    "so a node keeps its identity (and its queue) when its host name changes",
+    "spool_dir": '"": data_dir/spool; with shared_spool, each node writes under '
+    "spool_dir/<node_id>/. Relative to this file",
+    "shared_spool": "spool_dir is on storage every node mounts (NFS, CephFS, EFS...): a live "
+    "node adopts a dead node's queue; false: a dead node's queue waits for its return",
+    "lease_seconds": "a node that has not renewed its lease this long is dead (renewed every "
+    "third of it)",
     "study_idle_timeout": "seconds without an instance before a study stops counting as open",
     "http_port": "metrics, health, status page (env WOLFPACS_HTTP_PORT); 0: off",
     "http_bind": "loopback only, by default",

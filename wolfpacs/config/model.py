@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = [
     "CALLING_AE", "DISCARD", "DURABILITY_MODES", "POSTGRESQL_SCHEMES", "RULE_ACTIONS",
     "SECTIONS", "SQLITE", "TLS_SUBJECT_KEYS", "Client", "Condition", "Config", "ConfigError",
-    "Destination", "Entry", "NodeConfig", "Pool", "Rule", "Worker",
+    "Destination", "Entry", "NodeConfig", "Pool", "Rule", "Worker", "valid_node_id",
 ]  # fmt: skip
 
 DURABILITY_MODES = ("fsync", "os")
@@ -34,6 +34,13 @@ SECTIONS = {"client": "clients", "worker": "workers", "destination": "destinatio
 CALLING_AE = "calling_ae"
 DISCARD = "discard"  # a rule's action: answered success, not forwarded
 RULE_ACTIONS = (DISCARD,)
+# A node id names its directory of a shared spool and appears in logs: plain characters.
+NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def valid_node_id(text: str) -> bool:
+    """Whether ``text`` may be a ``[node] node_id``."""
+    return NODE_ID.fullmatch(text) is not None
 
 
 class ConfigError(ValueError):
@@ -56,6 +63,10 @@ class NodeConfig:
     data_dir: Path = Path("./wolfpacs-data")
     durability: str = "fsync"
     store: str = SQLITE  # or a postgresql:// URL (a secret if it holds a password)
+    node_id: str = ""  # unique per node; "": made once from the host name, kept in data_dir
+    spool_dir: str = ""  # the queues; "": data_dir/spool. Relative to the config file
+    shared_spool: bool = False  # spool_dir is on storage every node mounts: adopt dead nodes
+    lease_seconds: float = 10.0  # a node that has not renewed its lease this long is dead
     study_idle_timeout: float = 600.0
     http_port: int = 9111  # metrics, health, status page; 0: off
     http_bind: str = "127.0.0.1"
@@ -95,6 +106,11 @@ class NodeConfig:
     @property
     def control_path(self) -> Path:
         return Path(self.data_dir) / self.control_socket
+
+    @property
+    def spool_path(self) -> Path:
+        """Where the queues are: ``spool_dir``, else ``data_dir/spool``."""
+        return Path(self.spool_dir) if self.spool_dir else Path(self.data_dir) / "spool"
 
 
 @dataclass(frozen=True)

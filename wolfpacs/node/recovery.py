@@ -42,9 +42,22 @@ def recover(spool: Spool, store: Store, config: Config) -> Config:
     ``spool`` must be prepared (its directories exist). A runtime change
     that no longer fits the file (edited since) is skipped with an error in
     the log, so that the node can always start.
+
+    With several nodes on one store, a node reconciles its own queue only:
+    the store's rows of its node (``store`` is made for it), and the files
+    of its own queue directory. A row of its own whose file lies in another
+    node's directory of a shared spool (a row it adopted) is kept while the
+    file is there; a file of its directory whose row another node adopted
+    is that node's, and left alone. (With ``synchronous_commit = off`` a
+    PostgreSQL crash may lose a queue row of a fsynced file: only the node
+    whose directory holds the file rebuilds it, at its next start, so a
+    node that never comes back leaves such a file unqueued; it is not lost,
+    but waits in its directory for a node of that id.)
     """
     files = spool.queued_files()
     for path in sorted(store.queued_paths() - files):
+        if spool.path(path).exists():  # another node's file, adopted; or a file from before
+            continue
         found = spool.find(path.rsplit("/", 1)[-1])
         if found is not None and store.repath(path, found):
             files.discard(found)
@@ -57,7 +70,7 @@ def recover(spool: Spool, store: Store, config: Config) -> Config:
     live = replay(config, changes)
     kinds = {**{d.name: DESTINATION for d in live.destinations},
              **{w.name: WORKER for w in live.workers}}  # fmt: skip
-    for orphan in sorted(files - store.queued_paths()):
+    for orphan in sorted(files - store.queued_paths(all_nodes=True)):
         _adopt(spool, store, orphan, kinds, live)
     spool.recount()
     queued = store.queued_paths()
@@ -93,6 +106,8 @@ def _adopt(spool: Spool, store: Store, rel: str, kinds: dict[str, str], live: Co
     try:
         tags = peek(path)
     except PeekError as exc:
+        if not path.exists():  # delivered meanwhile, by a node that had adopted its row
+            return
         spool.bury(path, {"reason": f"spool file without a queue row, unreadable: {exc}",
                           "target": target}, kind="refused")  # fmt: skip
         return

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from wolfpacs.state.store import WORKER
 
 if TYPE_CHECKING:
     from wolfpacs.config.model import NodeConfig
+    from wolfpacs.node.lease import Lease
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import QueueItem, Store
 
@@ -49,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 _RETRY = "retry"  # the backoff has passed
 _IDLE = "idle"  # time to release an unused association
+LEASE_WAIT = 0.5  # seconds between two looks at a lapsed lease
 _ECHO = "echo"  # time for a health check
 _PROBE = "probe"  # time to C-ECHO a peer in backoff
 BATCH = 32
@@ -86,8 +89,10 @@ class Sender(SupervisedActor):
         *,
         metrics: Metrics | None = None,
         fence: Fence | None = None,
+        lease: Lease | None = None,
     ) -> None:
         super().__init__()
+        self.lease = lease  # the node's: no batch is sent while it may have been adopted
         self.registry = registry
         self.store = store  # fenced with ``fence``, if there is one
         self.fence = fence
@@ -104,6 +109,7 @@ class Sender(SupervisedActor):
         self._hand_over_due = True  # at start: a move may have happened while it was down
         self._next: list[QueueItem] = []  # the next batch, if the last call brought it
         self._idle_check = False  # an _IDLE is on its way
+        self._lease_wait: threading.Timer | None = None  # a look at a lapsed lease, to come
         self._busy_at = 0.0  # monotonic time of the last batch sent
         self.up: bool | None = None
         self.last_error: str | None = None
@@ -197,6 +203,10 @@ class Sender(SupervisedActor):
         Moved studies are looked for only when there may be some (at start,
         after a backoff, when told :data:`HAND_OVER`), not at every instance.
         """
+        if self.lease is not None and not self.lease.valid():  # adopted, maybe: see node.lease
+            if not (self._lease_wait and self._lease_wait.is_alive()):  # look again soon
+                self._lease_wait = self.send_after(LEASE_WAIT, WAKE)
+            return
         if self._hand_over_due and self.target.kind == WORKER:
             self._hand_over()
         items, self._next = self._next, []
@@ -220,9 +230,9 @@ class Sender(SupervisedActor):
         finally:
             self._busy_at = time.monotonic()
             if done:  # their rows go, and the next batch comes, in one call
-                self._next = self.store.delivered_next(done, self.target.name, BATCH)
+                gone, self._next = self.store.delivered_next(done, self.target.name, BATCH)
                 self._check_fence()
-                self.spool.remove(*(item.path for item in items if item.id in done))
+                self.spool.remove(*(item.path for item in items if item.id in gone))  # its own
         if self._next or not done:
             # More is known to be queued (or nothing was delivered, so nothing was asked):
             # the next batch on the next turn, after whatever else is in the inbox. Else a
@@ -381,15 +391,17 @@ class Sender(SupervisedActor):
             self.fence.check()
 
     def _bury(self, item: QueueItem, reason: str, status: int | None, kind: str) -> None:
+        """The row, then its file: neither if another node adopted the row (state.leases)."""
         self._check_fence()
         record = {"reason": reason, "status": status, **item.describe()}
+        if not self.store.remove_item(item.id):  # (a crash after: recovery queues the file)
+            return
         path = self.spool.path(item.path)
         if path.exists():
             self.spool.bury(path, record, kind)
         else:
             logger.error("%s: dead letter without a file: %s", self.name, record)
             self.spool.on_dead(kind)
-        self.store.remove_item(item.id)
         self.dead += 1
 
     def _backoff(self, why: str, probe: bool) -> None:

@@ -296,22 +296,24 @@ class StoreClient:
     def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
         return self._ask(Store.next_items, target, limit, after_id)
 
-    def delivered(self, item_id: int, at: float | None = None) -> None:
+    def delivered(self, item_id: int, at: float | None = None) -> bool:
         return self._ask(Store.delivered, item_id, at)
 
-    def delivered_next(self, item_ids: list[int], target: str, limit: int = 32) -> list[QueueItem]:
+    def delivered_next(
+        self, item_ids: list[int], target: str, limit: int = 32
+    ) -> tuple[list[int], list[QueueItem]]:
         return self._ask(Store.delivered_next, item_ids, target, limit)
 
     def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
         return self._ask(Store.moved_items, target, limit)
 
-    def retarget(self, item_id: int, target: str, path: str) -> None:
+    def retarget(self, item_id: int, target: str, path: str) -> bool:
         return self._ask(Store.retarget, item_id, target, path)
 
     def repath(self, old: str, new: str) -> bool:
         return self._ask(Store.repath, old, new)
 
-    def remove_item(self, item_id: int) -> None:
+    def remove_item(self, item_id: int) -> bool:
         return self._ask(Store.remove_item, item_id)
 
     def failed_attempt(self, item_id: int, error: str) -> int:
@@ -323,8 +325,8 @@ class StoreClient:
     def queue_stats(self) -> dict[str, dict[str, Any]]:
         return self._ask(Store.queue_stats)
 
-    def queued_paths(self) -> set[str]:
-        return self._ask(Store.queued_paths)
+    def queued_paths(self, all_nodes: bool = False) -> set[str]:
+        return self._ask(Store.queued_paths, all_nodes)
 
     def drop_missing(self, paths: set[str]) -> int:
         return self._ask(Store.drop_missing, paths)
@@ -371,6 +373,18 @@ class StoreClient:
 
     def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
         return self._ask(Store.add_runtime_change, kind, name, table)
+
+    def register_node(self, lease_seconds: float, shared_spool: bool = False) -> int:
+        return self._ask(Store.register_node, lease_seconds, shared_spool)
+
+    def renew_lease(self, epoch: int, lease_seconds: float) -> bool:
+        return self._ask(Store.renew_lease, epoch, lease_seconds)
+
+    def adopt_expired(self, epoch: int) -> list[dict[str, Any]]:
+        return self._ask(Store.adopt_expired, epoch)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._ask(Store.nodes)
 
     def ping(self, timeout: float | None = None) -> bool:
         """``timeout``: seconds to wait for an answer, if not the client's."""

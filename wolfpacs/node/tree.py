@@ -4,6 +4,7 @@
 
     wolfpacs (root, one_for_one)
     ├── store             routes, queue rows, worker states, runtime changes (SQLite or PostgreSQL)
+    ├── lease             renews the node's lease; with a shared spool, adopts dead nodes' queues
     ├── router            decides study → worker; the only writer of routes
     ├── senders           supervisor: sender:<name> for every worker and destination
     ├── receivers         supervisor: receiver:<n>, one per open association (temporary)
@@ -26,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
@@ -36,6 +38,8 @@ from wolfpacs.config.live import LiveConfig
 from wolfpacs.config.model import SQLITE
 from wolfpacs.node.fence import Fences
 from wolfpacs.node.gate import Gate
+from wolfpacs.node.identity import node_identity
+from wolfpacs.node.lease import Lease, LeaseActor, whence
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
 from wolfpacs.node.metrics import Metrics
@@ -98,7 +102,8 @@ class Node:
 
     Errors: :meth:`start` raises ``supervisors.StartError`` if a part of the
     tree cannot start (a port in use), :class:`DataDirInUseError` if another
-    node holds ``data_dir``, ``SchemaError`` for a state database of a newer
+    node holds ``data_dir`` (or, with a shared spool, its ``node_id``),
+    ``SchemaError`` for a state database of a newer
     WolfPACS, ``DriverMissingError`` for a PostgreSQL store without psycopg,
     ``psycopg.OperationalError`` for a PostgreSQL out of reach.
     """
@@ -111,10 +116,16 @@ class Node:
         self.registry = Registry()
         self.metrics = Metrics()
         node = config.node
+        durable = node.durability == "fsync"
+        self.node_id = node_identity(node.data_dir, node.node_id, durable)
         self.spool = Spool(
-            node.data_dir, node.durability == "fsync", node.spool_max_bytes, node.min_free_bytes,
-            on_dead=self.metrics.dead_letter,
+            node.data_dir, durable, node.spool_max_bytes, node.min_free_bytes,
+            on_dead=self.metrics.dead_letter, spool_dir=node.spool_path,
+            node=self.node_id if node.shared_spool else "",
         )  # fmt: skip
+        # The node's lease in the store (node.lease): its epoch is taken at each start.
+        self.lease = Lease(self.node_id, node.lease_seconds, fencing=node.shared_spool)
+        self.fatal: str | None = None  # why the node stopped itself (its lease was lost)
         self.db_path = self.spool.root / STATE_DB
         self.store = StoreClient(self.registry)
         self.fences = Fences()
@@ -133,8 +144,8 @@ class Node:
         """A new, unopened backend on the node's state database: ``[node] store``'s."""
         store = self.config.node.store
         if store == SQLITE:
-            return SQLiteStore(self.db_path, durable=self.spool.durable)
-        return PostgreSQLStore(store, durable=self.spool.durable)
+            return SQLiteStore(self.db_path, durable=self.spool.durable, node_id=self.node_id)
+        return PostgreSQLStore(store, durable=self.spool.durable, node_id=self.node_id)
 
     def sender_spec(self, target: Target) -> ChildSpec:
         name = f"sender:{target.name}"
@@ -143,7 +154,7 @@ class Node:
             fence = self.fences.issue(name)
             return Sender.start(
                 self.registry, target, self.config.node, self.spool, self.store.fenced(fence),
-                metrics=self.metrics, fence=fence,
+                metrics=self.metrics, fence=fence, lease=self.lease,
             )  # fmt: skip
 
         return ChildSpec(name, start)
@@ -172,6 +183,17 @@ class Node:
                 ),
             ),
             ChildSpec(
+                "lease",
+                lambda: LeaseActor.start(
+                    reg,
+                    store,
+                    self.lease,
+                    adopt=self.config.node.shared_spool,
+                    on_lost=self._fenced,
+                    board=metrics.board,
+                ),
+            ),
+            ChildSpec(
                 "router", lambda: Router.start(reg, live, store, spool=spool, metrics=metrics)
             ),
             ChildSpec("senders", _registered(reg, "senders", senders), type=ChildType.SUPERVISOR),
@@ -194,6 +216,12 @@ class Node:
         store = self.backend()
         store.open()
         try:
+            asked_at = time.monotonic()
+            epoch = store.register_node(self.lease.lease_seconds, self.spool.shared)
+            self.lease.renewed(epoch, asked_at)
+            logger.info("node %s registered: epoch %d, lease %g s%s", self.node_id,
+                        self.lease.epoch, self.lease.lease_seconds,
+                        ", shared spool" if self.spool.shared else "")  # fmt: skip
             config = recover(self.spool, store, self.config)
         finally:
             store.close()
@@ -215,6 +243,14 @@ class Node:
             node.ae_title, node.outside_port, node.inside_port, self.spool.root,
         )  # fmt: skip
 
+    def _fenced(self, why: str) -> None:
+        """The lease actor found the node's epoch gone: stop the tree (it delivers nothing
+        more already: see node.lease); ``wolfpacs run`` then exits 1."""
+        self.fatal = why
+        root = self.root
+        if root is not None and root.is_alive():
+            root.stop(block=False)
+
     def _on_exit(self, reason: ExitReason) -> None:
         self.exit_reason = reason
         self.spool.unlock()
@@ -230,7 +266,9 @@ class Node:
         return join(root, timeout) is not None
 
     def describe(self) -> dict[str, Any]:
-        """The whole tree as plain data (``Supervisor.describe``)."""
+        """The whole tree as plain data (``Supervisor.describe``), with the node it is
+        (``node``: its id and epoch) and its peers as its lease actor last saw them
+        (``peers``: each ``node_id`` and ``state``; None before the first look)."""
         assert self.root is not None
         description: dict[str, Any] = self.root.proxy().describe().get()
-        return description
+        return {**description, **whence(self.lease, self.metrics.board)}

@@ -25,6 +25,7 @@ from wolfpacs.config.environment import ENV_FAULT_INJECTION
 from wolfpacs.config.live import entry_table, to_toml
 from wolfpacs.config.model import ConfigError
 from wolfpacs.config.secrets import masked
+from wolfpacs.node.lease import Lease, whence
 from wolfpacs.node.messages import ACTIVE, DRAINING, RETRY_NOW, Target, targets
 from wolfpacs.node.results import overdue, tracked_pools
 from wolfpacs.node.router import Router
@@ -56,7 +57,7 @@ class Admin:
     It holds what the verbs use of the node: its registry (the actors by
     name), its live config, spool, metrics and store; ``root()``, the tree's
     root while it runs; ``sender_spec(target)``, the child spec of a new
-    target's sender.
+    target's sender; ``lease``, the node's (which node it is, among several).
     """
 
     registry: Registry
@@ -66,6 +67,7 @@ class Admin:
     store: Store
     root: Callable[[], pykka.ActorRef[Supervisor] | None]
     sender_spec: Callable[[Target], ChildSpec]
+    lease: Lease | None = None
     entries: Entries = field(init=False)
     housekeeping: Housekeeping = field(init=False)
     # Not "rules": a verb's method is looked up by name on each part, the Admin's first.
@@ -137,7 +139,16 @@ class Admin:
         if root is None:
             raise AdminError("the node is not running")
         description: dict[str, Any] = root.proxy().describe().get()
+        if self.lease is not None:  # the node it comes from, and its peers
+            description.update(whence(self.lease, self.metrics.board))
         return description
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node sharing the store, by id (see ``Store.nodes``); ``this``: the node that
+        answers. A node is ``dead`` once its lease expired; with a shared spool, a live node
+        adopts its queue (``adopted_by``), else its queue waits for its return."""
+        me = self.lease.node_id if self.lease is not None else None
+        return [{**node, "this": node["node_id"] == me} for node in self.store.nodes()]
 
     def inspect(self, actor: str) -> dict[str, Any]:
         ref = self._actor(actor)

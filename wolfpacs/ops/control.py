@@ -179,7 +179,7 @@ class Control(SupervisedActor):
 # Verbs that only look: safe to send again after a broken connection.
 READING = frozenset({
     "tree", "inspect", "workers", "clients", "rules", "destinations", "studies", "study",
-    "queues", "overdue", "dead", "stats", "config", "names",
+    "queues", "overdue", "dead", "stats", "config", "names", "nodes",
 })  # fmt: skip
 
 

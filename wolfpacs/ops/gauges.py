@@ -37,6 +37,7 @@ import pykka
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wolfpacs.node.board import AWAITING, QUEUES, STALE_AFTER, WORKERS, Board
+from wolfpacs.node.lease import NODES
 from wolfpacs.node.messages import DRAINING, targets
 from wolfpacs.node.results import overdue_counts
 
@@ -111,6 +112,10 @@ class NodeCollector:
         awaiting = self.board.read(AWAITING, STALE_AFTER)
         unknown.add_metric([AWAITING], 0 if awaiting.known else 1)
         yield _overdue(config, awaiting.value or [])
+        # The lease actor publishes every third of a lease: stale after a lease, at least.
+        nodes = self.board.read(NODES, max(STALE_AFTER, config.node.lease_seconds))
+        unknown.add_metric([NODES], 0 if nodes.known else 1)
+        yield _nodes(nodes.value)
         if self.spool is not None:
             free = _disk_free(self.spool)
             unknown.add_metric([DISK], 0 if free is not None else 1)
@@ -240,6 +245,19 @@ def _overdue(config: Config, awaiting: list[dict[str, Any]]) -> GaugeMetricFamil
     )  # fmt: skip
     for (pool, worker), n in sorted(overdue_counts(awaiting, config, time.time()).items()):
         gauge.add_metric([pool, worker], n)
+    return gauge
+
+
+def _nodes(nodes: list[dict[str, Any]] | None) -> GaugeMetricFamily:
+    """The nodes sharing the store, alive (their lease runs) and dead; none before the
+    lease actor's first look."""
+    gauge = GaugeMetricFamily(
+        "wolfpacs_nodes", "Nodes sharing the store, by state: alive while its lease runs",
+        labels=["state"],
+    )  # fmt: skip
+    if nodes is not None:
+        for state in ("alive", "dead"):
+            gauge.add_metric([state], sum(1 for n in nodes if n["state"] == state))
     return gauge
 
 

@@ -29,6 +29,7 @@ class Operations:
         self.admin = Admin(
             registry=node.registry, live=node.live, spool=node.spool, metrics=node.metrics,
             store=node.store, root=lambda: node.root, sender_spec=node.sender_spec,
+            lease=node.lease,
         )  # fmt: skip
         collector = NodeCollector(node.metrics.board, node.live, lambda: node.root, node.spool)
         node.metrics.registry.register(collector)

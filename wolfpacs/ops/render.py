@@ -24,7 +24,7 @@ __all__ = [
     "tree",
 ]  # fmt: skip
 
-STAMPS = frozenset({"since", "at", "last_success", "oldest"})  # and every key ending in _at
+STAMPS = frozenset({"since", "at", "last_success", "oldest", "last_heartbeat"})  # and *_at
 # Epoch seconds before this (2001) cannot be a wall-clock time: a monotonic clock's, say.
 _EPOCH_FLOOR = 1e9
 
@@ -144,6 +144,8 @@ COLUMNS = {
     "overdue": ["study", "client", "pool", "worker", "delivered_at:delivered",
                 "waiting_s:waiting"],
     "dead": ["id", "at:when", "target", "study_uid", "reason"],
+    "nodes": ["node_id:node", "this", "state", "epoch", "last_heartbeat", "started_at:started",
+              "queued", "adopted_from", "adopted_by"],
 }  # fmt: skip
 
 
@@ -151,7 +153,7 @@ def render(verb: str, result: Any, now: float | None = None) -> str:
     """What a person reads for a verb's result; times relative to ``now`` (default: this clock)."""
     now = time.time() if now is None else now
     if verb == "tree":
-        return tree(result)
+        return _whence(result) + tree(result)
     if verb in COLUMNS:
         return table(result, COLUMNS[verb], now)
     if verb == "config":
@@ -178,6 +180,16 @@ def render(verb: str, result: Any, now: float | None = None) -> str:
     if isinstance(result, dict):
         return _fields(result, now)
     return cell(result)
+
+
+def _whence(result: dict[str, Any]) -> str:
+    """The line above a tree: the node it comes from, and its peers (several nodes)."""
+    node = result.get("node")
+    if not node:
+        return ""
+    peers = result.get("peers")
+    seen = ", ".join(f"{p['node_id']} ({p['state']})" for p in peers or []) or "none"
+    return f"node {node['node_id']} (epoch {node['epoch']}); peers: {seen}\n"
 
 
 def client_rules(result: dict[str, Any]) -> str:

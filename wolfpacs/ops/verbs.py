@@ -52,6 +52,8 @@ VERBS = {
     "config": "the effective config (file + runtime changes) as TOML: config --export"
     " [--show-secrets]",
     "names": "actors, workers, clients, destinations, pools (for completion)",
+    "nodes": "the nodes sharing this store: alive or dead (their lease), last heartbeat, queued,"
+    " whose queue each adopted",
 }
 
 

@@ -59,13 +59,14 @@ __all__ = ["REQUIRED", "Site", "Web"]
 logger = logging.getLogger(__name__)
 
 # Every actor a node needs: registered names (supervisors included).
-REQUIRED = ("store", "router", "senders", "receivers", "listener:outside", "listener:inside",
-            "control")  # fmt: skip
+REQUIRED = ("store", "lease", "router", "senders", "receivers", "listener:outside",
+            "listener:inside", "control")  # fmt: skip
 REFRESH = 2  # seconds between two loads of the status page
 # The verbs a JSON view answers (reading ones only), and the query arguments each takes.
 VIEWS = {
     "workers": (), "clients": (), "destinations": (), "queues": (), "dead": (), "tree": (),
     "stats": (), "studies": ("worker", "client", "limit"), "study": ("uid",), "overdue": (),
+    "nodes": (),
 }  # fmt: skip
 MAX_FORM = 4096  # bytes of a login form
 
@@ -168,6 +169,7 @@ def status_page(site: Site) -> str:
         ("Workers", "workers", {}, render.COLUMNS["workers"]),
         ("Overdue results", "overdue", {}, render.COLUMNS["overdue"]),
         ("Queues", "queues", {}, render.COLUMNS["queues"]),
+        ("Nodes", "nodes", {}, render.COLUMNS["nodes"]),
         ("Recent studies", "studies", {"limit": 20}, render.COLUMNS["studies"]),
         ("Dead letters", "dead", {}, render.COLUMNS["dead"]),
     ):
@@ -181,7 +183,7 @@ def status_page(site: Site) -> str:
             sections.append(f"<h2>Pools</h2>{_pools(rows) if rows is not None else shown}")
         sections.append(f"<h2>{title}</h2>{shown}")
     try:
-        tree = html.escape(render.tree(admin.call("tree")))
+        tree = html.escape(render.render("tree", admin.call("tree")))  # and whose, its peers
     except Exception as exc:
         tree = html.escape(f"unavailable: {exc}")
     sections.insert(4, f"<h2>Supervision tree</h2><pre id=tree>{tree}</pre>")

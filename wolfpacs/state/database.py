@@ -49,7 +49,21 @@ class Database:
     Every operation is one transaction (:meth:`_transaction`), or one
     statement, which is its own (:meth:`_rows`, :meth:`_dicts`). Subclasses
     give both, and the :class:`~wolfpacs.state.store.Backend` methods.
+
+    ``node_id`` is the node whose queue rows the operations read and change
+    (its own: see :mod:`wolfpacs.state.leases`); ``""`` for a store no node
+    names (a tool's, a test's). :data:`NOW`, :data:`LOCK_ROW` and
+    :data:`LOCK_FREE_ROW` are the phrases the dialects say differently: the
+    database's clock in seconds since the epoch; what a ``SELECT`` adds to
+    lock the rows it reads, waiting for them; and to lock them passing over
+    those another transaction holds. SQLite's are empty: its ``BEGIN
+    IMMEDIATE`` holds the one write lock of the whole file.
     """
+
+    node_id: str = ""
+    NOW = "(julianday('now') - 2440587.5) * 86400.0"
+    LOCK_ROW = ""
+    LOCK_FREE_ROW = ""
 
     def _transaction(self, synced: bool = True) -> contextlib.AbstractContextManager[Connection]:
         """One transaction: committed when the block ends, rolled back if it raises.

@@ -20,30 +20,33 @@ import logging
 import time
 from typing import Any
 
+from wolfpacs.state.leases import NodeLeases
 from wolfpacs.state.placement import RoutePlacement
 from wolfpacs.state.queries import (
     ASSIGN,
-    ENQUEUE,
-    ITEM,
     QUEUED,
     REROUTE,
     ROUTE,
     SERIES,
     STUDY,
-    TOUCH_STUDY,
     count_open,
-    enqueue_args,
 )
+from wolfpacs.state.queue import NodeQueue
 from wolfpacs.state.results import ResultTracking
-from wolfpacs.state.store import WORKER, QueueItem, Route
+from wolfpacs.state.store import WORKER, Route
 
 __all__ = ["SQLStore"]
 
 logger = logging.getLogger(__name__)
 
 
-class SQLStore(RoutePlacement, ResultTracking):
+class SQLStore(RoutePlacement, ResultTracking, NodeLeases, NodeQueue):
     """The store's operations on a :class:`~wolfpacs.state.database.Database`.
+
+    The queue's operations are :mod:`wolfpacs.state.queue`'s: a node's own
+    rows only (``node_id``: see :mod:`wolfpacs.state.leases`). What the
+    operator and the router see of studies here (load, open studies, a
+    study's queue) counts every node's rows.
 
     Not thread-safe: one thread uses a store (the store actor's). Which
     writes are synced at commit (``_transaction(synced=...)``) is said here,
@@ -178,159 +181,6 @@ class SQLStore(RoutePlacement, ResultTracking):
              "queued": queued.get((owner, uid, pool), 0)}
             for owner, uid, pool, delivered in sorted(moved)
         ]  # fmt: skip
-
-    # -- the queue -----------------------------------------------------------------
-
-    def enqueue(self, item: QueueItem) -> int:
-        """Add a queue row and count the instance in; its row id.
-
-        Idempotent by path: a retried call finds the row and counts nothing.
-        """
-        return self._enqueue(item)[0]
-
-    def enqueue_received(self, item: QueueItem) -> str | None:
-        """:meth:`enqueue` a received instance; the worker its study moved to meanwhile, if any.
-
-        A move between the router's answer and this row leaves the row with
-        the worker the study left: its sender must hand it on (tell it so).
-        """
-        _, worker = self._enqueue(item)
-        return worker if item.kind == WORKER and worker not in (None, item.target) else None
-
-    def _enqueue(self, item: QueueItem) -> tuple[int, str | None]:
-        """:meth:`enqueue`; the row id and the worker the study's route names now.
-
-        One statement, its own transaction: the triggers of the queue count
-        the instance in. This runs once an instance in the store's one
-        thread, and each statement lets go of the interpreter and must wait
-        to have it back; four statements here made every receiver wait.
-        """
-        rows = self._rows(ENQUEUE, *enqueue_args(item))
-        if rows:
-            return int(rows[0][0]), rows[0][1]
-        # a retried call: the row is there, counted already
-        row_id = self._value("SELECT id FROM queue WHERE path = ?", item.path)
-        route = self.get_route(item.client, item.study_uid, item.pool)
-        return int(row_id), route.worker if route else None
-
-    def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
-        """The oldest rows owed to ``target``, leaving out those of studies moved away.
-
-        A moved study's rows wait for their sender to hand them on; they are
-        never sent to the worker the study has left.
-        """
-        rows = self._rows(
-            f"SELECT {ITEM} FROM queue q LEFT JOIN studies s ON {STUDY} "
-            "WHERE q.target = ? AND q.id > ? "
-            "AND (q.kind <> ? OR s.worker IS NULL OR s.worker = q.target) "
-            "ORDER BY q.id LIMIT ?",
-            target, after_id, WORKER, limit,
-        )  # fmt: skip
-        return [QueueItem(*row) for row in rows]
-
-    def delivered(self, item_id: int, at: float | None = None) -> None:
-        """The target answered success: drop the row, count the delivery (once)."""
-        self._delivered([item_id], at or time.time())
-
-    def delivered_next(self, item_ids: list[int], target: str, limit: int = 32) -> list[QueueItem]:
-        """:meth:`delivered` for each of ``item_ids`` (one commit), then :meth:`next_items`."""
-        self._delivered(item_ids, time.time())
-        return self.next_items(target, limit)
-
-    def _delivered(self, item_ids: list[int], now: float) -> None:
-        with self._transaction(synced=False) as db:
-            for item_id in item_ids:
-                row = db.execute(
-                    "DELETE FROM queue WHERE id = ? "
-                    "RETURNING kind, client, study_uid, target, pool",
-                    (item_id,),
-                ).fetchone()
-                if row is None:
-                    continue  # counted already
-                kind, client, study_uid, target, pool = row
-                if kind == WORKER:  # count, too, what reached a worker the study has left
-                    # delivered_at/_to: a result is awaited from the last delivery on, from
-                    # the worker it reached (see ResultTracking)
-                    counted = db.execute(
-                        "UPDATE studies SET instances_delivered = instances_delivered + 1, "
-                        "delivered_elsewhere = delivered_elsewhere + "
-                        "CASE WHEN worker <> ? THEN 1 ELSE 0 END, delivered_at = ?, "
-                        "delivered_to = ? WHERE client = ? AND study_uid = ? AND pool = ? "
-                        "RETURNING last_activity_at",
-                        (target, now, target, client, study_uid, pool),
-                    ).fetchone()
-                else:
-                    counted = db.execute(
-                        "UPDATE studies SET derived_delivered = derived_delivered + 1 "
-                        "WHERE client = ? AND study_uid = ? AND pool = ? "
-                        "RETURNING last_activity_at",
-                        (client, study_uid, pool),
-                    ).fetchone()
-                # TOUCH_STUDY's own test, asked here: a statement (a round trip to a server)
-                # once a second per study, not one per instance delivered
-                if counted is not None and counted[0] < now - 1:
-                    db.execute(TOUCH_STUDY, (now, client, study_uid, pool, now))
-
-    def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
-        """Queued rows of ``target`` whose study now routes elsewhere, with that worker."""
-        rows = self._rows(
-            f"SELECT {ITEM}, s.worker FROM queue q JOIN studies s ON {STUDY} "
-            "WHERE q.target = ? AND q.kind = ? AND s.worker <> q.target ORDER BY q.id LIMIT ?",
-            target, WORKER, limit,
-        )  # fmt: skip
-        return [(QueueItem(*row[:-1]), row[-1]) for row in rows]
-
-    def retarget(self, item_id: int, target: str, path: str) -> None:
-        with self._transaction(synced=False) as db:
-            db.execute(
-                "UPDATE queue SET target = ?, path = ? WHERE id = ?", (target, path, item_id)
-            )
-
-    def repath(self, old: str, new: str) -> bool:
-        """Point the row of spool file ``old`` at ``new``; whether there was one."""
-        with self._transaction(synced=False) as db:
-            return bool(db.execute("UPDATE queue SET path = ? WHERE path = ?", (new, old)).rowcount)
-
-    def remove_item(self, item_id: int) -> None:
-        """Drop a row whose file went to ``dead/``."""
-        with self._transaction(synced=False) as db:
-            db.execute("DELETE FROM queue WHERE id = ?", (item_id,))
-
-    def failed_attempt(self, item_id: int, error: str) -> int:
-        """Count a failure answer for one instance; the attempts so far."""
-        with self._transaction(synced=False) as db:
-            row = db.execute(
-                "UPDATE queue SET attempts = attempts + 1, last_error = ? WHERE id = ? "
-                "RETURNING attempts",
-                (error, item_id),
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    def items_of(self, target: str) -> list[QueueItem]:
-        rows = self._rows(f"SELECT {ITEM} FROM queue q WHERE q.target = ? ORDER BY q.id", target)
-        return [QueueItem(*row) for row in rows]
-
-    def queue_stats(self) -> dict[str, dict[str, Any]]:
-        """Per target: queued instances, bytes, oldest enqueue time."""
-        rows = self._rows(
-            "SELECT target, kind, COUNT(*), SUM(size), MIN(enqueued_at) FROM queue "
-            "GROUP BY target, kind"
-        )
-        return {
-            # int(): PostgreSQL's SUM of a BIGINT is a NUMERIC (a Decimal)
-            target: {"kind": kind, "instances": n, "bytes": int(size or 0), "oldest": oldest}
-            for target, kind, n, size, oldest in rows
-        }
-
-    def queued_paths(self) -> set[str]:
-        return {row[0] for row in self._rows("SELECT path FROM queue")}
-
-    def drop_missing(self, paths: set[str]) -> int:
-        """Remove rows whose files are gone (delivered just before a crash); how many."""
-        with self._transaction() as db:
-            for path in sorted(paths):
-                db.execute("DELETE FROM queue WHERE path = ?", (path,))
-        return len(paths)
 
     # -- studies, for the operator ---------------------------------------------------
 

@@ -1,12 +1,13 @@
 """The PostgreSQL schema of the store, and its migrations.
 
 The same tables, keys, indexes and triggers as SQLite's schema at its
-version 3 (:mod:`wolfpacs.state.schema`), in PostgreSQL's dialect: row ids
+newest version (:mod:`wolfpacs.state.schema`), in PostgreSQL's dialect: row ids
 are ``BIGINT GENERATED ALWAYS AS IDENTITY``, the triggers are plpgsql, and
 text is ``COLLATE "C"`` so that it sorts as SQLite sorts it (by bytes),
 whatever the database's locale. The PostgreSQL schema has its own
 versions, from 1, recorded in the table ``schema_version``; its history
-starts at SQLite's version 3, so it has none of SQLite's older shapes.
+starts at SQLite's version 3, so it has none of SQLite's older shapes
+(its version 2 is SQLite's 4).
 
 :func:`migrate` brings a database to :data:`VERSION` in one transaction
 for all migrations due, under an advisory lock, so that nodes starting
@@ -141,6 +142,21 @@ END $$""",
     WHEN (NEW.kind = 'worker') EXECUTE FUNCTION queue_counted_in()""",
         """CREATE TRIGGER derived_counted_in AFTER INSERT ON queue FOR EACH ROW
     WHEN (NEW.kind <> 'worker') EXECUTE FUNCTION derived_counted_in()""",
+    ),
+    # 2: several nodes: SQLite's schema 4 (see that migration), the leases and queue owners.
+    (
+        """CREATE TABLE nodes (
+    node_id TEXT COLLATE "C" PRIMARY KEY,
+    epoch INTEGER NOT NULL DEFAULT 1,
+    started_at DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    shared_spool INTEGER NOT NULL DEFAULT 0,
+    adopted_by TEXT COLLATE "C",
+    adopted_at DOUBLE PRECISION
+)""",
+        """ALTER TABLE queue ADD COLUMN owner TEXT COLLATE "C" NOT NULL DEFAULT ''""",
+        "CREATE INDEX queue_owner ON queue (owner, target, id)",
     ),
 )
 VERSION = len(MIGRATIONS)

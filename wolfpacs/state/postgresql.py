@@ -118,12 +118,25 @@ class PostgreSQLStore(SQLStore):
 
     Thread-safe as its pool is, though the store actor uses it from one
     thread. ``open`` connects and migrates; ``close`` closes the pool.
+    ``node_id``: the node whose queue it serves (see :mod:`wolfpacs.state.leases`).
     """
 
+    # The server's clock, not the transaction's start nor any node's: leases are measured on
+    # one clock, so that skew between nodes' clocks cannot make a live node look dead.
+    NOW = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
+    LOCK_ROW = "FOR UPDATE"
+    LOCK_FREE_ROW = "FOR UPDATE SKIP LOCKED"
+
     def __init__(
-        self, url: str, durable: bool = True, pool_size: int = POOL_SIZE, timeout: float = TIMEOUT
+        self,
+        url: str,
+        durable: bool = True,
+        pool_size: int = POOL_SIZE,
+        timeout: float = TIMEOUT,
+        node_id: str = "",
     ) -> None:
         self.url = url
+        self.node_id = node_id
         self.durable = durable
         self.pool_size = pool_size
         self.timeout = timeout

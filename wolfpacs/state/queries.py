@@ -25,7 +25,7 @@ __all__ = [
 # One statement per received instance (see SQLStore._enqueue): a trigger counts it in.
 ENQUEUE = (
     "INSERT INTO queue (target, kind, path, client, study_uid, sop_class_uid, sop_instance_uid, "
-    "transfer_syntax, size, enqueued_at, pool) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "transfer_syntax, size, enqueued_at, pool, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (path) DO NOTHING RETURNING id, "
     "(SELECT worker FROM studies WHERE client = ? AND study_uid = ? AND pool = ?)"
 )
@@ -72,12 +72,12 @@ def count_open(workers: Sequence[str], cutoff: float) -> tuple[str, tuple[object
     return sql, (*workers, cutoff, WORKER, *workers)
 
 
-def enqueue_args(item: QueueItem, at: float | None = None) -> tuple[object, ...]:
+def enqueue_args(item: QueueItem, at: float | None = None, owner: str = "") -> tuple[object, ...]:
     """:data:`ENQUEUE`'s parameters for ``item``, enqueued at ``at`` (default: its own
-    ``enqueued_at``, else now)."""
+    ``enqueued_at``, else now), owned by node ``owner`` (see wolfpacs.state.leases)."""
     return (
         item.target, item.kind, item.path, item.client, item.study_uid, item.sop_class_uid,
         item.sop_instance_uid, item.transfer_syntax, item.size,
-        at or item.enqueued_at or time.time(), item.pool, item.client, item.study_uid,
+        at or item.enqueued_at or time.time(), item.pool, owner, item.client, item.study_uid,
         item.pool,
     )  # fmt: skip

@@ -50,7 +50,7 @@ class ResultTracking(Database):
         """
         at = item.enqueued_at or time.time()
         with self._transaction(synced=False) as db:
-            if not db.execute(ENQUEUE, enqueue_args(item, at)).fetchall():
+            if not db.execute(ENQUEUE, enqueue_args(item, at, self.node_id)).fetchall():
                 return None
             row = db.execute(
                 "UPDATE studies SET result_at = ? WHERE client = ? AND study_uid = ? "

@@ -253,6 +253,26 @@ CREATE TABLE series (
     PRIMARY KEY (client, study_uid, series_uid)
 );
 """,
+    # 4: several nodes (wolfpacs.state.leases). Every node holds a lease in ``nodes``: its
+    # epoch (the fencing token: a new one at each start, and at its adoption), when it
+    # started, its last heartbeat and when its lease expires (the database's clock), whether
+    # its spool is shared (1: its queue may be adopted), and the live node that adopted its
+    # queue, if one did. A queue row has an owner, the node that delivers it: rows from
+    # before are the first node's to register ('' until then).
+    """
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL DEFAULT 1,
+    started_at DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    shared_spool INTEGER NOT NULL DEFAULT 0,
+    adopted_by TEXT,
+    adopted_at DOUBLE PRECISION
+);
+ALTER TABLE queue ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX queue_owner ON queue (owner, target, id);
+""",
 )
 VERSION = len(MIGRATIONS)
 

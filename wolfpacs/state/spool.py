@@ -7,20 +7,29 @@ Layout under ``data_dir``::
     spool/<target>/       one file per queued instance, <client>+<SOPInstanceUID>.<random>.dcm
     dead/                 <time>-<name>.dcm with <time>-<name>.json saying why
 
-A file enters the spool by rename within one file system (fsync of the
-file before and of its directory after, in ``fsync`` durability), so a
-file in ``spool/`` is always whole. The queue rows in the store say which
-files are owed to whom; a file without a row was never acknowledged.
+The queues may be elsewhere (``[node] spool_dir``, default ``data_dir/spool``).
+With ``shared_spool`` (storage every node mounts) a node queues under
+``spool_dir/<node_id>/<target>/``, and its rows' paths say so
+(``spool/<node_id>/<target>/<name>``; ``spool/`` is spool_dir on every
+node: :meth:`Spool.path`), so that a node that adopts its queue finds the
+files. A node lists, recounts and recovers its own directory only.
+
+A file enters the spool by rename (fsync of the file before and of its
+directory after, in ``fsync`` durability), so a file in ``spool/`` is whole.
+The queue rows say which files are owed to whom; a file without a row was
+never acknowledged.
 
 A delivered file is not deleted but renamed back into ``incoming/`` and
-written over by a later receive (see :mod:`wolfpacs.state.recycle`).
+written over by a later receive (see :mod:`wolfpacs.state.recycle`), unless
+the spool is shared (a late node may still read it: a deleted file keeps
+its bytes for an open reader, one written over does not) or lies outside
+``data_dir`` (no rename across file systems).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import itertools
 import json
 import logging
@@ -34,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wolfpacs.state.lockfile import DataDirInUseError, take
 from wolfpacs.state.recycle import RECYCLE_FILES, RECYCLED, Recycler
 from wolfpacs.state.sync import GroupSync, fsync_path
 
@@ -46,11 +56,7 @@ __all__ = [
     "owner_of",
 ]
 
-LOCK_FILE = "node.lock"
-
-
-class DataDirInUseError(RuntimeError):
-    """Another node holds the lock on this data_dir."""
+SPOOL = "spool/"  # a queue row's path begins so: it stands for spool_dir
 
 
 class SpoolFullError(OSError):
@@ -99,6 +105,9 @@ class Spool:
     ``durable=True`` (``durability = "fsync"``) fsyncs every file and directory
     change so that it survives a power loss; ``False`` leaves that to the OS,
     which survives a crash of the process but not of the machine.
+    ``spool_dir``: where the queues are (default ``data_dir/spool``);
+    ``node``: with a shared spool, the node's id, whose subdirectory of
+    ``spool_dir`` holds its queues (see the module).
 
     Errors: every method raises ``OSError`` as the OS gave it (``ENOSPC``...);
     callers turn that into a DICOM status or a retry.
@@ -111,8 +120,14 @@ class Spool:
         max_bytes: int = 0,
         min_free: int = 0,
         on_dead: Callable[[str], None] | None = None,
+        *,
+        spool_dir: Path | None = None,
+        node: str = "",
     ) -> None:
         self.root = Path(data_dir).resolve()
+        self.spool_dir = Path(spool_dir).resolve() if spool_dir else self.root / "spool"
+        self.node = node
+        self.shared = bool(node)
         self.durable = durable
         self.max_bytes = max_bytes
         self.min_free = min_free
@@ -120,7 +135,10 @@ class Spool:
         self.queued_bytes = 0  # what the files under spool/ take; counted at prepare()
         self.on_dead = on_dead or (lambda _kind: None)  # told of each dead letter, by kind
         self.incoming = self.root / "incoming"
-        self.queues = self.root / "spool"
+        self.queues = self.spool_dir / node if node else self.spool_dir  # this node's own
+        # Recycle delivered files only where no other node reads them, on data_dir's disk.
+        self.recycles = not self.shared and self.spool_dir.is_relative_to(self.root)
+        self._node_lock_fd: int | None = None
         self.dead = self.root / "dead"
         self._known_dirs: dict[Path, GroupSync] = {}
         self._lock_fd: int | None = None
@@ -133,27 +151,25 @@ class Spool:
         Raises:
             DataDirInUseError: another process holds it (its pid is in the message).
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DataDirInUseError(
-                f"{self.root} is in use by another WolfPACS node (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        self._lock_fd = take(self.root, f"{self.root} is in use by another WolfPACS node")
+        if self.shared:  # and its queues in the shared spool: one process per node_id
+            try:
+                self._node_lock_fd = take(
+                    self.queues, f"{self.queues} is in use by another process: node_id "
+                    f"{self.node!r} must be unique among the nodes on {self.spool_dir}",
+                )  # fmt: skip
+            except DataDirInUseError:
+                self.unlock()
+                raise
 
     def unlock(self) -> None:
         """Let another node have ``data_dir`` (this one has stopped using it)."""
         for group in self._known_dirs.values():
             group.close()
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)  # closing the file releases the lock
+        for fd in (self._node_lock_fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)  # closing the file releases the lock
+        self._lock_fd = self._node_lock_fd = None
 
     def prepare(self) -> None:
         """Create the directories; remove what an interrupted receive left in ``incoming/``."""
@@ -247,7 +263,14 @@ class Spool:
         return removed
 
     def path(self, rel: str) -> Path:
+        """The file of a queue row's path (``spool/…``: under spool_dir), or of data_dir's."""
+        if rel.startswith(SPOOL):
+            return self.spool_dir / rel[len(SPOOL) :]
         return self.root / rel
+
+    def _rel(self, path: Path) -> str:
+        """A queued file's path as its queue row keeps it (see :meth:`path`)."""
+        return SPOOL + str(path.relative_to(self.spool_dir))
 
     def admit(
         self, src: Path, target: str, sop_instance_uid: str, synced: bool = False,
@@ -266,7 +289,7 @@ class Spool:
         name = _queued_name(owner, sop_instance_uid)
         self._move_in(Path(src), directory / name, synced, sync_dir=not sync_later)
         self._count(size if size is not None else (directory / name).stat().st_size)
-        return f"spool/{target}/{name}"
+        return self._rel(directory / name)
 
     def adopt(self, src: Path, target: str, sop_instance_uid: str, owner: str = "") -> str:
         """Like :meth:`admit`, but ``src`` stays where it is (a hard link, or a copy)."""
@@ -280,7 +303,7 @@ class Spool:
             fsync_path(dest)
             self._sync_dir(directory)
         self._count(dest.stat().st_size)
-        return str(dest.relative_to(self.root))
+        return self._rel(dest)
 
     def relocate(self, rel: str, target: str) -> str:
         """Move a queued file to another target's directory; its new relative path."""
@@ -293,7 +316,7 @@ class Spool:
         if self.durable:
             self._sync_dir(directory, marks[0])
             self._sync_dir(src.parent, marks[1])
-        return f"spool/{target}/{src.name}"
+        return self._rel(directory / src.name)
 
     def remove(self, *rels: str, recycle: bool = True) -> None:
         """Take delivered files out of the spool.
@@ -317,7 +340,9 @@ class Spool:
             try:
                 stat = os.stat(path)  # its links decide, and it gives the size to uncount
                 moved = (
-                    self._recycled.keep(rel, path, stat.st_size, stat.st_nlink) if recycle else None
+                    self._recycled.keep(rel, path, stat.st_size, stat.st_nlink)
+                    if recycle and self.recycles
+                    else None
                 )
                 if moved is None:
                     path.unlink()
@@ -326,7 +351,8 @@ class Spool:
                     left.setdefault(path.parent, []).append(kept[-1])
             except FileNotFoundError:
                 continue
-            self._count(-stat.st_size)
+            if path.parent.parent == self.queues:  # counted: this node's own queue
+                self._count(-stat.st_size)
         if not self.durable:
             self._recycled.offer(kept)
             return
@@ -409,16 +435,14 @@ class Spool:
         return records
 
     def find(self, name: str) -> str | None:
-        """The relative path of the queued file called ``name``, wherever it lies."""
+        """The path of this node's queued file called ``name``, in whichever queue it lies."""
         for path in self.queues.glob(f"*/{name}"):
-            return str(path.relative_to(self.root))
+            return self._rel(path)
         return None
 
     def queued_files(self) -> set[str]:
-        """Relative paths of every file under ``spool/``."""
-        return {
-            str(path.relative_to(self.root)) for path in self.queues.glob("*/*") if path.is_file()
-        }
+        """The paths (as queue rows keep them) of every file in this node's queues."""
+        return {self._rel(path) for path in self.queues.glob("*/*") if path.is_file()}
 
     def _queue_dir(self, target: str) -> Path:
         directory = self.queues / target

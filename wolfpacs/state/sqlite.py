@@ -40,13 +40,19 @@ class SQLiteStore(SQLStore):
     (:func:`wolfpacs.node.recovery.recover`); a lost ``delivered`` only sends an
     instance twice.
 
+    ``node_id``: the node whose queue it serves (see :mod:`wolfpacs.state.leases`).
+    Its clock (:data:`NOW`) is SQLite's, the machine's: the nodes that share a
+    SQLite file share one machine, so one clock; ``BEGIN IMMEDIATE`` is the
+    lock an adoption holds (SQLite has no row locks: :data:`LOCK_ROW` is empty).
+
     Errors: ``sqlite3.Error`` from any method means the database is unusable
     (disk full, corrupt); the caller answers with a failure status and the
     actor crashes to reopen it.
     """
 
-    def __init__(self, path: Path, durable: bool = True) -> None:
+    def __init__(self, path: Path, durable: bool = True, node_id: str = "") -> None:
         self.path = Path(path)
+        self.node_id = node_id
         self.durable = durable
         self._db: sqlite3.Connection | None = None
 

@@ -8,6 +8,9 @@ embedded backend, :class:`~wolfpacs.state.postgresql.PostgreSQLStore` the
 one several nodes can share; the actors reach whichever there is through the typed
 client of :mod:`wolfpacs.node.store`, which is a :class:`Store` too.
 
+A backend made for a node (``node_id``) reads and changes that node's
+queue rows only (see :mod:`wolfpacs.state.leases`).
+
 Contract of every backend: each operation is one transaction, committed
 when it returns; a write a retry can repeat is idempotent (a study's route
 is insert-if-absent, a queue row is unique by its spool path, counters move
@@ -178,26 +181,32 @@ class Store(Protocol):
         """The oldest rows owed to ``target``, leaving out those of studies moved away."""
         ...
 
-    def delivered(self, item_id: int, at: float | None = None) -> None:
-        """The target answered success: drop the row, count the delivery (once)."""
+    def delivered(self, item_id: int, at: float | None = None) -> bool:
+        """The target answered success: drop the row, count the delivery (once); False:
+        no such row of this node's (counted already, or adopted: leave its file)."""
         ...
 
-    def delivered_next(self, item_ids: list[int], target: str, limit: int = 32) -> list[QueueItem]:
-        """:meth:`delivered` for each of ``item_ids`` (one commit), then :meth:`next_items`."""
+    def delivered_next(
+        self, item_ids: list[int], target: str, limit: int = 32
+    ) -> tuple[list[int], list[QueueItem]]:
+        """:meth:`delivered` for each of ``item_ids`` (one commit), then :meth:`next_items`:
+        the ids whose rows went (only their files are the caller's to remove), the next."""
         ...
 
     def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
         """Queued rows of ``target`` whose study now routes elsewhere, with that worker."""
         ...
 
-    def retarget(self, item_id: int, target: str, path: str) -> None: ...
+    def retarget(self, item_id: int, target: str, path: str) -> bool:
+        """Point this node's row at another target and file; False: no such row of its own."""
+        ...
 
     def repath(self, old: str, new: str) -> bool:
         """Point the row of spool file ``old`` at ``new``; whether there was one."""
         ...
 
-    def remove_item(self, item_id: int) -> None:
-        """Drop a row whose file went to ``dead/``."""
+    def remove_item(self, item_id: int) -> bool:
+        """Drop a row whose file goes to ``dead/``; False: no such row of this node's."""
         ...
 
     def failed_attempt(self, item_id: int, error: str) -> int:
@@ -210,7 +219,9 @@ class Store(Protocol):
         """Per target: its kind, queued instances, bytes, oldest enqueue time."""
         ...
 
-    def queued_paths(self) -> set[str]: ...
+    def queued_paths(self, all_nodes: bool = False) -> set[str]:
+        """The spool paths of this node's rows (``all_nodes``: of every node's)."""
+        ...
 
     def drop_missing(self, paths: set[str]) -> int:
         """Remove the rows of these spool paths (their files are gone); how many."""
@@ -269,6 +280,28 @@ class Store(Protocol):
     def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]: ...
 
     def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None: ...
+
+    # -- nodes' leases (wolfpacs.state.leases) -------------------------------------------
+
+    def register_node(self, lease_seconds: float, shared_spool: bool = False) -> int:
+        """Start this node's lease with a new epoch (the fencing token); that epoch.
+        ``shared_spool``: other nodes may adopt its queue once its lease expires."""
+        ...
+
+    def renew_lease(self, epoch: int, lease_seconds: float) -> bool:
+        """Extend this node's lease if ``epoch`` is still its own; False: it was adopted."""
+        ...
+
+    def adopt_expired(self, epoch: int) -> list[dict[str, Any]]:
+        """Take the queues of nodes whose lease expired; each: ``node_id``, ``epoch``,
+        ``rows``, ``targets``. Nothing if ``epoch`` is not this node's, or its lease lapsed."""
+        ...
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node: ``node_id``, ``state`` (alive|dead), ``epoch``, ``started_at``,
+        ``last_heartbeat``, ``expires_at``, ``shared_spool``, ``queued``, ``adopted_by``,
+        ``adopted_at``, ``adopted_from``."""
+        ...
 
     def ping(self) -> bool:
         """Take the write lock and let it go: the store can be written to now."""

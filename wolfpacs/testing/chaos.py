@@ -8,6 +8,13 @@ seeded schedule crashes actors, takes workers and PACS down or makes them
 misbehave, kills the node and restarts it, and fills the spool to its limit.
 Then the faults end, the queues drain, and the ledger (:mod:`wolfpacs.testing.ledger`)
 is drawn up from what the simulated peers really hold.
+
+With ``nodes`` > 1 the nodes share one PostgreSQL store (``store``) and one
+spool (``shared_spool``); each association of a hospital, and each derived
+series of a worker, goes to any node that answers; a ``kill -9`` takes one
+node down for up to two leases (so that another may adopt its queue) before
+it starts again; and with ``store_restart`` (a command) the database server
+itself is restarted now and then.
 """
 
 from __future__ import annotations
@@ -70,6 +77,72 @@ class Options:
     data_dir: Path | None = None  # the node's; default: in the run's directory
     power_cut: Path | None = None  # a LazyFS FIFO: each kill -9 also drops every unsynced write
     durability: str = "fsync"
+    nodes: int = 1
+    store: str = "sqlite"  # or a postgresql:// URL, which several nodes need (and share)
+    store_restart: str | None = None  # a shell command that restarts the store's server: a fault
+    lease_seconds: float = 3.0  # with several nodes: a killed node's queue is adopted after it
+
+    def check(self) -> None:
+        """Raises ValueError for options that cannot run together."""
+        if self.nodes < 1:
+            raise ValueError("--nodes must be at least 1")
+        if self.nodes > 1 and not self.store.startswith("postgresql"):
+            raise ValueError("several nodes share a PostgreSQL store: give --store postgresql://…")
+        if self.nodes > 1 and (self.data_dir is not None or self.power_cut is not None):
+            raise ValueError("--data-dir and --power-cut are for a run of one node")
+        if self.store_restart and not self.store.startswith("postgresql"):
+            raise ValueError("--store-restart restarts a PostgreSQL server: give --store too")
+
+
+NAMES = "abcdefghijklmnopqrstuvwxyz"
+
+
+class NodeRun:
+    """One node of the run: its ports, files and ``wolfpacs run`` process."""
+
+    def __init__(self, name: str, root: Path, data_dir: Path, solo: bool) -> None:
+        self.name = name
+        self.outside, self.inside = free_port(), free_port()
+        self.data_dir = data_dir
+        # (one node keeps the names a run of one node always had)
+        self.config = root / ("chaos.toml" if solo else f"{name}.toml")
+        self.socket = root / ("control.sock" if solo else f"{name}.sock")  # never on FUSE
+        self.log = root / ("node.log" if solo else f"{name}.log")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts_now: dict[str, int] = {}  # the restart counts of its present life
+        self.down = False  # killed, and not started again yet (on purpose)
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "wolfpacs", "run", "--config", str(self.config)],
+                stdout=log, stderr=log,
+            )  # fmt: skip
+        wait_port(self.outside, timeout=60)
+        wait_port(self.inside, timeout=60)
+        self.down = False
+
+    @property
+    def exited(self) -> bool:
+        """It ended by itself (not killed on purpose)."""
+        return not self.down and self.process is not None and self.process.poll() is not None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no on_stop, no flush, nothing
+        self.process.wait(30)
+        self.down = True
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def control(self, timeout: float = 30, reconnect: float = 30) -> ControlClient:
+        return ControlClient(self.socket, timeout=timeout, reconnect=reconnect)
 
 
 def _matching(names: list[str], choice: str) -> list[str]:
@@ -85,34 +158,47 @@ class Chaos:
     def __init__(self, options: Options, root: Path | None = None) -> None:
         self.options = options
         self.root = root or Path(tempfile.mkdtemp(prefix="wolfpacs-chaos-"))
+        options.check()
         self.rng = random.Random(options.seed)
-        self.outside, self.inside = free_port(), free_port()
-        self.workers = [SimulatedWorker(f"CHAOS_W{i}", self.inside, quiet=0.5)
+        solo = options.nodes == 1
+        self.nodes = [
+            NodeRun(f"node-{NAMES[i]}", self.root,
+                    options.data_dir or self.root / ("data" if solo else f"data-{NAMES[i]}"), solo)
+            for i in range(options.nodes)
+        ]  # fmt: skip
+        self.spool_dir = None if solo else self.root / "spool"  # shared by every node
+        self.workers = [SimulatedWorker(f"CHAOS_W{i}", [n.inside for n in self.nodes], quiet=0.5)
                         for i in range(options.workers)]  # fmt: skip
         self.pacs = [SimulatedPACS(f"CHAOS_P{i}") for i in range(options.clients)]
-        self.config = self.root / "chaos.toml"
-        self.data_dir = options.data_dir or self.root / "data"
-        self.socket = self.root / "control.sock"  # never on FUSE (LazyFS): outside data_dir
-        self.node: subprocess.Popen[bytes] | None = None
         self.ledger = Ledger()
         self.refusals: dict[int, int] = {}
-        self._restarts_now: dict[str, int] = {}
-        self._lock = threading.Lock()  # one fault, or one restart of the node, at a time
+        self._lock = threading.Lock()  # one fault, or one restart of a node, at a time
         self._counting = threading.Lock()
 
     # -- the node ----------------------------------------------------------------------
 
     def write_config(self, spool_max: int) -> None:
+        for node in self.nodes:
+            node.config.write_text(self.config_of(node, spool_max))
+
+    def config_of(self, node: NodeRun, spool_max: int) -> str:
         lines = [
-            "[node]", 'bind = "127.0.0.1"', f"outside_port = {self.outside}",
-            f"inside_port = {self.inside}", f'data_dir = "{self.data_dir}"',
-            f'control_socket = "{self.socket}"', f'durability = "{self.options.durability}"',
+            "[node]", 'bind = "127.0.0.1"', f"outside_port = {node.outside}",
+            f"inside_port = {node.inside}", f'data_dir = "{node.data_dir}"',
+            f'control_socket = "{node.socket}"', f'durability = "{self.options.durability}"',
             "min_free_bytes = 0", "retry_initial = 0.2",
             "retry_max = 2.0", "dimse_timeout = 3.0", "acse_timeout = 5.0",
             "network_timeout = 10.0", "idle_release = 1.0", "echo_interval = 2.0",
             "max_attempts = 100000", f"spool_max_bytes = {spool_max}", "http_port = 0",
-            "fault_injection = true", "",
+            "fault_injection = true",
         ]  # fmt: skip
+        if self.options.store != "sqlite":
+            lines.append(f'store = "{self.options.store}"')
+        if self.spool_dir is not None:
+            lines += [f'node_id = "{node.name}"', f'spool_dir = "{self.spool_dir}"',
+                      "shared_spool = true",
+                      f"lease_seconds = {self.options.lease_seconds}"]  # fmt: skip
+        lines.append("")
         for i, pacs in enumerate(self.pacs):
             lines += ["[[destinations]]", f'name = "pacs-{i}"', 'host = "127.0.0.1"',
                       f"port = {pacs.port}", f'ae_title = "{pacs.ae_title}"', "",
@@ -122,46 +208,48 @@ class Chaos:
             lines += ["[[workers]]", f'name = "gpu-{i}"', 'host = "127.0.0.1"',
                       f"port = {worker.port}", f'ae_title = "{worker.ae_title}"',
                       'pool = "chaos"', ""]  # fmt: skip
-        self.config.write_text("\n".join(lines))
+        return "\n".join(lines)
 
-    def start_node(self) -> None:
-        with open(self.root / "node.log", "ab") as log:
-            self.node = subprocess.Popen(
-                [sys.executable, "-m", "wolfpacs", "run", "--config", str(self.config)],
-                stdout=log, stderr=log,
-            )  # fmt: skip
-        wait_port(self.outside, timeout=60)
-        wait_port(self.inside, timeout=60)
-
-    def control(self) -> ControlClient:
-        return ControlClient(self.socket, timeout=30, reconnect=30)
-
-    def poll_restarts(self) -> None:
-        """Note this node's restarts so far (the latest count of its present life)."""
-        client = ControlClient(self.socket, timeout=10, reconnect=1)
+    def poll_restarts(self, node: NodeRun) -> None:
+        """Note ``node``'s restarts so far (the latest count of its present life)."""
+        client = node.control(timeout=10, reconnect=1)
         try:
-            self._restarts_now = client.call("stats")["restarts"]
+            node.restarts_now = client.call("stats")["restarts"]
         except ControlError:
             pass  # between lives, or busy: the last count stands
         finally:
             client.close()
 
-    def collect_restarts(self) -> None:
-        """Bank the restarts of the node's present life (before it is killed, or after it died)."""
-        for actor, n in self._restarts_now.items():
+    def collect_restarts(self, node: NodeRun) -> None:
+        """Bank the restarts of ``node``'s present life (before it is killed, or after it died)."""
+        for actor, n in node.restarts_now.items():
             self.ledger.restarts[actor] = self.ledger.restarts.get(actor, 0) + n
-        self._restarts_now = {}
+        node.restarts_now = {}
 
     def kill_node(self) -> None:
-        self.poll_restarts()
-        self.collect_restarts()
-        assert self.node is not None
-        self.node.kill()  # SIGKILL: no on_stop, no flush, nothing
-        self.node.wait(30)
+        """``kill -9`` a node and start it again: at once if it is the only one, else after up
+        to two leases (a live node may adopt its queue meanwhile)."""
+        node = self.rng.choice(self.nodes)
+        self.poll_restarts(node)
+        self.collect_restarts(node)
+        node.kill()
         if self.options.power_cut is not None:
             self.cut_power(self.options.power_cut)
         self.ledger.node_kills += 1
-        self.start_node()
+        logger.info("chaos: killed %s", node.name)
+        if len(self.nodes) > 1:
+            time.sleep(self.rng.uniform(0.0, 2 * self.options.lease_seconds))
+        node.start()
+
+    def restart_store(self) -> None:
+        """Restart the database server (``store_restart``): every node loses its connections."""
+        assert self.options.store_restart is not None
+        done = subprocess.run(self.options.store_restart, shell=True, check=False,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"store restart failed: {done.stderr.strip()[-500:]}")
+        self.ledger.store_restarts += 1
+        logger.info("chaos: restarted the store's server")
 
     def cut_power(self, fifo: Path, timeout: float = 30.0) -> None:
         """Drop every write LazyFS holds unsynced, as a power cut would; wait until it has.
@@ -184,21 +272,23 @@ class Chaos:
             os.close(done)
         self.ledger.power_cuts += 1
 
-    def watch_node(self, stop: threading.Event) -> None:
+    def watch_nodes(self, stop: threading.Event) -> None:
         """A node that exits by itself (its tree gave up) is started again, as systemd would.
 
-        Meanwhile, its restart counts are read every second.
+        Meanwhile, the nodes' restart counts are read every second.
         """
         while not stop.wait(1.0):
             with self._lock:
-                if self.node is not None and self.node.poll() is not None:
-                    logger.warning("chaos: the node exited (%s); starting it again",
-                                   self.node.returncode)  # fmt: skip
-                    self.ledger.node_exits += 1
-                    self.collect_restarts()
-                    self.start_node()
-                else:
-                    self.poll_restarts()
+                for node in self.nodes:
+                    if node.exited:
+                        assert node.process is not None
+                        logger.warning("chaos: %s exited (%s); starting it again",
+                                       node.name, node.process.returncode)  # fmt: skip
+                        self.ledger.node_exits += 1
+                        self.collect_restarts(node)
+                        node.start()
+                    else:
+                        self.poll_restarts(node)
 
     # -- faults ------------------------------------------------------------------------
 
@@ -208,14 +298,19 @@ class Chaos:
         events = [(self.rng.uniform(0.1, 0.8) * span, "kill") for _ in range(self.options.kills)]
         events.append((self.rng.uniform(0.2, 0.5) * span, "spool"))  # at least one fill-up
         kinds = ["crash"] * 6 + ["worker"] * 3 + ["pacs"]
+        if self.options.store_restart:  # at least one restart of the database
+            events.append((self.rng.uniform(0.2, 0.7) * span, "store"))
+            kinds.append("store")
         events += [(self.rng.uniform(0.05, 0.8) * span, self.rng.choice(kinds))
                    for _ in range(max(self.options.faults - len(events), 0))]  # fmt: skip
         return sorted(events)
 
     def inject(self, fault: str) -> None:
         if fault == "kill":
-            with self._lock:  # not while the watcher starts the node again
+            with self._lock:  # not while the watcher starts a node again
                 self.kill_node()
+        elif fault == "store":
+            self.restart_store()
         elif fault == "crash":
             self.crash()  # without the lock: it waits for a node between lives to be back
         elif fault == "spool":  # every worker away: the queue grows to the spool's limit
@@ -227,8 +322,9 @@ class Chaos:
         self.ledger.faults += 1
 
     def crash(self) -> None:
-        """Crash one actor; if the node is between lives or the actor between restarts, retry."""
-        client = ControlClient(self.socket, timeout=10, reconnect=2)
+        """Crash one actor of a node; if it is between lives or the actor between restarts,
+        retry."""
+        client = self.rng.choice(self.nodes).control(timeout=10, reconnect=2)
         try:
             for _ in range(20):
                 try:
@@ -282,8 +378,9 @@ class Chaos:
         pending, acked = list(files), []
         while pending and time.monotonic() < deadline:
             batch, pending = pending[:BATCH], pending[BATCH:]
+            node = self.rng.choice(self.nodes)  # as a load balancer in front of them would
             try:
-                statuses = send_files(batch, self.outside, f"HOSP{client}_SECRET",
+                statuses = send_files(batch, node.outside, f"HOSP{client}_SECRET",
                                       calling_ae=f"HOSPITAL{client}")  # fmt: skip
             except Exception:  # the node is down or restarting: later
                 statuses = [-1] * len(batch)
@@ -316,9 +413,10 @@ class Chaos:
         self.write_config(spool_max=size * max(30, o.instances // 50))
         for peer in (*self.workers, *self.pacs):
             peer.start()
-        self.start_node()
+        for node in self.nodes:
+            node.start()
         stop = threading.Event()
-        threading.Thread(target=self.watch_node, args=(stop,), daemon=True).start()
+        threading.Thread(target=self.watch_nodes, args=(stop,), daemon=True).start()
         faults = threading.Thread(target=self.run_faults, args=(time.monotonic(), stop))
         faults.start()
         deadline = time.monotonic() + o.duration * 3 + 60
@@ -335,9 +433,10 @@ class Chaos:
         finally:
             stop.set()
             with self._lock:
-                self.poll_restarts()
-                self.collect_restarts()
-                self.stop_node()
+                for node in self.nodes:
+                    self.poll_restarts(node)
+                    self.collect_restarts(node)
+                    node.stop()
             for peer in (*self.workers, *self.pacs):
                 peer.fault = None
                 peer.stop()
@@ -346,33 +445,29 @@ class Chaos:
         return self.ledger
 
     def settle(self) -> None:
-        """Faults over: wait (bounded) until the queues are empty and the derived series home."""
+        """Faults over: wait (bounded) until every node's queues are empty and the derived
+        series home."""
         for peer in (*self.workers, *self.pacs):
             peer.fault = None
             if not peer.running:
                 peer.start()
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        client = self.control()
+        clients = [node.control() for node in self.nodes]
         try:
             while time.monotonic() < deadline:
-                try:
-                    queued = client.call("queues")
-                except ControlError:
-                    queued = ["unknown"]
+                queued: list[Any] = []
+                for client in clients:
+                    try:
+                        queued += client.call("queues")
+                    except ControlError:
+                        queued.append("unknown")
                 if not queued and all(w.idle for w in self.workers):
                     return
                 time.sleep(0.5)
             logger.warning("chaos: queues not empty after %.0f s", DRAIN_TIMEOUT)
         finally:
-            client.close()
-
-    def stop_node(self) -> None:
-        if self.node is not None and self.node.poll() is None:
-            self.node.send_signal(signal.SIGTERM)
-            try:
-                self.node.wait(60)
-            except subprocess.TimeoutExpired:
-                self.node.kill()
+            for client in clients:
+                client.close()
 
     def count(self, studies: dict[int, list[Path]], acked: dict[int, list[Path]],
               ledger: Ledger) -> Ledger:  # fmt: skip
@@ -388,7 +483,10 @@ class Chaos:
         derived = [Sent(uid, study, owner.get(study, "?"), "", ok)
                    for w in self.workers for uid, (study, ok) in w.derived.items()]  # fmt: skip
         dead: dict[str, str] = {}  # nothing in this schedule makes a peer refuse for good
-        for note in (self.data_dir / "dead").glob("*.json"):
+        notes = [n for node in self.nodes for n in (node.data_dir / "dead").glob("*.json")]
+        if self.spool_dir is not None:  # (where a shared spool keeps them, if it does)
+            notes += self.spool_dir.glob("*/dead/*.json")
+        for note in notes:
             try:
                 record = json.loads(note.read_text())
             except ValueError:  # emptied by a power cut in "os" durability
@@ -403,8 +501,13 @@ class Chaos:
              for i, p in enumerate(self.pacs)},
             dead,
         )  # fmt: skip
-        for key in ("restarts", "node_kills", "power_cuts", "node_exits", "faults", "crashes"):
+        for key in ("restarts", "node_kills", "power_cuts", "node_exits", "faults", "crashes",
+                    "store_restarts"):  # fmt: skip
             setattr(result, key, getattr(ledger, key))
+        result.adoptions = sum(  # as the adopters' logs say (node.lease)
+            node.log.read_text(errors="replace").count("adopted the queue of node")
+            for node in self.nodes if node.log.exists()
+        )  # fmt: skip
         return result
 
     def cleanup(self) -> None:
@@ -415,10 +518,18 @@ def main(options: Options, keep: bool = False, report: Path | None = None) -> in
     """Run, print the ledger; 0 only if nothing acknowledged was lost or misrouted."""
     # Refused connections are the point of the exercise: pynetdicom need not shout them.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    try:
+        options.check()
+    except ValueError as exc:
+        print(f"wolfpacs chaos: {exc}", file=sys.stderr)
+        return 2
     chaos = Chaos(options)
+    nodes = f"{options.nodes} nodes on a shared store" if options.nodes > 1 else "one node"
     print(f"chaos: {options.instances} instances in {options.studies} studies from "
-          f"{options.clients} hospitals to {options.workers} workers; {options.faults} faults, "
-          f"{options.kills} kill -9, seed {options.seed}; in {chaos.root}", flush=True)  # fmt: skip
+          f"{options.clients} hospitals to {options.workers} workers through {nodes}; "
+          f"{options.faults} faults, {options.kills} kill -9"
+          f"{', store restarts' if options.store_restart else ''}, seed {options.seed}; "
+          f"in {chaos.root}", flush=True)  # fmt: skip
     try:
         ledger = chaos.run()
     finally:

@@ -55,6 +55,8 @@ class Ledger:
     node_kills: int = 0
     power_cuts: int = 0
     node_exits: int = 0
+    store_restarts: int = 0  # of the database server several nodes share
+    adoptions: int = 0  # queues a live node took over from a dead one
     faults: int = 0
     wall_s: float = 0.0
     lost_examples: list[str] = field(default_factory=list)
@@ -156,9 +158,11 @@ class Ledger:
             ("MISROUTED (studies on two workers, derived at another PACS)", self.misrouted),
             ("faults injected", self.faults),
             ("  actor crashes among them", self.crashes),
-            ("kill -9 of the node", self.node_kills),
+            ("kill -9 of a node", self.node_kills),
             ("  with a power cut (LazyFS)", self.power_cuts),
             ("node exits by escalation", self.node_exits),
+            ("restarts of the database server", self.store_restarts),
+            ("queues adopted from a dead node", self.adoptions),
             ("actor restarts", sum(self.restarts.values())),
             ("wall time, s", round(self.wall_s, 1)),
         ]

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,13 +252,15 @@ class SimulatedWorker(_StorageSCP):
     def __init__(
         self,
         ae_title: str,
-        node_port: int,
+        node_port: int | Sequence[int],
         port: int | None = None,
         node_ae_title: str = "WOLFPACS",
         quiet: float = 0.3,
     ) -> None:
         super().__init__(ae_title, port)
-        self.node_port = node_port
+        # several inside ports: several nodes, any of which takes a derived series back
+        self.node_ports = [node_port] if isinstance(node_port, int) else list(node_port)
+        self._next_port = 0
         self.node_ae_title = node_ae_title
         self.quiet = quiet
         self.sent_back: list[str] = []  # derived instances the node acknowledged
@@ -327,12 +329,19 @@ class SimulatedWorker(_StorageSCP):
                      study_uid)  # fmt: skip
 
     def _send_back(self, derived: list[Any]) -> list[Any]:
-        """Send to the node's inside port; what it did not acknowledge."""
+        """Send to a node's inside port (the next that answers, if there are several);
+        what it did not acknowledge."""
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(SecondaryCaptureImageStorage)
-        assoc = ae.associate("127.0.0.1", self.node_port, ae_title=self.node_ae_title,
-                             evt_handlers=nodelay_handlers())  # fmt: skip
-        if not assoc.is_established:
+        for _ in self.node_ports:
+            with self._lock:
+                port = self.node_ports[self._next_port % len(self.node_ports)]
+                self._next_port += 1
+            assoc = ae.associate("127.0.0.1", port, ae_title=self.node_ae_title,
+                                 evt_handlers=nodelay_handlers())  # fmt: skip
+            if assoc.is_established:
+                break
+        else:
             return derived
         left = []
         try:

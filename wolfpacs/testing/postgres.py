@@ -18,6 +18,7 @@ import contextlib
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +28,10 @@ from pathlib import Path
 
 from wolfpacs.testing.peers import free_port
 
-__all__ = ["INSTALL_SERVER", "PostgreSQLServer", "ServerMissingError", "binaries", "server"]
+__all__ = [
+    "INSTALL_SERVER", "PostgreSQLServer", "ServerMissingError", "binaries", "restart_command",
+    "server",
+]  # fmt: skip
 
 INSTALL_SERVER = "apt-get install postgresql (Debian)"
 SUPERUSER = "wolfpacs"
@@ -57,6 +61,21 @@ class PostgreSQLServer:
     def url(self, database: str) -> str:
         """The libpq URL of ``database`` on this server, as its superuser."""
         return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{database}"
+
+    def restart_command(self) -> str:
+        """See :func:`restart_command`."""
+        return restart_command(self.root)
+
+
+def restart_command(root: Path) -> str:
+    """A shell command that restarts the server of ``root`` (a :func:`server`'s dir), cutting
+    every connection (fast shutdown), with the options it was started with."""
+    bin_dir = binaries()
+    assert bin_dir is not None  # the server runs: its binaries are there
+    return shlex.join(_as_postgres([
+        str(bin_dir / "pg_ctl"), "restart", "-w", "-t", "60", "-m", "fast",
+        "-D", str(root / "data"), "-l", str(root / "server.log"),
+    ]))  # fmt: skip
 
 
 def binaries() -> Path | None:
