@@ -197,3 +197,36 @@ def test_two_routers_on_one_database_racing_on_new_studies_spread_them_evenly(st
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_a_route_from_before_pools_moved_meanwhile_for_another_pool_stands(
+    postgres_url, monkeypatch
+):
+    """Two nodes move one route from before pools (pool '') off a removed worker, each for
+    its own pool (so under different locks): the second finds it moved and takes that."""
+    from wolfpacs.state import placement
+    from wolfpacs.state.postgresql import PostgreSQLStore
+
+    first, second = (PostgreSQLStore(postgres_url, durable=False) for _ in range(2))
+    for store in (first, second):
+        store.open()
+    try:
+        first.insert_route("c", "1.1", "gone", 10.0)
+        rule = placement.least_loaded
+
+        def meanwhile(*args: Any, **kwargs: Any) -> Candidate:
+            # the other node's move commits between this one's read and its update
+            monkeypatch.setattr(placement, "least_loaded", rule)
+            other = second.create_route(
+                "c", "1.1", "stroke", choice([Candidate("st-a")], removed="gone")
+            )
+            assert other.chosen and other.route.worker == "st-a"
+            return rule(*args, **kwargs)
+
+        monkeypatch.setattr(placement, "least_loaded", meanwhile)
+        late = first.create_route("c", "1.1", "lung", choice(TWO, removed="gone"))
+        assert not late.chosen and late.route.worker == "st-a"
+        assert first.get_route("c", "1.1", "lung").worker == "st-a"
+    finally:
+        for store in (first, second):
+            store.close()

@@ -71,8 +71,12 @@ class RoutePlacement(Database):
             worker = least_loaded(choice.candidates, loads, avoid).name
             if standing is None:
                 route = _insert(db, Route(client, study_uid, worker, choice.at, pool))
-            else:
-                route = _reroute(db, standing, worker)
+            elif (moved := _reroute(db, standing, worker)) is not None:
+                route = moved
+            else:  # a route from before pools, moved meanwhile under another pool's lock
+                again = _standing(db, client, study_uid, pool, removed)
+                assert again is not None  # a route is never deleted but by a purge of idle ones
+                return Placement(again, chosen=False)
         return Placement(route, chosen=True, open_studies=loads)
 
 
@@ -109,11 +113,14 @@ def _insert(db: Connection, route: Route) -> Route:
     return Route(*row)
 
 
-def _reroute(db: Connection, route: Route, worker: str) -> Route:
-    """``route`` moved from its removed worker to ``worker``, as a move is recorded."""
-    db.execute(
+def _reroute(db: Connection, route: Route, worker: str) -> Route | None:
+    """``route`` moved from its removed worker to ``worker``, as a move is recorded; None if
+    it no longer names that worker (moved by a transaction this one's lock did not hold off)."""
+    moved = db.execute(
         REROUTE.format(where="s.client = ? AND s.study_uid = ? AND s.pool = ? AND s.worker = ?"),
         (worker, route.worker, route.client, route.study_uid, route.pool, route.worker),
     ).fetchall()
+    if not moved:
+        return None
     db.execute(ASSIGN, (route.client, route.study_uid, route.pool, worker))
     return Route(route.client, route.study_uid, worker, route.routed_at, route.pool)
