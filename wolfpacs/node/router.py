@@ -117,6 +117,9 @@ class Router(SupervisedActor):
     - :meth:`return_route` ``(study_uid, worker) -> destination | None``.
     - :meth:`set_worker_state`, :meth:`move`: the operator's drain, resume
       and move (``ValueError`` for unknown names).
+    - :meth:`reload_states`, :meth:`moved_away`: what another node sharing
+      the store did (told by :mod:`wolfpacs.node.changes`), made true here
+      without being persisted again.
 
     Told: a sender's :class:`~wolfpacs.node.messages.TargetHealth`.
 
@@ -145,12 +148,16 @@ class Router(SupervisedActor):
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,
         metrics: Metrics | None = None,
+        origin: str | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.live = live
         self.store = store
         self.clock = clock
+        # Who this node is in the history of changes: its moves are recorded under it, so
+        # that its watcher knows them as its own (None: moves are not recorded).
+        self.origin = origin
         self.spool = spool
         self.metrics = metrics
         self.board = metrics.board if metrics is not None else Board()
@@ -392,7 +399,7 @@ class Router(SupervisedActor):
             raise ValueError("a worker cannot be moved to itself")
         cutoff = self.clock() - self.config.node.study_idle_timeout
         try:
-            moved = self.store.move_studies(worker, to, studies, cutoff)
+            moved = self.store.move_studies(worker, to, studies, cutoff, origin=self.origin)
         except UnavailableError:
             self._cache.clear()  # it may have committed all the same: read routes afresh
             raise
@@ -404,6 +411,33 @@ class Router(SupervisedActor):
             len(moved), worker, to, split, worker, extra={"event": "admin", "worker": worker},
         )  # fmt: skip
         return moved
+
+    def reload_states(self) -> dict[str, str]:
+        """The workers' states read again from the store (another node drained or resumed
+        one); those that changed here, by worker. Nothing is written."""
+        states = self.store.worker_states()
+        changed = {
+            name: states.get(name, ACTIVE)
+            for name in {*states, *self._states}
+            if states.get(name, ACTIVE) != self._states.get(name, ACTIVE)
+        }
+        self._states = states
+        if changed:
+            self._publish()
+            for name, state in sorted(changed.items()):
+                logger.info("worker %s is now %s (changed on another node)", name, state,
+                            extra={"event": "admin", "worker": name})  # fmt: skip
+        return changed
+
+    def moved_away(self, worker: str) -> int:
+        """Another node moved studies of ``worker``: forget every cached route to it (the
+        store says where each goes now), and tell its sender to hand its queue on. How many
+        cached routes were forgotten."""
+        stale = [key for key, (route, _) in self._cache.items() if route.worker == worker]
+        for key in stale:
+            del self._cache[key]
+        self.registry.tell(f"sender:{worker}", HAND_OVER)
+        return len(stale)
 
     def sweep_orphans(self) -> dict[str, int]:
         """See to queued rows whose target is no longer configured; how many of each fate.

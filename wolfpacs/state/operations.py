@@ -10,6 +10,15 @@ connection, its transactions and its schema, whose tables and triggers
 are the same in both dialects. Every view the operator has (a worker's
 open studies, recent studies, a purge) reads an index, never the whole
 history.
+
+Writes that other nodes sharing the database must see (a runtime change,
+a recorded move, a worker's state) call two hooks in their transaction:
+:meth:`SQLStore._serialize_changes` before a runtime change takes its
+``seq`` (so that changes commit in ``seq`` order, and a reader that has
+seen ``seq`` n has seen every change before it), and
+:meth:`SQLStore._notify` (a ``NOTIFY`` sent at commit). Both are no-ops
+here, where one writer at a time holds the database; the PostgreSQL
+backend gives them their body.
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from wolfpacs.config.model import MOVE
 from wolfpacs.state.queries import (
     ENQUEUE,
     ITEM,
@@ -32,7 +42,15 @@ from wolfpacs.state.queries import (
 from wolfpacs.state.results import ResultTracking
 from wolfpacs.state.store import WORKER, QueueItem, Route
 
-__all__ = ["SQLStore"]
+if TYPE_CHECKING:
+    from wolfpacs.state.database import Connection
+
+__all__ = ["CHANGES", "STATES", "SQLStore"]
+
+# What a notification says changed (its payload): the history of runtime changes, or the
+# workers' states. Only a hint to look now: the tables are the truth.
+CHANGES = "changes"
+STATES = "states"
 
 logger = logging.getLogger(__name__)
 
@@ -144,13 +162,14 @@ class SQLStore(ResultTracking):
             counts[worker] += 1
         return counts
 
-    def move_studies(
+    def move_studies(  # noqa: PLR0917 -- positional: the store actor's requests carry no keywords
         self,
         worker: str,
         to: str,
         studies: list[str] | None = None,
         cutoff: float = 0.0,
         client: str | None = None,
+        origin: str | None = None,
     ) -> list[dict[str, Any]]:
         """Re-route ``worker``'s studies to ``to``; what moved.
 
@@ -159,6 +178,12 @@ class SQLStore(ResultTracking):
         stays where it was done). Each moved study: its client and UID, the
         instances already delivered to ``worker`` (now a split study) and
         those still queued for it (its sender hands them on).
+
+        With ``origin`` (who moves: an operator on some node), a move of at
+        least one study is also recorded, in the same transaction, as a
+        runtime change of kind ``MOVE`` (``{"to": to, "origin": origin}``):
+        the other nodes sharing the store read there that their routes to
+        ``worker`` are stale and their queue for it must be handed on.
         """
         where, args = "s.worker = ?", list[object]([worker])
         if client is not None:
@@ -182,6 +207,8 @@ class SQLStore(ResultTracking):
                 "ON CONFLICT DO NOTHING",
                 [(owner, uid, pool, to) for owner, uid, pool, _ in moved],
             )
+            if moved and origin is not None:
+                self._record_change(db, MOVE, worker, {"to": to, "origin": origin})
             queued = {
                 (owner, uid, pool): n
                 for owner, uid, pool, n in db.execute(
@@ -461,21 +488,60 @@ class SQLStore(ResultTracking):
                 "changed_at = excluded.changed_at",
                 (name, state, at or time.time()),
             )
+            self._notify(db, STATES)
 
     def delete_worker_state(self, name: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM worker_states WHERE name = ?", (name,))
+            self._notify(db, STATES)
 
     def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
         rows = self._rows("SELECT kind, name, body FROM runtime_changes ORDER BY seq")
         return [(kind, name, json.loads(body) if body else None) for kind, name, body in rows]
 
+    def changes_since(self, seq: int) -> list[tuple[int, str, str, dict[str, Any] | None]]:
+        """The runtime changes after ``seq``, in order, each with its own ``seq`` first."""
+        rows = self._rows(
+            "SELECT seq, kind, name, body FROM runtime_changes WHERE seq > ? ORDER BY seq", seq
+        )
+        return [
+            (int(n), kind, name, json.loads(body) if body else None) for n, kind, name, body in rows
+        ]
+
+    def last_change(self) -> int:
+        """The ``seq`` of the latest runtime change (0: none): one index look."""
+        return int(self._value("SELECT COALESCE(MAX(seq), 0) FROM runtime_changes"))
+
     def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO runtime_changes (kind, name, body, changed_at) VALUES (?, ?, ?, ?)",
-                (kind, name, None if table is None else json.dumps(table), time.time()),
-            )
+            self._record_change(db, kind, name, table)
+
+    def _record_change(
+        self, db: Connection, kind: str, name: str, table: dict[str, Any] | None
+    ) -> None:
+        """Append a runtime change in the caller's transaction; its ``seq`` is taken after
+        :meth:`_serialize_changes`, so changes commit in ``seq`` order."""
+        self._serialize_changes(db)
+        db.execute(
+            "INSERT INTO runtime_changes (kind, name, body, changed_at) VALUES (?, ?, ?, ?)",
+            (kind, name, None if table is None else json.dumps(table), time.time()),
+        )
+        self._notify(db, CHANGES)
+
+    def _serialize_changes(self, db: Connection) -> None:
+        """Hook: make the transaction's runtime change wait for any other in progress.
+
+        Without it, two transactions could take ``seq`` 10 and 11 and commit
+        11 first: a node that read up to 11 would never read 10. SQLite has
+        one writer at a time already (``BEGIN IMMEDIATE``): nothing to do.
+        """
+        del db
+
+    def _notify(self, db: Connection, what: str) -> None:
+        """Hook: tell the nodes listening that ``what`` (:data:`CHANGES`, :data:`STATES`)
+        changed, when the transaction commits (never before; not if it rolls back).
+        Nothing listens to SQLite: other processes on one file find it by polling."""
+        del db, what
 
     def ping(self) -> bool:
         """Take the write lock and let it go: the database can be written to now."""
