@@ -276,8 +276,8 @@ def test_describe_shows_the_tree(world):
     w = world()
     tree = w.node.describe()
     assert [c["id"] for c in tree["children"]] == [
-        "store", "router", "senders", "receivers", "listener:outside", "listener:inside", "control",
-        "web",
+        "store", "router", "senders", "changes", "receivers", "listener:outside",
+        "listener:inside", "control", "web",
     ]  # fmt: skip
     senders = next(c for c in tree["children"] if c["id"] == "senders")
     assert [c["id"] for c in senders["children"]] == [

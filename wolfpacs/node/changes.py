@@ -209,10 +209,10 @@ class Changes(SupervisedActor):
             self.registry.call(NAME_ROUTER, Router.sweep_orphans)
         for n, kind, name, table in new:
             if kind == MOVE and (table or {}).get("origin") != self.origin:
-                forgotten = self.registry.call(NAME_ROUTER, Router.moved_away, name)
+                self.registry.call(NAME_ROUTER, Router.moved_away, name)
                 self.applied += 1
-                logger.info("runtime change %d of another node: %s (%d cached routes "
-                            "forgotten)", n, describe((kind, name, table)), forgotten)  # fmt: skip
+                logger.info("runtime change %d of another node: %s", n,
+                            describe((kind, name, table)), extra={"event": "admin"})  # fmt: skip
         self._seq = history[-1][0] if history else 0
 
     def _apply(

@@ -33,11 +33,17 @@ from wolfpacs.config.model import DISCARD
 from wolfpacs.node.board import PUBLISH_EVERY, WORKERS, Board
 from wolfpacs.node.messages import (
     ACTIVE,
+    AMBIGUOUS_STUDY,
     DRAINING,
     HAND_OVER,
+    NOT_YOUR_STUDY,
     REPORT,
+    UNKNOWN_STUDY,
     WAKE,
     Home,
+    NoPoolError,
+    NotHomeError,
+    NoWorkerError,
     Routed,
     TargetHealth,
     targets,
@@ -52,9 +58,11 @@ if TYPE_CHECKING:
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import Route, Store
 
-# Home and Routed, the router's answers, live in node.messages (plain data between actors).
+# The router's answers (Home, Routed) and refusals (NoPoolError, NoWorkerError, NotHomeError)
+# live in node.messages (what crosses between actors).
 __all__ = [
-    "Home", "NoPoolError", "NoWorkerError", "NotHomeError", "Routed", "Router", "choose_worker",
+    "AMBIGUOUS_STUDY", "NOT_YOUR_STUDY", "UNKNOWN_STUDY", "Home", "NoPoolError", "NoWorkerError",
+    "NotHomeError", "Routed", "Router", "choose_worker",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -67,30 +75,6 @@ SWEEP_INTERVAL = 60.0  # seconds between two looks for rows of removed targets
 _SWEEP = "sweep"
 _LOAD = "load"  # the worker states from the store: the first message of each life
 _PUBLISH = "publish"
-
-
-class NoWorkerError(RuntimeError):
-    """The client's pool has no active worker: the instance cannot be taken now."""
-
-
-class NoPoolError(RuntimeError):
-    """No rule of the client matched the series, and the client has no default pool.
-
-    Not kept: a rule added later may take the series when it is sent again.
-    """
-
-
-UNKNOWN_STUDY = "unknown_study"
-NOT_YOUR_STUDY = "not_your_study"
-AMBIGUOUS_STUDY = "ambiguous_study"
-
-
-class NotHomeError(RuntimeError):
-    """A derived instance the node will not take home; ``reason`` says why in one word."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def choose_worker(candidates: list[Worker], open_studies: dict[str, int], down: set[str]) -> Worker:
@@ -117,9 +101,7 @@ class Router(SupervisedActor):
     - :meth:`return_route` ``(study_uid, worker) -> destination | None``.
     - :meth:`set_worker_state`, :meth:`move`: the operator's drain, resume
       and move (``ValueError`` for unknown names).
-    - :meth:`reload_states`, :meth:`moved_away`: what another node sharing
-      the store did (told by :mod:`wolfpacs.node.changes`), made true here
-      without being persisted again.
+    - :meth:`reload_states`, :meth:`moved_away`: another node's drain, resume or move.
 
     Told: a sender's :class:`~wolfpacs.node.messages.TargetHealth`.
 
@@ -155,9 +137,7 @@ class Router(SupervisedActor):
         self.live = live
         self.store = store
         self.clock = clock
-        # Who this node is in the history of changes: its moves are recorded under it, so
-        # that its watcher knows them as its own (None: moves are not recorded).
-        self.origin = origin
+        self.origin = origin  # this node in the history of changes (None: moves unrecorded)
         self.spool = spool
         self.metrics = metrics
         self.board = metrics.board if metrics is not None else Board()
@@ -413,31 +393,20 @@ class Router(SupervisedActor):
         return moved
 
     def reload_states(self) -> dict[str, str]:
-        """The workers' states read again from the store (another node drained or resumed
-        one); those that changed here, by worker. Nothing is written."""
-        states = self.store.worker_states()
-        changed = {
-            name: states.get(name, ACTIVE)
-            for name in {*states, *self._states}
-            if states.get(name, ACTIVE) != self._states.get(name, ACTIVE)
-        }
-        self._states = states
+        """The workers' states read again (changed on another node); those that changed."""
+        old, self._states = self._states, self.store.worker_states()
+        changed = {n: s for n in {*old, *self._states}
+                   if (s := self._states.get(n, ACTIVE)) != old.get(n, ACTIVE)}  # fmt: skip
         if changed:
             self._publish()
-            for name, state in sorted(changed.items()):
-                logger.info("worker %s is now %s (changed on another node)", name, state,
-                            extra={"event": "admin", "worker": name})  # fmt: skip
+            logger.info("workers changed on another node: %s", changed, extra={"event": "admin"})
         return changed
 
-    def moved_away(self, worker: str) -> int:
-        """Another node moved studies of ``worker``: forget every cached route to it (the
-        store says where each goes now), and tell its sender to hand its queue on. How many
-        cached routes were forgotten."""
-        stale = [key for key, (route, _) in self._cache.items() if route.worker == worker]
-        for key in stale:
-            del self._cache[key]
+    def moved_away(self, worker: str) -> None:
+        """Another node moved studies of ``worker``: forget the cached routes to it (the store
+        says where they go now), and tell its sender to hand its queue on."""
+        self._forget({(c, s) for (c, s, _), (r, _) in self._cache.items() if r.worker == worker})
         self.registry.tell(f"sender:{worker}", HAND_OVER)
-        return len(stale)
 
     def sweep_orphans(self) -> dict[str, int]:
         """See to queued rows whose target is no longer configured; how many of each fate.

@@ -11,24 +11,19 @@ are the same in both dialects. Every view the operator has (a worker's
 open studies, recent studies, a purge) reads an index, never the whole
 history.
 
-Writes that other nodes sharing the database must see (a runtime change,
-a recorded move, a worker's state) call two hooks in their transaction:
-:meth:`SQLStore._serialize_changes` before a runtime change takes its
-``seq`` (so that changes commit in ``seq`` order, and a reader that has
-seen ``seq`` n has seen every change before it), and
-:meth:`SQLStore._notify` (a ``NOTIFY`` sent at commit). Both are no-ops
-here, where one writer at a time holds the database; the PostgreSQL
-backend gives them their body.
+The workers' states and the history of runtime changes, which every node
+sharing the database watches, are :mod:`wolfpacs.state.changes`'; a move
+is recorded there too, in its own transaction.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wolfpacs.config.model import MOVE
+from wolfpacs.state.changes import ChangeHistory
 from wolfpacs.state.queries import (
     ENQUEUE,
     ITEM,
@@ -42,20 +37,12 @@ from wolfpacs.state.queries import (
 from wolfpacs.state.results import ResultTracking
 from wolfpacs.state.store import WORKER, QueueItem, Route
 
-if TYPE_CHECKING:
-    from wolfpacs.state.database import Connection
-
-__all__ = ["CHANGES", "STATES", "SQLStore"]
-
-# What a notification says changed (its payload): the history of runtime changes, or the
-# workers' states. Only a hint to look now: the tables are the truth.
-CHANGES = "changes"
-STATES = "states"
+__all__ = ["SQLStore"]
 
 logger = logging.getLogger(__name__)
 
 
-class SQLStore(ResultTracking):
+class SQLStore(ResultTracking, ChangeHistory):
     """The store's operations on a :class:`~wolfpacs.state.database.Database`.
 
     Not thread-safe: one thread uses a store (the store actor's). Which
@@ -463,85 +450,6 @@ class SQLStore(ResultTracking):
                 [(client, uid) for client, uid, _ in idle],
             )
         return len(idle)
-
-    def compact_runtime_changes(self, dry_run: bool = False) -> int:
-        """Drop each runtime change a later one of the same entry overrides; how many."""
-        overridden = (
-            "FROM runtime_changes AS r WHERE EXISTS (SELECT 1 FROM runtime_changes later "
-            "WHERE later.kind = r.kind AND later.name = r.name AND later.seq > r.seq)"
-        )
-        if dry_run:
-            return int(self._value(f"SELECT COUNT(*) {overridden}"))
-        with self._transaction() as db:
-            return int(db.execute(f"DELETE {overridden}").rowcount)
-
-    # -- workers and runtime changes ---------------------------------------------------
-
-    def worker_states(self) -> dict[str, str]:
-        return dict(self._rows("SELECT name, state FROM worker_states"))
-
-    def set_worker_state(self, name: str, state: str, at: float | None = None) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO worker_states (name, state, changed_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
-                "changed_at = excluded.changed_at",
-                (name, state, at or time.time()),
-            )
-            self._notify(db, STATES)
-
-    def delete_worker_state(self, name: str) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM worker_states WHERE name = ?", (name,))
-            self._notify(db, STATES)
-
-    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
-        rows = self._rows("SELECT kind, name, body FROM runtime_changes ORDER BY seq")
-        return [(kind, name, json.loads(body) if body else None) for kind, name, body in rows]
-
-    def changes_since(self, seq: int) -> list[tuple[int, str, str, dict[str, Any] | None]]:
-        """The runtime changes after ``seq``, in order, each with its own ``seq`` first."""
-        rows = self._rows(
-            "SELECT seq, kind, name, body FROM runtime_changes WHERE seq > ? ORDER BY seq", seq
-        )
-        return [
-            (int(n), kind, name, json.loads(body) if body else None) for n, kind, name, body in rows
-        ]
-
-    def last_change(self) -> int:
-        """The ``seq`` of the latest runtime change (0: none): one index look."""
-        return int(self._value("SELECT COALESCE(MAX(seq), 0) FROM runtime_changes"))
-
-    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
-        with self._transaction() as db:
-            self._record_change(db, kind, name, table)
-
-    def _record_change(
-        self, db: Connection, kind: str, name: str, table: dict[str, Any] | None
-    ) -> None:
-        """Append a runtime change in the caller's transaction; its ``seq`` is taken after
-        :meth:`_serialize_changes`, so changes commit in ``seq`` order."""
-        self._serialize_changes(db)
-        db.execute(
-            "INSERT INTO runtime_changes (kind, name, body, changed_at) VALUES (?, ?, ?, ?)",
-            (kind, name, None if table is None else json.dumps(table), time.time()),
-        )
-        self._notify(db, CHANGES)
-
-    def _serialize_changes(self, db: Connection) -> None:
-        """Hook: make the transaction's runtime change wait for any other in progress.
-
-        Without it, two transactions could take ``seq`` 10 and 11 and commit
-        11 first: a node that read up to 11 would never read 10. SQLite has
-        one writer at a time already (``BEGIN IMMEDIATE``): nothing to do.
-        """
-        del db
-
-    def _notify(self, db: Connection, what: str) -> None:
-        """Hook: tell the nodes listening that ``what`` (:data:`CHANGES`, :data:`STATES`)
-        changed, when the transaction commits (never before; not if it rolls back).
-        Nothing listens to SQLite: other processes on one file find it by polling."""
-        del db, what
 
     def ping(self) -> bool:
         """Take the write lock and let it go: the database can be written to now."""
