@@ -138,9 +138,6 @@ class Node:
         self.exit_reason: ExitReason | None = None
         # This process in the store's history of changes (its moves are recorded under it).
         self.origin = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
-        # Whether the watcher of other nodes' changes listens for PostgreSQL's notifications
-        # (else it polls only: every changes.POLL_EVERY seconds).
-        self.notifications = True
         self.operations = operations(self) if operations is not None else None
 
     def backend(self) -> Backend:
@@ -151,9 +148,10 @@ class Node:
         return PostgreSQLStore(store, durable=self.spool.durable)
 
     def listen(self) -> Callable[[Callable[[str], None]], ChangeListener] | None:
-        """The watcher's listener of the store's notifications (None: SQLite, or off)."""
+        """The watcher's listener of the store's notifications (None: SQLite, which sends
+        none: the watcher polls only)."""
         store = self.config.node.store
-        if store == SQLITE or not self.notifications:
+        if store == SQLITE:
             return None
         return functools.partial(ChangeListener, store)
 
