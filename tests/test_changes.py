@@ -22,6 +22,7 @@ from wolfpacs.node.messages import ACTIVE, DRAINING
 from wolfpacs.node.router import Router
 from wolfpacs.ops.verbs import AdminError
 from wolfpacs.state.notify import RECONNECTED, ChangeListener
+from wolfpacs.state.postgresql import PostgreSQLStore
 from wolfpacs.state.sqlite import SQLiteStore
 
 DEADLINE = 5.0  # seconds a test waits for a change to show (it should take one at most)
@@ -82,8 +83,6 @@ def listening(url: str) -> tuple[ChangeListener, list[str], threading.Event]:
 
 
 def test_postgresql_notifies_at_commit_and_a_broken_listener_connects_again(postgres_url, postgres):
-    from wolfpacs.state.postgresql import PostgreSQLStore
-
     store = PostgreSQLStore(postgres_url)
     store.open()
     listener, heard, stop = listening(postgres_url)
@@ -189,6 +188,32 @@ def test_a_move_on_one_node_makes_the_other_forget_its_cached_route(pair):
     wait_for(lambda: changes_of(a)["applied"] == 1)
     assert a.node.registry.call("router", Router.route, "demo-hospital", "1.2.9") == other
     assert changes_of(b)["applied"] == 0  # its own move
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_move_elsewhere_hands_this_node_s_queue_for_the_worker_on(world, backend, request):
+    # Backoffs of a minute: only the hand-over the move asks for explains a quick delivery.
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else "sqlite"
+    a = world(store=url, retry_initial=60.0, retry_max=60.0)
+    a.workers[0].stop()  # gpu-1's worker: the study goes to it (first by name), and waits
+    files = a.study("s", series=1, per_series=4, study_uid="1.2.826.0.1.77")
+    assert a.send(files) == [0] * 4
+    assert a.node.registry.call("router", Router.route, "demo-hospital", "1.2.826.0.1.77") == (
+        "gpu-1"
+    )
+    wait_for(lambda: a.admin("inspect", actor="sender:gpu-1")["state"]["backoff_s"] > 0)
+    # Another node moves the study (here: another process on the store, as its router would).
+    other = PostgreSQLStore(url) if backend == "postgresql" else SQLiteStore(a.node.db_path)
+    other.open()
+    try:
+        moved = other.move_studies("gpu-1", "gpu-2", ["1.2.826.0.1.77"], 0.0, None, "node-z")
+        assert moved[0]["queued"] == 4
+    finally:
+        other.close()
+    wait_for(lambda: len(a.workers[1].received) == 4)
+    assert a.node.registry.call("router", Router.route, "demo-hospital", "1.2.826.0.1.77") == (
+        "gpu-2"
+    )
 
 
 def test_several_changes_at_once_are_all_applied_in_order(pair):
