@@ -199,20 +199,25 @@ class Changes(SupervisedActor):
         seq = self.store.last_change()
         if seq == self._seq:
             return
-        seen = self._seq or 0
+        first, seen = self._seq is None, self._seq or 0
         removed: list[str] = []
         with self.live.changing:  # no local change between the read and the set
             history = self.store.changes_since(0)
             new = [change for change in history if change[0] > seen]
-            removed = self._apply([change[1:] for change in history], new)
+            config = [change[1:] for change in history if change[1] != MOVE]
+            removed = self._apply(config, new)
         if removed:  # their senders are gone: nobody delivers what was queued for them
             self.registry.call(NAME_ROUTER, Router.sweep_orphans)
         for n, kind, name, table in new:
             if kind == MOVE and (table or {}).get("origin") != self.origin:
+                # The first look takes the whole history as new (which moves did an earlier
+                # life see?): cheap, but no news to log.
                 self.registry.call(NAME_ROUTER, Router.moved_away, name)
-                self.applied += 1
-                logger.info("runtime change %d of another node: %s", n,
-                            describe((kind, name, table)), extra={"event": "admin"})  # fmt: skip
+                if not first:
+                    self.applied += 1
+                    what = describe((kind, name, table))
+                    logger.info("runtime change %d of another node: %s", n, what,
+                                extra={"event": "admin"})  # fmt: skip
         self._seq = history[-1][0] if history else 0
 
     def _apply(
