@@ -225,12 +225,23 @@ class Changes(SupervisedActor):
     ) -> list[str]:
         """Make the file with ``history`` replayed the live config; the targets removed.
 
-        The caller holds ``live.changing``.
+        The senders first, then the config: a look that fails between leaves
+        the old config live, and the next look does it all again (a sender
+        started or stopped already is no error then). The caller holds
+        ``live.changing``.
         """
         config = replay(self.file, history)
         old = self.live.get()
         if config == old:
             return []
+        before = {t.name: t for t in targets(old)}
+        after = {t.name: t for t in targets(config)}
+        for name, target in before.items():
+            if after.get(name) != target:  # gone, or its address changed: stop this one
+                self._stop_sender(name)
+        for name, target in after.items():
+            if before.get(name) != target:
+                self._start_sender(target)
         self.live.set(config)
         made = [change for change in new if change[1] != MOVE]
         if made:  # (this node's own among them, if others came between)
@@ -239,18 +250,7 @@ class Changes(SupervisedActor):
                 "; ".join(describe(change[1:]) for change in made), extra={"event": "admin"},
             )  # fmt: skip
         self.applied += len(made)
-        before = {t.name: t for t in targets(old)}
-        after = {t.name: t for t in targets(config)}
-        removed = []
-        for name, target in before.items():
-            if after.get(name) != target:  # gone, or its address changed: stop this one
-                self._stop_sender(name)
-                if name not in after:
-                    removed.append(name)
-        for name, target in after.items():
-            if before.get(name) != target:
-                self._start_sender(target)
-        return removed
+        return [name for name in before if name not in after]
 
     def _start_sender(self, target: Target) -> None:
         try:
