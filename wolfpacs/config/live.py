@@ -39,8 +39,8 @@ Change = tuple[str, str, dict[str, Any] | None]
 # {"rules": [rule tables]}). Not the whole client: a file edited since (its AE title
 # rotated, say) keeps its edits, and the runtime's rules are laid on the client it has.
 RULES = "rules"
-# MOVE, a move in the history of changes: (MOVE, worker, {"to": worker, "origin": who moved}).
-# Not a change of the config: other nodes learn from it that routes to the worker moved.
+# MOVE (config.model's): a move in the history, (MOVE, worker, {"to": worker, "origin": who
+# moved}). No change of the config: other nodes learn from it that routes to the worker moved.
 
 
 class LiveConfig:
