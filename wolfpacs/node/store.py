@@ -250,15 +250,16 @@ class StoreClient:
     def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
         return self._ask(Store.open_studies, workers, cutoff)
 
-    def move_studies(
+    def move_studies(  # noqa: PLR0917 -- positional: the store actor's requests carry no keywords
         self,
         worker: str,
         to: str,
         studies: list[str] | None = None,
         cutoff: float = 0.0,
         client: str | None = None,
+        origin: str | None = None,
     ) -> list[dict[str, Any]]:
-        return self._ask(Store.move_studies, worker, to, studies, cutoff, client)
+        return self._ask(Store.move_studies, worker, to, studies, cutoff, client, origin)
 
     def enqueue(self, item: QueueItem) -> int:
         return self._ask(Store.enqueue, item)
@@ -352,6 +353,12 @@ class StoreClient:
 
     def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
         return self._ask(Store.runtime_changes)
+
+    def changes_since(self, seq: int) -> list[tuple[int, str, str, dict[str, Any] | None]]:
+        return self._ask(Store.changes_since, seq)
+
+    def last_change(self) -> int:
+        return self._ask(Store.last_change)
 
     def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
         return self._ask(Store.add_runtime_change, kind, name, table)

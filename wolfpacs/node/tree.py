@@ -7,6 +7,7 @@
     ├── lease             renews the node's lease; with a shared spool, adopts dead nodes' queues
     ├── router            decides study → worker; the only writer of routes
     ├── senders           supervisor: sender:<name> for every worker and destination
+    ├── changes           applies the runtime changes other nodes sharing the store made
     ├── receivers         supervisor: receiver:<n>, one per open association (temporary)
     ├── listener:outside  clients' port
     ├── listener:inside   workers' port
@@ -26,6 +27,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +40,7 @@ import pykka
 from supervisors import ChildSpec, ChildType, ExitReason, Registry, Supervisor, join, monitor
 from wolfpacs.config.live import LiveConfig
 from wolfpacs.config.model import SQLITE
+from wolfpacs.node.changes import Changes
 from wolfpacs.node.fence import Fences
 from wolfpacs.node.gate import Gate
 from wolfpacs.node.identity import node_identity
@@ -47,6 +52,7 @@ from wolfpacs.node.recovery import recover
 from wolfpacs.node.router import Router
 from wolfpacs.node.sender import Sender
 from wolfpacs.node.store import StoreActor, StoreClient
+from wolfpacs.state.notify import ChangeListener
 from wolfpacs.state.postgresql import PostgreSQLStore
 from wolfpacs.state.spool import DataDirInUseError, Spool
 from wolfpacs.state.sqlite import SQLiteStore
@@ -60,6 +66,9 @@ __all__ = ["DataDirInUseError", "Node", "Operations"]
 logger = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite3"
+# Seconds the watcher of other nodes' changes waits for the store: not through a restart of
+# the store (its next look tries again), so that it stays free to say how it does.
+CHANGES_TIMEOUT = 2.0
 
 
 class Intensity(TypedDict):
@@ -138,6 +147,8 @@ class Node:
         self.root: pykka.ActorRef[Supervisor] | None = None
         self.exited = threading.Event()
         self.exit_reason: ExitReason | None = None
+        # This process in the store's history of changes (its moves are recorded under it).
+        self.origin = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
         self.operations = operations(self) if operations is not None else None
 
     def backend(self) -> Backend:
@@ -146,6 +157,14 @@ class Node:
         if store == SQLITE:
             return SQLiteStore(self.db_path, durable=self.spool.durable, node_id=self.node_id)
         return PostgreSQLStore(store, durable=self.spool.durable, node_id=self.node_id)
+
+    def listen(self) -> Callable[[Callable[[str], None]], ChangeListener] | None:
+        """The watcher's listener of the store's notifications (None: SQLite, which sends
+        none: the watcher polls only)."""
+        store = self.config.node.store
+        if store == SQLITE:
+            return None
+        return functools.partial(ChangeListener, store)
 
     def sender_spec(self, target: Target) -> ChildSpec:
         name = f"sender:{target.name}"
@@ -194,9 +213,24 @@ class Node:
                 ),
             ),
             ChildSpec(
-                "router", lambda: Router.start(reg, live, store, spool=spool, metrics=metrics)
+                "router",
+                lambda: Router.start(
+                    reg, live, store, spool=spool, metrics=metrics, origin=self.origin
+                ),
             ),
             ChildSpec("senders", _registered(reg, "senders", senders), type=ChildType.SUPERVISOR),
+            ChildSpec(
+                "changes",
+                lambda: Changes.start(
+                    reg,
+                    live,
+                    self.config,
+                    StoreClient(reg, timeout=CHANGES_TIMEOUT),
+                    self.sender_spec,
+                    origin=self.origin,
+                    listen=self.listen(),
+                ),
+            ),
             ChildSpec(
                 "receivers",
                 _registered(reg, "receivers", lambda: Supervisor.start(name="receivers")),
