@@ -158,6 +158,7 @@ class Router(SupervisedActor):
         # (client, study, series) -> its kept decision; decisions never change, so no age
         self._series: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._states: dict[str, str] = {}
+        self._loaded = False  # _states read from the store in this life
         self._down: set[str] = set()
         self.decisions = 0
 
@@ -314,6 +315,8 @@ class Router(SupervisedActor):
         A worker that holds a study of this UID for another client is taken
         only if no other is active: its results would be ambiguous.
         """
+        if not self._loaded:  # the store was unavailable at _LOAD: no drain may be missed
+            self._load()
         pool = [
             w for w in self.config.pool(pool_name)
             if self._states.get(w.name, ACTIVE) == ACTIVE
@@ -444,15 +447,30 @@ class Router(SupervisedActor):
             logger.warning("orphaned queue rows: %s", counts, extra={"event": "admin"})
         return counts
 
+    def _load(self) -> None:
+        """The workers' states from the store. Raises ``UnavailableError`` (the store's)."""
+        self._states = self.store.worker_states()
+        self._loaded = True
+
     def on_receive(self, message: Any) -> Any:
+        # A told message that raised would crash the router: an unavailable store (its
+        # database out of reach) must not, however long it lasts. What it skips is done
+        # later: the load before the next new route, the sweep at the next tick.
         if message == _LOAD:
-            self._states = self.store.worker_states()
+            try:
+                self._load()
+            except UnavailableError as exc:
+                logger.info("router: worker states not loaded yet (before the next new route): "
+                            "%s", exc)  # fmt: skip
         if message in (_LOAD, _PUBLISH):  # the load starts the ticks
             self._publish()
             self.send_after(PUBLISH_EVERY, _PUBLISH)
             return None
         if message == _SWEEP:
-            self.sweep_orphans()
+            try:
+                self.sweep_orphans()
+            except UnavailableError as exc:
+                logger.info("router: orphaned queue rows not swept (at the next tick): %s", exc)
             self.send_after(SWEEP_INTERVAL, _SWEEP)
             return None
         if isinstance(message, TargetHealth):

@@ -18,31 +18,50 @@ gauges read them there and never wait for the store
 each route newly overdue (:mod:`wolfpacs.node.results`), once: the store
 notes the route as logged (``mark_overdue``), across restarts and nodes.
 
-Errors: an operation's exception goes back to the caller unchanged; one
-that means the backend is broken (:meth:`Backend.is_broken`) then crashes
-the actor, and its successor opens the backend afresh (committed state is
-whole: each operation is a transaction). A caller that finds no store in
+Errors: an operation's exception goes back to the caller unchanged, but
+for one that means the backend cannot be reached (:meth:`Backend.is_broken`:
+a server gone, a connection lost, a disk that fails). That is an outage the
+actor rides out, not a crash (:mod:`wolfpacs.node.outage`): it closes the
+backend, the caller gets ``supervisors.UnavailableError`` (the operation may
+have committed: it was under way), and the actor stays alive and registered,
+*unavailable*: it answers every request at once with :class:`StoreDownError`
+(an ``UnavailableError``: the operation did not run), so that a receiver
+answers 0xA702 and ``/readyz`` 503 without waiting, while a thread linked to
+it tries to open a new backend with a capped backoff. When one opens, the
+actor opens its own (in its own thread, which a SQLite connection is bound
+to) and serves again. The same holds from the start: a backend that cannot
+be reached at ``on_start`` leaves the actor started, unavailable. So an
+outage of any length costs no restart, and restart intensity keeps its
+meaning (a bug that crashes on every message). An error of ``open`` that no
+waiting cures (a database of a newer WolfPACS) fails the start, or, in the
+linked thread, crashes the actor: its supervisor decides. Committed state is
+whole: each operation is a transaction. A caller that finds no store in
 ``timeout`` seconds gets ``supervisors.UnavailableError``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from supervisors import Registry, SupervisedActor
+import pykka
+
+from supervisors import Registry, SupervisedActor, UnavailableError
 from wolfpacs.node.board import AWAITING, PUBLISH_EVERY, QUEUES, Board
 from wolfpacs.node.fence import Fence
+from wolfpacs.node.outage import describe, unreachable, wait_open
 from wolfpacs.node.results import overdue, tracked_pools
 from wolfpacs.state.store import OPERATIONS, Backend, QueueItem, Route, Store
 
 if TYPE_CHECKING:
     from wolfpacs.config.model import Config
 
-__all__ = ["StoreActor", "StoreClient", "StoreRequest"]
+__all__ = ["StoreActor", "StoreClient", "StoreDownError", "StoreRequest"]
 
 NAME = "store"
 TIMEOUT = 10.0  # seconds a caller waits for the store, through a restart
@@ -51,9 +70,14 @@ PURGE_EVERY = 86400.0  # seconds between two purges
 PURGE_BATCH = 500  # studies forgotten in one transaction
 _PURGE = "purge"
 _PUBLISH = "publish"
+_REOPEN = "reopen"  # from the linked thread: the backend can be reached again
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
+
+
+class StoreDownError(UnavailableError):
+    """The store cannot reach its backend now: the operation did not run; try again later."""
 
 
 @dataclass(frozen=True)
@@ -93,17 +117,31 @@ class StoreActor(SupervisedActor):
         self.board = board or Board()
         self._backend: Backend | None = None
         self.purged = 0  # studies forgotten by this actor
+        self._down: str | None = None  # why the store is unavailable; None: it is not
+        self._down_since = 0.0  # time.monotonic() when it became so
+        self._waiting = False  # a linked thread tries to open a backend
+        self._stopping = threading.Event()  # tells that thread to give up
 
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            raise RuntimeError("the store is not open")
+            raise StoreDownError(f"the store is unavailable: {self._down or 'not open'}")
         return self._backend
+
+    @property
+    def available(self) -> bool:
+        return self._backend is not None
 
     def on_start(self) -> None:
         backend = self._open_backend()
-        backend.open()
-        self._backend = backend
+        try:
+            backend.open()
+        except Exception as exc:
+            if not unreachable(backend, exc):
+                raise  # no waiting cures it: the start fails, the supervisor decides
+            self._lose(exc, describe(backend), during=None)
+        else:
+            self._backend = backend
         self.registry.register(NAME, self.actor_ref)
         self.send_after(PURGE_FIRST, _PURGE)
         self._publish()
@@ -115,38 +153,122 @@ class StoreActor(SupervisedActor):
         self._close()
 
     def _close(self) -> None:
+        self._stopping.set()
         backend, self._backend = self._backend, None
         if backend is not None:
             backend.close()
 
-    def is_fatal(self, exc: BaseException) -> bool:
-        return self._backend is not None and self._backend.is_broken(exc)
+    def _lose(self, exc: BaseException, where: str, during: str | None) -> None:
+        """The backend cannot be reached: close it, answer "unavailable", wait for it.
+
+        ``during``: the operation that found it so (None: the first open).
+        """
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            with contextlib.suppress(Exception):  # it is broken already: close what is left
+                backend.close()
+        if self._down is None:
+            self._down_since = time.monotonic()
+        self._down = " ".join(str(exc).split()) or type(exc).__name__
+        if during is not None:
+            logger.warning(
+                "store: lost the store at %s during %s (%s); new instances are refused (0xA702) "
+                "until it is back", where, during, self._down, extra={"event": "store_unavailable"},
+            )  # fmt: skip
+        if not self._waiting:
+            self._waiting = True
+            self.start_thread(self._wait_for_backend, name="store-reopen")
+
+    def _wait_for_backend(self) -> None:
+        """In a linked thread: until a backend opens; then the actor opens its own.
+
+        What ``wait_open`` raises (an error no waiting cures) crashes the actor.
+        """
+        backend = wait_open(self._open_backend, self._stopping, "store")
+        if backend is None:
+            return  # the actor stops
+        backend.close()  # a probe: the actor's own is opened in its own thread
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(_REOPEN)
+
+    def _reopen(self) -> None:
+        """The linked thread found the backend reachable: open the actor's own."""
+        self._waiting = False
+        backend = self._open_backend()
+        try:
+            backend.open()
+        except Exception as exc:
+            if not unreachable(backend, exc):
+                raise  # told: the actor crashes, its supervisor decides
+            self._lose(exc, describe(backend), during=None)  # gone again at once: wait on
+            return
+        self._backend = backend
+        logger.info("store: available again after %.1f s: new instances are taken",
+                    time.monotonic() - self._down_since,
+                    extra={"event": "store_available"})  # fmt: skip
+        self._down = None
+
+    def _run(self, operation: str, *args: Any) -> Any:
+        """``operation`` of the backend; an outage if it finds the backend unreachable.
+
+        Raises:
+            StoreDownError: the store is unavailable (the operation did not run).
+            UnavailableError: the operation found the backend unreachable (it may
+                have committed all the same).
+            Exception: the operation's, unchanged.
+        """
+        backend = self.backend
+        try:
+            return getattr(backend, operation)(*args)
+        except Exception as exc:
+            if not unreachable(backend, exc):
+                raise
+            self._lose(exc, describe(backend), during=operation)
+            raise UnavailableError(
+                f"the store was lost during {operation} (it may have committed): {self._down}"
+            ) from exc
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StoreRequest):
             if message.operation not in OPERATIONS:
                 raise ValueError(f"the store has no operation {message.operation!r}")
+            if self._backend is None:
+                raise StoreDownError(f"the store is unavailable: {self._down or 'not open'}")
             if message.fence is not None:
                 message.fence.check()  # here, in turn with every other operation: no race
-            return getattr(self.backend, message.operation)(*message.args)
+            return self._run(message.operation, *message.args)
         if message == _PURGE:
-            self._purge()
+            self._tick(self._purge, PURGE_FIRST, _PURGE)
             return None
         if message == _PUBLISH:
-            self._publish()
+            self._tick(self._publish, PUBLISH_EVERY, _PUBLISH)
+            return None
+        if message == _REOPEN:
+            self._reopen()
             return None
         return super().on_receive(message)
+
+    def _tick(self, work: Callable[[], None], again: float, message: str) -> None:
+        """A timer's ``work``; while the store is unavailable, the timer again in ``again`` s.
+
+        A told message that raised would crash the actor: an outage must not.
+        """
+        if self._backend is not None:
+            with contextlib.suppress(UnavailableError):  # lost under it: _run began the wait
+                work()
+                return
+        self.send_after(again, message)
 
     def _purge(self) -> None:
         """One batch of the daily purge; the next batch, or the next day, by message."""
         days = self._retention_days()
         if days > 0:
-            forgotten = self.backend.purge(time.time() - days * 86400, PURGE_BATCH)
+            forgotten = self._run("purge", time.time() - days * 86400, PURGE_BATCH)
             self.purged += forgotten
             if forgotten == PURGE_BATCH:
                 self.actor_ref.tell(_PURGE)  # more: after what waits in the inbox
                 return
-            compacted = self.backend.compact_runtime_changes()
+            compacted = self._run("compact_runtime_changes")
             if self.purged or compacted:
                 logger.info("purge: %d studies idle over %g days forgotten, %d runtime changes "
                             "compacted", self.purged, days, compacted)  # fmt: skip
@@ -159,10 +281,13 @@ class StoreActor(SupervisedActor):
         A tick a blocked store misses leaves the last queues to age: the
         gauges then call them unknown, rather than wait for the store.
         """
-        self.board.publish(QUEUES, self.backend.queue_stats())
+        if self._backend is None:  # unavailable (at the start): the next tick
+            self.send_after(PUBLISH_EVERY, _PUBLISH)
+            return
+        self.board.publish(QUEUES, self._run("queue_stats"))
         config = self._config() if self._config is not None else None
         pools = tracked_pools(config) if config is not None else []
-        awaiting = self.backend.awaiting_results(pools) if pools else []
+        awaiting = self._run("awaiting_results", pools) if pools else []
         self.board.publish(AWAITING, awaiting)
         if config is not None and awaiting:
             self._log_overdue(config, awaiting)
@@ -174,7 +299,7 @@ class StoreActor(SupervisedActor):
         late = {o.key: o for o in overdue(awaiting, config, now) if not o.noted}
         if not late:
             return
-        for key in self.backend.mark_overdue(list(late), now):
+        for key in self._run("mark_overdue", list(late), now):
             o = late[key]
             logger.warning(
                 "study %s of client %s: no result from worker %s of pool %s for %.0f s since "
@@ -185,7 +310,11 @@ class StoreActor(SupervisedActor):
             )  # fmt: skip
 
     def inspect(self) -> dict[str, Any]:
-        return {**self.backend.describe(), "studies": self.backend.count_studies()}
+        if self._backend is None:
+            return {"state": "unavailable", "error": self._down,
+                    "for_s": round(time.monotonic() - self._down_since, 1)}  # fmt: skip
+        return {**self._backend.describe(), "state": "available",
+                "studies": self._run("count_studies")}  # fmt: skip
 
 
 class StoreClient:

@@ -39,6 +39,7 @@ from wolfpacs.node.gate import Gate
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
 from wolfpacs.node.metrics import Metrics
+from wolfpacs.node.outage import wait_open
 from wolfpacs.node.recovery import recover
 from wolfpacs.node.router import Router
 from wolfpacs.node.sender import Sender
@@ -198,6 +199,26 @@ class Node:
         finally:
             store.close()
         self.live.set(config)
+
+    def wait_for_store(
+        self, stop: threading.Event, failed: Callable[[str], None] | None = None
+    ) -> bool:
+        """Wait until the store can be opened (a database that starts with the node); False if
+        ``stop`` came first. Logs every few seconds (:func:`wolfpacs.node.outage.wait_open`);
+        ``failed`` is told each failed try. A node on SQLite does not wait: its file is local,
+        and what fails there does not pass by waiting (:meth:`start` says what it is).
+
+        Raises:
+            Exception: an error of ``open`` that waiting does not cure (``SchemaError``,
+                ``DriverMissingError``), unchanged.
+        """
+        if self.config.node.store == SQLITE:
+            return True
+        backend = wait_open(self.backend, stop, "start", failed)
+        if backend is None:
+            return False
+        backend.close()  # start() opens its own: recovery, then the store actor
+        return True
 
     def start(self) -> None:
         """Lock data_dir, recover the spool, start the tree."""
