@@ -76,10 +76,11 @@ class Server:
     done: list[str] = field(default_factory=list)  # databases to drop at the next create()
     control: Callable[[str], None] | None = None  # pg_ctl ACTION on this server
 
-    def stop(self) -> None:
-        """Stop the server now (``pg_ctl stop -m immediate``: as a crash or a cut cable)."""
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server: ``immediate`` as a crash does (what was committed without
+        waiting for the WAL flush may be lost), ``fast`` as a restart for maintenance does."""
         assert self.control is not None
-        self.control("stop")
+        self.control(f"stop-{mode}")
 
     def start(self) -> None:
         """Start it again, on the same port; returns once it accepts connections."""
@@ -160,7 +161,8 @@ def serve() -> Iterator[Server]:
     pg_ctl = {
         "start": [str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data),
                   "-l", str(log), "-o", options],
-        "stop": [str(bin_dir / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", str(data)],
+        **{f"stop-{mode}": [str(bin_dir / "pg_ctl"), "stop", "-m", mode, "-w", "-D", str(data)]
+           for mode in ("immediate", "fast")},
     }  # fmt: skip
     try:
         run(pg_ctl["start"])
@@ -169,7 +171,7 @@ def serve() -> Iterator[Server]:
         yield server
     finally:
         with contextlib.suppress(subprocess.CalledProcessError, RuntimeError):
-            run(pg_ctl["stop"])
+            run(pg_ctl["stop-immediate"])
         shutil.rmtree(root, ignore_errors=True)
 
 
