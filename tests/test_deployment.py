@@ -70,7 +70,9 @@ def test_the_nodes_configs_are_valid_share_the_store_and_answer_haproxys_checks(
     assert all(not client.allow for client in config.clients)  # haproxy's address, not theirs
     other = load(DEPLOYMENT / "node-a.toml", env={})
     assert (config.clients, config.workers, config.destinations) == (
-        other.clients, other.workers, other.destinations
+        other.clients,
+        other.workers,
+        other.destinations,
     )  # one service: the same clients, workers and destinations on every node
 
 
