@@ -21,6 +21,7 @@ the worker with fewer open studies, then to the first by name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -447,30 +448,23 @@ class Router(SupervisedActor):
             logger.warning("orphaned queue rows: %s", counts, extra={"event": "admin"})
         return counts
 
-    def _load(self) -> None:
-        """The workers' states from the store. Raises ``UnavailableError`` (the store's)."""
-        self._states = self.store.worker_states()
-        self._loaded = True
+    def _load(self) -> None:  # raises the store's UnavailableError
+        self._states, self._loaded = self.store.worker_states(), True
 
     def on_receive(self, message: Any) -> Any:
-        # A told message that raised would crash the router: an unavailable store (its
-        # database out of reach) must not, however long it lasts. What it skips is done
-        # later: the load before the next new route, the sweep at the next tick.
+        # An unavailable store (its database out of reach) must not crash the router, as a
+        # told message that raised would: the load is done before the next new route, the
+        # sweep at the next tick.
         if message == _LOAD:
-            try:
+            with contextlib.suppress(UnavailableError):
                 self._load()
-            except UnavailableError as exc:
-                logger.info("router: worker states not loaded yet (before the next new route): "
-                            "%s", exc)  # fmt: skip
         if message in (_LOAD, _PUBLISH):  # the load starts the ticks
             self._publish()
             self.send_after(PUBLISH_EVERY, _PUBLISH)
             return None
         if message == _SWEEP:
-            try:
+            with contextlib.suppress(UnavailableError):
                 self.sweep_orphans()
-            except UnavailableError as exc:
-                logger.info("router: orphaned queue rows not swept (at the next tick): %s", exc)
             self.send_after(SWEEP_INTERVAL, _SWEEP)
             return None
         if isinstance(message, TargetHealth):

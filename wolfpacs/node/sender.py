@@ -15,14 +15,8 @@ ends the backoff (a peer that answered "out of resources" is reachable: only
 its backoff brings the next attempt, so a busy peer is not pressed harder).
 :data:`~wolfpacs.node.messages.RETRY_NOW` (the ``retry`` and ``resume`` verbs)
 ends any backoff at once. When idle it checks the peer with a C-ECHO at its start, then every
-``echo_interval``, and every ``probe_interval`` while the peer is down.
-
-A store that is unavailable (``supervisors.UnavailableError``: its database
-cannot be reached) is not the peer's fault and not a crash: the sender keeps
-its peer's health as it is and looks at its queue again every
-``STORE_RETRY`` seconds, with one log line when it begins waiting and one when
-it ends. A batch whose rows could not be deleted is sent again then (at least
-once: the peer may get those instances twice).
+``echo_interval``, and every ``probe_interval`` while the peer is down. An unavailable
+store is waited for, never crashed on (:mod:`wolfpacs.node.storewait`).
 """
 
 from __future__ import annotations
@@ -32,7 +26,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from supervisors import Registry, SupervisedActor, UnavailableError
+from supervisors import Registry, SupervisedActor
 from wolfpacs.dicom import acse
 from wolfpacs.dicom.association import Association
 from wolfpacs.dicom.errors import AssociationError, RejectedError
@@ -43,6 +37,7 @@ from wolfpacs.dicom.uids import UNCOMPRESSED, VERIFICATION
 from wolfpacs.node.fence import Fence
 from wolfpacs.node.messages import HAND_OVER, REPORT, RETRY_NOW, WAKE, Target, TargetHealth
 from wolfpacs.node.metrics import Metrics
+from wolfpacs.node.storewait import StoreBack, StoreWait
 from wolfpacs.state.store import WORKER
 
 if TYPE_CHECKING:
@@ -58,10 +53,8 @@ _RETRY = "retry"  # the backoff has passed
 _IDLE = "idle"  # time to release an unused association
 _ECHO = "echo"  # time for a health check
 _PROBE = "probe"  # time to C-ECHO a peer in backoff
-_STORE_RETRY = "store-retry"  # time to look at the queue again: the store was unavailable
 BATCH = 32
 HAND_OVER_BATCH = 256
-STORE_RETRY = 1.0  # seconds between two looks at the queue while the store is unavailable
 MAX_CONTEXTS = 120  # of the 128 a requestor may propose, leave room for Verification
 
 
@@ -121,8 +114,7 @@ class Sender(SupervisedActor):
         self.delivered_bytes = 0
         self.dead = 0
         self.queued_hint = 0
-        self.store_waiting = False  # the store was unavailable at the last look
-        self._store_retry_due = False  # a _STORE_RETRY is on its way
+        self.store_wait = StoreWait(self.name, self.send_after, self.actor_ref.tell)
 
     @property
     def name(self) -> str:
@@ -150,24 +142,7 @@ class Sender(SupervisedActor):
     def on_failure(self, *_exc_info: object) -> None:
         self._close(release=False)
 
-    def on_receive(self, message: Any) -> Any:
-        try:
-            return self._handle(message)
-        except UnavailableError as exc:  # the store, not the peer: wait for it, do not crash
-            if not self.store_waiting:
-                self.store_waiting = True
-                logger.warning("%s: the store is unavailable (%s): deliveries wait for it",
-                               self.name, exc)  # fmt: skip
-            self._hand_over_due = True  # a hand-over it cut short: at the next look
-            if not self._store_retry_due:  # one timer, whatever else fails meanwhile
-                self._store_retry_due = True
-                self.send_after(STORE_RETRY, _STORE_RETRY)
-            return None
-
     def _handle(self, message: Any) -> Any:
-        if message == _STORE_RETRY:
-            self._store_retry_due = False
-            message = WAKE
         if message == WAKE:
             if self._retry_at is None:
                 self._drain()
@@ -180,6 +155,8 @@ class Sender(SupervisedActor):
                 self._hand_over()
             if self._retry_at is None:
                 self._drain()  # it was a WAKE too
+        elif isinstance(message, StoreBack):
+            self.store_wait.back(message, self.spool, self.store, self.target)
         elif message == REPORT:
             if self.up is not None:
                 self._tell_router(self.up)
@@ -217,6 +194,9 @@ class Sender(SupervisedActor):
             return super().on_receive(message)
         return None
 
+    def on_receive(self, message: Any) -> Any:
+        return self.store_wait.receive(self._handle, message)
+
     # -- delivery ------------------------------------------------------------------
 
     def _drain(self) -> None:
@@ -230,9 +210,7 @@ class Sender(SupervisedActor):
         items, self._next = self._next, []
         if not items:
             items = self.store.next_items(self.target.name, BATCH)
-        if self.store_waiting:
-            self.store_waiting = False
-            logger.info("%s: the store answers again: delivering", self.name)
+        self.store_wait.answered()
         self.queued_hint = len(items)
         if not items:
             if self.assoc is not None and not self._idle_check:
@@ -268,9 +246,9 @@ class Sender(SupervisedActor):
         between finds the file by its (unique) name.
         """
         self._handed_over_at = time.monotonic()
-        self._hand_over_due = False
         self._next = []  # it may hold rows about to move: ask afresh after
         moved = self.store.moved_items(self.target.name, HAND_OVER_BATCH)
+        self._hand_over_due = False  # (not before: an unavailable store leaves it due)
         for item, worker in moved:
             src = item.path
             if not self.spool.path(src).exists():  # moved already, before a crash: find it

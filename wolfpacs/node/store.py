@@ -18,25 +18,24 @@ gauges read them there and never wait for the store
 each route newly overdue (:mod:`wolfpacs.node.results`), once: the store
 notes the route as logged (``mark_overdue``), across restarts and nodes.
 
-Errors: an operation's exception goes back to the caller unchanged, but
-for one that means the backend cannot be reached (:meth:`Backend.is_broken`:
-a server gone, a connection lost, a disk that fails). That is an outage the
-actor rides out, not a crash (:mod:`wolfpacs.node.outage`): it closes the
-backend, the caller gets ``supervisors.UnavailableError`` (the operation may
-have committed: it was under way), and the actor stays alive and registered,
-*unavailable*: it answers every request at once with :class:`StoreDownError`
-(an ``UnavailableError``: the operation did not run), so that a receiver
-answers 0xA702 and ``/readyz`` 503 without waiting, while a thread linked to
-it tries to open a new backend with a capped backoff. When one opens, the
-actor opens its own (in its own thread, which a SQLite connection is bound
-to) and serves again. The same holds from the start: a backend that cannot
-be reached at ``on_start`` leaves the actor started, unavailable. So an
+Errors: an operation's exception goes back to the caller unchanged, but for
+one that means the backend cannot be reached (:meth:`Backend.is_broken`: a
+server or connection lost, a failing disk): an outage, ridden out, not a
+crash (:mod:`wolfpacs.node.outage`). The caller gets ``UnavailableError``
+(the operation was under way: it may have committed); the actor closes the
+backend and stays registered, *unavailable*: it answers every request at
+once with :class:`StoreDownError` (the operation did not run), so that a
+receiver answers 0xA702 and ``/readyz`` 503 at once, while a linked thread
+tries to open a backend with a capped backoff. When one opens, the actor
+opens its own (in its own thread: SQLite's connections are bound to one),
+serves again, and tells every sender (:class:`~wolfpacs.node.messages.StoreBack`):
+queue rows a database crash lost are made again from the spool. A backend
+out of reach at ``on_start`` leaves the actor started, unavailable. So an
 outage of any length costs no restart, and restart intensity keeps its
-meaning (a bug that crashes on every message). An error of ``open`` that no
-waiting cures (a database of a newer WolfPACS) fails the start, or, in the
-linked thread, crashes the actor: its supervisor decides. Committed state is
-whole: each operation is a transaction. A caller that finds no store in
-``timeout`` seconds gets ``supervisors.UnavailableError``.
+meaning. An error of ``open`` no waiting cures (a database of a newer
+WolfPACS) fails the start, or crashes the actor from its linked thread: its
+supervisor decides. Committed state is whole: each operation is a
+transaction. A caller that finds no store in ``timeout`` s gets ``UnavailableError``.
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ import pykka
 from supervisors import Registry, SupervisedActor, UnavailableError
 from wolfpacs.node.board import AWAITING, PUBLISH_EVERY, QUEUES, Board
 from wolfpacs.node.fence import Fence
+from wolfpacs.node.messages import StoreBack
 from wolfpacs.node.outage import describe, unreachable, wait_open
 from wolfpacs.node.results import overdue, tracked_pools
 from wolfpacs.state.store import OPERATIONS, Backend, QueueItem, Route, Store
@@ -119,6 +119,7 @@ class StoreActor(SupervisedActor):
         self.purged = 0  # studies forgotten by this actor
         self._down: str | None = None  # why the store is unavailable; None: it is not
         self._down_since = 0.0  # time.monotonic() when it became so
+        self._down_at = 0.0  # and time.time(): what a file's mtime is compared with
         self._waiting = False  # a linked thread tries to open a backend
         self._stopping = threading.Event()  # tells that thread to give up
 
@@ -169,6 +170,7 @@ class StoreActor(SupervisedActor):
                 backend.close()
         if self._down is None:
             self._down_since = time.monotonic()
+            self._down_at = time.time()
         self._down = " ".join(str(exc).split()) or type(exc).__name__
         if during is not None:
             logger.warning(
@@ -207,6 +209,12 @@ class StoreActor(SupervisedActor):
                     time.monotonic() - self._down_since,
                     extra={"event": "store_available"})  # fmt: skip
         self._down = None
+        # Rows a crash of the database lost, or whose commit it cut short: each sender
+        # gives the files of its queue from before the outage their row again.
+        back = StoreBack(self._down_at)
+        for name in self.registry.names():
+            if name.startswith("sender:"):
+                self.registry.tell(name, back)
 
     def _run(self, operation: str, *args: Any) -> Any:
         """``operation`` of the backend; an outage if it finds the backend unreachable.
