@@ -9,6 +9,8 @@ with ``kill -9`` in the middle of it: haproxy's check marks it down, the
 hospital sends again what was not acknowledged (storescu, through haproxy:
 the other node takes it, to the study's worker), and nothing acknowledged
 is lost: the killed node, started again, delivers what it had queued.
+With haproxy-backup.cfg, node-a takes every association while it is up and
+node-b takes over once node-a is killed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tests.conftest import need_program, wait_until
 from wolfpacs.testing.peers import free_port, wait_port
 from wolfpacs.testing.synthetic import write_study
 
-SHIPPED = Path(__file__).resolve().parent.parent / "docs" / "deployment" / "haproxy.cfg"
+DEPLOYMENT = Path(__file__).resolve().parent.parent / "docs" / "deployment"
 RELEASED = re.compile(r"association client stockholm .* released after")
 
 
@@ -86,8 +88,10 @@ class Haproxy:
 
 
 @pytest.fixture
-def pair(tmp_path, postgres_url):
-    """Workers, a PACS, nodes a and b on one PostgreSQL, and haproxy in front."""
+def pair(tmp_path, postgres_url, request):
+    """Workers, a PACS, nodes a and b on one PostgreSQL, and haproxy in front: from the
+    shipped haproxy.cfg, or the one the test names (``parametrize(..., indirect=True)``)."""
+    shipped = DEPLOYMENT / getattr(request, "param", "haproxy.cfg")
     need_program("haproxy", "apt-get install -y haproxy", "/usr/sbin/haproxy")
     first = Cluster(tmp_path / "a", store=postgres_url)
     nodes = [Node("node-a", first.node, first.outside, first.inside, first.http)]
@@ -98,7 +102,7 @@ def pair(tmp_path, postgres_url):
     (tmp_path / "b").mkdir()
     nodes.append(Node("node-b", NodeProcess(tmp_path / "b", text), *ports))
     front = (free_port(), free_port())
-    haproxy = Haproxy(tmp_path, on_loopback(SHIPPED.read_text(), *front, nodes))
+    haproxy = Haproxy(tmp_path, on_loopback(shipped.read_text(), *front, nodes))
     first.start()
     nodes[1].start()
     haproxy.start(front[0])
@@ -185,3 +189,23 @@ def test_two_nodes_behind_haproxy_share_the_work_and_survive_a_kill9_mid_study(p
     assert acked <= delivered  # nothing acknowledged is lost
     wait_until(lambda: haproxy.says(f"wolfpacs_outside/{victim.name} is UP"), timeout=30,
                what="haproxy's check marking it up again")  # fmt: skip
+
+
+@pytest.mark.parametrize("pair", ["haproxy-backup.cfg"], indirect=True)
+def test_with_the_backup_config_node_b_takes_over_when_node_a_is_killed(pair, tmp_path):
+    cluster, (a, b), haproxy, port = pair
+    for n in range(3):
+        sent = storescu(write_study(tmp_path / f"s{n}", series=1, per_series=2), port, CLIENT_AE)
+        assert len(acknowledged(sent.stdout + sent.stderr)) == 2, sent.stderr[-2000:]
+    wait_until(lambda: a.associations() == 3, what="node-a serving them all")
+    assert b.associations() == 0  # the backup is idle while node-a is up
+    a.process.kill9()
+    wait_until(lambda: haproxy.says("wolfpacs_outside/node-a is DOWN"), timeout=30,
+               what="haproxy's check marking node-a down")  # fmt: skip
+    sent = storescu(write_study(tmp_path / "after", series=1, per_series=2), port, CLIENT_AE)
+    assert len(acknowledged(sent.stdout + sent.stderr)) == 2, sent.stderr[-2000:]
+    wait_until(lambda: b.associations() == 1, what="node-b taking over")
+    a.start()  # node-a back: what it acknowledged is delivered, and it is first again
+    wait_until(lambda: cluster.delivered() == 8, timeout=60, what="all 8 instances delivered")
+    wait_until(lambda: haproxy.says("wolfpacs_outside/node-a is UP"), timeout=30,
+               what="node-a up again")  # fmt: skip
