@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
 from integration.peers import acknowledged, storescu
 from tests.conftest import wait_until
@@ -29,6 +30,20 @@ def readyz(port: int) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
     except OSError:
         return 0, {}
+
+
+def api(port: int, view: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/{view}", timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def children(tree: Any) -> list[dict]:
+    """Every child of the supervision tree ``tree`` (the tree verb's JSON), at any depth."""
+    found = []
+    for child in tree.get("children") or []:
+        found.append(child)
+        found.extend(children(child))
+    return found
 
 
 def refused_a702(output: str) -> int:
@@ -74,6 +89,10 @@ def test_new_instances_are_refused_with_a702_while_postgresql_is_down_then_taken
     assert len(received) == 7  # the 3 acknowledged before the outage among them
     assert node.node.proc is not None and node.node.proc.pid == pid
     assert node.node.proc.poll() is None  # the same process throughout: no restart
+    actors = children(api(node.http, "tree"))
+    assert {"store", "router", "senders", "sender:gpu-a"} <= {c["id"] for c in actors}
+    restarted = {c["id"]: c["restarts"] for c in actors if c["restarts"]}
+    assert restarted == {}  # and no actor of it either: the outage was waited out, not crashed on
 
 
 def test_a_node_started_while_postgresql_is_down_waits_for_it_with_readyz_503(
