@@ -86,9 +86,9 @@ def wait_open(
             if now - logged >= LOG_EVERY:
                 logged = now
                 logger.warning(
-                    "%s: the store at %s cannot be reached (%s); new instances are refused "
-                    "(0xA702) and /readyz is 503 until it can; trying again every %g s at most "
-                    "(for %.0f s now)", what, describe(backend), _one_line(exc), MOST, now - began,
+                    "%s: the store at %s cannot be reached (%s); /readyz is 503 until it can; "
+                    "trying again every %g s at most (for %.0f s now)",
+                    what, describe(backend), _one_line(exc), MOST, now - began,
                     extra={"event": "store_unavailable"},
                 )  # fmt: skip
             stop.wait(delay)

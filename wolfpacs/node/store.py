@@ -97,7 +97,8 @@ class StoreActor(SupervisedActor):
     transaction, each batch a message of its own so that the enqueues of
     received instances get their turn between; then it compacts the history
     of runtime changes. ``config()``, the node's live config, says which
-    pools track results and their timeouts (None: none does).
+    pools track results and their timeouts (None: none does). ``probe_backend()``:
+    the backend an outage's tries open (quicker to give up; default ``open_backend``).
     """
 
     def __init__(
@@ -108,10 +109,12 @@ class StoreActor(SupervisedActor):
         *,
         board: Board | None = None,
         config: Callable[[], Config] | None = None,
+        probe_backend: Callable[[], Backend] | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self._open_backend = open_backend
+        self._probe_backend = probe_backend or open_backend  # quicker tries, in an outage
         self._retention_days = retention_days
         self._config = config
         self.board = board or Board()
@@ -128,10 +131,6 @@ class StoreActor(SupervisedActor):
         if self._backend is None:
             raise StoreDownError(f"the store is unavailable: {self._down or 'not open'}")
         return self._backend
-
-    @property
-    def available(self) -> bool:
-        return self._backend is not None
 
     def on_start(self) -> None:
         backend = self._open_backend()
@@ -186,7 +185,7 @@ class StoreActor(SupervisedActor):
 
         What ``wait_open`` raises (an error no waiting cures) crashes the actor.
         """
-        backend = wait_open(self._open_backend, self._stopping, "store")
+        backend = wait_open(self._probe_backend, self._stopping, "store")
         if backend is None:
             return  # the actor stops
         backend.close()  # a probe: the actor's own is opened in its own thread

@@ -57,6 +57,7 @@ __all__ = ["DataDirInUseError", "Node", "Operations"]
 logger = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite3"
+PROBE_TIMEOUT = 2.0  # seconds a try to reach a database that was out of reach may take
 
 
 class Intensity(TypedDict):
@@ -130,11 +131,18 @@ class Node:
         self.exit_reason: ExitReason | None = None
         self.operations = operations(self) if operations is not None else None
 
-    def backend(self) -> Backend:
-        """A new, unopened backend on the node's state database: ``[node] store``'s."""
+    def backend(self, probe: bool = False) -> Backend:
+        """A new, unopened backend on the node's state database: ``[node] store``'s.
+
+        ``probe``: one that tries to connect for ``PROBE_TIMEOUT`` s only, to see whether
+        the database is back (:mod:`wolfpacs.node.outage`): a try, and a log line, every
+        few seconds.
+        """
         store = self.config.node.store
         if store == SQLITE:
             return SQLiteStore(self.db_path, durable=self.spool.durable)
+        if probe:
+            return PostgreSQLStore(store, durable=self.spool.durable, timeout=PROBE_TIMEOUT)
         return PostgreSQLStore(store, durable=self.spool.durable)
 
     def sender_spec(self, target: Target) -> ChildSpec:
@@ -170,6 +178,7 @@ class Node:
                     lambda: live.get().node.retention_days,
                     board=metrics.board,
                     config=live.get,
+                    probe_backend=functools.partial(self.backend, probe=True),
                 ),
             ),
             ChildSpec(
@@ -214,7 +223,7 @@ class Node:
         """
         if self.config.node.store == SQLITE:
             return True
-        backend = wait_open(self.backend, stop, "start", failed)
+        backend = wait_open(functools.partial(self.backend, probe=True), stop, "start", failed)
         if backend is None:
             return False
         backend.close()  # start() opens its own: recovery, then the store actor
