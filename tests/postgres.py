@@ -9,6 +9,9 @@ binaries are found in ``/usr/lib/postgresql/*/bin`` (Debian's), else on
 PATH; without them, or without psycopg, a PostgreSQL test is
 :func:`~tests.conftest.missing` (skipped, failed under CI=true).
 
+:func:`own_postgres` is a server of one test's own, which it may stop and
+start again (a database outage).
+
 :func:`stores` is parametrized over ``sqlite`` and ``postgresql``: a test
 that takes it (or ``store``, which is one of its stores, open) runs on both.
 A test only SQLite can run (its query plans, its file's versions) says so
@@ -72,6 +75,18 @@ class Server:
     sockets: Path
     names: Iterator[int] = field(default_factory=itertools.count)
     done: list[str] = field(default_factory=list)  # databases to drop at the next create()
+    control: Callable[[str], None] | None = None  # pg_ctl ACTION on this server
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server: ``immediate`` as a crash does (what was committed without
+        waiting for the WAL flush may be lost), ``fast`` as a restart for maintenance does."""
+        assert self.control is not None
+        self.control(f"stop-{mode}")
+
+    def start(self) -> None:
+        """Start it again, on the same port; returns once it accepts connections."""
+        assert self.control is not None
+        self.control("start")
 
     def url(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
@@ -115,6 +130,20 @@ def _as_postgres(argv: list[str]) -> list[str]:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Server]:
     """One PostgreSQL for the session, on a free loopback port; stopped and removed at its end."""
+    with serve() as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Server]:
+    """A PostgreSQL of the test's own, which it may :meth:`~Server.stop` and start again."""
+    with serve() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve() -> Iterator[Server]:
+    """A new PostgreSQL (initdb, pg_ctl) on a free loopback port; stopped and removed after."""
     try:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
@@ -140,15 +169,20 @@ def postgres() -> Iterator[Server]:
     run = _runner(root)
     run([str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
          "-E", "UTF8", "--locale=C"])  # fmt: skip
+    pg_ctl = {
+        "start": [str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data),
+                  "-l", str(log), "-o", options],
+        **{f"stop-{mode}": [str(bin_dir / "pg_ctl"), "stop", "-m", mode, "-w", "-D", str(data)]
+           for mode in ("immediate", "fast")},
+    }  # fmt: skip
     try:
-        run([str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data),
-             "-l", str(log), "-o", options])  # fmt: skip
-        server = Server(port, root)
+        run(pg_ctl["start"])
+        server = Server(port, root, control=lambda action: run(pg_ctl[action]))
         server.admin(f"CREATE DATABASE {TEMPLATE}")
         yield server
     finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            run([str(bin_dir / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", str(data)])
+        with contextlib.suppress(subprocess.CalledProcessError, RuntimeError):
+            run(pg_ctl["stop-immediate"])
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -21,6 +21,7 @@ the worker with fewer open studies, then to the first by name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -145,6 +146,7 @@ class Router(SupervisedActor):
         # (client, study, series) -> its kept decision; decisions never change, so no age
         self._series: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._states: dict[str, str] = {}
+        self._loaded = False  # _states read from the store in this life
         self._down: set[str] = set()
         self.decisions = 0
 
@@ -301,6 +303,8 @@ class Router(SupervisedActor):
         A worker that holds a study of this UID for another client is taken
         only if no other is active: its results would be ambiguous.
         """
+        if not self._loaded:  # the store was unavailable at _LOAD: no drain may be missed
+            self._load()
         pool = [
             w for w in self.config.pool(pool_name)
             if self._states.get(w.name, ACTIVE) == ACTIVE
@@ -447,15 +451,23 @@ class Router(SupervisedActor):
             logger.warning("orphaned queue rows: %s", counts, extra={"event": "admin"})
         return counts
 
+    def _load(self) -> None:  # raises the store's UnavailableError
+        self._states, self._loaded = self.store.worker_states(), True
+
     def on_receive(self, message: Any) -> Any:
+        # An unavailable store (its database out of reach) must not crash the router, as a
+        # told message that raised would: the load is done before the next new route, the
+        # sweep at the next tick.
         if message == _LOAD:
-            self._states = self.store.worker_states()
+            with contextlib.suppress(UnavailableError):
+                self._load()
         if message in (_LOAD, _PUBLISH):  # the load starts the ticks
             self._publish()
             self.send_after(PUBLISH_EVERY, _PUBLISH)
             return None
         if message == _SWEEP:
-            self.sweep_orphans()
+            with contextlib.suppress(UnavailableError):
+                self.sweep_orphans()
             self.send_after(SWEEP_INTERVAL, _SWEEP)
             return None
         if isinstance(message, TargetHealth):
