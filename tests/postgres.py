@@ -9,6 +9,9 @@ database need not survive a power cut, and every test gets a new one
 without psycopg, a PostgreSQL test is :func:`~tests.conftest.missing`
 (skipped, failed under CI=true).
 
+:func:`own_postgres` is a server of one test's own, which it may stop and
+start again (a database outage).
+
 :func:`stores` is parametrized over ``sqlite`` and ``postgresql``: a test
 that takes it (or ``store``, which is one of its stores, open) runs on both.
 A test only SQLite can run (its query plans, its file's versions) says so
@@ -17,6 +20,7 @@ with ``@pytest.mark.sqlite_only``; it is skipped on ``postgresql``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -44,6 +48,18 @@ class Server:
     sockets: Path
     names: Iterator[int] = field(default_factory=itertools.count)
     done: list[str] = field(default_factory=list)  # databases to drop at the next create()
+    control: Callable[[str], None] | None = None  # pg_ctl ACTION on this server
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server: ``immediate`` as a crash does (what was committed without
+        waiting for the WAL flush may be lost), ``fast`` as a restart for maintenance does."""
+        assert self.control is not None
+        self.control(f"stop-{mode}")
+
+    def start(self) -> None:
+        """Start it again, on the same port; returns once it accepts connections."""
+        assert self.control is not None
+        self.control("start")
 
     def url(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
@@ -76,8 +92,22 @@ class Server:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Server]:
-    """One PostgreSQL for the session, on a free loopback port; stopped and removed at its end
-    (:func:`wolfpacs.testing.postgres.server`)."""
+    """One PostgreSQL for the session, on a free loopback port; stopped and removed at its end."""
+    with serve() as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Server]:
+    """A PostgreSQL of the test's own, which it may :meth:`~Server.stop` and start again."""
+    with serve() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve() -> Iterator[Server]:
+    """A new PostgreSQL (:func:`wolfpacs.testing.postgres.server`) on a free loopback port;
+    stopped and removed after."""
     try:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
@@ -85,12 +115,16 @@ def postgres() -> Iterator[Server]:
         missing("psycopg and psycopg-pool (the postgresql extra)", INSTALL)
     settings = ("fsync=off", "full_page_writes=off", "max_connections=200")
     try:
-        with postgresql.server(settings) as running:
-            server = Server(running.port, running.root)
-            server.admin(f"CREATE DATABASE {TEMPLATE}")
-            yield server
+        server = contextlib.ExitStack()
+        running = server.enter_context(postgresql.server(settings))
     except postgresql.ServerMissingError as exc:
         missing(exc.what, exc.install)
+    with server:
+        control = {"start": running.start, "stop-immediate": running.stop,
+                   "stop-fast": lambda: running.stop("fast")}  # fmt: skip
+        made = Server(running.port, running.root, control=lambda action: control[action]())
+        made.admin(f"CREATE DATABASE {TEMPLATE}")
+        yield made
 
 
 @pytest.fixture

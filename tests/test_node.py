@@ -276,8 +276,8 @@ def test_describe_shows_the_tree(world):
     w = world()
     tree = w.node.describe()
     assert [c["id"] for c in tree["children"]] == [
-        "store", "lease", "router", "senders", "receivers", "listener:outside", "listener:inside",
-        "control", "web",
+        "store", "lease", "router", "senders", "changes", "receivers", "listener:outside",
+        "listener:inside", "control", "web",
     ]  # fmt: skip
     assert tree["node"] == {"node_id": w.node.node_id, "epoch": 1}  # the node it comes from
     assert tree["peers"] in (None, [])  # alone: no peers (None before the lease's first look)

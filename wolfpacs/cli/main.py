@@ -22,6 +22,7 @@ from wolfpacs.cli.options import add_connection_options, add_log_options
 from wolfpacs.node.tree import Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
+from wolfpacs.ops.starting import Starting
 from wolfpacs.state.postgresql import DriverMissingError
 from wolfpacs.state.schema import SchemaError
 from wolfpacs.testing import chaos
@@ -111,7 +112,9 @@ def run(config_path: str) -> int:
 
     2 before it starts: a config error, a state database of a newer WolfPACS, or
     a PostgreSQL store without psycopg installed (each says what to do, and none
-    goes away by starting again).
+    goes away by starting again). A PostgreSQL that cannot be reached yet is
+    waited for (a log line every few seconds, 503 on the HTTP port), until
+    SIGTERM (then 0).
     """
     config = configfile.load_or_say(config_path)
     if config is None:
@@ -123,6 +126,8 @@ def run(config_path: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        if not _wait_for_store(node, stop):
+            return 0  # stopped while it waited: nothing had started
         node.start()
     except (SchemaError, DriverMissingError) as exc:
         print(f"wolfpacs: {exc}", file=sys.stderr)
@@ -142,6 +147,27 @@ def run(config_path: str) -> int:
     clean = node.stop(timeout=60)
     logger.info("stopped%s", "" if clean else " (some actors did not end in time)")
     return 0
+
+
+def _wait_for_store(node: Node, stop: threading.Event) -> bool:
+    """Wait for a store that cannot be reached yet, the HTTP port saying 503 meanwhile.
+
+    Compose (or systemd) starts the database and the nodes together: a node
+    that exited would only be started again, with less said. False if
+    ``stop`` came first.
+    """
+    problem = ["waiting for the store"]
+    starting = None
+    if node.config.node.http_port:
+        try:
+            starting = Starting(node.config.node, lambda: problem[0])
+        except OSError as exc:  # the tree's own HTTP port will say it (and fail) in turn
+            logger.warning("the HTTP port cannot answer while the node waits: %s", exc)
+    try:
+        return node.wait_for_store(stop, failed=lambda why: problem.__setitem__(0, why))
+    finally:
+        if starting is not None:
+            starting.close()
 
 
 def _chaos_options(args: argparse.Namespace) -> chaos.Options:

@@ -5,7 +5,13 @@ client's rules replaced) are kept in the store, so they survive restarts;
 the effective config is the file's with those changes applied in order.
 :class:`LiveConfig` holds the current one: an immutable snapshot that the
 router and the listeners read on each decision, swapped whole when an
-operator changes something.
+operator changes something, here or on another node sharing the store
+(:mod:`wolfpacs.node.changes`).
+
+The store's history of changes also carries :data:`MOVE` entries: a
+worker's studies moved to another. They change no config (:func:`apply`
+passes over them); they tell the other nodes that their cached routes to
+that worker are stale.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from wolfpacs.config.checker import parse_entry, validate
-from wolfpacs.config.model import SECTIONS, Client, Config, ConfigError, Entry, Pool
+from wolfpacs.config.model import MOVE, SECTIONS, Client, Config, ConfigError, Entry, Pool
 from wolfpacs.config.routing import rule_table, rules_toml
 from wolfpacs.config.secrets import TOKENS, has_password, masked, redacted_url
 
 __all__ = [
-    "RULES", "Change", "LiveConfig", "apply", "describe", "entry_table", "to_toml", "toml_value",
+    "MOVE", "RULES", "Change", "LiveConfig", "apply", "describe", "entry_table", "to_toml",
+    "toml_value",
 ]  # fmt: skip
 
 # A change: (kind, name, table of the entry's keys), or (kind, name, None) for a removal;
@@ -32,14 +39,23 @@ Change = tuple[str, str, dict[str, Any] | None]
 # {"rules": [rule tables]}). Not the whole client: a file edited since (its AE title
 # rotated, say) keeps its edits, and the runtime's rules are laid on the client it has.
 RULES = "rules"
+# MOVE (config.model's): a move in the history, (MOVE, worker, {"to": worker, "origin": who
+# moved}). No change of the config: other nodes learn from it that routes to the worker moved.
 
 
 class LiveConfig:
-    """The node's current Config; thread-safe (a reference swapped under a lock)."""
+    """The node's current Config; thread-safe (a reference swapped under a lock).
+
+    :attr:`changing` is held by whoever changes it (an operator's verb, or
+    the watcher of other nodes' changes) from the read of the config it
+    starts from to the :meth:`set` of the one it made: two at once would
+    lose one of them.
+    """
 
     def __init__(self, config: Config) -> None:
         self._lock = threading.Lock()
         self._config = config
+        self.changing = threading.RLock()
 
     def get(self) -> Config:
         with self._lock:
@@ -80,6 +96,7 @@ def apply(config: Config, changes: list[Change]) -> Config:
     a removal of an entry that is not there changes nothing. A :data:`RULES`
     change replaces its client's rules in place, checked as in a file, and
     changes nothing if there is no such client (removed since, like a removal).
+    A :data:`MOVE` changes nothing here.
 
     Raises:
         ConfigError: an unknown kind of change, an invalid entry or rule, or a
@@ -87,6 +104,8 @@ def apply(config: Config, changes: list[Change]) -> Config:
     """
     sections = {kind: list(getattr(config, section)) for kind, section in SECTIONS.items()}
     for kind, name, table in changes:
+        if kind == MOVE:  # a note for the other nodes: no config in it
+            continue
         if kind == RULES:
             sections["client"] = _with_rules(sections["client"], name, table or {})
             continue
@@ -123,6 +142,8 @@ def describe(change: Change) -> str:
     kind, name, table = change
     if kind == RULES:
         return f"set the rules of client {name}"
+    if kind == MOVE:
+        return f"move studies of worker {name} to {(table or {}).get('to')}"
     return f"{'add' if table is not None else 'remove'} {kind} {name}"
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "CALLING_AE", "DISCARD", "DURABILITY_MODES", "POSTGRESQL_SCHEMES", "RULE_ACTIONS",
+    "CALLING_AE", "DISCARD", "DURABILITY_MODES", "MOVE", "POSTGRESQL_SCHEMES", "RULE_ACTIONS",
     "SECTIONS", "SQLITE", "TLS_SUBJECT_KEYS", "Client", "Condition", "Config", "ConfigError",
     "Destination", "Entry", "NodeConfig", "Pool", "Rule", "Worker", "valid_node_id",
 ]  # fmt: skip
@@ -30,6 +30,8 @@ TLS_SUBJECT_KEYS = {
 }  # fmt: skip
 # An entry's kind (a runtime change says it) -> its section in the file and in Config.
 SECTIONS = {"client": "clients", "worker": "workers", "destination": "destinations"}
+# A move, in the store's history of runtime changes (wolfpacs.config.live): no config in it.
+MOVE = "move"
 # A rule's match may name this beside DICOM keywords: the calling AE title of the association.
 CALLING_AE = "calling_ae"
 DISCARD = "discard"  # a rule's action: answered success, not forwarded

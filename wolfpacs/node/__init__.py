@@ -8,7 +8,8 @@ spool, commit, answer), :mod:`~wolfpacs.node.router` (study → worker),
 :mod:`~wolfpacs.node.store` (the store's actor and its typed client),
 :mod:`~wolfpacs.node.messages` (the plain data between them),
 :mod:`~wolfpacs.node.metrics` (what they count), :mod:`~wolfpacs.node.recovery`
-(the spool and the queue made to agree at start), and
+(the spool and the queue made to agree at start), :mod:`~wolfpacs.node.changes`
+(the runtime changes other nodes sharing the store made, made live here), and
 :mod:`~wolfpacs.node.tree`, the one declaration of the tree.
 
 It may import :mod:`supervisors`, :mod:`wolfpacs.dicom`,

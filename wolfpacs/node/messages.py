@@ -4,10 +4,12 @@ Strings, numbers and frozen dataclasses only, so that an actor could move
 to another process or node without its callers changing (``DESIGN.md``).
 
 - To a sender (``sender:<target>``): :data:`WAKE`, :data:`HAND_OVER`, :data:`REPORT`,
-  :data:`RETRY_NOW`.
+  :data:`RETRY_NOW`; :class:`StoreBack`, from the store.
 - To the router: :class:`TargetHealth`, from a worker's sender.
 - From the router: :class:`Routed` (where a series goes), :class:`Home`
-  (where a result goes).
+  (where a result goes); its refusals :class:`NoWorkerError`,
+  :class:`NoPoolError` and :class:`NotHomeError` (with one of
+  :data:`UNKNOWN_STUDY`, :data:`NOT_YOUR_STUDY`, :data:`AMBIGUOUS_STUDY`).
 - A receiver is started with the :class:`Peer` on the other end; a sender
   with its :class:`Target`.
 """
@@ -24,8 +26,10 @@ if TYPE_CHECKING:
     from wolfpacs.config.model import Config
 
 __all__ = [
-    "ACTIVE", "DRAINING", "HAND_OVER", "INSIDE", "OUTSIDE", "REPORT", "RETRY_NOW", "WAKE",
-    "Home", "Peer", "Routed", "Target", "TargetHealth", "shown_called_ae", "targets",
+    "ACTIVE", "AMBIGUOUS_STUDY", "DRAINING", "HAND_OVER", "INSIDE", "NOT_YOUR_STUDY", "OUTSIDE",
+    "REPORT", "RETRY_NOW", "UNKNOWN_STUDY", "WAKE", "Home", "NoPoolError", "NoWorkerError",
+    "NotHomeError", "Peer", "Routed", "StoreBack", "Target", "TargetHealth", "shown_called_ae",
+    "targets",
 ]  # fmt: skip
 
 WAKE = "wake"  # there may be work in the queue
@@ -38,6 +42,20 @@ INSIDE = "inside"  # the port workers send derived series to
 
 ACTIVE = "active"  # a worker's state: takes new studies
 DRAINING = "draining"  # takes no new study; its open studies finish
+
+
+@dataclass(frozen=True)
+class StoreBack:
+    """The store serves again after an outage that began at ``since`` (``time.time()``).
+
+    A queue row committed just before a database crash may be lost with it
+    (queue rows do not wait for the WAL flush: the spool's file rebuilds
+    them), and a row whose commit the outage cut short may or may not exist:
+    the sender gives the files of its queue from before ``since`` that have
+    no row their row again (:func:`wolfpacs.node.recovery.requeue`).
+    """
+
+    since: float
 
 
 @dataclass(frozen=True)
@@ -121,3 +139,27 @@ class Routed:
     pool: str = ""
     discard: bool = False
     rule: int | None = None
+
+
+class NoWorkerError(RuntimeError):
+    """The client's pool has no active worker: the instance cannot be taken now."""
+
+
+class NoPoolError(RuntimeError):
+    """No rule of the client matched the series, and the client has no default pool.
+
+    Not kept: a rule added later may take the series when it is sent again.
+    """
+
+
+UNKNOWN_STUDY = "unknown_study"
+NOT_YOUR_STUDY = "not_your_study"
+AMBIGUOUS_STUDY = "ambiguous_study"
+
+
+class NotHomeError(RuntimeError):
+    """A derived instance the node will not take home; ``reason`` says why in one word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

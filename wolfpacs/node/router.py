@@ -29,6 +29,7 @@ the worker with fewer open studies, then to the first by name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -40,11 +41,17 @@ from wolfpacs.config.model import DISCARD
 from wolfpacs.node.board import PUBLISH_EVERY, WORKERS, Board
 from wolfpacs.node.messages import (
     ACTIVE,
+    AMBIGUOUS_STUDY,
     DRAINING,
     HAND_OVER,
+    NOT_YOUR_STUDY,
     REPORT,
+    UNKNOWN_STUDY,
     WAKE,
     Home,
+    NoPoolError,
+    NotHomeError,
+    NoWorkerError,
     Routed,
     TargetHealth,
     targets,
@@ -60,10 +67,11 @@ if TYPE_CHECKING:
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import Route, Store
 
-# Home and Routed, the router's answers, live in node.messages (plain data between actors).
+# The router's answers (Home, Routed) and refusals (NoPoolError, NoWorkerError, NotHomeError)
+# live in node.messages (what crosses between actors).
 __all__ = [
-    "Home", "NoPoolError", "NoWorkerError", "NotHomeError", "Routed", "Router", "candidates_of",
-    "choose_worker",
+    "AMBIGUOUS_STUDY", "NOT_YOUR_STUDY", "UNKNOWN_STUDY", "Home", "NoPoolError", "NoWorkerError",
+    "NotHomeError", "Routed", "Router", "candidates_of", "choose_worker",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -76,30 +84,6 @@ SWEEP_INTERVAL = 60.0  # seconds between two looks for rows of removed targets
 _SWEEP = "sweep"
 _LOAD = "load"  # the worker states from the store: the first message of each life
 _PUBLISH = "publish"
-
-
-class NoWorkerError(RuntimeError):
-    """The client's pool has no active worker: the instance cannot be taken now."""
-
-
-class NoPoolError(RuntimeError):
-    """No rule of the client matched the series, and the client has no default pool.
-
-    Not kept: a rule added later may take the series when it is sent again.
-    """
-
-
-UNKNOWN_STUDY = "unknown_study"
-NOT_YOUR_STUDY = "not_your_study"
-AMBIGUOUS_STUDY = "ambiguous_study"
-
-
-class NotHomeError(RuntimeError):
-    """A derived instance the node will not take home; ``reason`` says why in one word."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def choose_worker(candidates: list[Worker], open_studies: dict[str, int], down: set[str]) -> Worker:
@@ -126,6 +110,7 @@ class Router(SupervisedActor):
     - :meth:`return_route` ``(study_uid, worker) -> destination | None``.
     - :meth:`set_worker_state`, :meth:`move`: the operator's drain, resume
       and move (``ValueError`` for unknown names).
+    - :meth:`reload_states`, :meth:`moved_away`: another node's drain, resume or move.
 
     Told: a sender's :class:`~wolfpacs.node.messages.TargetHealth`.
 
@@ -154,12 +139,14 @@ class Router(SupervisedActor):
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,
         metrics: Metrics | None = None,
+        origin: str | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self.live = live
         self.store = store
         self.clock = clock
+        self.origin = origin  # this node in the history of changes (None: moves unrecorded)
         self.spool = spool
         self.metrics = metrics
         self.board = metrics.board if metrics is not None else Board()
@@ -167,6 +154,7 @@ class Router(SupervisedActor):
         # (client, study, series) -> its kept decision; decisions never change, so no age
         self._series: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._states: dict[str, str] = {}
+        self._loaded = False  # _states read from the store in this life
         self._down: set[str] = set()
         self.decisions = 0
 
@@ -334,6 +322,8 @@ class Router(SupervisedActor):
         Raises:
             NoWorkerError: the pool has no active worker.
         """
+        if not self._loaded:  # the store was unavailable at _LOAD: no drain may be missed
+            self._load()
         pool = [
             w for w in self.config.pool(pool_name)
             if self._states.get(w.name, ACTIVE) == ACTIVE
@@ -406,7 +396,7 @@ class Router(SupervisedActor):
             raise ValueError("a worker cannot be moved to itself")
         cutoff = self.clock() - self.config.node.study_idle_timeout
         try:
-            moved = self.store.move_studies(worker, to, studies, cutoff)
+            moved = self.store.move_studies(worker, to, studies, cutoff, origin=self.origin)
         except UnavailableError:
             self._cache.clear()  # it may have committed all the same: read routes afresh
             raise
@@ -418,6 +408,22 @@ class Router(SupervisedActor):
             len(moved), worker, to, split, worker, extra={"event": "admin", "worker": worker},
         )  # fmt: skip
         return moved
+
+    def reload_states(self) -> dict[str, str]:
+        """The workers' states read again (changed on another node); those that changed."""
+        old, self._states = self._states, self.store.worker_states()
+        changed = {n: s for n in {*old, *self._states}
+                   if (s := self._states.get(n, ACTIVE)) != old.get(n, ACTIVE)}  # fmt: skip
+        if changed:
+            self._publish()
+            logger.info("workers changed on another node: %s", changed, extra={"event": "admin"})
+        return changed
+
+    def moved_away(self, worker: str) -> None:
+        """Another node moved studies of ``worker``: forget the cached routes to it (the store
+        says where they go now), and tell its sender to hand its queue on."""
+        self._forget({(c, s) for (c, s, _), (r, _) in self._cache.items() if r.worker == worker})
+        self.registry.tell(f"sender:{worker}", HAND_OVER)
 
     def sweep_orphans(self) -> dict[str, int]:
         """See to queued rows whose target is no longer configured; how many of each fate.
@@ -458,15 +464,23 @@ class Router(SupervisedActor):
             logger.warning("orphaned queue rows: %s", counts, extra={"event": "admin"})
         return counts
 
+    def _load(self) -> None:  # raises the store's UnavailableError
+        self._states, self._loaded = self.store.worker_states(), True
+
     def on_receive(self, message: Any) -> Any:
+        # An unavailable store (its database out of reach) must not crash the router, as a
+        # told message that raised would: the load is done before the next new route, the
+        # sweep at the next tick.
         if message == _LOAD:
-            self._states = self.store.worker_states()
+            with contextlib.suppress(UnavailableError):
+                self._load()
         if message in (_LOAD, _PUBLISH):  # the load starts the ticks
             self._publish()
             self.send_after(PUBLISH_EVERY, _PUBLISH)
             return None
         if message == _SWEEP:
-            self.sweep_orphans()
+            with contextlib.suppress(UnavailableError):
+                self.sweep_orphans()
             self.send_after(SWEEP_INTERVAL, _SWEEP)
             return None
         if isinstance(message, TargetHealth):

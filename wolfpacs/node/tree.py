@@ -7,6 +7,7 @@
     ├── lease             renews the node's lease; with a shared spool, adopts dead nodes' queues
     ├── router            decides study → worker; the only writer of routes
     ├── senders           supervisor: sender:<name> for every worker and destination
+    ├── changes           applies the runtime changes other nodes sharing the store made
     ├── receivers         supervisor: receiver:<n>, one per open association (temporary)
     ├── listener:outside  clients' port
     ├── listener:inside   workers' port
@@ -26,6 +27,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +40,7 @@ import pykka
 from supervisors import ChildSpec, ChildType, ExitReason, Registry, Supervisor, join, monitor
 from wolfpacs.config.live import LiveConfig
 from wolfpacs.config.model import SQLITE
+from wolfpacs.node.changes import Changes
 from wolfpacs.node.fence import Fences
 from wolfpacs.node.gate import Gate
 from wolfpacs.node.identity import node_identity
@@ -43,10 +48,12 @@ from wolfpacs.node.lease import Lease, LeaseActor, whence
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
 from wolfpacs.node.metrics import Metrics
+from wolfpacs.node.outage import wait_open
 from wolfpacs.node.recovery import recover
 from wolfpacs.node.router import Router
 from wolfpacs.node.sender import Sender
 from wolfpacs.node.store import StoreActor, StoreClient
+from wolfpacs.state.notify import ChangeListener
 from wolfpacs.state.postgresql import PostgreSQLStore
 from wolfpacs.state.spool import DataDirInUseError, Spool
 from wolfpacs.state.sqlite import SQLiteStore
@@ -60,6 +67,10 @@ __all__ = ["DataDirInUseError", "Node", "Operations"]
 logger = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite3"
+# Seconds the watcher of other nodes' changes waits for the store: not through a restart of
+# the store (its next look tries again), so that it stays free to say how it does.
+CHANGES_TIMEOUT = 2.0
+PROBE_TIMEOUT = 2.0  # seconds a try to reach a database that was out of reach may take
 
 
 class Intensity(TypedDict):
@@ -138,14 +149,33 @@ class Node:
         self.root: pykka.ActorRef[Supervisor] | None = None
         self.exited = threading.Event()
         self.exit_reason: ExitReason | None = None
+        # This process in the store's history of changes (its moves are recorded under it).
+        self.origin = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
         self.operations = operations(self) if operations is not None else None
 
-    def backend(self) -> Backend:
-        """A new, unopened backend on the node's state database: ``[node] store``'s."""
+    def backend(self, probe: bool = False) -> Backend:
+        """A new, unopened backend on the node's state database: ``[node] store``'s.
+
+        ``probe``: one that tries to connect for ``PROBE_TIMEOUT`` s only, to see whether
+        the database is back (:mod:`wolfpacs.node.outage`): a try, and a log line, every
+        few seconds.
+        """
         store = self.config.node.store
         if store == SQLITE:
             return SQLiteStore(self.db_path, durable=self.spool.durable, node_id=self.node_id)
+        if probe:
+            return PostgreSQLStore(
+                store, durable=self.spool.durable, node_id=self.node_id, timeout=PROBE_TIMEOUT
+            )
         return PostgreSQLStore(store, durable=self.spool.durable, node_id=self.node_id)
+
+    def listen(self) -> Callable[[Callable[[str], None]], ChangeListener] | None:
+        """The watcher's listener of the store's notifications (None: SQLite, which sends
+        none: the watcher polls only)."""
+        store = self.config.node.store
+        if store == SQLITE:
+            return None
+        return functools.partial(ChangeListener, store)
 
     def sender_spec(self, target: Target) -> ChildSpec:
         name = f"sender:{target.name}"
@@ -180,6 +210,7 @@ class Node:
                     lambda: live.get().node.retention_days,
                     board=metrics.board,
                     config=live.get,
+                    probe_backend=functools.partial(self.backend, probe=True),
                 ),
             ),
             ChildSpec(
@@ -194,9 +225,24 @@ class Node:
                 ),
             ),
             ChildSpec(
-                "router", lambda: Router.start(reg, live, store, spool=spool, metrics=metrics)
+                "router",
+                lambda: Router.start(
+                    reg, live, store, spool=spool, metrics=metrics, origin=self.origin
+                ),
             ),
             ChildSpec("senders", _registered(reg, "senders", senders), type=ChildType.SUPERVISOR),
+            ChildSpec(
+                "changes",
+                lambda: Changes.start(
+                    reg,
+                    live,
+                    self.config,
+                    StoreClient(reg, timeout=CHANGES_TIMEOUT),
+                    self.sender_spec,
+                    origin=self.origin,
+                    listen=self.listen(),
+                ),
+            ),
             ChildSpec(
                 "receivers",
                 _registered(reg, "receivers", lambda: Supervisor.start(name="receivers")),
@@ -226,6 +272,26 @@ class Node:
         finally:
             store.close()
         self.live.set(config)
+
+    def wait_for_store(
+        self, stop: threading.Event, failed: Callable[[str], None] | None = None
+    ) -> bool:
+        """Wait until the store can be opened (a database that starts with the node); False if
+        ``stop`` came first. Logs every few seconds (:func:`wolfpacs.node.outage.wait_open`);
+        ``failed`` is told each failed try. A node on SQLite does not wait: its file is local,
+        and what fails there does not pass by waiting (:meth:`start` says what it is).
+
+        Raises:
+            Exception: an error of ``open`` that waiting does not cure (``SchemaError``,
+                ``DriverMissingError``), unchanged.
+        """
+        if self.config.node.store == SQLITE:
+            return True
+        backend = wait_open(functools.partial(self.backend, probe=True), stop, "start", failed)
+        if backend is None:
+            return False
+        backend.close()  # start() opens its own: recovery, then the store actor
+        return True
 
     def start(self) -> None:
         """Lock data_dir, recover the spool, start the tree."""

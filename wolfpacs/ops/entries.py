@@ -49,9 +49,13 @@ class Entries:
     live: LiveConfig
     store: Store
     sender_spec: Callable[[Target], ChildSpec]
-    # Held by every change of the live config, here and in ops.rules: each reads the config,
-    # then sets one made from it, and two at once would lose one of them.
-    lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # Held by every change of the live config, here, in ops.rules and by the watcher of other
+    # nodes' changes (node.changes): each reads the config, then sets one made from it, and
+    # two at once would lose one of them. The live config's own (LiveConfig.changing).
+    lock: threading.RLock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lock = self.live.changing
 
     def _cutoff(self) -> float:
         return time.time() - self.live.get().node.study_idle_timeout

@@ -4,16 +4,17 @@
   ``data_dir`` (incoming, queued, dead), and their fsyncs;
 - :mod:`~wolfpacs.state.store`: the store interface and its plain data;
 - :mod:`~wolfpacs.state.operations`, :mod:`~wolfpacs.state.results`,
-  :mod:`~wolfpacs.state.placement`, :mod:`~wolfpacs.state.queries`: its
-  operations, once, in the SQL both backends speak, over
-  :mod:`~wolfpacs.state.database`'s connection;
+  :mod:`~wolfpacs.state.changes`, :mod:`~wolfpacs.state.placement`,
+  :mod:`~wolfpacs.state.queries`: its operations, once, in the SQL both
+  backends speak, over :mod:`~wolfpacs.state.database`'s connection;
 - :mod:`~wolfpacs.state.choice`: the choice of a worker for a new study, a
   pure rule the router and the store share;
 - :mod:`~wolfpacs.state.sqlite`, :mod:`~wolfpacs.state.schema`: the SQLite
   backend (the default), its schema's versions and migrations;
 - :mod:`~wolfpacs.state.postgresql`, :mod:`~wolfpacs.state.pgschema`: the
   PostgreSQL backend (psycopg, an optional extra imported when it opens),
-  its schema's versions and migrations.
+  its schema's versions and migrations; :mod:`~wolfpacs.state.notify`, a
+  listener of its notifications of changes (a thread its owner runs).
 
 It imports :mod:`wolfpacs.config` at most: no network, no DICOM, no actor
 (psycopg is a database driver, not the network this rule keeps out).

@@ -11,15 +11,20 @@ connection, its transactions and its schema, whose tables and triggers
 are the same in both dialects. Every view the operator has (a worker's
 open studies, recent studies, a purge) reads an index, never the whole
 history.
+
+The workers' states and the history of runtime changes, which every node
+sharing the database watches, are :mod:`wolfpacs.state.changes`'; a move
+is recorded there too, in its own transaction.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+from wolfpacs.config.model import MOVE
+from wolfpacs.state.changes import ChangeHistory
 from wolfpacs.state.leases import NodeLeases
 from wolfpacs.state.placement import RoutePlacement
 from wolfpacs.state.queries import (
@@ -40,7 +45,7 @@ __all__ = ["SQLStore"]
 logger = logging.getLogger(__name__)
 
 
-class SQLStore(RoutePlacement, ResultTracking, NodeLeases, NodeQueue):
+class SQLStore(RoutePlacement, ResultTracking, NodeLeases, NodeQueue, ChangeHistory):
     """The store's operations on a :class:`~wolfpacs.state.database.Database`.
 
     The queue's operations are :mod:`wolfpacs.state.queue`'s: a node's own
@@ -139,13 +144,14 @@ class SQLStore(RoutePlacement, ResultTracking, NodeLeases, NodeQueue):
         sql, args = count_open(workers, cutoff)
         return {**dict.fromkeys(workers, 0), **dict(self._rows(sql, *args))}
 
-    def move_studies(
+    def move_studies(  # noqa: PLR0917 -- positional: the store actor's requests carry no keywords
         self,
         worker: str,
         to: str,
         studies: list[str] | None = None,
         cutoff: float = 0.0,
         client: str | None = None,
+        origin: str | None = None,
     ) -> list[dict[str, Any]]:
         """Re-route ``worker``'s studies to ``to``; what moved.
 
@@ -154,6 +160,12 @@ class SQLStore(RoutePlacement, ResultTracking, NodeLeases, NodeQueue):
         stays where it was done). Each moved study: its client and UID, the
         instances already delivered to ``worker`` (now a split study) and
         those still queued for it (its sender hands them on).
+
+        With ``origin`` (who moves: an operator on some node), a move of at
+        least one study is also recorded, in the same transaction, as a
+        runtime change of kind ``MOVE`` (``{"to": to, "origin": origin}``):
+        the other nodes sharing the store read there that their routes to
+        ``worker`` are stale and their queue for it must be handed on.
         """
         where, args = "s.worker = ?", list[object]([worker])
         if client is not None:
@@ -168,6 +180,8 @@ class SQLStore(RoutePlacement, ResultTracking, NodeLeases, NodeQueue):
         with self._transaction() as db:
             moved = db.execute(REROUTE.format(where=where), (to, worker, *args)).fetchall()
             db.executemany(ASSIGN, [(owner, uid, pool, to) for owner, uid, pool, _ in moved])
+            if moved and origin is not None:
+                self._record_change(db, MOVE, worker, {"to": to, "origin": origin})
             queued = {
                 (owner, uid, pool): n
                 for owner, uid, pool, n in db.execute(
@@ -274,46 +288,6 @@ class SQLStore(RoutePlacement, ResultTracking, NodeLeases, NodeQueue):
                 [(client, uid) for client, uid, _ in idle],
             )
         return len(idle)
-
-    def compact_runtime_changes(self, dry_run: bool = False) -> int:
-        """Drop each runtime change a later one of the same entry overrides; how many."""
-        overridden = (
-            "FROM runtime_changes AS r WHERE EXISTS (SELECT 1 FROM runtime_changes later "
-            "WHERE later.kind = r.kind AND later.name = r.name AND later.seq > r.seq)"
-        )
-        if dry_run:
-            return int(self._value(f"SELECT COUNT(*) {overridden}"))
-        with self._transaction() as db:
-            return int(db.execute(f"DELETE {overridden}").rowcount)
-
-    # -- workers and runtime changes ---------------------------------------------------
-
-    def worker_states(self) -> dict[str, str]:
-        return dict(self._rows("SELECT name, state FROM worker_states"))
-
-    def set_worker_state(self, name: str, state: str, at: float | None = None) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO worker_states (name, state, changed_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET state = excluded.state, "
-                "changed_at = excluded.changed_at",
-                (name, state, at or time.time()),
-            )
-
-    def delete_worker_state(self, name: str) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM worker_states WHERE name = ?", (name,))
-
-    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
-        rows = self._rows("SELECT kind, name, body FROM runtime_changes ORDER BY seq")
-        return [(kind, name, json.loads(body) if body else None) for kind, name, body in rows]
-
-    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO runtime_changes (kind, name, body, changed_at) VALUES (?, ?, ?, ?)",
-                (kind, name, None if table is None else json.dumps(table), time.time()),
-            )
 
     def ping(self) -> bool:
         """Take the write lock and let it go: the database can be written to now."""

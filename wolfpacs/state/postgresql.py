@@ -26,6 +26,12 @@ a runtime change) commits as the server is configured to
 (``SET LOCAL synchronous_commit TO DEFAULT``: on, or what the operator's
 replication asks).
 
+Other nodes: a runtime change, a recorded move or a worker's state sends
+``NOTIFY`` on :data:`CHANNEL` as it commits (``pg_notify`` in its
+transaction), so that the nodes that listen look at once
+(:mod:`wolfpacs.state.notify`); runtime changes take an advisory lock for
+the rest of their transaction, so that they commit in ``seq`` order.
+
 Errors: ``psycopg.OperationalError`` (the server gone, a connection
 broken, no connection within the pool's timeout) means the store must be
 opened afresh (:meth:`~PostgreSQLStore.is_broken`); any other
@@ -55,7 +61,7 @@ if TYPE_CHECKING:
 
     from wolfpacs.state.database import Connection, Cursor
 
-__all__ = ["INSTALL", "DriverMissingError", "PostgreSQLStore", "dialect", "lock_key"]
+__all__ = ["CHANNEL", "INSTALL", "DriverMissingError", "PostgreSQLStore", "dialect", "lock_key"]
 
 INSTALL = "pip install 'wolfpacs[postgresql]'"
 POOL_SIZE = 4  # connections at most: the store actor uses one at a time; the rest are spare
@@ -66,7 +72,12 @@ TIMEOUT = 10.0  # seconds to connect, or to wait for a free connection
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
               "keepalives_count": 3}  # fmt: skip
 STATEMENT_TIMEOUT = "30s"  # (SET takes no parameter: _configure says it as a literal)
-LOCKS = 0x57504C42  # "WPLB": the first key of every advisory lock of WolfPACS (see lock_key)
+CHANNEL = "wolfpacs_changes"  # what nodes LISTEN on: a payload says what changed, no more
+# The key of the advisory lock runtime changes take (pgschema's MIGRATION_LOCK, plus one).
+CHANGES_LOCK = 0x574F4C47
+# The first key of the two-key advisory locks of WolfPACS (a space apart from the one-key
+# locks above): "WPLB". See lock_key.
+LOCKS = 0x57504C42
 
 
 class DriverMissingError(ImportError):
@@ -214,6 +225,13 @@ class PostgreSQLStore(SQLStore):
         # A transaction-level advisory lock: released at commit or rollback, even by a
         # connection the server ends (see lock_key).
         db.execute("SELECT pg_advisory_xact_lock(?, ?)", lock_key(name))
+
+    def _serialize_changes(self, db: Connection) -> None:
+        # Held to the end of the transaction: the next change takes its seq after this commit.
+        db.execute("SELECT pg_advisory_xact_lock(?)", (CHANGES_LOCK,))
+
+    def _notify(self, db: Connection, what: str) -> None:
+        db.execute("SELECT pg_notify(?, ?)", (CHANNEL, what))
 
     def _rows(self, sql: str, *args: object) -> list[Any]:
         with self._connections.connection() as db:

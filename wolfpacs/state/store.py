@@ -150,15 +150,19 @@ class Store(Protocol):
         """How many studies each worker has open: active since ``cutoff`` or still queued to it."""
         ...
 
-    def move_studies(
+    def move_studies(  # noqa: PLR0917 -- positional: the store actor's requests carry no keywords
         self,
         worker: str,
         to: str,
         studies: list[str] | None = None,
         cutoff: float = 0.0,
         client: str | None = None,
+        origin: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Re-route ``worker``'s studies (those given, or those open) to ``to``; what moved."""
+        """Re-route ``worker``'s studies (those given, or those open) to ``to``; what moved.
+
+        With ``origin``, a move is recorded in the runtime changes (kind
+        ``move``) in the same transaction, for the other nodes."""
         ...
 
     # -- the queue ---------------------------------------------------------------------
@@ -279,7 +283,20 @@ class Store(Protocol):
 
     def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]: ...
 
-    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None: ...
+    def changes_since(self, seq: int) -> list[tuple[int, str, str, dict[str, Any] | None]]:
+        """The runtime changes after ``seq``: (seq, kind, name, table), in ``seq`` order.
+
+        A change commits only after every change of a lower ``seq`` has: a
+        reader that has seen ``seq`` n never finds a lower one later."""
+        ...
+
+    def last_change(self) -> int:
+        """The latest runtime change's ``seq`` (0: none yet); a cheap look for a poll."""
+        ...
+
+    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
+        """Append a runtime change to the history (other nodes are notified at commit)."""
+        ...
 
     # -- nodes' leases (wolfpacs.state.leases) -------------------------------------------
 

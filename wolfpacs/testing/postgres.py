@@ -48,10 +48,13 @@ class ServerMissingError(RuntimeError):
 
 @dataclass(frozen=True)
 class PostgreSQLServer:
-    """A running server: its port, its dir (data, log, socket), its superuser."""
+    """A running server: its port, its dir (data, log, socket), its superuser; it can be
+    stopped and started again on the same port (an outage, a restart)."""
 
     port: int
     root: Path
+    options: str  # pg_ctl -o: the port, the socket's dir, the settings
+    bin_dir: Path
     superuser: str = SUPERUSER
 
     @property
@@ -61,6 +64,27 @@ class PostgreSQLServer:
     def url(self, database: str) -> str:
         """The libpq URL of ``database`` on this server, as its superuser."""
         return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Start it (again); returns once it accepts connections.
+
+        Raises:
+            RuntimeError: pg_ctl failed (the log's tail is in the message).
+        """
+        pg_ctl = str(self.bin_dir / "pg_ctl")
+        data = str(self.root / "data")
+        _run(self.root, [pg_ctl, "start", "-w", "-t", "60", "-D", data, "-l", str(self.log),
+                         "-o", self.options])  # fmt: skip
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop it: ``immediate`` as a crash does (what was committed without waiting for
+        the WAL flush may be lost), ``fast`` as a restart for maintenance does.
+
+        Raises:
+            RuntimeError: pg_ctl failed (it was not running, say).
+        """
+        _run(self.root, [str(self.bin_dir / "pg_ctl"), "stop", "-m", mode, "-w", "-D",
+                         str(self.root / "data")])  # fmt: skip
 
     def restart_command(self) -> str:
         """See :func:`restart_command`."""
@@ -117,21 +141,20 @@ def server(
             except KeyError:
                 raise ServerMissingError("the postgres user") from None
             os.chown(root, user.pw_uid, user.pw_gid)
-        data, port = root / "data", free_port()
+        port = free_port()
         options = " ".join(
             [f"-k {root} -p {port} -c listen_addresses=127.0.0.1"]
             + [f"-c {setting}" for setting in settings]
         )
-        _run(root, [str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER,
+        _run(root, [str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", SUPERUSER,
                     "--auth=trust", "-E", "UTF8", "--locale=C"])  # fmt: skip
+        running = PostgreSQLServer(port, root, options, bin_dir)
         try:
-            _run(root, [str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data),
-                        "-l", str(root / "server.log"), "-o", options])  # fmt: skip
-            yield PostgreSQLServer(port, root)
+            running.start()
+            yield running
         finally:
-            with contextlib.suppress(RuntimeError):
-                _run(root, [str(bin_dir / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D",
-                            str(data)])  # fmt: skip
+            with contextlib.suppress(RuntimeError):  # (stopped already, by its user)
+                running.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
