@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -497,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                 "megabytes": data.bytes / 1e6,
             },
             "scenarios": summarise(found, data),
-            "command": " ".join(["python3 -m bench", *(sys.argv[1:] if argv is None else argv)]),
+            "command": "python3 -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         }
         if databases is not None and any(s.name.startswith("wolfpacs-pg") for s in found):
             results["postgresql"] = describe_postgresql(databases)
