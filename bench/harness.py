@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wolfpacs.config import load
+from wolfpacs.ops.control import ControlClient
 from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.testing.peers import free_port, wait_port
 
@@ -149,6 +151,17 @@ class Node:
     def pid(self) -> int:
         return self.process.pid
 
+    def store_counts(self) -> dict[str, float]:
+        """What its store actor has done so far (``inspect store``): the operations it
+        answered (each one transaction of its backend), and the seconds they took (its one
+        thread's busy time)."""
+        client = ControlClient(load(self.config).node.control_path)
+        try:
+            state = client.call("inspect", actor="store")["state"]
+        finally:
+            client.close()
+        return {"store_operations": float(state["operations"]), "store_busy_s": state["busy_s"]}
+
 
 def write_routes(data_dir: Path, studies: Sequence[str], worker: str, client: str) -> None:
     """Put routes into a node's state database before it starts (a routing table of a size)."""
@@ -173,6 +186,7 @@ def node(
     routes: Sequence[str] = (),
     http: bool = False,
     rules: int = 0,
+    store: str = "sqlite",
 ) -> Iterator[Node]:
     """``wolfpacs run`` with ``workers`` storescp workers in one pool and ``clients`` clients.
 
@@ -181,7 +195,9 @@ def node(
     there). ``routes``: studies already routed to worker 0 (for client 0).
     ``http``: the HTTP port on (metrics, status page), on a free port.
     ``rules``: each client has this many rules, only the last of which
-    matches the bench's CT series (see :func:`_rules`).
+    matches the bench's CT series (see :func:`_rules`). ``store``: ``[node]
+    store``, ``sqlite`` (in its data_dir) or a PostgreSQL URL (``routes``
+    are SQLite's only).
     Stopped with SIGTERM and cleaned up after.
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -191,7 +207,8 @@ def node(
         pacs_port = ports[workers] if destination else free_port()
         outside, inside, http_port = free_port(), free_port(), free_port() if http else 0
         config = _write_config(root, durability, clients, (outside, inside, pacs_port),
-                               ports[:workers], http_port=http_port, rules=rules)  # fmt: skip
+                               ports[:workers], http_port=http_port, rules=rules,
+                               store=store)  # fmt: skip
         data = root / "node"
         if routes:
             write_routes(data, routes, "w0", "bench0")
@@ -212,7 +229,7 @@ def node(
 
 def _write_config(
     root: Path, durability: str, clients: int, node_ports: tuple[int, int, int],
-    worker_ports: list[int], *, http_port: int = 0, rules: int = 0,
+    worker_ports: list[int], *, http_port: int = 0, rules: int = 0, store: str = "sqlite",
 ) -> Path:  # fmt: skip
     """The node's TOML: clients BENCH<i> and workers WORKER<i> in pool ``p``, destination PACS.
 
@@ -222,7 +239,7 @@ def _write_config(
     lines = [
         "[node]", 'bind = "127.0.0.1"', f"outside_port = {outside}", f"inside_port = {inside}",
         f'data_dir = "{root / "node"}"', f'durability = "{durability}"', "echo_interval = 0",
-        f"http_port = {http_port}", "",
+        f"http_port = {http_port}", f'store = "{store}"', "",
         "[[destinations]]", 'name = "pacs"', 'host = "127.0.0.1"', f"port = {pacs_port}",
         'ae_title = "PACS"', "",
     ]  # fmt: skip

@@ -1,13 +1,13 @@
 """A real PostgreSQL for the tests, and the store fixtures that run a test on both backends.
 
-:func:`postgres` starts one server for the session: ``initdb`` into a
-temp dir, ``pg_ctl start`` on a free loopback port with its socket in that
-dir, as the ``postgres`` user when the tests run as root (PostgreSQL
-refuses root). ``fsync=off``: a test's database need not survive a power
-cut, and every test gets a new one (``CREATE DATABASE … TEMPLATE``). The
-binaries are found in ``/usr/lib/postgresql/*/bin`` (Debian's), else on
-PATH; without them, or without psycopg, a PostgreSQL test is
-:func:`~tests.conftest.missing` (skipped, failed under CI=true).
+:func:`postgres` starts one server for the session
+(:func:`wolfpacs.testing.postgres.server`, which the benchmarks use too:
+``initdb`` into a temp dir, ``pg_ctl start`` on a free loopback port, as
+the ``postgres`` user when the tests run as root). ``fsync=off``: a test's
+database need not survive a power cut, and every test gets a new one
+(``CREATE DATABASE … TEMPLATE``). Without the server's binaries, or
+without psycopg, a PostgreSQL test is :func:`~tests.conftest.missing`
+(skipped, failed under CI=true).
 
 :func:`own_postgres` is a server of one test's own, which it may stop and
 start again (a database outage).
@@ -21,15 +21,8 @@ with ``@pytest.mark.sqlite_only``; it is skipped on ``postgresql``.
 from __future__ import annotations
 
 import contextlib
-import glob
 import itertools
 import os
-import pwd
-import shlex
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,31 +33,11 @@ import pytest
 from tests.conftest import missing
 from wolfpacs.state.postgresql import INSTALL, PostgreSQLStore
 from wolfpacs.state.sqlite import SQLiteStore
+from wolfpacs.testing import postgres as postgresql
 
 BACKENDS = ("sqlite", "postgresql")
-INSTALL_SERVER = "apt-get install postgresql (Debian)"
 TEMPLATE = "wolfpacs_template"
 SUPERUSER = "wolfpacs"
-
-
-def _binaries() -> Path | None:
-    """The directory of initdb and pg_ctl: Debian's newest, else PATH's."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=_version)
-    if found:
-        return Path(found[-1]).parent
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).resolve().parent if pg_ctl else None
-
-
-def _version(path: str) -> tuple[int, ...]:
-    digits = Path(path).parent.parent.name
-    return tuple(int(n) for n in digits.split(".") if n.isdigit())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -109,22 +82,12 @@ class Server:
     def restart_command(self) -> str:
         """A shell command that restarts this server, cutting every connection (fast shutdown):
         what ``wolfpacs chaos --store-restart`` runs."""
-        bin_dir = _binaries()
-        assert bin_dir is not None
-        return shlex.join(_as_postgres([
-            str(bin_dir / "pg_ctl"), "restart", "-w", "-t", "60", "-m", "fast",
-            "-D", str(self.sockets / "data"), "-l", str(self.sockets / "server.log"),
-        ]))  # fmt: skip
+        return postgresql.restart_command(self.sockets)
 
     def drop(self, url: str) -> None:
         """Drop the database of ``url`` at the next :meth:`create`: a test's fixtures end in
         no set order, and a node still running on it must stop first, not lose it."""
         self.done.append(url.rsplit("/", 1)[1])
-
-
-def _as_postgres(argv: list[str]) -> list[str]:
-    """``argv`` run as the postgres user when we are root (PostgreSQL refuses root)."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
 @pytest.fixture(scope="session")
@@ -143,60 +106,25 @@ def own_postgres() -> Iterator[Server]:
 
 @contextlib.contextmanager
 def serve() -> Iterator[Server]:
-    """A new PostgreSQL (initdb, pg_ctl) on a free loopback port; stopped and removed after."""
+    """A new PostgreSQL (:func:`wolfpacs.testing.postgres.server`) on a free loopback port;
+    stopped and removed after."""
     try:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
     except ImportError:
         missing("psycopg and psycopg-pool (the postgresql extra)", INSTALL)
-    bin_dir = _binaries()
-    if bin_dir is None or not (bin_dir / "initdb").exists():
-        missing("PostgreSQL (initdb, pg_ctl)", INSTALL_SERVER)
-    assert bin_dir is not None
-    root = Path(tempfile.mkdtemp(prefix="wolfpacs-pg-"))
-    if os.geteuid() == 0:
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            missing("the postgres user", INSTALL_SERVER)
-        os.chown(root, user.pw_uid, user.pw_gid)
-    data, log = root / "data", root / "server.log"
-    port = _free_port()
-    options = (
-        f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c full_page_writes=off -c max_connections=200"
-    )
-    run = _runner(root)
-    run([str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
-         "-E", "UTF8", "--locale=C"])  # fmt: skip
-    pg_ctl = {
-        "start": [str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data),
-                  "-l", str(log), "-o", options],
-        **{f"stop-{mode}": [str(bin_dir / "pg_ctl"), "stop", "-m", mode, "-w", "-D", str(data)]
-           for mode in ("immediate", "fast")},
-    }  # fmt: skip
+    settings = ("fsync=off", "full_page_writes=off", "max_connections=200")
     try:
-        run(pg_ctl["start"])
-        server = Server(port, root, control=lambda action: run(pg_ctl[action]))
-        server.admin(f"CREATE DATABASE {TEMPLATE}")
-        yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError, RuntimeError):
-            run(pg_ctl["stop-immediate"])
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _runner(root: Path) -> Callable[[list[str]], None]:
-    def run(argv: list[str]) -> None:
-        done = subprocess.run(
-            _as_postgres(argv), cwd=root, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            log = root / "server.log"
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{argv[0]} failed: {done.stderr.strip()}\n{tail}")
-
-    return run
+        server = contextlib.ExitStack()
+        running = server.enter_context(postgresql.server(settings))
+    except postgresql.ServerMissingError as exc:
+        missing(exc.what, exc.install)
+    with server:
+        control = {"start": running.start, "stop-immediate": running.stop,
+                   "stop-fast": lambda: running.stop("fast")}  # fmt: skip
+        made = Server(running.port, running.root, control=lambda action: control[action]())
+        made.admin(f"CREATE DATABASE {TEMPLATE}")
+        yield made
 
 
 @pytest.fixture

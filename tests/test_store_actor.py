@@ -80,6 +80,16 @@ def test_the_actor_answers_the_interface_and_refuses_the_rest(store):
     assert len(store.opened) == 1
 
 
+def test_inspect_counts_the_operations_it_answered(store):
+    store.insert_route("sthlm", "1.2.1", "gpu-a", 10.0)
+    for _ in range(3):
+        store.get_route("sthlm", "1.2.1")
+    seen = store.registry.whereis("store").proxy().inspect().get(timeout=10)
+    # the actor's own ticks (its queues published) are no request: not counted
+    assert seen["by_operation"] == {"get_route": 3, "insert_route": 1}
+    assert seen["operations"] == 4 and seen["studies"] == 1 and seen["busy_s"] > 0
+
+
 def test_a_broken_backend_fails_its_caller_then_is_opened_afresh_without_a_restart(store):
     store.insert_route("sthlm", "1.2.1", "gpu-a", 10.0)
     first = store.registry.whereis("store")

@@ -12,6 +12,14 @@ from a worker that holds the same UID for another client if it can.
 The return path takes a derived instance only from a worker its study was
 given, home to the destination of the client that owns the study.
 
+Several nodes share the store: the router names the candidates (its pool's
+active workers, and which it knows down) and the store chooses among them
+and writes the route in one transaction under the pool's lock
+(:meth:`~wolfpacs.state.store.Store.create_route`), so that every node's
+open studies count and two nodes racing on new studies see each other's
+choices. A known route costs no more than its lookup (the cache, else one
+read).
+
 Load (see README, "Routing"): a study is *open* on its worker from its
 routing until ``study_idle_timeout`` seconds have passed with none of its
 instances received or delivered, and none still queued for the worker. A
@@ -26,7 +34,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor, UnavailableError
@@ -50,6 +57,7 @@ from wolfpacs.node.messages import (
     targets,
 )
 from wolfpacs.node.rules import Attributes, decide
+from wolfpacs.state.choice import Candidate, Choice, least_loaded
 from wolfpacs.state.store import WORKER
 
 if TYPE_CHECKING:
@@ -63,7 +71,7 @@ if TYPE_CHECKING:
 # live in node.messages (what crosses between actors).
 __all__ = [
     "AMBIGUOUS_STUDY", "NOT_YOUR_STUDY", "UNKNOWN_STUDY", "Home", "NoPoolError", "NoWorkerError",
-    "NotHomeError", "Routed", "Router", "choose_worker",
+    "NotHomeError", "Routed", "Router", "candidates_of", "choose_worker",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -82,17 +90,17 @@ def choose_worker(candidates: list[Worker], open_studies: dict[str, int], down: 
     """The least-loaded worker: open studies per unit of capacity, healthy ones first.
 
     A worker known to be down is chosen only if every candidate is down (its
-    queue keeps the study until it comes back).
+    queue keeps the study until it comes back). The rule is
+    :func:`wolfpacs.state.choice.least_loaded`, the one the store applies to
+    a new route (:meth:`~wolfpacs.state.store.Store.create_route`).
     """
-    healthy = [w for w in candidates if w.name not in down] or candidates
-    return min(
-        healthy,
-        key=lambda w: (
-            open_studies.get(w.name, 0) / w.capacity,
-            open_studies.get(w.name, 0),
-            w.name,
-        ),
-    )
+    chosen = least_loaded(candidates_of(candidates, down), open_studies)
+    return next(w for w in candidates if w.name == chosen.name)
+
+
+def candidates_of(workers: list[Worker], down: set[str]) -> list[Candidate]:
+    """The workers as the choice rule sees them: name, capacity, whether known up."""
+    return [Candidate(w.name, w.capacity, w.name not in down) for w in workers]
 
 
 class Router(SupervisedActor):
@@ -275,20 +283,26 @@ class Router(SupervisedActor):
             pool = settings.pool
         route = self._lookup(client, study_uid, pool)
         if route is not None and self.config.worker(route.worker) is not None:
-            return route
-        worker, loads = self._choose(client, study_uid, pool)
-        if route is None:
-            route = self.store.insert_route(client, study_uid, worker, self.clock(), pool)
-        else:
-            logger.warning("study %s of client %s: its worker %s was removed",
-                           study_uid, client, route.worker)  # fmt: skip
-            self.store.move_studies(route.worker, worker, [study_uid], client=client)
+            return route  # the known route: no more asked of the store
+        removed = route.worker if route is not None else None
+        candidates = self._candidates(pool)
+        cutoff = self.clock() - self.config.node.study_idle_timeout
+        choice = Choice(tuple(candidates), cutoff, self.clock(), removed)
+        placed = self.store.create_route(client, study_uid, pool, choice)
+        route = placed.route
+        if removed is not None:
+            logger.warning("study %s of client %s: its worker %s was removed, now %s",
+                           study_uid, client, removed, route.worker)  # fmt: skip
             self._forget({(client, study_uid)})
-            route = replace(route, worker=worker)
         self._remember((client, study_uid, pool), route)
+        if not placed.chosen:  # another node (or call) made it: its choice, counted there
+            return route
         self.decisions += 1
         if self.metrics is not None:
             self.metrics.routed(client, route.worker)
+        loads = ", ".join(
+            f"{c.name}={placed.open_studies.get(c.name, 0)}/{c.capacity}" for c in candidates
+        )
         logger.info(
             "route: study %s from client %s -> worker %s of pool %s (open studies %s)",
             study_uid, client, route.worker, pool, loads,
@@ -297,11 +311,16 @@ class Router(SupervisedActor):
         )  # fmt: skip
         return route
 
-    def _choose(self, client: str, study_uid: str, pool_name: str) -> tuple[str, str]:
-        """The least-loaded active worker of pool ``pool_name``, and the loads it saw.
+    def _candidates(self, pool_name: str) -> list[Candidate]:
+        """The workers of pool ``pool_name`` that may take a new study: the active ones,
+        each with its capacity and whether this node knows it down.
 
-        A worker that holds a study of this UID for another client is taken
-        only if no other is active: its results would be ambiguous.
+        The choice among them is the store's, in the transaction that writes
+        the route (:meth:`~wolfpacs.state.store.Store.create_route`): every
+        node's open studies count, and two nodes racing see each other's.
+
+        Raises:
+            NoWorkerError: the pool has no active worker.
         """
         if not self._loaded:  # the store was unavailable at _LOAD: no drain may be missed
             self._load()
@@ -311,13 +330,7 @@ class Router(SupervisedActor):
         ]  # fmt: skip
         if not pool:
             raise NoWorkerError(f"no active worker in pool {pool_name!r}")
-        others = {r.worker for r in self.store.routes_of(study_uid) if r.client != client}
-        pool = [w for w in pool if w.name not in others] or pool
-        cutoff = self.clock() - self.config.node.study_idle_timeout
-        open_studies = self.store.open_studies([w.name for w in pool], cutoff)
-        worker = choose_worker(pool, open_studies, self._down)
-        loads = ", ".join(f"{w.name}={open_studies.get(w.name, 0)}/{w.capacity}" for w in pool)
-        return worker.name, loads
+        return candidates_of(pool, self._down)
 
     def return_route(self, study_uid: str, worker: str) -> Home:
         """Where a derived instance of ``study_uid`` from ``worker`` goes: its owner's destination.

@@ -44,6 +44,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -105,6 +106,10 @@ class StoreActor(SupervisedActor):
         self.board = board or Board()
         self._backend: Backend | None = None
         self.purged = 0  # studies forgotten by this actor
+        # Operations answered by this actor, by name: each is one transaction of the backend
+        # (a round trip or more to a server). `inspect store` shows them; the bench counts them.
+        self.operations: Counter[str] = Counter()
+        self.busy_s = 0.0  # seconds spent answering them: how near the one thread is to full
         self._down: str | None = None  # why the store is unavailable; None: it is not
         self._down_since = 0.0  # time.monotonic() when it became so
         self._down_at = 0.0  # and time.time(): what a file's mtime is compared with
@@ -228,7 +233,12 @@ class StoreActor(SupervisedActor):
                 raise StoreDownError(f"the store is unavailable: {self._down or 'not open'}")
             if message.fence is not None:
                 message.fence.check()  # here, in turn with every other operation: no race
-            return self._run(message.operation, *message.args)
+            self.operations[message.operation] += 1
+            started = time.perf_counter()
+            try:
+                return self._run(message.operation, *message.args)
+            finally:
+                self.busy_s += time.perf_counter() - started
         if message == _PURGE:
             self._tick(self._purge, PURGE_FIRST, _PURGE)
             return None
@@ -302,8 +312,10 @@ class StoreActor(SupervisedActor):
             )  # fmt: skip
 
     def inspect(self) -> dict[str, Any]:
+        counted = {"operations": sum(self.operations.values()), "busy_s": round(self.busy_s, 6),
+                   "by_operation": dict(self.operations.most_common())}  # fmt: skip
         if self._backend is None:
             return {"state": "unavailable", "error": self._down,
-                    "for_s": round(time.monotonic() - self._down_since, 1)}  # fmt: skip
+                    "for_s": round(time.monotonic() - self._down_since, 1), **counted}  # fmt: skip
         return {**self._backend.describe(), "state": "available",
-                "studies": self._run("count_studies")}  # fmt: skip
+                "studies": self._run("count_studies"), **counted}  # fmt: skip

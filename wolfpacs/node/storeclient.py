@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from supervisors import Registry, UnavailableError
 from wolfpacs.node.fence import Fence
-from wolfpacs.state.store import QueueItem, Route, Store
+from wolfpacs.state.store import Placement, QueueItem, Route, Store
+
+if TYPE_CHECKING:
+    from wolfpacs.state.choice import Choice
 
 __all__ = ["NAME", "TIMEOUT", "StoreClient", "StoreDownError", "StoreRequest"]
 
@@ -86,6 +89,9 @@ class StoreClient:
         self, client: str, study_uid: str, worker: str, at: float, pool: str = ""
     ) -> Route:
         return self._ask(Store.insert_route, client, study_uid, worker, at, pool)
+
+    def create_route(self, client: str, study_uid: str, pool: str, choice: Choice) -> Placement:
+        return self._ask(Store.create_route, client, study_uid, pool, choice)
 
     def owners(self, study_uid: str, worker: str) -> list[str]:
         return self._ask(Store.owners, study_uid, worker)
