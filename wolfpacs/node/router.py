@@ -47,18 +47,16 @@ from wolfpacs.node.messages import (
     NOT_YOUR_STUDY,
     REPORT,
     UNKNOWN_STUDY,
-    WAKE,
     Home,
     NoPoolError,
     NotHomeError,
     NoWorkerError,
     Routed,
     TargetHealth,
-    targets,
 )
+from wolfpacs.node.orphans import sweep
 from wolfpacs.node.rules import Attributes, decide
 from wolfpacs.state.choice import Candidate, Choice, least_loaded
-from wolfpacs.state.store import WORKER
 
 if TYPE_CHECKING:
     from wolfpacs.config.live import LiveConfig
@@ -426,43 +424,14 @@ class Router(SupervisedActor):
         self.registry.tell(f"sender:{worker}", HAND_OVER)
 
     def sweep_orphans(self) -> dict[str, int]:
-        """See to queued rows whose target is no longer configured; how many of each fate.
-
-        A removed worker's rows go to the worker its study routes to now (the
-        study is routed anew if need be, and recorded as moved); a removed
-        destination's rows, and rows whose study can go nowhere, go to ``dead/``.
-        Their sender is gone, so nothing else touches them meanwhile.
-        """
-        counts = {"rerouted": 0, "dead_letters": 0}
+        """See to queued rows whose target is no longer configured (see node.orphans)."""
         if self.spool is None:
-            return counts
-        known = {t.name for t in targets(self.config)}
-        for target in [t for t in self.store.queue_stats() if t not in known]:
-            for item in self.store.items_of(target):
-                why = f"destination {target} was removed"
-                if item.kind == WORKER:
-                    route = self.store.get_route(item.client, item.study_uid, item.pool)
-                    try:
-                        if route is None:
-                            raise NoWorkerError("its study has no route")
-                        worker = self._route_in(
-                            item.client, item.study_uid, item.pool or None
-                        ).worker
-                    except NoWorkerError as exc:
-                        why = f"worker {target} was removed and {exc}"
-                    else:
-                        path = self.spool.relocate(item.path, worker)
-                        self.store.retarget(item.id, worker, path)
-                        self.registry.tell(f"sender:{worker}", WAKE)
-                        counts["rerouted"] += 1
-                        continue
-                letter = {**item.describe(), "reason": why}
-                self.spool.bury(self.spool.path(item.path), letter, kind="target_removed")
-                self.store.remove_item(item.id)
-                counts["dead_letters"] += 1
-        if any(counts.values()):
-            logger.warning("orphaned queue rows: %s", counts, extra={"event": "admin"})
-        return counts
+            return {"rerouted": 0, "dead_letters": 0}
+
+        def route(client: str, study_uid: str, pool: str | None) -> str:
+            return self._route_in(client, study_uid, pool).worker
+
+        return sweep(self.config, self.store, self.spool, self.registry, route)
 
     def _load(self) -> None:  # raises the store's UnavailableError
         self._states, self._loaded = self.store.worker_states(), True
