@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 from wolfpacs.config.secrets import redacted_url
 from wolfpacs.state.database import as_dicts
 from wolfpacs.state.operations import SQLStore
+from wolfpacs.state.pgqueue import PostgreSQLQueue
 from wolfpacs.state.pgschema import migrate
 
 if TYPE_CHECKING:
@@ -61,7 +62,10 @@ if TYPE_CHECKING:
 
     from wolfpacs.state.database import Connection, Cursor
 
-__all__ = ["CHANNEL", "INSTALL", "DriverMissingError", "PostgreSQLStore", "dialect", "lock_key"]
+__all__ = [
+    "CHANNEL", "INSTALL", "DriverMissingError", "PostgreSQLStore", "dialect", "implementation",
+    "lock_key",
+]  # fmt: skip
 
 INSTALL = "pip install 'wolfpacs[postgresql]'"
 POOL_SIZE = 4  # connections at most: the store actor uses one at a time; the rest are spare
@@ -99,6 +103,17 @@ def driver() -> None:
         ) from exc
 
 
+def implementation() -> str:
+    """psycopg's implementation that runs: ``binary`` (psycopg-binary, the extra's), ``c``
+    (built here), ``python`` (pure Python over the system's libpq: twice the client's CPU
+    per statement), or ``missing``."""
+    try:
+        import psycopg  # noqa: PLC0415 -- see driver()
+    except ImportError:
+        return "missing"
+    return str(psycopg.pq.__impl__)
+
+
 @functools.lru_cache(maxsize=512)
 def dialect(sql: str) -> LiteralString:
     """The operations' SQL with psycopg's parameters: ``?`` → ``%s``, ``%`` → ``%%``.
@@ -124,7 +139,7 @@ class _Connection:
         return cursor
 
 
-class PostgreSQLStore(SQLStore):
+class PostgreSQLStore(PostgreSQLQueue, SQLStore):
     """The store on a PostgreSQL database, given by a libpq URL (``postgresql://…``).
 
     Thread-safe as its pool is, though the store actor uses it from one
@@ -198,7 +213,8 @@ class PostgreSQLStore(SQLStore):
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {
-            "backend": "postgresql", "url": self.where, "durable": self.durable
+            "backend": "postgresql", "url": self.where, "durable": self.durable,
+            "psycopg": implementation(),
         }  # fmt: skip
         if self._pool is not None:
             stats = self._pool.get_stats()
