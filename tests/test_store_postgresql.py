@@ -198,6 +198,7 @@ def test_the_password_of_its_url_is_never_shown(postgres):
         described = store.describe()
         assert "s3cret" not in str(described) and "s3cret" not in store.where
         assert described["url"].startswith("postgresql://wolfpacs:\u2026@127.0.0.1:")
+        assert described["psycopg"] == psycopg().pq.__impl__  # which implementation runs
     finally:
         store.close()
 

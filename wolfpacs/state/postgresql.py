@@ -1,8 +1,11 @@
 """The store on PostgreSQL: the backend that several nodes can share.
 
 :class:`PostgreSQLStore` runs the portable operations of
-:mod:`wolfpacs.state.operations` over a small psycopg 3 connection pool;
-its schema is :mod:`wolfpacs.state.pgschema`'s. psycopg is an optional
+:mod:`wolfpacs.state.operations` over a small psycopg 3 connection pool,
+but for a delivery, which is one statement of its own
+(:mod:`wolfpacs.state.pgqueue`: each statement is a round trip, and the
+store actor's one thread waits out every one); its schema is
+:mod:`wolfpacs.state.pgschema`'s. psycopg is an optional
 extra (``pip install 'wolfpacs[postgresql]'``): it is imported at
 :meth:`~PostgreSQLStore.open`, and its absence is :class:`DriverMissingError`.
 
@@ -39,6 +42,15 @@ opened afresh (:meth:`~PostgreSQLStore.is_broken`); any other
 not test a connection before lending it (``check``: a round trip more per
 operation, on the path of every instance): a connection the server ended
 fails the one operation that finds it, and the store actor reopens.
+
+Speed: psycopg prepares a statement on a connection at its sixth
+execution (``prepare_threshold``, left at 5), and the statements of every
+instance (the enqueue, the delivery, the next rows) each have one text
+whatever their values (a batch's ids are one array parameter, not a list
+of marks), so they are planned once per connection: PostgreSQL takes
+about 2 ms to plan the delivery, 0.1 ms to run it. psycopg's C
+implementation (the ``binary`` of the extra) halves the client's CPU of
+a statement; :meth:`~PostgreSQLStore.describe` says which runs.
 """
 
 from __future__ import annotations
