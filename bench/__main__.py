@@ -257,28 +257,9 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
     return found
 
 
-def fsync_ms(files: list[Path], root: Path) -> float:
-    """Mean milliseconds to write one instance to a new file, fsync it and rename it."""
-    directory = root / "fsync"
-    directory.mkdir()
-    times = []
-    for i, path in enumerate(files):
-        data = path.read_bytes()
-        tmp, final = directory / f"{i}.tmp", directory / f"{i}.dcm"
-        started = time.perf_counter()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        os.rename(tmp, final)
-        times.append(time.perf_counter() - started)
-    shutil.rmtree(directory)
-    return statistics.mean(times) * 1000
-
-
 def fsync_limit(data: Data, root: Path, scenarios: dict[str, Any]) -> dict[str, float]:
     """Direct + one measured write+fsync+rename per instance: the best one synchronous stream."""
-    per_fsync = fsync_ms(data.files[:200], root)
+    per_fsync = harness.fsync_ms(data.files[:200], root)
     limit = scenarios["direct"]["median_s"] + per_fsync / 1000 * len(data.files)
     return {"fsync_ms_per_instance": per_fsync, "limit_s": limit,
             "time_over_limit": scenarios["wolfpacs-fsync"]["median_s"] / limit}  # fmt: skip
@@ -402,15 +383,6 @@ def summarise(found: list[Scenario], data: Data) -> dict[str, Any]:
     return out
 
 
-def describe_postgresql(databases: Databases) -> dict[str, Any]:
-    """The server and the driver the PostgreSQL scenarios ran with (the node's is the bench's:
-    it inherits its environment)."""
-    import psycopg  # noqa: PLC0415 -- databases is not None: it is installed
-
-    return {"server": databases.version(), "psycopg": psycopg.__version__,
-            "psycopg_impl": psycopg.pq.__impl__}  # fmt: skip
-
-
 def beyond(
     args: argparse.Namespace, data: Data, root: Path, found: dict[str, Any]
 ) -> dict[str, Any]:
@@ -501,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python3 -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         }
         if databases is not None and any(s.name.startswith("wolfpacs-pg") for s in found):
-            results["postgresql"] = describe_postgresql(databases)
+            results["postgresql"] = databases.describe()
         results.update(beyond(args, data, root, results["scenarios"]))
         results["targets"] = targets(results)
     finally:

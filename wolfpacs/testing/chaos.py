@@ -25,7 +25,6 @@ import os
 import random
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,14 @@ from typing import Any
 
 from pydicom import dcmread
 
-from wolfpacs.ops.control import ControlClient, ControlError
+from wolfpacs.ops.control import ControlError
 from wolfpacs.testing.ledger import Ledger, Sent
+from wolfpacs.testing.noderun import NAMES, NodeRun
 from wolfpacs.testing.peers import (
     SimulatedPACS,
     SimulatedWorker,
     dataset_digest,
-    free_port,
     send_files,
-    wait_port,
 )
 from wolfpacs.testing.synthetic import write_study
 
@@ -92,57 +90,6 @@ class Options:
             raise ValueError("--data-dir and --power-cut are for a run of one node")
         if self.store_restart and not self.store.startswith("postgresql"):
             raise ValueError("--store-restart restarts a PostgreSQL server: give --store too")
-
-
-NAMES = "abcdefghijklmnopqrstuvwxyz"
-
-
-class NodeRun:
-    """One node of the run: its ports, files and ``wolfpacs run`` process."""
-
-    def __init__(self, name: str, root: Path, data_dir: Path, solo: bool) -> None:
-        self.name = name
-        self.outside, self.inside = free_port(), free_port()
-        self.data_dir = data_dir
-        # (one node keeps the names a run of one node always had)
-        self.config = root / ("chaos.toml" if solo else f"{name}.toml")
-        self.socket = root / ("control.sock" if solo else f"{name}.sock")  # never on FUSE
-        self.log = root / ("node.log" if solo else f"{name}.log")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.restarts_now: dict[str, int] = {}  # the restart counts of its present life
-        self.down = False  # killed, and not started again yet (on purpose)
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "wolfpacs", "run", "--config", str(self.config)],
-                stdout=log, stderr=log,
-            )  # fmt: skip
-        wait_port(self.outside, timeout=60)
-        wait_port(self.inside, timeout=60)
-        self.down = False
-
-    @property
-    def exited(self) -> bool:
-        """It ended by itself (not killed on purpose)."""
-        return not self.down and self.process is not None and self.process.poll() is not None
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()  # SIGKILL: no on_stop, no flush, nothing
-        self.process.wait(30)
-        self.down = True
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-    def control(self, timeout: float = 30, reconnect: float = 30) -> ControlClient:
-        return ControlClient(self.socket, timeout=timeout, reconnect=reconnect)
 
 
 def _matching(names: list[str], choice: str) -> list[str]:
