@@ -45,7 +45,7 @@ A dataset that cannot be parsed is refused 0xC001, nothing of it kept, and the a
     Nothing refused is kept: not in the spool, not in dead/, not at a worker
 
 While the state database does not answer, a hospital is told 0xA702 to send again, and nothing is half kept
-    [Tags]    UR-049    0xA702
+    [Tags]    UR-049    UR-056    0xA702
     [Teardown]    The other program lets go of the state database
     ${study}=    A new study UID
     Another program holds the write lock of the state database

@@ -290,6 +290,16 @@ class WolfPACS(Conformance, Statuses, TLS):
         missing = [u for u in sops if not any(f"+{u}." in name for name in files)]
         assert not missing, f"{len(missing)} acknowledged instances are not in the spool"
 
+    @keyword("The shared spool ${spool} holds every acknowledged instance of study ${study} under ${node}")
+    def shared_spool_holds(self, spool: str, study: str, node: str) -> None:
+        """A whole file in ``SPOOL/<node>/<target>/`` (SPOOL relative to the config file) for
+        each acknowledged SOP instance: where any node that mounts SPOOL finds it."""
+        assert self.root is not None
+        files = [p.name for p in (self.root / spool / node).glob("*/*.dcm")]
+        sops = [u for sops in self.studies[study].values() for u in sops]
+        missing = [u for u in sops if not any(f"+{u}." in name for name in files)]
+        assert files and not missing, f"{len(missing)} acknowledged instances not under {node}/"
+
     @keyword("The state database is made to say schema version ${version}")
     def set_schema_version(self, version: str) -> str:
         """With the node stopped: ``PRAGMA user_version``; the SHA-256 of the file after."""
