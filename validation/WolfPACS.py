@@ -290,7 +290,10 @@ class WolfPACS(Conformance, Statuses, TLS):
         missing = [u for u in sops if not any(f"+{u}." in name for name in files)]
         assert not missing, f"{len(missing)} acknowledged instances are not in the spool"
 
-    @keyword("The shared spool ${spool} holds every acknowledged instance of study ${study} under ${node}")
+    @keyword(
+        "The shared spool ${spool} holds every acknowledged instance of study ${study} "
+        "under ${node}"
+    )
     def shared_spool_holds(self, spool: str, study: str, node: str) -> None:
         """A whole file in ``SPOOL/<node>/<target>/`` (SPOOL relative to the config file) for
         each acknowledged SOP instance: where any node that mounts SPOOL finds it."""
