@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -19,6 +20,8 @@ from wolfpacs import __version__
 from wolfpacs.cli import configfile, ctl, shell
 from wolfpacs.cli.demo import demo
 from wolfpacs.cli.options import add_connection_options, add_log_options
+from wolfpacs.cli.supervise import supervise
+from wolfpacs.node.processes import child_config
 from wolfpacs.node.tree import Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
@@ -51,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     verbs = top.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="run a node (foreground; SIGTERM stops it cleanly)")
     run.add_argument("--config", required=True, help="the node's TOML file")
+    # A child of the process supervisor ([node] processes > 1): which one, its private HTTP
+    # port, the node's id (wolfpacs.node.processes.child_argv). Not for people.
+    run.add_argument("--process", type=int, default=0, help=argparse.SUPPRESS)
+    run.add_argument("--process-http", type=int, default=0, help=argparse.SUPPRESS)
+    run.add_argument("--process-node", default="", help=argparse.SUPPRESS)
     add_log_options(run)
     demo = verbs.add_parser("demo", help="a self-contained round trip on loopback")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
@@ -106,17 +114,30 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def run(config_path: str) -> int:
+def run(config_path: str, process: int = 0, process_http: int = 0, process_node: str = "") -> int:
     """Run a node until SIGTERM or SIGINT; 0 after a clean stop, 1 if the tree gave up.
 
     2 before it starts: a config error, a state database of a newer WolfPACS, or
     a PostgreSQL store without psycopg installed (each says what to do, and none
-    goes away by starting again).
+    goes away by starting again). With ``[node] processes`` > 1, the process
+    supervisor (:mod:`wolfpacs.cli.supervise`); ``process`` (from 1): one of
+    its children, which stops when its supervisor is gone.
     """
     config = configfile.load_or_say(config_path)
     if config is None:
         return EXIT_CONFIG
-    node = Node(config, operations=Operations)
+    parent = os.getppid()
+    if process:
+        named = dataclasses.replace(config, node=dataclasses.replace(
+            config.node, node_id=process_node))  # fmt: skip
+        config = child_config(named, process, process_http)
+    elif config.node.processes > 1:
+        try:
+            return supervise(config_path, config)
+        except (SchemaError, DriverMissingError) as exc:
+            print(f"wolfpacs: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    node = Node(config, operations=Operations, process=process)
     if config.node.audit_log:
         logs.add_audit(node.spool.root / config.node.audit_log)
     stop = threading.Event()
@@ -132,6 +153,9 @@ def run(config_path: str) -> int:
         return 1
     while not stop.is_set() and not node.exited.is_set():
         stop.wait(0.5)  # wakes for signals too: a handler only runs between waits
+        if process and os.getppid() != parent:  # its supervisor was killed: no orphans
+            logger.error("the process supervisor is gone: stopping")
+            break
     if node.exited.is_set():
         if node.fatal is not None:  # its lease was lost: another node has its queue
             logger.critical("stopped: %s", node.fatal)
@@ -163,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         logs.setup(getattr(args, "log_level", "warning"), getattr(args, "log_format", "text"))
         verbs = {
-            "run": lambda: run(args.config),
+            "run": lambda: run(args.config, args.process, args.process_http, args.process_node),
             "demo": lambda: demo(keep=args.keep),
             "config": lambda: (
                 configfile.print_example()

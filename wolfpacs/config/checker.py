@@ -21,6 +21,7 @@ from typing import Any
 from wolfpacs.config.environment import from_environment
 from wolfpacs.config.model import (
     DURABILITY_MODES,
+    MAX_PROCESSES,
     POSTGRESQL_SCHEMES,
     SECTIONS,
     SQLITE,
@@ -191,7 +192,7 @@ class _Checker:
                 values[f.name] = self.ae_title(value, path)
             elif f.name in ("outside_port", "inside_port"):
                 values[f.name] = self.port(value, path)
-            elif f.name == "http_port":
+            elif f.name in ("http_port", "control_port"):
                 values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)
             elif f.name == "data_dir":
                 values[f.name] = Path(self.text(value, path))
@@ -204,6 +205,8 @@ class _Checker:
             elif f.name == "node_id":  # it names a directory of a shared spool: plain
                 if not valid_node_id(values.setdefault(f.name, self.text(value, path))):
                     raise self.fail(path, "must be 1-63 letters, digits, '.', '_' or '-'")
+            elif f.name == "processes":  # "auto": one per core (wolfpacs.node.processes)
+                values[f.name] = self.processes(value, path)
             elif f.name == "lease_seconds":
                 values[f.name] = float(self.number(value, path, minimum=1))
             elif f.name in ("bind", "http_bind"):
@@ -214,8 +217,6 @@ class _Checker:
                 values[f.name] = self.file(value, path)
             elif isinstance(default, bool):
                 values[f.name] = self.flag(value, path)
-            elif f.name == "control_port":
-                values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)
             elif f.name in ("spool_max_bytes", "min_free_bytes"):
                 values[f.name] = self.number(value, path, integer=True, minimum=0)
             elif isinstance(default, int) and not isinstance(default, bool):
@@ -435,6 +436,15 @@ class _Checker:
         if maximum is not None and value > maximum:
             raise self.fail(path, f"must be <= {maximum}")
         return value
+
+    def processes(self, value: Any, path: tuple[Any, ...]) -> int:
+        """``[node] processes``: 1 to MAX_PROCESSES, or "auto" (the machine's cores)."""
+        if value == "auto":
+            return min(os.cpu_count() or 1, MAX_PROCESSES)
+        if isinstance(value, str):
+            raise self.fail(path, 'must be an integer or "auto"')
+        number: int = self.number(value, path, integer=True, minimum=1, maximum=MAX_PROCESSES)
+        return number
 
     def address(self, value: Any, path: tuple[Any, ...]) -> str:
         text = self.text(value, path)

@@ -118,7 +118,10 @@ class Node:
     """
 
     def __init__(
-        self, config: Config, operations: Callable[[Node], Operations] | None = None
+        self,
+        config: Config,
+        operations: Callable[[Node], Operations] | None = None,
+        process: int = 0,
     ) -> None:
         self.config = config
         self.live = LiveConfig(config)
@@ -127,13 +130,20 @@ class Node:
         node = config.node
         durable = node.durability == "fsync"
         self.node_id = node_identity(node.data_dir, node.node_id, durable)
+        # A process of a node of several (node.processes): its config is child_config's.
+        self.process = process
+        shared = node.shared_spool or bool(process)  # siblings share the disk
         self.spool = Spool(
             node.data_dir, durable, node.spool_max_bytes, node.min_free_bytes,
             on_dead=self.metrics.dead_letter, spool_dir=node.spool_path,
-            node=self.node_id if node.shared_spool else "",
+            node=self.node_id if shared else "", process=str(process) if process else "",
         )  # fmt: skip
         # The node's lease in the store (node.lease): its epoch is taken at each start.
-        self.lease = Lease(self.node_id, node.lease_seconds, fencing=node.shared_spool)
+        self.lease = Lease(self.node_id, node.lease_seconds, fencing=shared)
+        # What its lease actor adopts: any dead node's queue with a shared spool, else a
+        # process's siblings' only (``<node_id>.``: child_config's ids).
+        siblings = process and not node.shared_spool
+        self.adopt_within = self.node_id.rpartition(".")[0] + "." if siblings else ""
         self.fatal: str | None = None  # why the node stopped itself (its lease was lost)
         self.db_path = self.spool.root / STATE_DB
         self.store = StoreClient(self.registry)
@@ -182,6 +192,7 @@ class Node:
         live, reg, spool, store, metrics, gates = (
             self.live, self.registry, self.spool, self.store, self.metrics, self.gates
         )  # fmt: skip
+        shared = self.spool.shared
 
         def senders() -> pykka.ActorRef[Any]:  # from the live config, also after a restart
             specs = [self.sender_spec(t) for t in targets(live.get())]
@@ -207,7 +218,8 @@ class Node:
                     reg,
                     store,
                     self.lease,
-                    adopt=self.config.node.shared_spool,
+                    adopt=shared,
+                    within=self.adopt_within,
                     on_lost=self._fenced,
                     board=metrics.board,
                 ),
@@ -249,9 +261,10 @@ class Node:
         self.spool.prepare()
         store = self.backend()
         store.open()
-        try:
+        node = self.config.node
+        try:  # registered shared only if other nodes may adopt it (its siblings always may)
             asked_at = time.monotonic()
-            epoch = store.register_node(self.lease.lease_seconds, self.spool.shared)
+            epoch = store.register_node(self.lease.lease_seconds, node.shared_spool)
             self.lease.renewed(epoch, asked_at)
             logger.info("node %s registered: epoch %d, lease %g s%s", self.node_id,
                         self.lease.epoch, self.lease.lease_seconds,

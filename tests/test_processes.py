@@ -1,0 +1,218 @@
+"""The process supervisor (wolfpacs.node.processes) with stand-in children, and what makes a
+process of a node: its config, its spool, its siblings' adoption, ``[node] processes``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.test_config import GOOD, error, write
+from tests.test_leases import LONG, SHORT, dead, node
+from tests.test_store import item
+from wolfpacs.config import load
+from wolfpacs.config.model import Config, NodeConfig
+from wolfpacs.node.processes import (
+    EXIT_ESCALATED,
+    ProcessSpec,
+    ProcessSupervisor,
+    child_argv,
+    child_config,
+)
+from wolfpacs.ops.front import ChildControls
+from wolfpacs.ops.frontweb import add_up
+from wolfpacs.state.lockfile import DataDirInUseError, take
+from wolfpacs.state.spool import Spool
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+class Running:
+    """A supervisor's run() in a thread: its exit code when it returns."""
+
+    def __init__(self, supervisor: ProcessSupervisor) -> None:
+        self.supervisor = supervisor
+        self.stop = threading.Event()
+        self.code: int | None = None
+        supervisor.start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.supervisor.run(self.stop)
+
+    def end(self, timeout: float = 30.0) -> int | None:
+        self.stop.set()
+        self.thread.join(timeout)
+        return self.code
+
+
+@pytest.fixture
+def running():
+    started: list[Running] = []
+
+    def start(specs: list[ProcessSpec], **intensity: Any) -> Running:
+        started.append(Running(ProcessSupervisor(specs, **intensity)))
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.end()
+
+
+def pid_of(supervisor: ProcessSupervisor, id: str) -> int | None:
+    [child] = [c for c in supervisor.which_children() if c["id"] == id]
+    return child["pid"] if child["state"] == "running" else None
+
+
+def test_a_dead_child_is_started_again_and_the_others_go_on(running):
+    run = running([ProcessSpec("1", SLEEPER), ProcessSpec("2", SLEEPER)])
+    first, other = pid_of(run.supervisor, "1"), pid_of(run.supervisor, "2")
+    assert first and other
+    assert run.supervisor.kill("1") == first  # kill -9
+    wait_until(lambda: (pid_of(run.supervisor, "1") or first) != first, what="a new process 1")
+    children = {c["id"]: c for c in run.supervisor.which_children()}
+    assert children["1"]["restarts"] == 1 and children["1"]["last_exit"] == -signal.SIGKILL
+    assert children["2"]["pid"] == other and children["2"]["restarts"] == 0
+    assert run.supervisor.restarts() == 1
+    assert run.end() == 0
+
+
+def test_too_many_deaths_and_the_supervisor_gives_up_with_a_non_zero_exit(running):
+    run = running(
+        [ProcessSpec("1", python("import sys; sys.exit(3)")), ProcessSpec("2", SLEEPER)],
+        max_restarts=2, max_seconds=60.0,
+    )  # fmt: skip
+    run.thread.join(30)
+    assert run.code == EXIT_ESCALATED
+    assert "process 1 exited (exit code 3)" in str(run.supervisor.escalated)
+    assert "more than 2 restarts in 60 s" in str(run.supervisor.escalated)
+    assert run.supervisor.count_children() == {"running": 0, "restarting": 0, "stopped": 2}
+
+
+def test_sigterm_reaches_every_child_which_ends_in_its_own_time_and_run_returns_0(
+    running, tmp_path
+):
+    code = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        "    time.sleep(0.3)  # finishing what is in flight\n"
+        f"    open(sys.argv[1], 'w').write('stopped')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        f"open(sys.argv[1] + '.up', 'w').write('up')\n"
+        "time.sleep(120)\n"
+    )
+    marks = [tmp_path / f"{n}.mark" for n in (1, 2)]
+    run = running([ProcessSpec(str(n), [*python(code), str(m)]) for n, m in enumerate(marks, 1)])
+    wait_until(lambda: all(Path(f"{m}.up").exists() for m in marks), what="both children up")
+    processes = [c.process for c in run.supervisor.children.values()]
+    assert run.end() == 0
+    assert all(m.read_text() == "stopped" for m in marks)
+    assert [p.returncode for p in processes if p is not None] == [0, 0]
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_its_shutdown_time(tmp_path):
+    up = tmp_path / "up"
+    code = ("import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"open({str(up)!r}, 'w').write('up')\ntime.sleep(120)\n")  # fmt: skip
+    supervisor = ProcessSupervisor([ProcessSpec("1", python(code), shutdown=0.5)])
+    supervisor.start()
+    wait_until(up.exists, what="the child up")
+    assert supervisor.stop() is False
+    assert supervisor.children["1"].process.returncode == -signal.SIGKILL
+
+
+def test_specs_are_checked_up_front():
+    with pytest.raises(ValueError, match="empty command"):
+        ProcessSpec("1", [])
+    with pytest.raises(ValueError, match="shutdown"):
+        ProcessSpec("1", SLEEPER, shutdown=0)
+    with pytest.raises(ValueError, match="duplicate"):
+        ProcessSupervisor([ProcessSpec("1", SLEEPER), ProcessSpec("1", SLEEPER)])
+
+
+def test_kill_of_an_unknown_process_is_refused_by_name(running):
+    run = running([ProcessSpec("1", SLEEPER)])
+    with pytest.raises(KeyError, match="no running process '7'"):
+        run.supervisor.kill("7")
+    controls = ChildControls(run.supervisor, {})
+    with pytest.raises(Exception, match="fault injection is disabled"):
+        controls.handle("kill", {"actor": "process:1"}, fault_injection=False)
+    assert controls.handle("kill", {"actor": "process:1"}, fault_injection=True)["killed"]
+
+
+def test_a_childs_config_is_the_nodes_with_its_own_id_socket_and_port(tmp_path):
+    config = Config(node=NodeConfig(node_id="node-a", data_dir=tmp_path, processes=2,
+                                    http_port=9111, control_port=7777))  # fmt: skip
+    child = child_config(config, 2, 40001).node
+    assert child.node_id == "node-a.2" and child.processes == 2
+    assert child.control_path == tmp_path / "processes" / "2" / "control.sock"
+    assert (child.http_bind, child.http_port, child.control_port) == ("127.0.0.1", 40001, 0)
+    assert child.spool_path == config.node.spool_path and child.shared_spool is False
+    argv = child_argv("/etc/w.toml", 2, 40001, "node-a")
+    assert argv[-6:] == ["--process", "2", "--process-http", "40001", "--process-node", "node-a"]
+
+
+def test_a_process_receives_into_its_own_incoming_and_leaves_data_dir_to_its_supervisor(
+    tmp_path,
+):
+    held = take(tmp_path, "held")  # the supervisor's
+    try:
+        spool = Spool(tmp_path, spool_dir=tmp_path / "spool", node="n.1", process="1")
+        spool.lock()  # only its queues: data_dir's lock is not asked for
+        assert spool.incoming == tmp_path.resolve() / "processes" / "1" / "incoming"
+        assert spool.queues == tmp_path.resolve() / "spool" / "n.1"
+        with pytest.raises(DataDirInUseError):  # a second process 1 is refused
+            Spool(tmp_path, spool_dir=tmp_path / "spool", node="n.1", process="1").lock()
+        spool.unlock()
+    finally:
+        os.close(held)
+
+
+def test_siblings_adopt_each_other_without_a_shared_spool_and_no_other_node(stores):
+    one, two, other = node(stores, "a.1"), node(stores, "a.2"), node(stores, "b")
+    one.register_node(SHORT, False)  # a process of a node whose spool is its own
+    other.register_node(SHORT, False)
+    one.enqueue(item("spool/a.1/w1/1.dcm", target="w1"))
+    other.enqueue(item("spool/b/w1/2.dcm", target="w1"))
+    epoch = two.register_node(LONG, False)
+    wait_until(lambda: dead(two, "a.1") and dead(two, "b"), timeout=5, what="leases to lapse")
+    assert two.adopt_expired(epoch) == []  # without ``within``: only shared spools
+    [taken] = two.adopt_expired(epoch, "a.")
+    assert taken["node_id"] == "a.1" and taken["rows"] == 1
+    assert [i.path for i in two.next_items("w1")] == ["spool/a.1/w1/1.dcm"]
+    assert other.items_of("w1") != []  # b's own disk: nobody took its row
+
+
+def test_processes_is_a_count_or_auto(tmp_path):
+    assert load(write(tmp_path, GOOD), env={}).node.processes == 1
+    auto = GOOD.replace('data_dir = "data"', 'data_dir = "data"\nprocesses = "auto"')
+    assert load(write(tmp_path, auto), env={}).node.processes == min(os.cpu_count() or 1, 64)
+    for bad, problem in (('"many"', 'integer or "auto"'), ("0", ">= 1"), ("65", "<= 64")):
+        text = GOOD.replace('data_dir = "data"', f'data_dir = "data"\nprocesses = {bad}')
+        failed = error(tmp_path, text)
+        assert failed.key == "node.processes" and problem in str(failed)
+
+
+def test_metrics_of_the_processes_add_up_by_name_and_labels():
+    one = ('# HELP wolfpacs_received_total Instances\n# TYPE wolfpacs_received_total counter\n'
+           'wolfpacs_received_total{side="outside"} 3.0\nwolfpacs_queued 2\n')  # fmt: skip
+    two = ('# HELP wolfpacs_received_total Instances\n# TYPE wolfpacs_received_total counter\n'
+           'wolfpacs_received_total{side="outside"} 4.0\n'
+           'wolfpacs_received_total{side="inside"} 1.0\nwolfpacs_queued 5\n')  # fmt: skip
+    summed = add_up([one, two]).splitlines()
+    assert summed.count("# TYPE wolfpacs_received_total counter") == 1
+    assert 'wolfpacs_received_total{side="outside"} 7' in summed
+    assert 'wolfpacs_received_total{side="inside"} 1' in summed
+    assert "wolfpacs_queued 7" in summed
