@@ -107,10 +107,10 @@ def test_sigterm_reaches_every_child_which_ends_in_its_own_time_and_run_returns_
         "import signal, sys, time\n"
         "def bye(*_):\n"
         "    time.sleep(0.3)  # finishing what is in flight\n"
-        f"    open(sys.argv[1], 'w').write('stopped')\n"
+        "    open(sys.argv[1], 'w').write('stopped')\n"
         "    sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, bye)\n"
-        f"open(sys.argv[1] + '.up', 'w').write('up')\n"
+        "open(sys.argv[1] + '.up', 'w').write('up')\n"
         "time.sleep(120)\n"
     )
     marks = [tmp_path / f"{n}.mark" for n in (1, 2)]
