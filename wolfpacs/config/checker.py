@@ -205,8 +205,10 @@ class _Checker:
             elif f.name == "node_id":  # it names a directory of a shared spool: plain
                 if not valid_node_id(values.setdefault(f.name, self.text(value, path))):
                     raise self.fail(path, "must be 1-63 letters, digits, '.', '_' or '-'")
-            elif f.name == "processes":  # "auto": one per core (wolfpacs.node.processes)
-                values[f.name] = self.processes(value, path)
+            elif f.name == "processes":  # or "auto": one per core (MAX_PROCESSES at most)
+                auto = value == "auto" and min(os.cpu_count() or 1, MAX_PROCESSES)
+                values[f.name] = auto or self.number(value, path, integer=True, minimum=1,
+                                                     maximum=MAX_PROCESSES)  # fmt: skip
             elif f.name == "lease_seconds":
                 values[f.name] = float(self.number(value, path, minimum=1))
             elif f.name in ("bind", "http_bind"):
@@ -229,9 +231,8 @@ class _Checker:
     def node_together(self, values: dict[str, Any]) -> None:
         """What ``[node]``'s keys must be together (each alone is checked already)."""
         defaults = NodeConfig()
-        if values.get("outside_port", defaults.outside_port) == values.get(
-            "inside_port", defaults.inside_port
-        ):
+        ports = [values.get(k, getattr(defaults, k)) for k in ("outside_port", "inside_port")]
+        if ports[0] == ports[1]:
             raise self.fail(("node", "inside_port"), "must differ from outside_port")
         tls_ports = values.get("tls_outside") or values.get("tls_inside")
         if tls_ports and not (values.get("tls_cert") and values.get("tls_key")):
@@ -239,9 +240,7 @@ class _Checker:
         if tls_ports and values.get("tls_require_client_cert", True) and not values.get("tls_ca"):
             raise self.fail(("node", "tls_ca"), "checking clients' certificates needs tls_ca")
         if values.get("control_port") and len(values.get("control_token", "")) < 16:
-            raise self.fail(
-                ("node", "control_token"), "control_port needs a token of 16+ characters"
-            )
+            raise self.fail(("node", "control_token"), "control_port needs a 16+ character token")
         for key in ("http_token", "metrics_token"):
             if key in values and len(values[key]) < 16:
                 raise self.fail(("node", key), "must be 16+ characters")
@@ -436,15 +435,6 @@ class _Checker:
         if maximum is not None and value > maximum:
             raise self.fail(path, f"must be <= {maximum}")
         return value
-
-    def processes(self, value: Any, path: tuple[Any, ...]) -> int:
-        """``[node] processes``: 1 to MAX_PROCESSES, or "auto" (the machine's cores)."""
-        if value == "auto":
-            return min(os.cpu_count() or 1, MAX_PROCESSES)
-        if isinstance(value, str):
-            raise self.fail(path, 'must be an integer or "auto"')
-        number: int = self.number(value, path, integer=True, minimum=1, maximum=MAX_PROCESSES)
-        return number
 
     def address(self, value: Any, path: tuple[Any, ...]) -> str:
         text = self.text(value, path)

@@ -59,7 +59,7 @@ class ChildControls:
     def running(self) -> list[dict[str, Any]]:
         return [c for c in self.supervisor.which_children() if c["state"] == "running"]
 
-    def call(self, id: str, verb: str, args: dict[str, Any]) -> Any:
+    def forward(self, id: str, verb: str, args: dict[str, Any]) -> Any:
         """``verb`` on child ``id``; raises :class:`ControlError`."""
         client = ControlClient(self.paths[id], timeout=CHILD_TIMEOUT, reconnect=0.5)
         try:
@@ -81,7 +81,7 @@ class ChildControls:
         errors = []
         for child in running:
             try:
-                return self.call(child["id"], verb, args)
+                return self.forward(child["id"], verb, args)
             except ControlError as exc:
                 if verb not in READING or "cannot reach" not in str(exc):
                     raise  # the verb's own answer, or a change that may have been done
@@ -114,7 +114,7 @@ class ChildControls:
                 entry["last_exit"] = f"exit code {child['last_exit']}"
             if entry["alive"]:
                 try:
-                    tree = self.call(child["id"], "tree", {})
+                    tree = self.forward(child["id"], "tree", {})
                 except ControlError as exc:
                     entry["error"] = str(exc)
                 else:
@@ -133,7 +133,7 @@ class ChildControls:
         summed: dict[tuple[str, str], dict[str, Any]] = {}
         for child in self.running():
             try:
-                rows = self.call(child["id"], "queues", {})
+                rows = self.forward(child["id"], "queues", {})
             except ControlError as exc:
                 logger.warning("queues of process %s: %s", child["id"], exc)
                 continue
