@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -29,6 +30,7 @@ from wolfpacs.ops.front import ChildControls
 from wolfpacs.ops.frontweb import add_up
 from wolfpacs.state.lockfile import DataDirInUseError, take
 from wolfpacs.state.spool import Spool
+from wolfpacs.state.sqlite import SQLiteStore
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
@@ -216,3 +218,23 @@ def test_metrics_of_the_processes_add_up_by_name_and_labels():
     assert 'wolfpacs_received_total{side="outside"} 7' in summed
     assert 'wolfpacs_received_total{side="inside"} 1' in summed
     assert "wolfpacs_queued 7" in summed
+
+
+def test_a_sqlite_file_another_process_holds_is_busy_not_broken(tmp_path, monkeypatch):
+    # The processes of a node share state.sqlite3: a write lock held past the busy timeout is
+    # an error for that one call, not a reason to reopen the file (it failed: "broken").
+    monkeypatch.setattr(SQLiteStore, "BUSY_TIMEOUT", 0.1)
+    store = SQLiteStore(tmp_path / "state.sqlite3", node_id="n.1")
+    store.open()
+    other = sqlite3.connect(tmp_path / "state.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a sibling's transaction
+    try:
+        with pytest.raises(sqlite3.OperationalError) as failed:
+            store.register_node(LONG)
+        assert "locked" in str(failed.value) and not store.is_broken(failed.value)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.register_node(LONG) == 1  # the lock gone, the same connection goes on
+    assert store.is_broken(sqlite3.OperationalError("disk I/O error"))
+    store.close()
