@@ -14,6 +14,10 @@ ratios:
 - return: storescu as a worker -> inside port -> storescp as destination;
 - direct-8, wolfpacs-8: eight storescu at once (each study in two halves)
   to eight storescp, and to a node with a pool of four storescp workers;
+  wolfpacs-8-p1, -p2: the same with ``[node] processes = 1`` and 2, and
+  workers that take several associations at once (storescp --fork: each
+  process has its own sender per worker); a node's CPU is its supervisor's
+  and its children's, summed;
 - orthanc: storescu -> Orthanc (Lua OnStoredInstance: SendToModality,
   Delete) -> storescp, if Debian's orthanc is installed.
 
@@ -147,13 +151,16 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
                        for part, port in zip(parts, ports, strict=True)]  # fmt: skip
             return timed(lambda: storescu_all(streams))
 
-    def wolfpacs_8() -> Run:
-        parts = halves(data)
-        with harness.node(root / "node", workers=CONCURRENT_WORKERS,
-                          clients=CONCURRENT_CLIENTS) as node:  # fmt: skip
-            streams = [(part, node.outside, node.client_aes[i % CONCURRENT_CLIENTS], "HOSPITAL")
-                       for i, part in enumerate(parts)]  # fmt: skip
-            return timed(lambda: storescu_all(streams), node.worker_dirs, n, pid=node.pid)
+    def wolfpacs_8(processes: int = 1, fork: bool = False) -> Callable[[], Run]:
+        def run() -> Run:
+            parts = halves(data)
+            with harness.node(root / "node", workers=CONCURRENT_WORKERS, fork=fork,
+                              clients=CONCURRENT_CLIENTS, processes=processes) as node:  # fmt: skip
+                streams = [(part, node.outside, node.client_aes[i % CONCURRENT_CLIENTS],
+                            "HOSPITAL") for i, part in enumerate(parts)]  # fmt: skip
+                return timed(lambda: storescu_all(streams), node.worker_dirs, n, pid=node.pid)
+
+        return run
 
     def orthanc() -> Run:
         worker = root / "orthanc-worker"
@@ -179,7 +186,19 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
         Scenario(
             "wolfpacs-8",
             "8 x storescu -> WolfPACS (fsync) -> 4 x storescp",
-            wolfpacs_8,
+            wolfpacs_8(),
+            baseline="direct-8",
+        ),
+        Scenario(
+            "wolfpacs-8-p1",
+            "8 x storescu -> WolfPACS (fsync, processes = 1) -> 4 x storescp --fork",
+            wolfpacs_8(processes=1, fork=True),
+            baseline="direct-8",
+        ),
+        Scenario(
+            "wolfpacs-8-p2",
+            "8 x storescu -> WolfPACS (fsync, processes = 2) -> 4 x storescp --fork",
+            wolfpacs_8(processes=2, fork=True),
             baseline="direct-8",
         ),
     ]
