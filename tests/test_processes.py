@@ -182,19 +182,22 @@ def test_a_process_receives_into_its_own_incoming_and_leaves_data_dir_to_its_sup
         os.close(held)
 
 
-def test_siblings_adopt_each_other_without_a_shared_spool_and_no_other_node(stores):
-    one, two, other = node(stores, "a.1"), node(stores, "a.2"), node(stores, "b")
-    one.register_node(SHORT, False)  # a process of a node whose spool is its own
-    other.register_node(SHORT, False)
-    one.enqueue(item("spool/a.1/w1/1.dcm", target="w1"))
-    other.enqueue(item("spool/b/w1/2.dcm", target="w1"))
+def test_a_family_adopts_its_own_without_a_shared_spool_and_no_other_node(stores):
+    # a.1 and a.2: processes of node a, whose spool is its own; a: the same node when it ran
+    # as one process; ab and b: other nodes (ab's id begins as a's does, it is no process).
+    one, two, solo, ab, b = (node(stores, n) for n in ("a.1", "a.2", "a", "ab", "b"))
+    for n, store in enumerate((one, solo, ab, b)):
+        store.register_node(SHORT, False)
+        store.enqueue(item(f"spool/{store.node_id}/w1/{n}.dcm", target="w1"))
     epoch = two.register_node(LONG, False)
-    wait_until(lambda: dead(two, "a.1") and dead(two, "b"), timeout=5, what="leases to lapse")
-    assert two.adopt_expired(epoch) == []  # without ``within``: only shared spools
-    [taken] = two.adopt_expired(epoch, "a.")
-    assert taken["node_id"] == "a.1" and taken["rows"] == 1
-    assert [i.path for i in two.next_items("w1")] == ["spool/a.1/w1/1.dcm"]
-    assert other.items_of("w1") != []  # b's own disk: nobody took its row
+    wait_until(lambda: all(dead(two, n) for n in ("a.1", "a", "ab", "b")), timeout=5,
+               what="leases to lapse")  # fmt: skip
+    assert two.adopt_expired(epoch) == []  # no family: shared spools only, and none is
+    taken = two.adopt_expired(epoch, "a")
+    assert sorted(t["node_id"] for t in taken) == ["a", "a.1"]
+    assert sorted(i.path for i in two.next_items("w1")) == ["spool/a.1/w1/0.dcm",
+                                                            "spool/a/w1/1.dcm"]  # fmt: skip
+    assert ab.items_of("w1") != [] and b.items_of("w1") != []  # their own disks: not taken
 
 
 def test_processes_is_a_count_or_auto(tmp_path):

@@ -102,6 +102,10 @@ def parser() -> argparse.ArgumentParser:
         "--lease-seconds", type=float, default=3.0,
         help="with several nodes: how soon a killed node's queue is adopted",
     )  # fmt: skip
+    chaos_parser.add_argument(
+        "--processes", type=int, default=1,
+        help="[node] processes of each node; > 1: single processes are killed with kill -9 too",
+    )  # fmt: skip
     add_log_options(chaos_parser, level="warning")
     # Listed here for the help; main() hands ctl's words to ctl.main before argparse sees them.
     ctl_parser = verbs.add_parser(
@@ -171,7 +175,7 @@ def run(config_path: str, process: int = 0, process_http: int = 0, process_node:
 def _chaos_options(args: argparse.Namespace) -> chaos.Options:
     fields = ("instances", "studies", "clients", "workers", "seed", "faults", "kills", "size",
               "duration", "data_dir", "power_cut", "durability", "nodes", "store",
-              "store_restart", "lease_seconds")  # fmt: skip
+              "store_restart", "lease_seconds", "processes")  # fmt: skip
     return chaos.Options(**{name: getattr(args, name) for name in fields})
 
 

@@ -140,10 +140,11 @@ class Node:
         )  # fmt: skip
         # The node's lease in the store (node.lease): its epoch is taken at each start.
         self.lease = Lease(self.node_id, node.lease_seconds, fencing=shared)
-        # What its lease actor adopts: any dead node's queue with a shared spool, else a
-        # process's siblings' only (``<node_id>.``: child_config's ids).
-        siblings = process and not node.shared_spool
-        self.adopt_within = self.node_id.rpartition(".")[0] + "." if siblings else ""
+        # What its lease actor adopts: with a shared spool, any dead node's queue; else its
+        # family's on this disk: a process's siblings' (child_config's ids), and the queue of
+        # this node before [node] processes changed (of its processes, or of it as one).
+        family = self.node_id.rpartition(".")[0] if process else self.node_id
+        self.family = "" if node.shared_spool else family
         self.fatal: str | None = None  # why the node stopped itself (its lease was lost)
         self.db_path = self.spool.root / STATE_DB
         self.store = StoreClient(self.registry)
@@ -192,7 +193,6 @@ class Node:
         live, reg, spool, store, metrics, gates = (
             self.live, self.registry, self.spool, self.store, self.metrics, self.gates
         )  # fmt: skip
-        shared = self.spool.shared
 
         def senders() -> pykka.ActorRef[Any]:  # from the live config, also after a restart
             specs = [self.sender_spec(t) for t in targets(live.get())]
@@ -218,8 +218,8 @@ class Node:
                     reg,
                     store,
                     self.lease,
-                    adopt=shared,
-                    within=self.adopt_within,
+                    adopt=True,
+                    family=self.family,
                     on_lost=self._fenced,
                     board=metrics.board,
                 ),

@@ -11,7 +11,8 @@ private socket (``data_dir/processes/<n>/control.sock``), same protocol
 - ``kill process:<n>``: the supervisor's own: ``kill -9`` of that child
   (opt-in with ``fault_injection``, as ``kill ACTOR``); its restart shows in
   ``tree`` and in ``/metrics``;
-- ``queues``: every child's own queue rows, added up by target;
+- ``queues``: every child's own queue rows, added up by target (an error
+  while a child is restarting: a total without its part would mislead);
 - any other verb: the first running child, in order. The store-backed
   verbs (workers, studies, nodes, drain, move...) answer the same from any
   child (the store is the truth; the changes watcher carries a change to the
@@ -131,13 +132,11 @@ class ChildControls:
 
     def _queues(self) -> list[dict[str, Any]]:
         summed: dict[tuple[str, str], dict[str, Any]] = {}
-        for child in self.running():
-            try:
-                rows = self.forward(child["id"], "queues", {})
-            except ControlError as exc:
-                logger.warning("queues of process %s: %s", child["id"], exc)
-                continue
-            for row in rows:
+        for child in self.supervisor.which_children():
+            if child["state"] != "running":  # a part unknown is no total: say so
+                raise ControlError(f"process {child['id']} is {child['state']}: its queue "
+                                   "is not known now")  # fmt: skip
+            for row in self.forward(child["id"], "queues", {}):
                 key = (str(row.get("target")), str(row.get("kind")))
                 if key not in summed:
                     summed[key] = dict(row)
