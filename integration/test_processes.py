@@ -143,3 +143,28 @@ def test_sigterm_stops_every_process_and_the_supervisor_exits_0(cluster):
             continue
         raise AssertionError(f"process {pid} outlived its supervisor's SIGTERM")
     assert "stopped: every process ended" in c.node.logs()
+
+
+def test_a_queue_outlives_a_change_of_processes_both_ways(cluster, tmp_path):
+    c = cluster(processes=1, lease_seconds=LEASE).start(workers=False)
+    batches, _ = studies_in_halves(tmp_path, 2)
+    assert len(send_all(batches[:2], c.outside)) == 8  # queued by the node as one process
+    assert c.node.stop() == 0
+    config = c.node.config.read_text()
+    c.node.config.write_text(config.replace("processes = 1", "processes = 2"))
+    c.node.start(c.outside, c.inside)
+    wait_until(lambda: all_up(c), timeout=60, what="both processes up")
+    assert len(send_all(batches[2:], c.outside)) == 8  # queued by its processes
+
+    def adopted() -> bool:  # the node as one process is dead: a process took its queue
+        nodes = {n["node_id"]: n for n in control(c).call("nodes")}
+        solo = [n for id, n in nodes.items() if "." not in id]
+        return len(solo) == 1 and solo[0]["queued"] == 0 and bool(solo[0]["adopted_by"])
+
+    wait_until(adopted, timeout=30, what="the queue of the node as one process adopted")
+    assert c.node.stop() == 0
+    c.node.config.write_text(config)  # one process again: it adopts what its processes queued
+    for worker in c.workers:
+        worker.start()
+    c.node.start(c.outside, c.inside)
+    wait_until(lambda: c.delivered() == 16, timeout=60, what="both queues delivered")
