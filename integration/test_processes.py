@@ -168,3 +168,28 @@ def test_a_queue_outlives_a_change_of_processes_both_ways(cluster, tmp_path):
         worker.start()
     c.node.start(c.outside, c.inside)
     wait_until(lambda: c.delivered() == 16, timeout=60, what="both queues delivered")
+
+
+def test_a_supervisor_killed_with_kill_9_is_replaced_at_once_its_orphans_stop_by_themselves(
+    cluster, tmp_path
+):
+    c = cluster(processes=2, lease_seconds=LEASE).start()
+    old = [p["pid"] for p in wait_until(lambda: all_up(c), timeout=60, what="up").values()]
+    c.node.kill9()  # the supervisor only: its children notice and stop, finishing their work
+    c.node.start(c.outside, c.inside)  # as systemd would, at once
+    new = wait_until(lambda: all_up(c), timeout=90, what="the new supervisor's processes")
+    assert not set(old) & {p["pid"] for p in new.values()}
+    for pid in old:
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists() or "Z" in _state(pid),
+                   timeout=60, what=f"orphan {pid} to stop")  # fmt: skip
+    assert "giving up" not in c.node.logs()
+    batches, _ = studies_in_halves(tmp_path, 1)
+    assert len(send_all(batches, c.outside)) == 8
+    wait_until(lambda: c.delivered() == 8, timeout=60, what="delivered by the new processes")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

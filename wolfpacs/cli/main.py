@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from wolfpacs import __version__
@@ -21,8 +22,8 @@ from wolfpacs.cli import configfile, ctl, shell
 from wolfpacs.cli.demo import demo
 from wolfpacs.cli.options import add_connection_options, add_log_options
 from wolfpacs.cli.supervise import supervise
-from wolfpacs.node.processes import child_config
-from wolfpacs.node.tree import Node
+from wolfpacs.node.processes import CHILD_SHUTDOWN, child_config
+from wolfpacs.node.tree import DataDirInUseError, Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
 from wolfpacs.state.postgresql import DriverMissingError
@@ -148,7 +149,10 @@ def run(config_path: str, process: int = 0, process_http: int = 0, process_node:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        node.start()
+        if process:
+            _start_process(node, stop)
+        else:
+            node.start()
     except (SchemaError, DriverMissingError) as exc:
         print(f"wolfpacs: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -170,6 +174,29 @@ def run(config_path: str, process: int = 0, process_http: int = 0, process_node:
     clean = node.stop(timeout=60)
     logger.info("stopped%s", "" if clean else " (some actors did not end in time)")
     return 0
+
+
+def _start_process(node: Node, stop: threading.Event) -> None:
+    """Start a child of the process supervisor once its queues are free.
+
+    The process of the same index under a supervisor that was killed
+    (``kill -9``) is an orphan that finishes what it had in flight and stops
+    by itself (see :func:`run`); its successor waits for its lock, up to
+    :data:`~wolfpacs.node.processes.CHILD_SHUTDOWN`, rather than failing at
+    once (its supervisor would count each failure as a death, and give up).
+    """
+    deadline, said = time.monotonic() + CHILD_SHUTDOWN, False
+    while True:
+        try:
+            node.start()
+            return
+        except DataDirInUseError as exc:
+            if time.monotonic() > deadline or stop.is_set():
+                raise
+            if not said:
+                logger.warning("waiting for the process before this one to stop: %s", exc)
+                said = True
+            stop.wait(0.2)  # (a flock is waited on without a deadline, or not at all)
 
 
 def _chaos_options(args: argparse.Namespace) -> chaos.Options:
