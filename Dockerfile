@@ -9,6 +9,7 @@ FROM debian:bookworm-slim
 
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
+        libpq5 \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin wolfpacs \
     && mkdir -p /data /etc/wolfpacs && chown wolfpacs /data
@@ -19,12 +20,14 @@ RUN apt-get update \
 # build that reaches PyPI through a mirror or a TLS-inspecting proxy (the image test's does):
 # `--secret id=pip.conf,src=...` for this step's pip, and `--secret id=ca.crt,src=...` for a
 # CA that pip.conf names (cert = /run/secrets/ca.crt). Neither stays in the image, nor do pip
-# and setuptools: nothing installs at run time.
+# and setuptools: nothing installs at run time. The postgresql extra (psycopg over Debian's
+# libpq5) is in: one image runs a node alone on SQLite or several on PostgreSQL
+# (docs/deployment/docker-compose.yml).
 RUN --mount=type=bind,target=/src,rw \
     --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=ca.crt \
     python3 -m venv /opt/wolfpacs \
-    && /opt/wolfpacs/bin/pip install --no-cache-dir --disable-pip-version-check /src \
+    && /opt/wolfpacs/bin/pip install --no-cache-dir --disable-pip-version-check '/src[postgresql]' \
     && /opt/wolfpacs/bin/pip uninstall --yes --quiet pip setuptools \
     && install -m 0755 /src/docker/entrypoint.sh /usr/local/bin/wolfpacs-entrypoint \
     && install -m 0644 /src/docker/wolfpacs.toml /etc/wolfpacs/wolfpacs.toml

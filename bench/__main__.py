@@ -14,7 +14,13 @@ ratios:
 - return: storescu as a worker -> inside port -> storescp as destination;
 - direct-8, wolfpacs-8: eight storescu at once (each study in two halves)
   to eight storescp, and to a node with a pool of four storescp workers;
-  wolfpacs-8-p1, -p2: the same with ``[node] processes = 1`` and 2, and
+- wolfpacs-pg, wolfpacs-pg-8: wolfpacs-fsync and wolfpacs-8 with the node's
+  store on PostgreSQL (a server the bench starts: bench/postgres.py), if
+  its binaries and psycopg are installed; each with its store's operations
+  per instance (``inspect store``) and the statements it sent the server
+  per instance (pg_stat_statements: each one round trip), beside the SQLite
+  node's operations;
+- wolfpacs-8-p1, -p2: wolfpacs-8 with ``[node] processes = 1`` and 2, and
   workers that take several associations at once (storescp --fork: each
   process has its own sender per worker); a node's CPU is its supervisor's
   and its children's, summed;
@@ -32,9 +38,11 @@ studies in the routing table, and the node's peak RSS while one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -50,6 +58,8 @@ from pydicom import dcmread
 
 from bench import harness
 from bench.harness import storescps, storescu, storescu_all, wait_files
+from bench.postgres import Databases
+from bench.postgres import available as postgresql_available
 from bench.report import chart, markdown, report, targets
 from wolfpacs.dicom import acse
 from wolfpacs.testing.synthetic import write_study
@@ -64,6 +74,10 @@ class Run:
     peak_rss_mb: float | None = None
     cpu_s: float | None = None
     machine_cpu_s: float | None = None  # of every process and the kernel, while timed
+    # what a probe counted meanwhile (its store's operations, statements sent to PostgreSQL,
+    # the database server's CPU seconds), by name
+    counts: dict[str, float] = field(default_factory=dict)
+    statements: dict[str, int] = field(default_factory=dict)  # PostgreSQL's, by text
 
 
 @dataclass
@@ -95,13 +109,15 @@ def generate(root: Path, studies: int, per_study: int, size: int) -> Data:
 
 def timed(
     send: Callable[[], object], directories: Sequence[Path] = (), count: int = 0,
-    pid: int | None = None,
+    pid: int | None = None, probe: Callable[[], dict[str, float]] | None = None,
 ) -> Run:  # fmt: skip
     """Time ``send``, then until ``directories`` hold ``count`` files.
 
     The run has the whole machine's CPU seconds meanwhile (every process and
-    the kernel) and, given a ``pid`` (the node's, Orthanc's), its CPU and peak RSS.
+    the kernel) and, given a ``pid`` (the node's, Orthanc's), its CPU and peak RSS;
+    given a ``probe`` (counters by name, read before and after, untimed), their growth.
     """
+    before = probe() if probe else {}
     cpu = harness.cpu_seconds(pid) if pid else 0.0
     machine = harness.machine_cpu_seconds()
     started = time.perf_counter()
@@ -112,7 +128,29 @@ def timed(
               machine_cpu_s=harness.machine_cpu_seconds() - machine)  # fmt: skip
     if pid:
         run.peak_rss_mb, run.cpu_s = harness.peak_rss_mb(pid), harness.cpu_seconds(pid) - cpu
+    if probe:
+        after = probe()
+        run.counts = {name: after[name] - before.get(name, 0.0) for name in after}
     return run
+
+
+def on_postgresql(
+    databases: Databases, node: harness.Node, url: str, run: Callable[..., Run]
+) -> Run:
+    """``run(probe=...)`` on a node whose store is the database of ``url``, counting its store's
+    operations, the statements the server ran for it and the server's CPU; and, by text,
+    the statements of the timed part."""
+    statements = lambda: databases.statements(url)  # noqa: E731
+    first = statements()
+
+    def probe() -> dict[str, float]:
+        return {**node.store_counts(), "statements": sum(statements().values()),
+                "server_cpu_s": databases.cpu_seconds()}  # fmt: skip
+
+    done = run(probe=probe)
+    last = statements()
+    done.statements = {q: n - first.get(q, 0) for q, n in last.items() if n > first.get(q, 0)}
+    return done
 
 
 def halves(data: Data) -> list[list[Path]]:
@@ -124,7 +162,8 @@ def halves(data: Data) -> list[list[Path]]:
     return parts
 
 
-def scenarios(data: Data, root: Path) -> list[Scenario]:
+def scenarios(data: Data, root: Path, databases: Databases | None = None) -> list[Scenario]:
+    """The scenarios on ``data``; those on PostgreSQL if ``databases`` (bench/postgres.py)."""
     n = len(data.files)
 
     def direct() -> Run:
@@ -135,9 +174,20 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
         def run() -> Run:
             with harness.node(root / "node", durability, rules=rules) as node:
                 send = lambda: storescu(data.files, node.outside, "BENCH0")  # noqa: E731
-                return timed(send, node.worker_dirs, n, pid=node.pid)
+                return timed(send, node.worker_dirs, n, pid=node.pid, probe=node.store_counts)
 
         return run
+
+    def through_postgresql() -> Run:
+        assert databases is not None
+        url = databases.new()
+        try:
+            with harness.node(root / "node", "fsync", store=url) as node:
+                send = lambda: storescu(data.files, node.outside, "BENCH0")  # noqa: E731
+                return on_postgresql(databases, node, url, lambda **probe: timed(
+                    send, node.worker_dirs, n, pid=node.pid, **probe))  # fmt: skip
+        finally:
+            databases.drop(url)
 
     def return_path() -> Run:
         with harness.node(root / "node", destination=True, routes=data.study_uids) as node:
@@ -151,16 +201,26 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
                        for part, port in zip(parts, ports, strict=True)]  # fmt: skip
             return timed(lambda: storescu_all(streams))
 
-    def wolfpacs_8(processes: int = 1, fork: bool = False) -> Callable[[], Run]:
-        def run() -> Run:
-            parts = halves(data)
-            with harness.node(root / "node", workers=CONCURRENT_WORKERS, fork=fork,
-                              clients=CONCURRENT_CLIENTS, processes=processes) as node:  # fmt: skip
-                streams = [(part, node.outside, node.client_aes[i % CONCURRENT_CLIENTS],
-                            "HOSPITAL") for i, part in enumerate(parts)]  # fmt: skip
-                return timed(lambda: storescu_all(streams), node.worker_dirs, n, pid=node.pid)
+    def wolfpacs_8(store: str = "sqlite", processes: int = 1, fork: bool = False) -> Run:
+        parts = halves(data)
+        with harness.node(root / "node", workers=CONCURRENT_WORKERS, clients=CONCURRENT_CLIENTS,
+                          store=store, processes=processes, fork=fork) as node:  # fmt: skip
+            streams = [(part, node.outside, node.client_aes[i % CONCURRENT_CLIENTS], "HOSPITAL")
+                       for i, part in enumerate(parts)]  # fmt: skip
+            send = lambda: storescu_all(streams)  # noqa: E731
+            if databases is None or store == "sqlite":  # (inspect store: one process's counts)
+                probe = node.store_counts if processes == 1 else None
+                return timed(send, node.worker_dirs, n, pid=node.pid, probe=probe)
+            return on_postgresql(databases, node, store, lambda **probe: timed(
+                send, node.worker_dirs, n, pid=node.pid, **probe))  # fmt: skip
 
-        return run
+    def wolfpacs_pg_8() -> Run:
+        assert databases is not None
+        url = databases.new()
+        try:
+            return wolfpacs_8(url)
+        finally:
+            databases.drop(url)
 
     def orthanc() -> Run:
         worker = root / "orthanc-worker"
@@ -171,6 +231,11 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
             send = lambda: storescu(data.files, orthanc_port, "ORTHANC")  # noqa: E731
             return timed(send, [worker], n, pid=proc.pid)
 
+    processes_8 = [
+        Scenario(f"wolfpacs-8-p{p}", f"8 x storescu -> WolfPACS (fsync, processes = {p}) -> "
+                 "4 x storescp --fork", lambda p=p: wolfpacs_8(processes=p, fork=True),
+                 baseline="direct-8") for p in (1, 2)
+    ]  # fmt: skip
     found = [
         Scenario("direct", "storescu -> storescp", direct),
         Scenario("wolfpacs-os", "storescu -> WolfPACS (os) -> storescp", through("os")),
@@ -186,22 +251,18 @@ def scenarios(data: Data, root: Path) -> list[Scenario]:
         Scenario(
             "wolfpacs-8",
             "8 x storescu -> WolfPACS (fsync) -> 4 x storescp",
-            wolfpacs_8(),
+            wolfpacs_8,
             baseline="direct-8",
         ),
-        Scenario(
-            "wolfpacs-8-p1",
-            "8 x storescu -> WolfPACS (fsync, processes = 1) -> 4 x storescp --fork",
-            wolfpacs_8(processes=1, fork=True),
-            baseline="direct-8",
-        ),
-        Scenario(
-            "wolfpacs-8-p2",
-            "8 x storescu -> WolfPACS (fsync, processes = 2) -> 4 x storescp --fork",
-            wolfpacs_8(processes=2, fork=True),
-            baseline="direct-8",
-        ),
+        *processes_8,
     ]
+    if databases is not None:
+        found += [
+            Scenario("wolfpacs-pg", "storescu -> WolfPACS (fsync, PostgreSQL) -> storescp",
+                     through_postgresql),
+            Scenario("wolfpacs-pg-8", "8 x storescu -> WolfPACS (fsync, PostgreSQL) -> "
+                     "4 x storescp", wolfpacs_pg_8, baseline="direct-8"),
+        ]  # fmt: skip
     if Path(harness.ORTHANC).exists():
         found.append(Scenario("orthanc", "storescu -> Orthanc (Lua forward) -> storescp", orthanc))
     return found
@@ -334,7 +395,51 @@ def summarise(found: list[Scenario], data: Data) -> dict[str, Any]:
             "machine_busy": statistics.median(
                 r.machine_cpu_s / (cores * r.seconds) for r in machine) if machine else None,
         }  # fmt: skip
+        counted = {name for r in s.runs for name in r.counts}
+        for name in sorted(counted):  # store_operations, store_busy_s, statements, server_cpu_s
+            per = statistics.median(r.counts[name] for r in s.runs if name in r.counts) / n
+            if name.endswith("_s"):  # seconds: in ms per instance
+                out[s.name][f"{name[:-2]}_ms_per_instance"] = per * 1000
+            else:
+                out[s.name][f"{name}_per_instance"] = per
+        if "store_busy_s" in counted:  # how much of the run the store's one thread was busy
+            out[s.name]["store_busy"] = statistics.median(
+                r.counts["store_busy_s"] / r.seconds for r in s.runs if "store_busy_s" in r.counts
+            )
+        runs = [r for r in s.runs if r.statements]
+        if runs:  # the last run's statements, per instance, the most frequent first
+            top = sorted(runs[-1].statements.items(), key=lambda kv: -kv[1])[:12]
+            out[s.name]["statements_by_text"] = {q: round(k / n, 3) for q, k in top}
     return out
+
+
+def describe_postgresql(databases: Databases) -> dict[str, Any]:
+    """The server and the driver the PostgreSQL scenarios ran with (the node's is the bench's:
+    it inherits its environment)."""
+    import psycopg  # noqa: PLC0415 -- databases is not None: it is installed
+
+    return {"server": databases.version(), "psycopg": psycopg.__version__,
+            "psycopg_impl": psycopg.pq.__impl__}  # fmt: skip
+
+
+def beyond(
+    args: argparse.Namespace, data: Data, root: Path, found: dict[str, Any]
+) -> dict[str, Any]:
+    """What the bench measures besides its scenarios, as ``args`` ask: the fsync limit, the
+    latency of one instance, the routing table's scaling, the big study's memory."""
+    results: dict[str, Any] = {}
+    if "wolfpacs-fsync" in found:
+        results["fsync_limit"] = fsync_limit(data, root, found)
+    if args.latency_sends:
+        os.sync()
+        results["latency"] = latency(root / "latency", args.latency_sends)
+    sizes = [int(s) for s in args.scaling.split(",") if s.strip()]
+    if sizes:
+        results["scaling"] = scaling(data, root / "scaling", sizes, args.repeat)
+    if args.big_gb > 0:
+        os.sync()
+        results["big"] = big_study(root / "bigrun", args.big_gb)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,11 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="",
                         help="these scenarios (and their baselines), comma-separated")  # fmt: skip
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="",
+                        help="the results' file name, without suffix (default: bench, "
+                        "or smoke with --smoke)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.smoke:
         args.studies, args.per_study, args.size, args.repeat = 4, 6, 64, 1
         args.latency_sends, args.scaling, args.big_gb = 10, "10,100", 0.0
     root = Path(tempfile.mkdtemp(prefix="wolfpacs-bench-"))
+    stack = contextlib.ExitStack()  # the PostgreSQL server, if a scenario starts it
     try:
         data = generate(root / "data", args.studies, args.per_study, args.size)
         print(
@@ -374,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.repeat} interleaved runs of each scenario",
             flush=True,
         )
-        found = scenarios(data, root / "work")
+        databases = Databases(stack) if postgresql_available() else None
+        found = scenarios(data, root / "work", databases)
         if args.only:
             wanted = set(args.only.split(","))
             found = [s for s in found if s.name in wanted or s.name == s.baseline]
@@ -399,24 +509,18 @@ def main(argv: list[str] | None = None) -> int:
                 "megabytes": data.bytes / 1e6,
             },
             "scenarios": summarise(found, data),
+            "command": "python3 -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         }
-        if "wolfpacs-fsync" in results["scenarios"]:
-            results["fsync_limit"] = fsync_limit(data, root, results["scenarios"])
-        if args.latency_sends:
-            os.sync()
-            results["latency"] = latency(root / "latency", args.latency_sends)
-        sizes = [int(s) for s in args.scaling.split(",") if s.strip()]
-        if sizes:
-            results["scaling"] = scaling(data, root / "scaling", sizes, args.repeat)
-        if args.big_gb > 0:
-            os.sync()
-            results["big"] = big_study(root / "bigrun", args.big_gb)
+        if databases is not None and any(s.name.startswith("wolfpacs-pg") for s in found):
+            results["postgresql"] = describe_postgresql(databases)
+        results.update(beyond(args, data, root, results["scenarios"]))
         results["targets"] = targets(results)
     finally:
+        stack.close()
         shutil.rmtree(root, ignore_errors=True)
     report(results)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = "smoke" if args.smoke else "bench"
+    stem = args.name or ("smoke" if args.smoke else "bench")
     (args.output_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.output_dir / f"{stem}.md").write_text(markdown(results))
     drawn = chart(results, args.output_dir / f"{stem}.png")

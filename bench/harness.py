@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wolfpacs.config import load
+from wolfpacs.ops.control import ControlClient
 from wolfpacs.state.sqlite import SQLiteStore
 from wolfpacs.testing.peers import free_port, wait_port
 
@@ -188,6 +190,17 @@ class Node:
     def pid(self) -> int:
         return self.process.pid
 
+    def store_counts(self) -> dict[str, float]:
+        """What its store actor has done so far (``inspect store``): the operations it
+        answered (each one transaction of its backend), and the seconds they took (its one
+        thread's busy time)."""
+        client = ControlClient(load(self.config).node.control_path)
+        try:
+            state = client.call("inspect", actor="store")["state"]
+        finally:
+            client.close()
+        return {"store_operations": float(state["operations"]), "store_busy_s": state["busy_s"]}
+
 
 def write_routes(data_dir: Path, studies: Sequence[str], worker: str, client: str) -> None:
     """Put routes into a node's state database before it starts (a routing table of a size)."""
@@ -214,6 +227,7 @@ def node(
     rules: int = 0,
     processes: int = 1,
     fork: bool = False,
+    store: str = "sqlite",
 ) -> Iterator[Node]:
     """``wolfpacs run`` with ``workers`` storescp workers in one pool and ``clients`` clients.
 
@@ -222,9 +236,11 @@ def node(
     there). ``routes``: studies already routed to worker 0 (for client 0).
     ``http``: the HTTP port on (metrics, status page), on a free port.
     ``rules``: each client has this many rules, only the last of which
-    matches the bench's CT series (see :func:`_rules`). ``processes``: ``[node] processes``
-    (the node is up once every process has its control socket); ``fork``: workers that
-    serve several associations at once (:func:`storescp`).
+    matches the bench's CT series (see :func:`_rules`). ``store``: ``[node]
+    store``, ``sqlite`` (in its data_dir) or a PostgreSQL URL (``routes``
+    are SQLite's only). ``processes``: ``[node] processes`` (the node is up
+    once every process has its control socket); ``fork``: workers that serve
+    several associations at once (:func:`storescp`).
     Stopped with SIGTERM and cleaned up after.
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -235,7 +251,7 @@ def node(
         outside, inside, http_port = free_port(), free_port(), free_port() if http else 0
         config = _write_config(root, durability, clients, (outside, inside, pacs_port),
                                ports[:workers], http_port=http_port, rules=rules,
-                               processes=processes)  # fmt: skip
+                               store=store, processes=processes)  # fmt: skip
         data = root / "node"
         if routes:
             write_routes(data, routes, "w0", "bench0")
@@ -258,7 +274,8 @@ def node(
 
 def _write_config(
     root: Path, durability: str, clients: int, node_ports: tuple[int, int, int],
-    worker_ports: list[int], *, http_port: int = 0, rules: int = 0, processes: int = 1,
+    worker_ports: list[int], *, http_port: int = 0, rules: int = 0, store: str = "sqlite",
+    processes: int = 1,
 ) -> Path:  # fmt: skip
     """The node's TOML: clients BENCH<i> and workers WORKER<i> in pool ``p``, destination PACS.
 
@@ -268,7 +285,7 @@ def _write_config(
     lines = [
         "[node]", 'bind = "127.0.0.1"', f"outside_port = {outside}", f"inside_port = {inside}",
         f'data_dir = "{root / "node"}"', f'durability = "{durability}"', "echo_interval = 0",
-        f"http_port = {http_port}", f"processes = {processes}", "",
+        f"http_port = {http_port}", f'store = "{store}"', f"processes = {processes}", "",
         "[[destinations]]", 'name = "pacs"', 'host = "127.0.0.1"', f"port = {pacs_port}",
         'ae_title = "PACS"', "",
     ]  # fmt: skip

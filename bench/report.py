@@ -25,6 +25,13 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         over = results["fsync_limit"]["time_over_limit"]
         target("fsync time / its limit <= 1.25", over, 1.25, False)
     target("8 clients ratio >= 0.5", ratio("wolfpacs-8"), 0.5, True)
+    # A node on PostgreSQL against one on SQLite, both fsync, on the same data, interleaved:
+    # the throughput of the one over the other's (the SQLite node's time over its own).
+    for sqlite, pg, label in (("wolfpacs-fsync", "wolfpacs-pg", "single stream"),
+                              ("wolfpacs-8", "wolfpacs-pg-8", "8 clients")):  # fmt: skip
+        if sqlite in s and pg in s:
+            value = s[sqlite]["median_s"] / s[pg]["median_s"]
+            target(f"PostgreSQL node >= 0.8 x SQLite node ({label})", value, 0.8, True)
     if "wolfpacs-rules" in s and len(s["wolfpacs-fsync"]["runs_s"]) > 1:
         # The rules' cost is inside the noise: the medians' difference, in units of the
         # spread (max - min) of the runs without rules, interleaved with those with them.
@@ -98,6 +105,7 @@ def markdown(results: dict[str, Any]) -> str:
                         if s["node_cpu_ms_per_instance"] is not None else "")
                      for name, s in results["scenarios"].items()
                      if s["machine_cpu_ms_per_instance"] is not None))  # fmt: skip
+    lines += [f"- {line}" for line in round_trips(results)]
     if "fsync_limit" in results:
         limit = results["fsync_limit"]
         lines.append(f"- fsync limit: direct + {limit['fsync_ms_per_instance']:.2f} ms (one "
@@ -125,6 +133,25 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def round_trips(results: dict[str, Any]) -> list[str]:
+    """Per scenario that counted them: its store's operations per instance (each one
+    transaction) and, on PostgreSQL, the statements (round trips) and the server's CPU."""
+    lines = []
+    for name, s in results["scenarios"].items():
+        if s.get("store_operations_per_instance") is None:
+            continue
+        line = (f"{name}: {s['store_operations_per_instance']:.2f} store operations per "
+                f"instance, {s['store_busy_ms_per_instance']:.2f} ms of the store's thread "
+                f"({s['store_busy']:.0%} busy)")  # fmt: skip
+        if s.get("statements_per_instance") is not None:
+            line += (
+                f", {s['statements_per_instance']:.2f} statements (round trips) to "
+                f"PostgreSQL, its server {s['server_cpu_ms_per_instance']:.2f} ms CPU"
+            )
+        lines.append(line)
+    return lines
+
+
 def report(results: dict[str, Any]) -> None:
     print(f"\n{'scenario':15s} {'median':>8s} {'inst/s':>8s} {'MB/s':>7s} {'ratio':>6s} "
           f"{'RSS MB':>7s} {'CPU s/GB':>8s} {'machine ms/inst':>15s}")  # fmt: skip
@@ -135,6 +162,8 @@ def report(results: dict[str, Any]) -> None:
                    if s["machine_cpu_ms_per_instance"] is not None else "")  # fmt: skip
         print(f"{name:15s} {s['median_s']:7.2f}s {s['instances_per_s']:8.0f} "
               f"{s['mb_per_s']:7.0f} {s['ratio']:5.2f}x {rss} {cpu} {machine:>15s}")  # fmt: skip
+    for line in round_trips(results):
+        print(line)
     limit = results.get("fsync_limit")
     if limit:
         print(

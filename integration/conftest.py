@@ -77,12 +77,12 @@ class Cluster:
         )
         self.data = root / "data"
 
-    def start(self, workers: bool = True) -> Cluster:
+    def start(self, workers: bool = True, wait: bool = True) -> Cluster:
         if workers:
             for worker in self.workers:
                 worker.start()
         self.pacs.start()
-        self.node.start(self.outside, self.inside)
+        self.node.start(self.outside, self.inside, wait)
         return self
 
     def received(self) -> dict[str, dict]:

@@ -110,7 +110,8 @@ class NodeProcess:
         self.log = root / "node.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, outside_port: int, inside_port: int) -> NodeProcess:
+    def start(self, outside_port: int, inside_port: int, wait: bool = True) -> NodeProcess:
+        """Run it; with ``wait``, return once both ports accept connections."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -126,8 +127,9 @@ class NodeProcess:
                 stderr=log,
                 cwd=self.root,
             )
-        wait_port(outside_port)
-        wait_port(inside_port)
+        if wait:
+            wait_port(outside_port)
+            wait_port(inside_port)
         return self
 
     def stop(self) -> int:

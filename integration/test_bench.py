@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.postgres import available as postgresql_available
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,6 +29,10 @@ def test_the_benchmark_runs_every_scenario_and_writes_its_results(tmp_path):
         expected.add("orthanc")
     elif os.environ.get("CI", "").lower() == "true":  # elsewhere the bench runs without it
         pytest.fail("Orthanc is missing (apt-get install -y orthanc), and CI=true")
+    if postgresql_available():
+        expected |= {"wolfpacs-pg", "wolfpacs-pg-8"}
+    elif os.environ.get("CI", "").lower() == "true":
+        pytest.fail("PostgreSQL or psycopg is missing (.ci/run installs both), and CI=true")
     assert set(results["scenarios"]) == expected
     for name, scenario in results["scenarios"].items():
         assert scenario["instances_per_s"] > 0 and len(scenario["runs_s"]) == 1, name
@@ -35,6 +41,14 @@ def test_the_benchmark_runs_every_scenario_and_writes_its_results(tmp_path):
     assert results["latency"]["instances"] == 10
     assert set(results["scaling"]["ms_per_instance"]) == {"10", "100"}
     assert {"os ratio >= 0.5", "8 clients ratio >= 0.5"} <= set(results["targets"])
+    for name in ("wolfpacs-fsync", "wolfpacs-8"):  # the store's operations, counted
+        assert results["scenarios"][name]["store_operations_per_instance"] > 0, name
+    if postgresql_available():
+        for name in ("wolfpacs-pg", "wolfpacs-pg-8"):  # and the statements the server ran
+            assert results["scenarios"][name]["statements_per_instance"] >= 1, name
+            assert results["scenarios"][name]["server_cpu_ms_per_instance"] > 0, name
+        assert "PostgreSQL node >= 0.8 x SQLite node (8 clients)" in results["targets"]
+        assert "statements (round trips) to PostgreSQL" in done.stdout
     assert "met" in done.stdout or "MISS" in done.stdout
     try:
         import matplotlib  # noqa: F401

@@ -61,7 +61,9 @@ def test_the_dockerfile_uses_the_entry_point_the_health_check_and_a_plain_user()
     # Debian's python3, the package in a venv whose python the health check and PATH name
     assert re.search(r"^FROM debian:bookworm-slim$", dockerfile, re.M)
     assert "python3 -m venv /opt/wolfpacs" in dockerfile
-    assert re.search(r"/opt/wolfpacs/bin/pip install .* /src \\$", dockerfile, re.M)
+    # with the postgresql extra and libpq5: the same image runs several nodes (docs/deployment)
+    assert re.search(r"/opt/wolfpacs/bin/pip install .* '/src\[postgresql\]' \\$", dockerfile, re.M)
+    assert re.search(r"^\s+libpq5 \\$", dockerfile, re.M)
     assert '"/opt/wolfpacs/bin/python", "-m", "wolfpacs.healthcheck"' in dockerfile
     assert "ENV PATH=/opt/wolfpacs/bin:$PATH" in dockerfile
     assert "EXPOSE 11112 11113 9111" in dockerfile and "VOLUME /data" in dockerfile

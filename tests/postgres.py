@@ -1,13 +1,16 @@
 """A real PostgreSQL for the tests, and the store fixtures that run a test on both backends.
 
-:func:`postgres` starts one server for the session: ``initdb`` into a
-temp dir, ``pg_ctl start`` on a free loopback port with its socket in that
-dir, as the ``postgres`` user when the tests run as root (PostgreSQL
-refuses root). ``fsync=off``: a test's database need not survive a power
-cut, and every test gets a new one (``CREATE DATABASE … TEMPLATE``). The
-binaries are found in ``/usr/lib/postgresql/*/bin`` (Debian's), else on
-PATH; without them, or without psycopg, a PostgreSQL test is
-:func:`~tests.conftest.missing` (skipped, failed under CI=true).
+:func:`postgres` starts one server for the session
+(:func:`wolfpacs.testing.postgres.server`, which the benchmarks use too:
+``initdb`` into a temp dir, ``pg_ctl start`` on a free loopback port, as
+the ``postgres`` user when the tests run as root). ``fsync=off``: a test's
+database need not survive a power cut, and every test gets a new one
+(``CREATE DATABASE … TEMPLATE``). Without the server's binaries, or
+without psycopg, a PostgreSQL test is :func:`~tests.conftest.missing`
+(skipped, failed under CI=true).
+
+:func:`own_postgres` is a server of one test's own, which it may stop and
+start again (a database outage).
 
 :func:`stores` is parametrized over ``sqlite`` and ``postgresql``: a test
 that takes it (or ``store``, which is one of its stores, open) runs on both.
@@ -18,15 +21,8 @@ with ``@pytest.mark.sqlite_only``; it is skipped on ``postgresql``.
 from __future__ import annotations
 
 import contextlib
-import glob
 import itertools
 import os
-import pwd
-import shlex
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,31 +33,11 @@ import pytest
 from tests.conftest import missing
 from wolfpacs.state.postgresql import INSTALL, PostgreSQLStore
 from wolfpacs.state.sqlite import SQLiteStore
+from wolfpacs.testing import postgres as postgresql
 
 BACKENDS = ("sqlite", "postgresql")
-INSTALL_SERVER = "apt-get install postgresql (Debian)"
 TEMPLATE = "wolfpacs_template"
 SUPERUSER = "wolfpacs"
-
-
-def _binaries() -> Path | None:
-    """The directory of initdb and pg_ctl: Debian's newest, else PATH's."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=_version)
-    if found:
-        return Path(found[-1]).parent
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).resolve().parent if pg_ctl else None
-
-
-def _version(path: str) -> tuple[int, ...]:
-    digits = Path(path).parent.parent.name
-    return tuple(int(n) for n in digits.split(".") if n.isdigit())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -72,6 +48,18 @@ class Server:
     sockets: Path
     names: Iterator[int] = field(default_factory=itertools.count)
     done: list[str] = field(default_factory=list)  # databases to drop at the next create()
+    control: Callable[[str], None] | None = None  # pg_ctl ACTION on this server
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server: ``immediate`` as a crash does (what was committed without
+        waiting for the WAL flush may be lost), ``fast`` as a restart for maintenance does."""
+        assert self.control is not None
+        self.control(f"stop-{mode}")
+
+    def start(self) -> None:
+        """Start it again, on the same port; returns once it accepts connections."""
+        assert self.control is not None
+        self.control("start")
 
     def url(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
@@ -94,12 +82,7 @@ class Server:
     def restart_command(self) -> str:
         """A shell command that restarts this server, cutting every connection (fast shutdown):
         what ``wolfpacs chaos --store-restart`` runs."""
-        bin_dir = _binaries()
-        assert bin_dir is not None
-        return shlex.join(_as_postgres([
-            str(bin_dir / "pg_ctl"), "restart", "-w", "-t", "60", "-m", "fast",
-            "-D", str(self.sockets / "data"), "-l", str(self.sockets / "server.log"),
-        ]))  # fmt: skip
+        return postgresql.restart_command(self.sockets)
 
     def drop(self, url: str) -> None:
         """Drop the database of ``url`` at the next :meth:`create`: a test's fixtures end in
@@ -107,62 +90,41 @@ class Server:
         self.done.append(url.rsplit("/", 1)[1])
 
 
-def _as_postgres(argv: list[str]) -> list[str]:
-    """``argv`` run as the postgres user when we are root (PostgreSQL refuses root)."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Server]:
     """One PostgreSQL for the session, on a free loopback port; stopped and removed at its end."""
+    with serve() as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Server]:
+    """A PostgreSQL of the test's own, which it may :meth:`~Server.stop` and start again."""
+    with serve() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve() -> Iterator[Server]:
+    """A new PostgreSQL (:func:`wolfpacs.testing.postgres.server`) on a free loopback port;
+    stopped and removed after."""
     try:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
     except ImportError:
         missing("psycopg and psycopg-pool (the postgresql extra)", INSTALL)
-    bin_dir = _binaries()
-    if bin_dir is None or not (bin_dir / "initdb").exists():
-        missing("PostgreSQL (initdb, pg_ctl)", INSTALL_SERVER)
-    assert bin_dir is not None
-    root = Path(tempfile.mkdtemp(prefix="wolfpacs-pg-"))
-    if os.geteuid() == 0:
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            missing("the postgres user", INSTALL_SERVER)
-        os.chown(root, user.pw_uid, user.pw_gid)
-    data, log = root / "data", root / "server.log"
-    port = _free_port()
-    options = (
-        f"-k {root} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c full_page_writes=off -c max_connections=200"
-    )
-    run = _runner(root)
-    run([str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
-         "-E", "UTF8", "--locale=C"])  # fmt: skip
+    settings = ("fsync=off", "full_page_writes=off", "max_connections=200")
     try:
-        run([str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data),
-             "-l", str(log), "-o", options])  # fmt: skip
-        server = Server(port, root)
-        server.admin(f"CREATE DATABASE {TEMPLATE}")
-        yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            run([str(bin_dir / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", str(data)])
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _runner(root: Path) -> Callable[[list[str]], None]:
-    def run(argv: list[str]) -> None:
-        done = subprocess.run(
-            _as_postgres(argv), cwd=root, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            log = root / "server.log"
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{argv[0]} failed: {done.stderr.strip()}\n{tail}")
-
-    return run
+        server = contextlib.ExitStack()
+        running = server.enter_context(postgresql.server(settings))
+    except postgresql.ServerMissingError as exc:
+        missing(exc.what, exc.install)
+    with server:
+        control = {"start": running.start, "stop-immediate": running.stop,
+                   "stop-fast": lambda: running.stop("fast")}  # fmt: skip
+        made = Server(running.port, running.root, control=lambda action: control[action]())
+        made.admin(f"CREATE DATABASE {TEMPLATE}")
+        yield made
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from supervisors import UnavailableError
 from wolfpacs.config.live import MOVE, apply
 from wolfpacs.node.messages import ACTIVE, DRAINING
 from wolfpacs.node.router import Router
@@ -125,6 +126,13 @@ def changes_of(world) -> dict[str, Any]:
     except AdminError:  # between two lives
         return {}
     return state if state and "looks" in state else {}
+
+
+def store_is_back(w) -> bool:
+    try:
+        return w.node.store.ping()
+    except UnavailableError:  # StoreDownError too: still reconnecting
+        return False
 
 
 @pytest.fixture
@@ -266,6 +274,7 @@ def test_an_unreachable_store_is_looked_at_again_without_a_crash(pair, postgres_
         finally:
             db.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
     wait_for(lambda: changes_of(a).get("listening"), deadline=30)
+    wait_for(lambda: store_is_back(a), deadline=30)  # its store actor rode the outage out too
     # It looks again, and a change made now shows (through the other node's store too).
     a.node.store.set_worker_state("gpu-1", DRAINING)
     wait_for(lambda: state_of(b, "gpu-1") == DRAINING, deadline=15)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from wolfpacs.config import Client, Config, Destination, NodeConfig, Worker
-from wolfpacs.node.recovery import recover, replay
+from wolfpacs.node.recovery import recover, replay, requeue
 from wolfpacs.state.spool import Spool
 from wolfpacs.state.store import WORKER, QueueItem
 from wolfpacs.testing.synthetic import ct_instance, write
@@ -85,3 +87,36 @@ def test_a_file_named_before_owners_were_is_given_the_one_client_its_study_has(p
     assert store.items_of("gpu-b") == [] and not spool.path(nobodys).exists()
     (letter,) = spool.dead_letters()
     assert "whose study 7.7 more than one client has, or none" in letter["reason"]
+
+
+def test_after_a_store_outage_files_of_one_queue_that_lost_their_row_get_it_again(parts, tmp_path):
+    spool, store = parts
+    lost, ds = queued(spool, "gpu-a", "lost", tmp_path)  # acknowledged; a database crash lost it
+    kept, _ = queued(spool, "gpu-a", "kept", tmp_path)
+    store.enqueue(QueueItem("gpu-a", WORKER, kept, "sthlm", "1.2.3", "1.2", "9.9", "1.2.1", 10))
+    other, _ = queued(spool, "gpu-b", "other", tmp_path)  # another sender's queue: not here
+    newer, _ = queued(spool, "gpu-a", "newer", tmp_path)  # a receiver still at work on it
+    for rel, mtime in ((lost, 1000.0), (kept, 1000.0), (other, 1000.0), (newer, 3000.0)):
+        os.utime(spool.path(rel), (mtime, mtime))
+
+    assert requeue(spool, store, "gpu-a", WORKER, before=2000.0) == 1
+    assert store.queued_paths() == {lost, kept}
+    (item,) = [i for i in store.items_of("gpu-a") if i.path == lost]
+    assert (item.client, item.sop_instance_uid) == ("sthlm", str(ds.SOPInstanceUID))
+    assert requeue(spool, store, "gpu-a", WORKER, before=2000.0) == 0  # once only
+
+
+@pytest.mark.sqlite_only
+def test_after_a_store_outage_a_shared_spools_files_get_their_rows_again_as_rows_name_them(
+    tmp_path, stores
+):
+    # A shared spool lies outside data_dir and its rows say "spool/<node>/<target>/…":
+    # a row made from the file's path under data_dir would name no file (or fail).
+    spool = Spool(tmp_path / "data", durable=False, spool_dir=tmp_path / "shared", node="node-a")
+    spool.prepare()
+    store = stores.opened()
+    lost, _ = queued(spool, "gpu-a", "lost", tmp_path)
+    os.utime(spool.path(lost), (1000.0, 1000.0))
+    assert requeue(spool, store, "gpu-a", WORKER, before=2000.0) == 1
+    assert store.queued_paths() == {lost} and lost.startswith("spool/node-a/gpu-a/")
+    assert spool.path(lost).exists()

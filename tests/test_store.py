@@ -105,6 +105,23 @@ def test_open_studies_counts_recent_or_queued(store):
     assert store.open_studies_of("client", "c", cutoff=100.0) == 2
 
 
+@pytest.mark.sqlite_only
+def test_a_delivery_moves_the_activity_without_a_statement_of_its_own_but_once_a_second(store):
+    """The study's activity is read back by the count's own UPDATE: a round trip fewer per
+    instance on a server. (SQLite's statements stand for the server's here.)"""
+    store.insert_route("c", "1.2.1", "gpu-a", 10.0)
+    ids = [store.enqueue(replace(item(f"spool/gpu-a/{n}.dcm"), enqueued_at=1000.0))
+           for n in range(4)]  # fmt: skip
+    ran: list[str] = []
+    store._database.set_trace_callback(ran.append)
+    for n, row in enumerate(ids):
+        store.delivered(row, at=1050.0 + n / 10)  # four deliveries within one second
+    store._database.set_trace_callback(None)
+    touches = [sql for sql in ran if sql.startswith("UPDATE studies SET last_activity_at")]
+    assert len(touches) == 1, ran
+    assert store.study("1.2.1")[0]["last_activity_at"] == 1050.0
+
+
 def test_worker_states_persist(stores):
     store = stores.new(durable=True)
     store.open()

@@ -26,6 +26,7 @@ from wolfpacs.node.processes import CHILD_SHUTDOWN, child_config
 from wolfpacs.node.tree import DataDirInUseError, Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
+from wolfpacs.ops.starting import Starting
 from wolfpacs.state.postgresql import DriverMissingError
 from wolfpacs.state.schema import SchemaError
 from wolfpacs.testing import chaos
@@ -124,9 +125,11 @@ def run(config_path: str, process: int = 0, process_http: int = 0, process_node:
 
     2 before it starts: a config error, a state database of a newer WolfPACS, or
     a PostgreSQL store without psycopg installed (each says what to do, and none
-    goes away by starting again). With ``[node] processes`` > 1, the process
-    supervisor (:mod:`wolfpacs.cli.supervise`); ``process`` (from 1): one of
-    its children, which stops when its supervisor is gone.
+    goes away by starting again). A PostgreSQL that cannot be reached yet is
+    waited for (a log line every few seconds, 503 on the HTTP port), until
+    SIGTERM (then 0). With ``[node] processes`` > 1, the process supervisor
+    (:mod:`wolfpacs.cli.supervise`); ``process`` (from 1): one of its
+    children, which stops when its supervisor is gone.
     """
     config = configfile.load_or_say(config_path)
     if config is None:
@@ -149,6 +152,8 @@ def run(config_path: str, process: int = 0, process_http: int = 0, process_node:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        if not _wait_for_store(node, stop):
+            return 0  # stopped while it waited: nothing had started
         if process:
             _start_process(node, stop)
         else:
@@ -197,6 +202,27 @@ def _start_process(node: Node, stop: threading.Event) -> None:
                 logger.warning("waiting for the process before this one to stop: %s", exc)
                 said = True
             stop.wait(0.2)  # (a flock is waited on without a deadline, or not at all)
+
+
+def _wait_for_store(node: Node, stop: threading.Event) -> bool:
+    """Wait for a store that cannot be reached yet, the HTTP port saying 503 meanwhile.
+
+    Compose (or systemd) starts the database and the nodes together: a node
+    that exited would only be started again, with less said. False if
+    ``stop`` came first.
+    """
+    problem = ["waiting for the store"]
+    starting = None
+    if node.config.node.http_port:
+        try:
+            starting = Starting(node.config.node, lambda: problem[0])
+        except OSError as exc:  # the tree's own HTTP port will say it (and fail) in turn
+            logger.warning("the HTTP port cannot answer while the node waits: %s", exc)
+    try:
+        return node.wait_for_store(stop, failed=lambda why: problem.__setitem__(0, why))
+    finally:
+        if starting is not None:
+            starting.close()
 
 
 def _chaos_options(args: argparse.Namespace) -> chaos.Options:

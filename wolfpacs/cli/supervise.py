@@ -2,8 +2,8 @@
 
 The supervisor (:class:`wolfpacs.node.processes.ProcessSupervisor`) takes
 data_dir's lock, resolves the node's id (kept in data_dir as for one
-process), migrates the store's schema once (so that its children do not
-race on it), starts the children, and serves the node's control socket
+process), migrates a SQLite store's schema once (so that its children do
+not race on it), starts the children, and serves the node's control socket
 (:mod:`wolfpacs.ops.front`) and HTTP port (:mod:`wolfpacs.ops.frontweb`).
 SIGTERM or SIGINT: the children are stopped in order, exit 0. Too many
 deaths: exit 1 (:data:`~wolfpacs.node.processes.EXIT_ESCALATED`).
@@ -28,7 +28,6 @@ from wolfpacs.node.tree import STATE_DB
 from wolfpacs.ops.front import ChildControls, FrontControl
 from wolfpacs.ops.frontweb import FrontWeb
 from wolfpacs.state.lockfile import DataDirInUseError, take
-from wolfpacs.state.postgresql import PostgreSQLStore
 from wolfpacs.state.spool import PROCESSES
 from wolfpacs.state.sqlite import SQLiteStore
 
@@ -47,15 +46,13 @@ def _free_port() -> int:
 
 
 def _migrate(config: Config) -> None:
+    """SQLite's schema, once, before the children open the file. (PostgreSQL's migrations
+    take an advisory lock, and a server out of reach is the children's to wait for.)"""
     node = config.node
-    durable = node.durability == "fsync"
-    store = (
-        SQLiteStore(Path(node.data_dir).resolve() / STATE_DB, durable=durable)
-        if node.store == SQLITE
-        else PostgreSQLStore(node.store, durable=durable)
-    )
-    store.open()
-    store.close()
+    if node.store == SQLITE:
+        store = SQLiteStore(Path(node.data_dir).resolve() / STATE_DB, node.durability == "fsync")
+        store.open()
+        store.close()
 
 
 def supervise(config_path: str, config: Config) -> int:

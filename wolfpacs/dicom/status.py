@@ -17,7 +17,7 @@ class Status:
     SUCCESS = 0x0000
     OUT_OF_RESOURCES = 0xA700  # the spool could not take it (disk full, I/O error)
     NO_WORKER = 0xA701  # no active worker in the client's pool
-    BUSY = 0xA702  # the node is restarting a part of itself or shutting down
+    BUSY = 0xA702  # a part of the node restarts or stops, or its store is unavailable
     NO_POOL = 0xA703  # no rule of the client matched the series, and it has no default pool
     PROCESSING_FAILURE = 0x0110  # an unexpected error; logged with its traceback
     UNREADABLE = 0xC001  # the dataset cannot be parsed as far as its routing tags

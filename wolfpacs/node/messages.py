@@ -4,7 +4,7 @@ Strings, numbers and frozen dataclasses only, so that an actor could move
 to another process or node without its callers changing (``DESIGN.md``).
 
 - To a sender (``sender:<target>``): :data:`WAKE`, :data:`HAND_OVER`, :data:`REPORT`,
-  :data:`RETRY_NOW`.
+  :data:`RETRY_NOW`; :class:`StoreBack`, from the store.
 - To the router: :class:`TargetHealth`, from a worker's sender.
 - From the router: :class:`Routed` (where a series goes), :class:`Home`
   (where a result goes); its refusals :class:`NoWorkerError`,
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE", "AMBIGUOUS_STUDY", "DRAINING", "HAND_OVER", "INSIDE", "NOT_YOUR_STUDY", "OUTSIDE",
     "REPORT", "RETRY_NOW", "UNKNOWN_STUDY", "WAKE", "Home", "NoPoolError", "NoWorkerError",
-    "NotHomeError", "Peer", "Routed", "Target", "TargetHealth", "shown_called_ae", "targets",
+    "NotHomeError", "Peer", "Routed", "StoreBack", "Target", "TargetHealth", "shown_called_ae",
+    "targets",
 ]  # fmt: skip
 
 WAKE = "wake"  # there may be work in the queue
@@ -41,6 +42,20 @@ INSIDE = "inside"  # the port workers send derived series to
 
 ACTIVE = "active"  # a worker's state: takes new studies
 DRAINING = "draining"  # takes no new study; its open studies finish
+
+
+@dataclass(frozen=True)
+class StoreBack:
+    """The store serves again after an outage that began at ``since`` (``time.time()``).
+
+    A queue row committed just before a database crash may be lost with it
+    (queue rows do not wait for the WAL flush: the spool's file rebuilds
+    them), and a row whose commit the outage cut short may or may not exist:
+    the sender gives the files of its queue from before ``since`` that have
+    no row their row again (:func:`wolfpacs.node.recovery.requeue`).
+    """
+
+    since: float
 
 
 @dataclass(frozen=True)

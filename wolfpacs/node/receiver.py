@@ -54,13 +54,13 @@ from wolfpacs.node.router import (
     Router,
 )
 from wolfpacs.node.rules import wanted_tags
+from wolfpacs.node.store import StoreClient, StoreDownError
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
 if TYPE_CHECKING:
     from wolfpacs.config.live import LiveConfig
     from wolfpacs.config.model import Config, NodeConfig
     from wolfpacs.dicom.association import Association, Context
-    from wolfpacs.node.store import StoreClient
     from wolfpacs.state.spool import Spool
 
 __all__ = ["HEAD_BYTES", "Receiver"]
@@ -304,10 +304,14 @@ class Receiver(SupervisedActor):
                 sync = Overlapped(functools.partial(self.spool.sync_queue, target, mark))
                 moved_to, waited = self._commit(item, sync)
                 sync.check()
-            except UnavailableError:
-                # The store may still commit the row: leave the file; if no row comes,
-                # recovery at the next start gives it one (sent though never acknowledged:
-                # at least once, as a resend by the client would make it anyway).
+            except UnavailableError as exc:
+                if not isinstance(exc, StoreDownError):
+                    # The store may still commit the row: leave the file; if no row comes,
+                    # recovery at the next start gives it one (sent though never
+                    # acknowledged: at least once, as a resend by the client would make it).
+                    raise
+                # The store is unavailable and did not run the commit: nothing to keep.
+                self.spool.remove(rel, recycle=False)
                 raise
             except Exception:
                 if sync.error is not None:  # the row is committed: take it back

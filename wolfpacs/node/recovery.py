@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import Store
 
-__all__ = ["owner_by_route", "recover", "replay"]
+__all__ = ["owner_by_route", "recover", "replay", "requeue"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,51 @@ def recover(spool: Spool, store: Store, config: Config) -> Config:
     if changes:
         logger.info("%d runtime changes applied to %s", len(changes), config.source)
     return live
+
+
+def requeue(spool: Spool, store: Store, target: str, kind: str, before: float) -> int:
+    """At run time, after a store outage: the files of ``target``'s queue written before
+    ``before`` (``time.time()``) that have no queue row get theirs again; how many.
+
+    Those are acknowledged instances whose row a database crash lost, or
+    instances whose commit the outage cut short (the receiver answered
+    0xA702 and kept the file, not knowing whether the row was written):
+    sent though maybe never acknowledged, at least once. Only the caller's
+    target (its sender, which alone deletes its rows and files, calls it
+    between two batches), only files that name their client (every file
+    since clients were kept in names; older ones wait for :func:`recover`
+    at the next start), and only files older than the outage: a receiver
+    still at work has a newer file, and its own commit is idempotent by
+    path anyway.
+
+    Raises:
+        UnavailableError: the store is unavailable again (the caller retries).
+    """
+    rows = {item.path for item in store.items_of(target)}
+    directory = spool.queues / target
+    requeued = 0
+    for path in sorted(directory.glob("*")) if directory.is_dir() else []:
+        rel = spool.rel(path)  # as its row keeps it: under spool_dir, shared or not
+        owner = owner_of(rel)
+        if rel in rows or path.suffix == ".part" or owner is None:
+            continue
+        try:
+            stat = path.stat()
+            if stat.st_mtime >= before:
+                continue
+            tags = peek(path)
+        except (OSError, PeekError):  # delivered meanwhile, or unreadable: recover() sees to it
+            continue
+        store.enqueue(QueueItem(
+            target, kind, rel, owner, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
+            tags.transfer_syntax, stat.st_size, stat.st_mtime,
+            pool=pool_by_route(store, owner, tags.study_uid, target, kind),
+        ))  # fmt: skip
+        requeued += 1
+    if requeued:
+        logger.warning("%d queue rows of %s re-created from their files after a store outage",
+                       requeued, target, extra={"event": "requeued"})  # fmt: skip
+    return requeued
 
 
 def replay(config: Config, changes: list[Change]) -> Config:

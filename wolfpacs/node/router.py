@@ -12,6 +12,14 @@ from a worker that holds the same UID for another client if it can.
 The return path takes a derived instance only from a worker its study was
 given, home to the destination of the client that owns the study.
 
+Several nodes share the store: the router names the candidates (its pool's
+active workers, and which it knows down) and the store chooses among them
+and writes the route in one transaction under the pool's lock
+(:meth:`~wolfpacs.state.store.Store.create_route`), so that every node's
+open studies count and two nodes racing on new studies see each other's
+choices. A known route costs no more than its lookup (the cache, else one
+read).
+
 Load (see README, "Routing"): a study is *open* on its worker from its
 routing until ``study_idle_timeout`` seconds have passed with none of its
 instances received or delivered, and none still queued for the worker. A
@@ -21,11 +29,11 @@ the worker with fewer open studies, then to the first by name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor, UnavailableError
@@ -39,17 +47,16 @@ from wolfpacs.node.messages import (
     NOT_YOUR_STUDY,
     REPORT,
     UNKNOWN_STUDY,
-    WAKE,
     Home,
     NoPoolError,
     NotHomeError,
     NoWorkerError,
     Routed,
     TargetHealth,
-    targets,
 )
+from wolfpacs.node.orphans import sweep
 from wolfpacs.node.rules import Attributes, decide
-from wolfpacs.state.store import WORKER
+from wolfpacs.state.choice import Candidate, Choice, least_loaded
 
 if TYPE_CHECKING:
     from wolfpacs.config.live import LiveConfig
@@ -62,7 +69,7 @@ if TYPE_CHECKING:
 # live in node.messages (what crosses between actors).
 __all__ = [
     "AMBIGUOUS_STUDY", "NOT_YOUR_STUDY", "UNKNOWN_STUDY", "Home", "NoPoolError", "NoWorkerError",
-    "NotHomeError", "Routed", "Router", "choose_worker",
+    "NotHomeError", "Routed", "Router", "candidates_of", "choose_worker",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -81,17 +88,17 @@ def choose_worker(candidates: list[Worker], open_studies: dict[str, int], down: 
     """The least-loaded worker: open studies per unit of capacity, healthy ones first.
 
     A worker known to be down is chosen only if every candidate is down (its
-    queue keeps the study until it comes back).
+    queue keeps the study until it comes back). The rule is
+    :func:`wolfpacs.state.choice.least_loaded`, the one the store applies to
+    a new route (:meth:`~wolfpacs.state.store.Store.create_route`).
     """
-    healthy = [w for w in candidates if w.name not in down] or candidates
-    return min(
-        healthy,
-        key=lambda w: (
-            open_studies.get(w.name, 0) / w.capacity,
-            open_studies.get(w.name, 0),
-            w.name,
-        ),
-    )
+    chosen = least_loaded(candidates_of(candidates, down), open_studies)
+    return next(w for w in candidates if w.name == chosen.name)
+
+
+def candidates_of(workers: list[Worker], down: set[str]) -> list[Candidate]:
+    """The workers as the choice rule sees them: name, capacity, whether known up."""
+    return [Candidate(w.name, w.capacity, w.name not in down) for w in workers]
 
 
 class Router(SupervisedActor):
@@ -145,6 +152,7 @@ class Router(SupervisedActor):
         # (client, study, series) -> its kept decision; decisions never change, so no age
         self._series: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._states: dict[str, str] = {}
+        self._loaded = False  # _states read from the store in this life
         self._down: set[str] = set()
         self.decisions = 0
 
@@ -273,20 +281,26 @@ class Router(SupervisedActor):
             pool = settings.pool
         route = self._lookup(client, study_uid, pool)
         if route is not None and self.config.worker(route.worker) is not None:
-            return route
-        worker, loads = self._choose(client, study_uid, pool)
-        if route is None:
-            route = self.store.insert_route(client, study_uid, worker, self.clock(), pool)
-        else:
-            logger.warning("study %s of client %s: its worker %s was removed",
-                           study_uid, client, route.worker)  # fmt: skip
-            self.store.move_studies(route.worker, worker, [study_uid], client=client)
+            return route  # the known route: no more asked of the store
+        removed = route.worker if route is not None else None
+        candidates = self._candidates(pool)
+        cutoff = self.clock() - self.config.node.study_idle_timeout
+        choice = Choice(tuple(candidates), cutoff, self.clock(), removed)
+        placed = self.store.create_route(client, study_uid, pool, choice)
+        route = placed.route
+        if removed is not None:
+            logger.warning("study %s of client %s: its worker %s was removed, now %s",
+                           study_uid, client, removed, route.worker)  # fmt: skip
             self._forget({(client, study_uid)})
-            route = replace(route, worker=worker)
         self._remember((client, study_uid, pool), route)
+        if not placed.chosen:  # another node (or call) made it: its choice, counted there
+            return route
         self.decisions += 1
         if self.metrics is not None:
             self.metrics.routed(client, route.worker)
+        loads = ", ".join(
+            f"{c.name}={placed.open_studies.get(c.name, 0)}/{c.capacity}" for c in candidates
+        )
         logger.info(
             "route: study %s from client %s -> worker %s of pool %s (open studies %s)",
             study_uid, client, route.worker, pool, loads,
@@ -295,25 +309,26 @@ class Router(SupervisedActor):
         )  # fmt: skip
         return route
 
-    def _choose(self, client: str, study_uid: str, pool_name: str) -> tuple[str, str]:
-        """The least-loaded active worker of pool ``pool_name``, and the loads it saw.
+    def _candidates(self, pool_name: str) -> list[Candidate]:
+        """The workers of pool ``pool_name`` that may take a new study: the active ones,
+        each with its capacity and whether this node knows it down.
 
-        A worker that holds a study of this UID for another client is taken
-        only if no other is active: its results would be ambiguous.
+        The choice among them is the store's, in the transaction that writes
+        the route (:meth:`~wolfpacs.state.store.Store.create_route`): every
+        node's open studies count, and two nodes racing see each other's.
+
+        Raises:
+            NoWorkerError: the pool has no active worker.
         """
+        if not self._loaded:  # the store was unavailable at _LOAD: no drain may be missed
+            self._load()
         pool = [
             w for w in self.config.pool(pool_name)
             if self._states.get(w.name, ACTIVE) == ACTIVE
         ]  # fmt: skip
         if not pool:
             raise NoWorkerError(f"no active worker in pool {pool_name!r}")
-        others = {r.worker for r in self.store.routes_of(study_uid) if r.client != client}
-        pool = [w for w in pool if w.name not in others] or pool
-        cutoff = self.clock() - self.config.node.study_idle_timeout
-        open_studies = self.store.open_studies([w.name for w in pool], cutoff)
-        worker = choose_worker(pool, open_studies, self._down)
-        loads = ", ".join(f"{w.name}={open_studies.get(w.name, 0)}/{w.capacity}" for w in pool)
-        return worker.name, loads
+        return candidates_of(pool, self._down)
 
     def return_route(self, study_uid: str, worker: str) -> Home:
         """Where a derived instance of ``study_uid`` from ``worker`` goes: its owner's destination.
@@ -409,53 +424,32 @@ class Router(SupervisedActor):
         self.registry.tell(f"sender:{worker}", HAND_OVER)
 
     def sweep_orphans(self) -> dict[str, int]:
-        """See to queued rows whose target is no longer configured; how many of each fate.
-
-        A removed worker's rows go to the worker its study routes to now (the
-        study is routed anew if need be, and recorded as moved); a removed
-        destination's rows, and rows whose study can go nowhere, go to ``dead/``.
-        Their sender is gone, so nothing else touches them meanwhile.
-        """
-        counts = {"rerouted": 0, "dead_letters": 0}
+        """See to queued rows whose target is no longer configured (see node.orphans)."""
         if self.spool is None:
-            return counts
-        known = {t.name for t in targets(self.config)}
-        for target in [t for t in self.store.queue_stats() if t not in known]:
-            for item in self.store.items_of(target):
-                why = f"destination {target} was removed"
-                if item.kind == WORKER:
-                    route = self.store.get_route(item.client, item.study_uid, item.pool)
-                    try:
-                        if route is None:
-                            raise NoWorkerError("its study has no route")
-                        worker = self._route_in(
-                            item.client, item.study_uid, item.pool or None
-                        ).worker
-                    except NoWorkerError as exc:
-                        why = f"worker {target} was removed and {exc}"
-                    else:
-                        path = self.spool.relocate(item.path, worker)
-                        self.store.retarget(item.id, worker, path)
-                        self.registry.tell(f"sender:{worker}", WAKE)
-                        counts["rerouted"] += 1
-                        continue
-                letter = {**item.describe(), "reason": why}
-                self.spool.bury(self.spool.path(item.path), letter, kind="target_removed")
-                self.store.remove_item(item.id)
-                counts["dead_letters"] += 1
-        if any(counts.values()):
-            logger.warning("orphaned queue rows: %s", counts, extra={"event": "admin"})
-        return counts
+            return {"rerouted": 0, "dead_letters": 0}
+
+        def route(client: str, study_uid: str, pool: str | None) -> str:
+            return self._route_in(client, study_uid, pool).worker
+
+        return sweep(self.config, self.store, self.spool, self.registry, route)
+
+    def _load(self) -> None:  # raises the store's UnavailableError
+        self._states, self._loaded = self.store.worker_states(), True
 
     def on_receive(self, message: Any) -> Any:
+        # An unavailable store (its database out of reach) must not crash the router, as a
+        # told message that raised would: the load is done before the next new route, the
+        # sweep at the next tick.
         if message == _LOAD:
-            self._states = self.store.worker_states()
+            with contextlib.suppress(UnavailableError):
+                self._load()
         if message in (_LOAD, _PUBLISH):  # the load starts the ticks
             self._publish()
             self.send_after(PUBLISH_EVERY, _PUBLISH)
             return None
         if message == _SWEEP:
-            self.sweep_orphans()
+            with contextlib.suppress(UnavailableError):
+                self.sweep_orphans()
             self.send_after(SWEEP_INTERVAL, _SWEEP)
             return None
         if isinstance(message, TargetHealth):

@@ -12,7 +12,8 @@ peer that could not be reached is in backoff, the sender probes it with a C-ECHO
 resources" is reachable: only its backoff brings the next attempt, so a busy peer is not pressed
 harder). :data:`~wolfpacs.node.messages.RETRY_NOW` (``retry``, ``resume``) ends any backoff at
 once. Idle, it C-ECHOes the peer at its start, every ``echo_interval``, every ``probe_interval``
-while the peer is down.
+while the peer is down. An unavailable store is waited for, never crashed on
+(:mod:`wolfpacs.node.storewait`).
 """
 
 from __future__ import annotations
@@ -24,16 +25,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from supervisors import Registry, SupervisedActor
-from wolfpacs.dicom import acse
 from wolfpacs.dicom.association import Association
-from wolfpacs.dicom.errors import AssociationError, RejectedError
+from wolfpacs.dicom.errors import AssociationError
 from wolfpacs.dicom.part10 import Part10Error
 from wolfpacs.dicom.status import Outcome, classify
-from wolfpacs.dicom.tls import client_tls
-from wolfpacs.dicom.uids import UNCOMPRESSED, VERIFICATION
 from wolfpacs.node.fence import Fence
 from wolfpacs.node.messages import HAND_OVER, REPORT, RETRY_NOW, WAKE, Target, TargetHealth
 from wolfpacs.node.metrics import Metrics
+from wolfpacs.node.outbound import PeerDownError, associate
+from wolfpacs.node.storewait import StoreBack, StoreWait
 from wolfpacs.state.store import WORKER
 
 if TYPE_CHECKING:
@@ -54,18 +54,6 @@ _PROBE = "probe"  # time to C-ECHO a peer in backoff
 BATCH = 32
 HAND_OVER_BATCH = 256
 MAX_CONTEXTS = 120  # of the 128 a requestor may propose, leave room for Verification
-
-
-class _PeerDownError(Exception):
-    """The association could not be opened, or broke, or the peer is busy: retry later.
-
-    ``reachable``: the peer answered (a "try again" status), so probing it
-    with a C-ECHO tells nothing new.
-    """
-
-    def __init__(self, why: str, *, reachable: bool = False) -> None:
-        super().__init__(why)
-        self.reachable = reachable
 
 
 class Sender(SupervisedActor):
@@ -115,6 +103,7 @@ class Sender(SupervisedActor):
         self.delivered_bytes = 0
         self.dead = 0
         self.queued_hint = 0
+        self.store_wait = StoreWait(self.name, self.send_after, self.actor_ref.tell)
 
     @property
     def name(self) -> str:
@@ -142,7 +131,7 @@ class Sender(SupervisedActor):
     def on_failure(self, *_exc_info: object) -> None:
         self._close(release=False)
 
-    def on_receive(self, message: Any) -> Any:
+    def _handle(self, message: Any) -> Any:
         if message == WAKE:
             if self._retry_at is None:
                 self._drain()
@@ -155,6 +144,8 @@ class Sender(SupervisedActor):
                 self._hand_over()
             if self._retry_at is None:
                 self._drain()  # it was a WAKE too
+        elif isinstance(message, StoreBack):
+            self.store_wait.back(message, self.spool, self.store, self.target)
         elif message == REPORT:
             if self.up is not None:
                 self._tell_router(self.up)
@@ -192,6 +183,9 @@ class Sender(SupervisedActor):
             return super().on_receive(message)
         return None
 
+    def on_receive(self, message: Any) -> Any:
+        return self.store_wait.receive(self._handle, message)
+
     # -- delivery ------------------------------------------------------------------
 
     def _drain(self) -> None:
@@ -209,6 +203,7 @@ class Sender(SupervisedActor):
         items, self._next = self._next, []
         if not items:
             items = self.store.next_items(self.target.name, BATCH)
+        self.store_wait.answered()
         self.queued_hint = len(items)
         if not items:
             return self._idle_soon()
@@ -216,7 +211,7 @@ class Sender(SupervisedActor):
         try:
             for item in items:
                 self._deliver(item, items, done)
-        except _PeerDownError as down:
+        except PeerDownError as down:
             self._backoff(str(down), probe=not down.reachable)
             return
         finally:
@@ -247,9 +242,9 @@ class Sender(SupervisedActor):
         between finds the file by its (unique) name.
         """
         self._handed_over_at = time.monotonic()
-        self._hand_over_due = False
         self._next = []  # it may hold rows about to move: ask afresh after
         moved = self.store.moved_items(self.target.name, HAND_OVER_BATCH)
+        self._hand_over_due = False  # (not before: an unavailable store leaves it due)
         for item, worker in moved:
             src = item.path
             if not self.spool.path(src).exists():  # moved already, before a crash: find it
@@ -299,10 +294,10 @@ class Sender(SupervisedActor):
             return
         except (AssociationError, OSError) as exc:  # association gone mid-send, or timed out
             self._close(release=False)
-            raise _PeerDownError(f"send failed: {str(exc) or type(exc).__name__}") from None
+            raise PeerDownError(f"send failed: {str(exc) or type(exc).__name__}") from None
         if answer.status is None:
             self._close(release=False)
-            raise _PeerDownError("a C-STORE response without a status")
+            raise PeerDownError("a C-STORE response without a status")
         status = answer.status
         self.metrics.peer_answered(status)
         outcome = classify(status)
@@ -315,7 +310,7 @@ class Sender(SupervisedActor):
             if attempts >= self.node.max_attempts:
                 self._bury(item, f"gave up after {attempts} attempts: {error}", status, "gave_up")
                 return
-            raise _PeerDownError(
+            raise PeerDownError(
                 f"{error} (attempt {attempts} of {self.node.max_attempts})", reachable=True
             )
         else:
@@ -342,25 +337,9 @@ class Sender(SupervisedActor):
         """Open an association proposing these contexts and Verification.
 
         Raises:
-            _PeerDownError: refused, rejected, aborted or timed out.
+            PeerDownError: refused, rejected, aborted or timed out.
         """
-        t, node = self.target, self.node
-        try:
-            tls = client_tls(node, t.tls_check_hostname) if t.tls else None
-            assoc = acse.request(
-                (t.host, t.port), [*proposals, (VERIFICATION, UNCOMPRESSED)],
-                calling_ae=node.ae_title, called_ae=t.ae_title, max_pdu=node.max_pdu,
-                connect_timeout=node.connect_timeout, acse_timeout=node.acse_timeout,
-                timeout=node.network_timeout, tls=tls,
-            )  # fmt: skip
-        except RejectedError as exc:
-            raise _PeerDownError(f"{exc} (check its AE title and config)") from None
-        except (AssociationError, OSError) as exc:
-            why = str(exc) or type(exc).__name__
-            raise _PeerDownError(
-                f"cannot associate with {t.ae_title}@{t.host}:{t.port}: {why}"
-            ) from None
-        self.assoc = assoc
+        self.assoc = assoc = associate(self.target, self.node, proposals)
         self._health(True, None)
         return assoc
 
@@ -461,7 +440,7 @@ class Sender(SupervisedActor):
             else:
                 status = self._associate([]).send_c_echo(timeout)
                 self._close(release=True)
-        except _PeerDownError as down:
+        except PeerDownError as down:
             return None, str(down)
         except (AssociationError, OSError) as exc:  # the association broke under the echo
             self._close(release=False)

@@ -6,9 +6,9 @@ operation there, one at a time. It answers :class:`StoreRequest` s for the
 operations of :class:`~wolfpacs.state.store.Store` and nothing else: no
 caller can close its connection or reach past the interface.
 
-:class:`StoreClient` is the :class:`~wolfpacs.state.store.Store` the other
-actors, the operator's verbs and the HTTP port hold: each method asks the
-actor (whichever is alive, through the registry) and returns its answer.
+:class:`~wolfpacs.node.storeclient.StoreClient` is the
+:class:`~wolfpacs.state.store.Store` the other actors, the operator's
+verbs and the HTTP port hold (re-exported here).
 
 It publishes the queues (``queue_stats()``) and the routes awaiting a
 result (``awaiting_results()`` of the pools that track results) on its
@@ -18,51 +18,61 @@ gauges read them there and never wait for the store
 each route newly overdue (:mod:`wolfpacs.node.results`), once: the store
 notes the route as logged (``mark_overdue``), across restarts and nodes.
 
-Errors: an operation's exception goes back to the caller unchanged; one
-that means the backend is broken (:meth:`Backend.is_broken`) then crashes
-the actor, and its successor opens the backend afresh (committed state is
-whole: each operation is a transaction). A caller that finds no store in
-``timeout`` seconds gets ``supervisors.UnavailableError``.
+Errors: an operation's exception goes back to the caller unchanged, but for
+one that means the backend cannot be reached (:meth:`Backend.is_broken`: a
+server or connection lost, a failing disk): an outage, ridden out, not a
+crash (:mod:`wolfpacs.node.outage`). The caller gets ``UnavailableError``
+(the operation was under way: it may have committed); the actor closes the
+backend and stays registered, *unavailable*: it answers every request at
+once with :class:`StoreDownError` (the operation did not run), so that a
+receiver answers 0xA702 and ``/readyz`` 503 at once, while a linked thread
+tries to open a backend with a capped backoff. When one opens, the actor
+opens its own (in its own thread: SQLite's connections are bound to one),
+serves again, and tells every sender (:class:`~wolfpacs.node.messages.StoreBack`):
+queue rows a database crash lost are made again from the spool. A backend
+out of reach at ``on_start`` leaves the actor started, unavailable. So an
+outage of any length costs no restart, and restart intensity keeps its
+meaning. An error of ``open`` no waiting cures (a database of a newer
+WolfPACS) fails the start, or crashes the actor from its linked thread: its
+supervisor decides. Committed state is whole: each operation is a
+transaction. A caller that finds no store in ``timeout`` s gets ``UnavailableError``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from supervisors import Registry, SupervisedActor
+import pykka
+
+from supervisors import Registry, SupervisedActor, UnavailableError
 from wolfpacs.node.board import AWAITING, PUBLISH_EVERY, QUEUES, Board
-from wolfpacs.node.fence import Fence
+from wolfpacs.node.messages import StoreBack
+from wolfpacs.node.outage import describe, unreachable, wait_open
 from wolfpacs.node.results import overdue, tracked_pools
-from wolfpacs.state.store import OPERATIONS, Backend, QueueItem, Route, Store
+from wolfpacs.node.storeclient import NAME, StoreClient, StoreDownError, StoreRequest
+from wolfpacs.state.store import OPERATIONS, Backend
 
 if TYPE_CHECKING:
     from wolfpacs.config.model import Config
 
-__all__ = ["StoreActor", "StoreClient", "StoreRequest"]
+# The client, its requests and StoreDownError live in node.storeclient (what callers hold).
+__all__ = ["StoreActor", "StoreClient", "StoreDownError", "StoreRequest"]
 
-NAME = "store"
-TIMEOUT = 10.0  # seconds a caller waits for the store, through a restart
 PURGE_FIRST = 60.0  # seconds after a start before the first purge: let recovery's rush pass
 PURGE_EVERY = 86400.0  # seconds between two purges
 PURGE_BATCH = 500  # studies forgotten in one transaction
 _PURGE = "purge"
 _PUBLISH = "publish"
+_REOPEN = "reopen"  # from the linked thread: the backend can be reached again
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class StoreRequest:
-    """One operation of :class:`~wolfpacs.state.store.Store`, by name, with its arguments."""
-
-    operation: str
-    args: tuple[Any, ...] = ()
-    fence: Fence | None = None  # the asking incarnation's: checked before the operation runs
 
 
 class StoreActor(SupervisedActor):
@@ -73,7 +83,8 @@ class StoreActor(SupervisedActor):
     transaction, each batch a message of its own so that the enqueues of
     received instances get their turn between; then it compacts the history
     of runtime changes. ``config()``, the node's live config, says which
-    pools track results and their timeouts (None: none does).
+    pools track results and their timeouts (None: none does). ``probe_backend()``:
+    the backend an outage's tries open (quicker to give up; default ``open_backend``).
     """
 
     def __init__(
@@ -84,26 +95,43 @@ class StoreActor(SupervisedActor):
         *,
         board: Board | None = None,
         config: Callable[[], Config] | None = None,
+        probe_backend: Callable[[], Backend] | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
         self._open_backend = open_backend
+        self._probe_backend = probe_backend or open_backend  # quicker tries, in an outage
         self._retention_days = retention_days
         self._config = config
         self.board = board or Board()
         self._backend: Backend | None = None
         self.purged = 0  # studies forgotten by this actor
+        # Operations answered by this actor, by name: each is one transaction of the backend
+        # (a round trip or more to a server). `inspect store` shows them; the bench counts them.
+        self.operations: Counter[str] = Counter()
+        self.busy_s = 0.0  # seconds spent answering them: how near the one thread is to full
+        self._down: str | None = None  # why the store is unavailable; None: it is not
+        self._down_since = 0.0  # time.monotonic() when it became so
+        self._down_at = 0.0  # and time.time(): what a file's mtime is compared with
+        self._waiting = False  # a linked thread tries to open a backend
+        self._stopping = threading.Event()  # tells that thread to give up
 
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            raise RuntimeError("the store is not open")
+            raise StoreDownError(f"the store is unavailable: {self._down or 'not open'}")
         return self._backend
 
     def on_start(self) -> None:
         backend = self._open_backend()
-        backend.open()
-        self._backend = backend
+        try:
+            backend.open()
+        except Exception as exc:
+            if not unreachable(backend, exc):
+                raise  # no waiting cures it: the start fails, the supervisor decides
+            self._lose(exc, describe(backend), during=None)
+        else:
+            self._backend = backend
         self.registry.register(NAME, self.actor_ref)
         self.send_after(PURGE_FIRST, _PURGE)
         self._publish()
@@ -115,38 +143,134 @@ class StoreActor(SupervisedActor):
         self._close()
 
     def _close(self) -> None:
+        self._stopping.set()
         backend, self._backend = self._backend, None
         if backend is not None:
             backend.close()
 
-    def is_fatal(self, exc: BaseException) -> bool:
-        return self._backend is not None and self._backend.is_broken(exc)
+    def _lose(self, exc: BaseException, where: str, during: str | None) -> None:
+        """The backend cannot be reached: close it, answer "unavailable", wait for it.
+
+        ``during``: the operation that found it so (None: the first open).
+        """
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            with contextlib.suppress(Exception):  # it is broken already: close what is left
+                backend.close()
+        if self._down is None:
+            self._down_since = time.monotonic()
+            self._down_at = time.time()
+        self._down = " ".join(str(exc).split()) or type(exc).__name__
+        if during is not None:
+            logger.warning(
+                "store: lost the store at %s during %s (%s); new instances are refused (0xA702) "
+                "until it is back", where, during, self._down, extra={"event": "store_unavailable"},
+            )  # fmt: skip
+        if not self._waiting:
+            self._waiting = True
+            self.start_thread(self._wait_for_backend, name="store-reopen")
+
+    def _wait_for_backend(self) -> None:
+        """In a linked thread: until a backend opens; then the actor opens its own.
+
+        What ``wait_open`` raises (an error no waiting cures) crashes the actor.
+        """
+        backend = wait_open(self._probe_backend, self._stopping, "store")
+        if backend is None:
+            return  # the actor stops
+        backend.close()  # a probe: the actor's own is opened in its own thread
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(_REOPEN)
+
+    def _reopen(self) -> None:
+        """The linked thread found the backend reachable: open the actor's own."""
+        self._waiting = False
+        backend = self._open_backend()
+        try:
+            backend.open()
+        except Exception as exc:
+            if not unreachable(backend, exc):
+                raise  # told: the actor crashes, its supervisor decides
+            self._lose(exc, describe(backend), during=None)  # gone again at once: wait on
+            return
+        self._backend = backend
+        logger.info("store: available again after %.1f s: new instances are taken",
+                    time.monotonic() - self._down_since,
+                    extra={"event": "store_available"})  # fmt: skip
+        self._down = None
+        # Rows a crash of the database lost, or whose commit it cut short: each sender
+        # gives the files of its queue from before the outage their row again.
+        back = StoreBack(self._down_at)
+        for name in self.registry.names():
+            if name.startswith("sender:"):
+                self.registry.tell(name, back)
+
+    def _run(self, operation: str, *args: Any) -> Any:
+        """``operation`` of the backend; an outage if it finds the backend unreachable.
+
+        Raises:
+            StoreDownError: the store is unavailable (the operation did not run).
+            UnavailableError: the operation found the backend unreachable (it may
+                have committed all the same).
+            Exception: the operation's, unchanged.
+        """
+        backend = self.backend
+        try:
+            return getattr(backend, operation)(*args)
+        except Exception as exc:
+            if not unreachable(backend, exc):
+                raise
+            self._lose(exc, describe(backend), during=operation)
+            raise UnavailableError(
+                f"the store was lost during {operation} (it may have committed): {self._down}"
+            ) from exc
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StoreRequest):
             if message.operation not in OPERATIONS:
                 raise ValueError(f"the store has no operation {message.operation!r}")
+            if self._backend is None:
+                raise StoreDownError(f"the store is unavailable: {self._down or 'not open'}")
             if message.fence is not None:
                 message.fence.check()  # here, in turn with every other operation: no race
-            return getattr(self.backend, message.operation)(*message.args)
+            self.operations[message.operation] += 1
+            started = time.perf_counter()
+            try:
+                return self._run(message.operation, *message.args)
+            finally:
+                self.busy_s += time.perf_counter() - started
         if message == _PURGE:
-            self._purge()
+            self._tick(self._purge, PURGE_FIRST, _PURGE)
             return None
         if message == _PUBLISH:
-            self._publish()
+            self._tick(self._publish, PUBLISH_EVERY, _PUBLISH)
+            return None
+        if message == _REOPEN:
+            self._reopen()
             return None
         return super().on_receive(message)
+
+    def _tick(self, work: Callable[[], None], again: float, message: str) -> None:
+        """A timer's ``work``; while the store is unavailable, the timer again in ``again`` s.
+
+        A told message that raised would crash the actor: an outage must not.
+        """
+        if self._backend is not None:
+            with contextlib.suppress(UnavailableError):  # lost under it: _run began the wait
+                work()
+                return
+        self.send_after(again, message)
 
     def _purge(self) -> None:
         """One batch of the daily purge; the next batch, or the next day, by message."""
         days = self._retention_days()
         if days > 0:
-            forgotten = self.backend.purge(time.time() - days * 86400, PURGE_BATCH)
+            forgotten = self._run("purge", time.time() - days * 86400, PURGE_BATCH)
             self.purged += forgotten
             if forgotten == PURGE_BATCH:
                 self.actor_ref.tell(_PURGE)  # more: after what waits in the inbox
                 return
-            compacted = self.backend.compact_runtime_changes()
+            compacted = self._run("compact_runtime_changes")
             if self.purged or compacted:
                 logger.info("purge: %d studies idle over %g days forgotten, %d runtime changes "
                             "compacted", self.purged, days, compacted)  # fmt: skip
@@ -159,10 +283,13 @@ class StoreActor(SupervisedActor):
         A tick a blocked store misses leaves the last queues to age: the
         gauges then call them unknown, rather than wait for the store.
         """
-        self.board.publish(QUEUES, self.backend.queue_stats())
+        if self._backend is None:  # unavailable (at the start): the next tick
+            self.send_after(PUBLISH_EVERY, _PUBLISH)
+            return
+        self.board.publish(QUEUES, self._run("queue_stats"))
         config = self._config() if self._config is not None else None
         pools = tracked_pools(config) if config is not None else []
-        awaiting = self.backend.awaiting_results(pools) if pools else []
+        awaiting = self._run("awaiting_results", pools) if pools else []
         self.board.publish(AWAITING, awaiting)
         if config is not None and awaiting:
             self._log_overdue(config, awaiting)
@@ -174,7 +301,7 @@ class StoreActor(SupervisedActor):
         late = {o.key: o for o in overdue(awaiting, config, now) if not o.noted}
         if not late:
             return
-        for key in self.backend.mark_overdue(list(late), now):
+        for key in self._run("mark_overdue", list(late), now):
             o = late[key]
             logger.warning(
                 "study %s of client %s: no result from worker %s of pool %s for %.0f s since "
@@ -185,200 +312,10 @@ class StoreActor(SupervisedActor):
             )  # fmt: skip
 
     def inspect(self) -> dict[str, Any]:
-        return {**self.backend.describe(), "studies": self.backend.count_studies()}
-
-
-class StoreClient:
-    """The store as the actors see it: a :class:`~wolfpacs.state.store.Store` that asks the actor.
-
-    Thread-safe; hold one, never a ref to the actor (it changes with every restart).
-    """
-
-    def __init__(
-        self, registry: Registry, timeout: float = TIMEOUT, fence: Fence | None = None
-    ) -> None:
-        self.registry = registry
-        self.timeout = timeout
-        self.fence = fence
-
-    def fenced(self, fence: Fence) -> StoreClient:
-        """This client for one actor incarnation: the store refuses its requests once stale.
-
-        Raises (from each operation, then):
-            StaleGenerationError: a newer incarnation has started.
-        """
-        return StoreClient(self.registry, self.timeout, fence)
-
-    def _ask(
-        self,
-        operation: Callable[..., R],
-        *args: Any,
-        timeout: float | None = None,
-        meanwhile: Callable[[], object] | None = None,
-    ) -> R:
-        result: R = self.registry.ask(
-            NAME, StoreRequest(operation.__name__, args, self.fence),
-            timeout=self.timeout if timeout is None else timeout, meanwhile=meanwhile,
-        )  # fmt: skip
-        return result
-
-    def get_route(self, client: str, study_uid: str, pool: str = "") -> Route | None:
-        return self._ask(Store.get_route, client, study_uid, pool)
-
-    def routes_of(self, study_uid: str) -> list[Route]:
-        return self._ask(Store.routes_of, study_uid)
-
-    def insert_route(
-        self, client: str, study_uid: str, worker: str, at: float, pool: str = ""
-    ) -> Route:
-        return self._ask(Store.insert_route, client, study_uid, worker, at, pool)
-
-    def owners(self, study_uid: str, worker: str) -> list[str]:
-        return self._ask(Store.owners, study_uid, worker)
-
-    def holders(self, study_uid: str, worker: str) -> list[tuple[str, str]]:
-        return self._ask(Store.holders, study_uid, worker)
-
-    def get_series(self, client: str, study_uid: str, series_uid: str) -> dict[str, Any] | None:
-        return self._ask(Store.get_series, client, study_uid, series_uid)
-
-    def decide_series(
-        self, client: str, study_uid: str, series_uid: str, decision: dict[str, Any]
-    ) -> dict[str, Any]:
-        return self._ask(Store.decide_series, client, study_uid, series_uid, decision)
-
-    def open_studies(self, workers: list[str], cutoff: float) -> dict[str, int]:
-        return self._ask(Store.open_studies, workers, cutoff)
-
-    def move_studies(  # noqa: PLR0917 -- positional: the store actor's requests carry no keywords
-        self,
-        worker: str,
-        to: str,
-        studies: list[str] | None = None,
-        cutoff: float = 0.0,
-        client: str | None = None,
-        origin: str | None = None,
-    ) -> list[dict[str, Any]]:
-        return self._ask(Store.move_studies, worker, to, studies, cutoff, client, origin)
-
-    def enqueue(self, item: QueueItem) -> int:
-        return self._ask(Store.enqueue, item)
-
-    def enqueue_received(
-        self, item: QueueItem, meanwhile: Callable[[], object] | None = None
-    ) -> str | None:
-        """``meanwhile``: the caller's work that overlaps the commit (see ``Registry.ask``)."""
-        return self._ask(Store.enqueue_received, item, meanwhile=meanwhile)
-
-    def enqueue_result(
-        self, item: QueueItem, worker: str, meanwhile: Callable[[], object] | None = None
-    ) -> float | None:
-        """``meanwhile``: the caller's work that overlaps the commit (see ``Registry.ask``)."""
-        return self._ask(Store.enqueue_result, item, worker, meanwhile=meanwhile)
-
-    def next_items(self, target: str, limit: int = 32, after_id: int = 0) -> list[QueueItem]:
-        return self._ask(Store.next_items, target, limit, after_id)
-
-    def delivered(self, item_id: int, at: float | None = None) -> bool:
-        return self._ask(Store.delivered, item_id, at)
-
-    def delivered_next(
-        self, item_ids: list[int], target: str, limit: int = 32
-    ) -> tuple[list[int], list[QueueItem]]:
-        return self._ask(Store.delivered_next, item_ids, target, limit)
-
-    def moved_items(self, target: str, limit: int = 256) -> list[tuple[QueueItem, str]]:
-        return self._ask(Store.moved_items, target, limit)
-
-    def retarget(self, item_id: int, target: str, path: str) -> bool:
-        return self._ask(Store.retarget, item_id, target, path)
-
-    def repath(self, old: str, new: str) -> bool:
-        return self._ask(Store.repath, old, new)
-
-    def remove_item(self, item_id: int) -> bool:
-        return self._ask(Store.remove_item, item_id)
-
-    def failed_attempt(self, item_id: int, error: str) -> int:
-        return self._ask(Store.failed_attempt, item_id, error)
-
-    def items_of(self, target: str) -> list[QueueItem]:
-        return self._ask(Store.items_of, target)
-
-    def queue_stats(self) -> dict[str, dict[str, Any]]:
-        return self._ask(Store.queue_stats)
-
-    def queued_paths(self, all_nodes: bool = False) -> set[str]:
-        return self._ask(Store.queued_paths, all_nodes)
-
-    def drop_missing(self, paths: set[str]) -> int:
-        return self._ask(Store.drop_missing, paths)
-
-    def study(self, study_uid: str) -> list[dict[str, Any]]:
-        return self._ask(Store.study, study_uid)
-
-    def studies(
-        self, worker: str | None = None, client: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        return self._ask(Store.studies, worker, client, limit)
-
-    def open_studies_of(self, column: str, name: str, cutoff: float) -> int:
-        return self._ask(Store.open_studies_of, column, name, cutoff)
-
-    def count_studies(self) -> int:
-        return self._ask(Store.count_studies)
-
-    def awaiting_results(self, pools: list[str]) -> list[dict[str, Any]]:
-        return self._ask(Store.awaiting_results, pools)
-
-    def mark_overdue(
-        self, routes: list[tuple[str, str, str]], at: float
-    ) -> list[tuple[str, str, str]]:
-        return self._ask(Store.mark_overdue, routes, at)
-
-    def purge(self, cutoff: float, limit: int = 500, dry_run: bool = False) -> int:
-        return self._ask(Store.purge, cutoff, limit, dry_run)
-
-    def compact_runtime_changes(self, dry_run: bool = False) -> int:
-        return self._ask(Store.compact_runtime_changes, dry_run)
-
-    def worker_states(self) -> dict[str, str]:
-        return self._ask(Store.worker_states)
-
-    def set_worker_state(self, name: str, state: str, at: float | None = None) -> None:
-        return self._ask(Store.set_worker_state, name, state, at)
-
-    def delete_worker_state(self, name: str) -> None:
-        return self._ask(Store.delete_worker_state, name)
-
-    def runtime_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
-        return self._ask(Store.runtime_changes)
-
-    def changes_since(self, seq: int) -> list[tuple[int, str, str, dict[str, Any] | None]]:
-        return self._ask(Store.changes_since, seq)
-
-    def last_change(self) -> int:
-        return self._ask(Store.last_change)
-
-    def add_runtime_change(self, kind: str, name: str, table: dict[str, Any] | None) -> None:
-        return self._ask(Store.add_runtime_change, kind, name, table)
-
-    def register_node(self, lease_seconds: float, shared_spool: bool = False) -> int:
-        return self._ask(Store.register_node, lease_seconds, shared_spool)
-
-    def renew_lease(self, epoch: int, lease_seconds: float) -> bool:
-        return self._ask(Store.renew_lease, epoch, lease_seconds)
-
-    def adopt_expired(self, epoch: int, family: str = "") -> list[dict[str, Any]]:
-        return self._ask(Store.adopt_expired, epoch, family)
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return self._ask(Store.nodes)
-
-    def ping(self, timeout: float | None = None) -> bool:
-        """``timeout``: seconds to wait for an answer, if not the client's."""
-        return self._ask(Store.ping, timeout=timeout)
-
-
-if TYPE_CHECKING:  # the type checker holds the client to every operation of the interface
-    _CLIENT_IS_A_STORE: type[Store] = StoreClient
+        counted = {"operations": sum(self.operations.values()), "busy_s": round(self.busy_s, 6),
+                   "by_operation": dict(self.operations.most_common())}  # fmt: skip
+        if self._backend is None:
+            return {"state": "unavailable", "error": self._down,
+                    "for_s": round(time.monotonic() - self._down_since, 1), **counted}  # fmt: skip
+        return {**self._backend.describe(), "state": "available",
+                "studies": self._run("count_studies"), **counted}  # fmt: skip

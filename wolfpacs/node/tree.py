@@ -48,6 +48,7 @@ from wolfpacs.node.lease import Lease, LeaseActor, whence
 from wolfpacs.node.listener import Listener
 from wolfpacs.node.messages import INSIDE, OUTSIDE, Target, targets
 from wolfpacs.node.metrics import Metrics
+from wolfpacs.node.outage import wait_open
 from wolfpacs.node.recovery import recover
 from wolfpacs.node.router import Router
 from wolfpacs.node.sender import Sender
@@ -69,6 +70,7 @@ STATE_DB = "state.sqlite3"
 # Seconds the watcher of other nodes' changes waits for the store: not through a restart of
 # the store (its next look tries again), so that it stays free to say how it does.
 CHANGES_TIMEOUT = 2.0
+PROBE_TIMEOUT = 2.0  # seconds a try to reach a database that was out of reach may take
 
 
 class Intensity(TypedDict):
@@ -162,11 +164,20 @@ class Node:
         self.origin = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
         self.operations = operations(self) if operations is not None else None
 
-    def backend(self) -> Backend:
-        """A new, unopened backend on the node's state database: ``[node] store``'s."""
+    def backend(self, probe: bool = False) -> Backend:
+        """A new, unopened backend on the node's state database: ``[node] store``'s.
+
+        ``probe``: one that tries to connect for ``PROBE_TIMEOUT`` s only, to see whether
+        the database is back (:mod:`wolfpacs.node.outage`): a try, and a log line, every
+        few seconds.
+        """
         store = self.config.node.store
         if store == SQLITE:
             return SQLiteStore(self.db_path, durable=self.spool.durable, node_id=self.node_id)
+        if probe:
+            return PostgreSQLStore(
+                store, durable=self.spool.durable, node_id=self.node_id, timeout=PROBE_TIMEOUT
+            )
         return PostgreSQLStore(store, durable=self.spool.durable, node_id=self.node_id)
 
     def listen(self) -> Callable[[Callable[[str], None]], ChangeListener] | None:
@@ -210,6 +221,7 @@ class Node:
                     lambda: live.get().node.retention_days,
                     board=metrics.board,
                     config=live.get,
+                    probe_backend=functools.partial(self.backend, probe=True),
                 ),
             ),
             ChildSpec(
@@ -273,6 +285,26 @@ class Node:
         finally:
             store.close()
         self.live.set(config)
+
+    def wait_for_store(
+        self, stop: threading.Event, failed: Callable[[str], None] | None = None
+    ) -> bool:
+        """Wait until the store can be opened (a database that starts with the node); False if
+        ``stop`` came first. Logs every few seconds (:func:`wolfpacs.node.outage.wait_open`);
+        ``failed`` is told each failed try. A node on SQLite does not wait: its file is local,
+        and what fails there does not pass by waiting (:meth:`start` says what it is).
+
+        Raises:
+            Exception: an error of ``open`` that waiting does not cure (``SchemaError``,
+                ``DriverMissingError``), unchanged.
+        """
+        if self.config.node.store == SQLITE:
+            return True
+        backend = wait_open(functools.partial(self.backend, probe=True), stop, "start", failed)
+        if backend is None:
+            return False
+        backend.close()  # start() opens its own: recovery, then the store actor
+        return True
 
     def start(self) -> None:
         """Lock data_dir, recover the spool, start the tree."""

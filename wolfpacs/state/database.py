@@ -75,6 +75,15 @@ class Database:
         """
         raise NotImplementedError
 
+    def _lock(self, db: Connection, name: str) -> None:
+        """Hold the lock called ``name`` until ``db``'s transaction ends: every other
+        transaction that asks for it, from any connection or node, waits till then; the
+        statements that follow see what the one before it committed.
+
+        Called first in a transaction, before it reads what the lock guards.
+        """
+        raise NotImplementedError
+
     def _rows(self, sql: str, *args: object) -> list[Any]:
         """The rows of one statement, its own transaction (not synced: see above)."""
         raise NotImplementedError

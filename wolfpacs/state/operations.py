@@ -2,7 +2,8 @@
 
 One place per query: :class:`SQLStore` is every operation of
 :class:`~wolfpacs.state.store.Store` (the timing of results is
-:mod:`wolfpacs.state.results`'), written against
+:mod:`wolfpacs.state.results`', the atomic creation of a route
+:mod:`wolfpacs.state.placement`'), written against
 :class:`~wolfpacs.state.database.Database` with ``?`` parameters,
 ``ON CONFLICT``, ``RETURNING`` and ``DOUBLE PRECISION``; each backend
 (:mod:`wolfpacs.state.sqlite`, :mod:`wolfpacs.state.postgresql`) gives its
@@ -25,11 +26,15 @@ from typing import Any
 from wolfpacs.config.model import MOVE
 from wolfpacs.state.changes import ChangeHistory
 from wolfpacs.state.leases import NodeLeases
+from wolfpacs.state.placement import RoutePlacement
 from wolfpacs.state.queries import (
+    ASSIGN,
     QUEUED,
+    REROUTE,
     ROUTE,
     SERIES,
     STUDY,
+    count_open,
 )
 from wolfpacs.state.queue import NodeQueue
 from wolfpacs.state.results import ResultTracking
@@ -40,7 +45,7 @@ __all__ = ["SQLStore"]
 logger = logging.getLogger(__name__)
 
 
-class SQLStore(ResultTracking, NodeLeases, NodeQueue, ChangeHistory):
+class SQLStore(RoutePlacement, ResultTracking, NodeLeases, NodeQueue, ChangeHistory):
     """The store's operations on a :class:`~wolfpacs.state.database.Database`.
 
     The queue's operations are :mod:`wolfpacs.state.queue`'s: a node's own
@@ -136,21 +141,8 @@ class SQLStore(ResultTracking, NodeLeases, NodeQueue, ChangeHistory):
         """How many studies each worker has open: active since ``cutoff`` or still queued to it."""
         if not workers:
             return {}
-        marks = ", ".join("?" for _ in workers)
-        recent = self._rows(
-            f"SELECT client, study_uid, pool, worker FROM studies "
-            f"WHERE worker IN ({marks}) AND last_activity_at >= ?",
-            *workers, cutoff,
-        )  # fmt: skip
-        queued = self._rows(
-            f"SELECT DISTINCT client, study_uid, pool, target FROM queue "
-            f"WHERE kind = ? AND target IN ({marks})",
-            WORKER, *workers,
-        )  # fmt: skip
-        counts = dict.fromkeys(workers, 0)
-        for *_study, worker in set(recent) | set(queued):
-            counts[worker] += 1
-        return counts
+        sql, args = count_open(workers, cutoff)
+        return {**dict.fromkeys(workers, 0), **dict(self._rows(sql, *args))}
 
     def move_studies(  # noqa: PLR0917 -- positional: the store actor's requests carry no keywords
         self,
@@ -186,17 +178,8 @@ class SQLStore(ResultTracking, NodeLeases, NodeQueue, ChangeHistory):
             where += f" AND (s.last_activity_at >= ? OR {QUEUED})"
             args.append(cutoff)
         with self._transaction() as db:
-            moved = db.execute(
-                f"UPDATE studies AS s SET worker = ?, moved_from = ?, "
-                f"delivered_before_move = instances_delivered WHERE {where} "
-                "RETURNING client, study_uid, pool, instances_delivered",
-                (to, worker, *args),
-            ).fetchall()
-            db.executemany(
-                "INSERT INTO assignments (client, study_uid, pool, worker) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(owner, uid, pool, to) for owner, uid, pool, _ in moved],
-            )
+            moved = db.execute(REROUTE.format(where=where), (to, worker, *args)).fetchall()
+            db.executemany(ASSIGN, [(owner, uid, pool, to) for owner, uid, pool, _ in moved])
             if moved and origin is not None:
                 self._record_change(db, MOVE, worker, {"to": to, "origin": origin})
             queued = {

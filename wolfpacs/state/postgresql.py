@@ -13,6 +13,10 @@ insert-if-absent (a study's route, a series' decision) is
 ``INSERT … ON CONFLICT DO NOTHING`` and then a read in a new statement: a
 second transaction racing on the same key waits for the first to commit,
 inserts nothing, and reads the row that stands, so both get one answer.
+A new route is chosen and written under its pool's advisory lock
+(:meth:`~PostgreSQLStore._lock`, :func:`lock_key`): each statement after
+the lock sees what the transaction before it committed, so the loads a
+choice reads include every choice made before it, by any node.
 
 Durability, as in SQLite: what the spool can rebuild (a queue row) or
 what is only done twice if lost (a delivery) commits without waiting for
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from wolfpacs.config.secrets import redacted_url
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
 
     from wolfpacs.state.database import Connection, Cursor
 
-__all__ = ["CHANNEL", "INSTALL", "DriverMissingError", "PostgreSQLStore", "dialect"]
+__all__ = ["CHANNEL", "INSTALL", "DriverMissingError", "PostgreSQLStore", "dialect", "lock_key"]
 
 INSTALL = "pip install 'wolfpacs[postgresql]'"
 POOL_SIZE = 4  # connections at most: the store actor uses one at a time; the rest are spare
@@ -70,6 +75,9 @@ STATEMENT_TIMEOUT = "30s"  # (SET takes no parameter: _configure says it as a li
 CHANNEL = "wolfpacs_changes"  # what nodes LISTEN on: a payload says what changed, no more
 # The key of the advisory lock runtime changes take (pgschema's MIGRATION_LOCK, plus one).
 CHANGES_LOCK = 0x574F4C47
+# The first key of the two-key advisory locks of WolfPACS (a space apart from the one-key
+# locks above): "WPLB". See lock_key.
+LOCKS = 0x57504C42
 
 
 class DriverMissingError(ImportError):
@@ -213,6 +221,11 @@ class PostgreSQLStore(SQLStore):
                 db.execute("SET LOCAL synchronous_commit TO DEFAULT")
             yield _Connection(db)
 
+    def _lock(self, db: Connection, name: str) -> None:
+        # A transaction-level advisory lock: released at commit or rollback, even by a
+        # connection the server ends (see lock_key).
+        db.execute("SELECT pg_advisory_xact_lock(?, ?)", lock_key(name))
+
     def _serialize_changes(self, db: Connection) -> None:
         # Held to the end of the transaction: the next change takes its seq after this commit.
         db.execute("SELECT pg_advisory_xact_lock(?)", (CHANGES_LOCK,))
@@ -228,6 +241,21 @@ class PostgreSQLStore(SQLStore):
     def _dicts(self, sql: str, *args: object) -> list[dict[str, Any]]:
         with self._connections.connection() as db:
             return as_dicts(db.execute(dialect(sql), args))
+
+
+def lock_key(name: str) -> tuple[int, int]:
+    """The advisory lock of ``name``: (:data:`LOCKS`, the first four bytes of the SHA-256 of
+    ``name`` as a signed 32-bit integer).
+
+    PostgreSQL's two-key advisory locks are a space apart from its one-key
+    (bigint) ones, and :data:`LOCKS` sets WolfPACS's apart from another
+    program's on the same database. Two names whose hashes collide (about one
+    pair in 2**32) share one lock: their transactions wait for each other, and
+    each still holds the lock it asked for, so a collision costs time, never
+    correctness. Python's ``hash`` would not do: it differs between processes.
+    """
+    digest = hashlib.sha256(name.encode()).digest()
+    return LOCKS, int.from_bytes(digest[:4], "big", signed=True)
 
 
 def _configure(db: psycopg.Connection[Any]) -> None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from wolfpacs.state.store import WORKER
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from wolfpacs.state.store import QueueItem
 
 __all__ = [
-    "ENQUEUE", "ITEM", "ITEM_COLUMNS", "QUEUED", "ROUTE", "SERIES", "STUDY", "TOUCH_STUDY",
-    "enqueue_args",
+    "ASSIGN", "ENQUEUE", "ITEM", "ITEM_COLUMNS", "QUEUED", "REROUTE", "ROUTE", "SERIES", "STUDY",
+    "TOUCH_STUDY", "count_open", "enqueue_args",
 ]  # fmt: skip
 
 # One statement per received instance (see SQLStore._enqueue): a trigger counts it in.
@@ -41,6 +45,31 @@ TOUCH_STUDY = (
 # A study is open while active since the cutoff or while any instance of it is queued.
 QUEUED = f"EXISTS (SELECT 1 FROM queue q WHERE {STUDY})"
 SERIES = "SELECT pool, action, rule, decided_at FROM series"
+# Give routes to a worker (``{where}``: which, of ``studies AS s``), keeping where they were
+# and what had reached it; then ASSIGN each to its new worker, for its results.
+REROUTE = (
+    "UPDATE studies AS s SET worker = ?, moved_from = ?, "
+    "delivered_before_move = instances_delivered WHERE {where} "
+    "RETURNING client, study_uid, pool, instances_delivered"
+)
+ASSIGN = (
+    "INSERT INTO assignments (client, study_uid, pool, worker) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def count_open(workers: Sequence[str], cutoff: float) -> tuple[str, tuple[object, ...]]:
+    """One statement, and its parameters, that counts each worker's open studies: routed
+    to it and active since ``cutoff``, or with an instance still queued for it (a study
+    both is counted once). Rows (worker, count); a worker with none has no row."""
+    marks = ", ".join("?" for _ in workers)
+    sql = (
+        f"SELECT worker, COUNT(*) FROM (SELECT client, study_uid, pool, worker FROM studies "
+        f"WHERE worker IN ({marks}) AND last_activity_at >= ? UNION SELECT client, study_uid, "
+        f"pool, target FROM queue WHERE kind = ? AND target IN ({marks})) AS opened "
+        f"GROUP BY worker"
+    )
+    return sql, (*workers, cutoff, WORKER, *workers)
 
 
 def enqueue_args(item: QueueItem, at: float | None = None, owner: str = "") -> tuple[object, ...]:

@@ -270,7 +270,7 @@ class Spool:
             return self.spool_dir / rel[len(SPOOL) :]
         return self.root / rel
 
-    def _rel(self, path: Path) -> str:
+    def rel(self, path: Path) -> str:
         """A queued file's path as its queue row keeps it (see :meth:`path`)."""
         return SPOOL + str(path.relative_to(self.spool_dir))
 
@@ -291,7 +291,7 @@ class Spool:
         name = _queued_name(owner, sop_instance_uid)
         self._move_in(Path(src), directory / name, synced, sync_dir=not sync_later)
         self._count(size if size is not None else (directory / name).stat().st_size)
-        return self._rel(directory / name)
+        return self.rel(directory / name)
 
     def adopt(self, src: Path, target: str, sop_instance_uid: str, owner: str = "") -> str:
         """Like :meth:`admit`, but ``src`` stays where it is (a hard link, or a copy)."""
@@ -305,7 +305,7 @@ class Spool:
             fsync_path(dest)
             self._sync_dir(directory)
         self._count(dest.stat().st_size)
-        return self._rel(dest)
+        return self.rel(dest)
 
     def relocate(self, rel: str, target: str) -> str:
         """Move a queued file to another target's directory; its new relative path."""
@@ -318,7 +318,7 @@ class Spool:
         if self.durable:
             self._sync_dir(directory, marks[0])
             self._sync_dir(src.parent, marks[1])
-        return self._rel(directory / src.name)
+        return self.rel(directory / src.name)
 
     def remove(self, *rels: str, recycle: bool = True) -> None:
         """Take delivered files out of the spool.
@@ -439,12 +439,12 @@ class Spool:
     def find(self, name: str) -> str | None:
         """The path of this node's queued file called ``name``, in whichever queue it lies."""
         for path in self.queues.glob(f"*/{name}"):
-            return self._rel(path)
+            return self.rel(path)
         return None
 
     def queued_files(self) -> set[str]:
         """The paths (as queue rows keep them) of every file in this node's queues."""
-        return {self._rel(path) for path in self.queues.glob("*/*") if path.is_file()}
+        return {self.rel(path) for path in self.queues.glob("*/*") if path.is_file()}
 
     def _queue_dir(self, target: str) -> Path:
         directory = self.queues / target

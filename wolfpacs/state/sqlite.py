@@ -122,6 +122,11 @@ class SQLiteStore(SQLStore):
             if full:
                 db.execute("PRAGMA synchronous=NORMAL")
 
+    def _lock(self, db: Connection, name: str) -> None:
+        # Nothing to take: BEGIN IMMEDIATE took the database's write lock, which every
+        # writer (any connection, any process) asks for first and holds till it commits.
+        pass
+
     def _rows(self, sql: str, *args: object) -> list[Any]:
         return self._database.execute(sql, args).fetchall()
 

@@ -21,10 +21,15 @@ store actor then crashes and its successor opens the backend afresh.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["DESTINATION", "OPERATIONS", "WORKER", "Backend", "QueueItem", "Route", "Store"]
+if TYPE_CHECKING:
+    from wolfpacs.state.choice import Choice
+
+__all__ = [
+    "DESTINATION", "OPERATIONS", "WORKER", "Backend", "Placement", "QueueItem", "Route", "Store",
+]  # fmt: skip
 
 WORKER = "worker"  # a queue row bound for a worker: an instance a client sent
 DESTINATION = "destination"  # bound for a client's destination: a derived instance
@@ -46,6 +51,20 @@ class Route:
     worker: str
     routed_at: float
     pool: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What :meth:`Store.create_route` answers (plain data: it crosses actors).
+
+    ``route``: the route that stands now. ``chosen``: whether this call
+    chose its worker (False: another call, or node, had made the route).
+    ``open_studies``: the loads the choice saw (empty when nothing was chosen).
+    """
+
+    route: Route
+    chosen: bool
+    open_studies: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,13 @@ class Store(Protocol):
         self, client: str, study_uid: str, worker: str, at: float, pool: str = ""
     ) -> Route:
         """Record a new route of a study in ``pool`` unless it has one; the route that stands."""
+        ...
+
+    def create_route(self, client: str, study_uid: str, pool: str, choice: Choice) -> Placement:
+        """The route that stands, else a new one to the least-loaded of ``choice``'s
+        candidates (every node's open studies count), chosen and written in one transaction
+        under the pool's lock; ``choice.removed``: the gone worker of the caller's route, to
+        move it from (see :mod:`wolfpacs.state.placement`)."""
         ...
 
     def owners(self, study_uid: str, worker: str) -> list[str]:
