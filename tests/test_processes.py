@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -241,3 +242,26 @@ def test_a_sqlite_file_another_process_holds_is_busy_not_broken(tmp_path, monkey
     assert store.register_node(LONG) == 1  # the lock gone, the same connection goes on
     assert store.is_broken(sqlite3.OperationalError("disk I/O error"))
     store.close()
+
+
+def test_a_child_gets_sigterm_when_its_supervisor_is_killed(tmp_path):
+    mark, up = tmp_path / "mark", tmp_path / "up"
+    child = (
+        "import signal, sys, time\n"
+        "from wolfpacs.node.processes import stop_with_parent\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (open({str(mark)!r}, 'w').write('term'), "
+        "sys.exit(0)))\n"
+        f"assert stop_with_parent()\nopen({str(up)!r}, 'w').write('up')\ntime.sleep(60)\n"
+    )
+    parent = subprocess.Popen(python(
+        f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\n"
+        "time.sleep(60)\n"
+    ))  # fmt: skip
+    try:
+        wait_until(up.exists, timeout=30, what="the child up")
+        parent.kill()  # kill -9: no forwarding, no goodbye
+        parent.wait(10)
+        wait_until(mark.exists, timeout=10, what="the orphan's SIGTERM")
+        assert mark.read_text() == "term"
+    finally:
+        parent.kill()

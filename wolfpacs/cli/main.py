@@ -22,7 +22,7 @@ from wolfpacs.cli import configfile, ctl, shell
 from wolfpacs.cli.demo import demo
 from wolfpacs.cli.options import add_connection_options, add_log_options
 from wolfpacs.cli.supervise import supervise
-from wolfpacs.node.processes import CHILD_SHUTDOWN, child_config
+from wolfpacs.node.processes import CHILD_SHUTDOWN, child_config, stop_with_parent
 from wolfpacs.node.tree import DataDirInUseError, Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
@@ -131,10 +131,12 @@ def run(config_path: str, process: int = 0, process_http: int = 0, process_node:
     (:mod:`wolfpacs.cli.supervise`); ``process`` (from 1): one of its
     children, which stops when its supervisor is gone.
     """
+    parent = os.getppid()
+    if process:  # SIGTERM when its supervisor dies (handled as a service manager's)
+        stop_with_parent()
     config = configfile.load_or_say(config_path)
     if config is None:
         return EXIT_CONFIG
-    parent = os.getppid()
     if process:
         named = dataclasses.replace(config, node=dataclasses.replace(
             config.node, node_id=process_node))  # fmt: skip

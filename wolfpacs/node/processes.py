@@ -33,6 +33,7 @@ together with a stop request), every :data:`POLL` seconds.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_ESCALATED", "PROCESS_INTENSITY", "ProcessSpec", "ProcessSupervisor", "child_argv",
-    "child_config", "process_id",
+    "child_config", "process_id", "stop_with_parent",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,23 @@ EXIT_ESCALATED = 1  # too many deaths: the supervisor gave up
 # As the tree's root: a process that crashes at every start must not loop for ever; a
 # kill -9 now and then (the OOM killer, an operator) must not take the node down.
 PROCESS_INTENSITY = {"max_restarts": 5, "max_seconds": 60.0}
+PR_SET_PDEATHSIG = 1  # prctl(2)
 CHILD_SHUTDOWN = 90.0  # seconds a child gets after SIGTERM (its own stop waits up to 60)
+
+
+def stop_with_parent() -> bool:
+    """Ask the kernel for SIGTERM when this process's parent (its supervisor) dies; whether
+    it could (Linux's ``PR_SET_PDEATHSIG``; elsewhere the child's own look at its parent
+    id, every half second once it runs, is all there is).
+
+    A child busy starting (recovering its queue, waiting for its store) would otherwise
+    notice late, and hold its queues from the supervisor that replaces the killed one.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def process_id(node_id: str, index: int) -> str:
