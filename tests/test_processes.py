@@ -27,8 +27,8 @@ from wolfpacs.node.processes import (
     child_argv,
     child_config,
 )
-from wolfpacs.ops.front import ChildControls
-from wolfpacs.ops.frontweb import add_up
+from wolfpacs.ops.front import ChildControls, FrontControl
+from wolfpacs.ops.frontweb import FrontWeb, add_up
 from wolfpacs.state.lockfile import DataDirInUseError, take
 from wolfpacs.state.spool import Spool
 from wolfpacs.state.sqlite import SQLiteStore
@@ -265,3 +265,34 @@ def test_a_child_gets_sigterm_when_its_supervisor_is_killed(tmp_path):
         assert mark.read_text() == "term"
     finally:
         parent.kill()
+
+
+class Stub:
+    """A process supervisor as the front sees it: its children's states."""
+
+    def __init__(self, *states: str, escalated: str | None = None) -> None:
+        self.states, self.escalated = states, escalated
+
+    def which_children(self) -> list[dict[str, Any]]:
+        return [{"id": str(n), "pid": 100 + n, "state": s, "restarts": 0, "last_exit": None}
+                for n, s in enumerate(self.states, 1)]  # fmt: skip
+
+    def count_children(self) -> dict[str, int]:
+        return {s: self.states.count(s) for s in ("running", "restarting", "stopped")}
+
+    def restarts(self) -> int:
+        return 0
+
+
+def test_the_front_refuses_what_it_cannot_answer_whole_and_says_why():
+    node = NodeConfig(control_token="t" * 16, control_port=1)
+    front = FrontControl(node, ChildControls(Stub("running", "restarting"), {}))  # type: ignore[arg-type]
+    assert front.handle({"id": 1, "verb": "tree", "token": "wrong"}, tcp=True) == {
+        "id": 1, "ok": False, "error": "unauthenticated"}  # fmt: skip
+    queues = front.handle({"id": 2, "verb": "queues"})
+    assert not queues["ok"] and "process 2 is restarting" in queues["error"]
+    web = FrontWeb(node, Stub("restarting", escalated="too many"), {})  # type: ignore[arg-type]
+    assert web.ready() == (False, {"status": "fail", "problems": ["no process is running"]})
+    healthy, body = web.healthy()
+    assert not healthy and body["problems"] == ["too many"]
+    assert 'wolfpacs_processes{state="restarting"} 1' in web.metrics()

@@ -132,10 +132,12 @@ class ChildControls:
 
     def _queues(self) -> list[dict[str, Any]]:
         summed: dict[tuple[str, str], dict[str, Any]] = {}
-        for child in self.supervisor.which_children():
+        children = self.supervisor.which_children()
+        for child in children:
             if child["state"] != "running":  # a part unknown is no total: say so
                 raise ControlError(f"process {child['id']} is {child['state']}: its queue "
                                    "is not known now")  # fmt: skip
+        for child in children:
             for row in self.forward(child["id"], "queues", {}):
                 key = (str(row.get("target")), str(row.get("kind")))
                 if key not in summed:
