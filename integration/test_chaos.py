@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ARTIFACTS = Path(__file__).parent / "artifacts"  # kept by CI
 
 
 def test_a_short_chaos_run_loses_nothing(tmp_path):
@@ -46,7 +49,11 @@ def test_a_long_chaos_run_with_several_kills_loses_nothing(tmp_path):
     assert ledger["node_kills"] == 3 and ledger["unexplained_dead"] == 0
 
 
-def _two_nodes(tmp_path, postgres, url, *args: str, timeout: float) -> tuple[dict, str]:
+def _two_nodes(
+    tmp_path, postgres, url, *args: str, timeout: float, keep: str | None = None
+) -> tuple[dict, str]:
+    """A chaos run of two nodes on ``url``; its ledger and what it printed (kept as a CI
+    artefact, integration/artifacts/KEEP.txt and .json, if ``keep`` names one)."""
     report = tmp_path / "ledger.json"
     result = subprocess.run(
         [sys.executable, "-m", "wolfpacs", "chaos", "--nodes", "2", "--store", url,
@@ -54,6 +61,11 @@ def _two_nodes(tmp_path, postgres, url, *args: str, timeout: float) -> tuple[dic
          "--report", str(report), *args],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+    if keep is not None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / f"{keep}.txt").write_text(result.stdout)
+        if report.exists():
+            (ARTIFACTS / f"{keep}.json").write_text(report.read_text())
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return json.loads(report.read_text()), result.stdout
 
@@ -76,7 +88,7 @@ def test_a_long_chaos_run_of_two_nodes_loses_nothing(tmp_path, postgres, postgre
     ledger, _ = _two_nodes(
         tmp_path, postgres, postgres_url, "--instances", "2000", "--studies", "40",
         "--clients", "3", "--workers", "4", "--faults", "60", "--kills", "4",
-        "--duration", "90", "--seed", "2027", timeout=1200,
+        "--duration", "90", "--seed", "2027", timeout=1200, keep="chaos-two-nodes",
     )  # fmt: skip
     assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
     assert ledger["acknowledged"] == 2000 and ledger["delivered"] == 2000
