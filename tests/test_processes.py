@@ -164,7 +164,8 @@ def test_a_childs_config_is_the_nodes_with_its_own_id_socket_and_port(tmp_path):
     assert (child.http_bind, child.http_port, child.control_port) == ("127.0.0.1", 40001, 0)
     assert child.spool_path == config.node.spool_path and child.shared_spool is False
     argv = child_argv("/etc/w.toml", 2, 40001, "node-a")
-    assert argv[-6:] == ["--process", "2", "--process-http", "40001", "--process-node", "node-a"]
+    assert argv[-8:-2] == ["--process", "2", "--process-http", "40001", "--process-node", "node-a"]
+    assert argv[-2:] == ["--process-supervisor", str(os.getpid())]
 
 
 def test_a_process_receives_into_its_own_incoming_and_leaves_data_dir_to_its_supervisor(
@@ -296,3 +297,13 @@ def test_the_front_refuses_what_it_cannot_answer_whole_and_says_why():
     healthy, body = web.healthy()
     assert not healthy and body["problems"] == ["too many"]
     assert 'wolfpacs_processes{state="restarting"} 1' in web.metrics()
+
+
+def test_a_child_whose_supervisor_died_before_it_looked_does_not_start(tmp_path):
+    # Its supervisor killed between the fork and the child's first look: its parent is
+    # already another (init); the pid it was given says so, its own parent id cannot.
+    done = subprocess.run(
+        [*child_argv(str(tmp_path / "none.toml"), 1, 1, "n")[:-1], "4194304"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "the process supervisor is gone" in done.stderr

@@ -57,10 +57,11 @@ def parser() -> argparse.ArgumentParser:
     run = verbs.add_parser("run", help="run a node (foreground; SIGTERM stops it cleanly)")
     run.add_argument("--config", required=True, help="the node's TOML file")
     # A child of the process supervisor ([node] processes > 1): which one, its private HTTP
-    # port, the node's id (wolfpacs.node.processes.child_argv). Not for people.
+    # port, the node's id, its pid (wolfpacs.node.processes.child_argv). Not for people.
     run.add_argument("--process", type=int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--process-http", type=int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--process-node", default="", help=argparse.SUPPRESS)
+    run.add_argument("--process-supervisor", type=int, default=0, help=argparse.SUPPRESS)
     add_log_options(run)
     demo = verbs.add_parser("demo", help="a self-contained round trip on loopback")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
@@ -120,7 +121,10 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def run(config_path: str, process: int = 0, process_http: int = 0, process_node: str = "") -> int:
+def run(
+    config_path: str, process: int = 0, process_http: int = 0, process_node: str = "",
+    supervisor: int = 0,
+) -> int:  # fmt: skip
     """Run a node until SIGTERM or SIGINT; 0 after a clean stop, 1 if the tree gave up.
 
     2 before it starts: a config error, a state database of a newer WolfPACS, or
@@ -129,11 +133,14 @@ def run(config_path: str, process: int = 0, process_http: int = 0, process_node:
     waited for (a log line every few seconds, 503 on the HTTP port), until
     SIGTERM (then 0). With ``[node] processes`` > 1, the process supervisor
     (:mod:`wolfpacs.cli.supervise`); ``process`` (from 1): one of its
-    children, which stops when its supervisor is gone.
+    children, which stops when its supervisor (pid ``supervisor``) is gone.
     """
-    parent = os.getppid()
+    parent = supervisor or os.getppid()  # (given: it may have died before this look)
     if process:  # SIGTERM when its supervisor dies (handled as a service manager's)
         stop_with_parent()
+        if os.getppid() != parent:  # it died before the kernel was asked: nothing to do
+            logger.error("the process supervisor is gone: not starting")
+            return 1
     config = configfile.load_or_say(config_path)
     if config is None:
         return EXIT_CONFIG
@@ -246,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         logs.setup(getattr(args, "log_level", "warning"), getattr(args, "log_format", "text"))
         verbs = {
-            "run": lambda: run(args.config, args.process, args.process_http, args.process_node),
+            "run": lambda: run(
+                args.config,
+                args.process,
+                args.process_http,
+                args.process_node,
+                args.process_supervisor,
+            ),
             "demo": lambda: demo(keep=args.keep),
             "config": lambda: (
                 configfile.print_example()

@@ -112,10 +112,11 @@ def child_config(config: Config, index: int, http_port: int) -> Config:
 
 
 def child_argv(config_path: str, index: int, http_port: int, node_id: str) -> list[str]:
-    """The command of the child ``index``: ``wolfpacs run`` with its hidden flags."""
+    """The command of the child ``index``: ``wolfpacs run`` with its hidden flags (this
+    process's pid among them: a child that finds another parent stops at once)."""
     return [sys.executable, "-m", "wolfpacs", "run", "--config", config_path,
             "--process", str(index), "--process-http", str(http_port),
-            "--process-node", node_id]  # fmt: skip
+            "--process-node", node_id, "--process-supervisor", str(os.getpid())]  # fmt: skip
 
 
 @dataclass(frozen=True)
