@@ -307,3 +307,19 @@ def test_a_child_whose_supervisor_died_before_it_looked_does_not_start(tmp_path)
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1 and "the process supervisor is gone" in done.stderr
+
+
+def test_a_signal_during_the_handling_of_another_does_not_hang_the_stop():
+    # The kernel's SIGTERM (its supervisor died) and a forwarded one, close together: the
+    # second interrupting the main thread inside the first's Event.set() waited for ever on
+    # the lock that set() held (an orphan found still serving after its run had ended).
+    code = (
+        "import signal, sys\n"
+        "from wolfpacs.cli.signals import stop_on_signals\n"
+        "stop = stop_on_signals()\n"
+        "with stop._cond:  # as if interrupted inside set(), holding its lock\n"
+        "    signal.raise_signal(signal.SIGTERM)\n"
+        "sys.exit(0 if stop.wait(10) else 3)\n"
+    )
+    done = subprocess.run(python(code), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from wolfpacs import __version__
 from wolfpacs.cli import configfile, ctl, shell
 from wolfpacs.cli.demo import demo
 from wolfpacs.cli.options import add_connection_options, add_log_options
+from wolfpacs.cli.signals import stop_on_signals
 from wolfpacs.cli.supervise import supervise
 from wolfpacs.node.processes import CHILD_SHUTDOWN, child_config, stop_with_parent
 from wolfpacs.node.tree import DataDirInUseError, Node
@@ -157,9 +157,7 @@ def run(
     node = Node(config, operations=Operations, process=process)
     if config.node.audit_log:
         logs.add_audit(node.spool.root / config.node.audit_log)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         if not _wait_for_store(node, stop):
             return 0  # stopped while it waited: nothing had started

@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wolfpacs.cli.signals import stop_on_signals
 from wolfpacs.config.model import SQLITE
 from wolfpacs.node.identity import node_identity
 from wolfpacs.node.processes import ProcessSpec, ProcessSupervisor, child_argv
@@ -76,9 +75,7 @@ def supervise(config_path: str, config: Config) -> int:
         specs = [ProcessSpec(id, child_argv(config_path, int(id), port, node_id))
                  for id, port in ports.items()]  # fmt: skip
         supervisor = ProcessSupervisor(specs)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_on_signals()
         paths = {id: data_dir / PROCESSES / id / "control.sock" for id in ports}
         control = FrontControl(node, ChildControls(supervisor, paths))
         web = FrontWeb(node, supervisor, ports) if node.http_port else None
