@@ -20,9 +20,10 @@ RUN apt-get update \
 # build that reaches PyPI through a mirror or a TLS-inspecting proxy (the image test's does):
 # `--secret id=pip.conf,src=...` for this step's pip, and `--secret id=ca.crt,src=...` for a
 # CA that pip.conf names (cert = /run/secrets/ca.crt). Neither stays in the image, nor do pip
-# and setuptools: nothing installs at run time. The postgresql extra (psycopg over Debian's
-# libpq5) is in: one image runs a node alone on SQLite or several on PostgreSQL
-# (docs/deployment/docker-compose.yml).
+# and setuptools: nothing installs at run time. The postgresql extra (psycopg's C
+# implementation, psycopg-binary, with the libpq inside its wheel: see setup.cfg for the
+# trade-off; libpq5 stays for psycopg's pure-Python fallback where no wheel fits) is in: one
+# image runs a node alone on SQLite or several on PostgreSQL (docs/deployment/docker-compose.yml).
 RUN --mount=type=bind,target=/src,rw \
     --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=ca.crt \

@@ -20,10 +20,8 @@ ratios:
   per instance (``inspect store``) and the statements it sent the server
   per instance (pg_stat_statements: each one round trip), beside the SQLite
   node's operations;
-- wolfpacs-8-p1, -p2: wolfpacs-8 with ``[node] processes = 1`` and 2, and
-  workers that take several associations at once (storescp --fork: each
-  process has its own sender per worker); a node's CPU is its supervisor's
-  and its children's, summed;
+- wolfpacs-8-p1, -p2: wolfpacs-8, ``processes = 1`` and 2, workers storescp
+  --fork (several senders each); a node's CPU: its processes' summed;
 - orthanc: storescu -> Orthanc (Lua OnStoredInstance: SendToModality,
   Delete) -> storescp, if Debian's orthanc is installed.
 
@@ -231,11 +229,6 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
             send = lambda: storescu(data.files, orthanc_port, "ORTHANC")  # noqa: E731
             return timed(send, [worker], n, pid=proc.pid)
 
-    processes_8 = [
-        Scenario(f"wolfpacs-8-p{p}", f"8 x storescu -> WolfPACS (fsync, processes = {p}) -> "
-                 "4 x storescp --fork", lambda p=p: wolfpacs_8(processes=p, fork=True),
-                 baseline="direct-8") for p in (1, 2)
-    ]  # fmt: skip
     found = [
         Scenario("direct", "storescu -> storescp", direct),
         Scenario("wolfpacs-os", "storescu -> WolfPACS (os) -> storescp", through("os")),
@@ -248,14 +241,12 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
         ),
         Scenario("return", "worker storescu -> inside port (fsync) -> storescp", return_path),
         Scenario("direct-8", "8 x storescu -> 8 x storescp", direct_8, baseline="direct-8"),
-        Scenario(
-            "wolfpacs-8",
-            "8 x storescu -> WolfPACS (fsync) -> 4 x storescp",
-            wolfpacs_8,
-            baseline="direct-8",
-        ),
-        *processes_8,
-    ]
+        Scenario("wolfpacs-8", "8 x storescu -> WolfPACS (fsync) -> 4 x storescp", wolfpacs_8,
+                 baseline="direct-8"),
+        *(Scenario(f"wolfpacs-8-p{p}", f"8 x storescu -> WolfPACS (fsync, processes = {p}) -> "
+                   "4 x storescp --fork", lambda p=p: wolfpacs_8(processes=p, fork=True),
+                   baseline="direct-8") for p in (1, 2)),
+    ]  # fmt: skip
     if databases is not None:
         found += [
             Scenario("wolfpacs-pg", "storescu -> WolfPACS (fsync, PostgreSQL) -> storescp",
@@ -268,28 +259,9 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
     return found
 
 
-def fsync_ms(files: list[Path], root: Path) -> float:
-    """Mean milliseconds to write one instance to a new file, fsync it and rename it."""
-    directory = root / "fsync"
-    directory.mkdir()
-    times = []
-    for i, path in enumerate(files):
-        data = path.read_bytes()
-        tmp, final = directory / f"{i}.tmp", directory / f"{i}.dcm"
-        started = time.perf_counter()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        os.rename(tmp, final)
-        times.append(time.perf_counter() - started)
-    shutil.rmtree(directory)
-    return statistics.mean(times) * 1000
-
-
 def fsync_limit(data: Data, root: Path, scenarios: dict[str, Any]) -> dict[str, float]:
     """Direct + one measured write+fsync+rename per instance: the best one synchronous stream."""
-    per_fsync = fsync_ms(data.files[:200], root)
+    per_fsync = harness.fsync_ms(data.files[:200], root)
     limit = scenarios["direct"]["median_s"] + per_fsync / 1000 * len(data.files)
     return {"fsync_ms_per_instance": per_fsync, "limit_s": limit,
             "time_over_limit": scenarios["wolfpacs-fsync"]["median_s"] / limit}  # fmt: skip
@@ -413,15 +385,6 @@ def summarise(found: list[Scenario], data: Data) -> dict[str, Any]:
     return out
 
 
-def describe_postgresql(databases: Databases) -> dict[str, Any]:
-    """The server and the driver the PostgreSQL scenarios ran with (the node's is the bench's:
-    it inherits its environment)."""
-    import psycopg  # noqa: PLC0415 -- databases is not None: it is installed
-
-    return {"server": databases.version(), "psycopg": psycopg.__version__,
-            "psycopg_impl": psycopg.pq.__impl__}  # fmt: skip
-
-
 def beyond(
     args: argparse.Namespace, data: Data, root: Path, found: dict[str, Any]
 ) -> dict[str, Any]:
@@ -512,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python3 -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         }
         if databases is not None and any(s.name.startswith("wolfpacs-pg") for s in found):
-            results["postgresql"] = describe_postgresql(databases)
+            results["postgresql"] = databases.describe()
         results.update(beyond(args, data, root, results["scenarios"]))
         results["targets"] = targets(results)
     finally:

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -361,3 +362,22 @@ def send_through(files: list[Path], running: Node) -> float:
     storescu(files, running.outside, running.client_aes[0])
     wait_files(running.worker_dirs, len(files))
     return time.perf_counter() - started
+
+
+def fsync_ms(files: list[Path], root: Path) -> float:
+    """Mean milliseconds to write one instance to a new file, fsync it and rename it."""
+    directory = root / "fsync"
+    directory.mkdir()
+    times = []
+    for i, path in enumerate(files):
+        data = path.read_bytes()
+        tmp, final = directory / f"{i}.tmp", directory / f"{i}.dcm"
+        started = time.perf_counter()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp, final)
+        times.append(time.perf_counter() - started)
+    shutil.rmtree(directory)
+    return statistics.mean(times) * 1000

@@ -110,3 +110,11 @@ class Databases:
 
         with psycopg.connect(self.server.url("postgres"), autocommit=True) as db:
             return db.execute(sql, args).fetchall()  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, Any]:
+        """The server and the driver the PostgreSQL scenarios ran with (the node's is the
+        bench's: it inherits its environment)."""
+        import psycopg  # noqa: PLC0415 -- only where a server runs: it is installed
+
+        return {"server": self.version(), "psycopg": psycopg.__version__,
+                "psycopg_impl": psycopg.pq.__impl__}  # fmt: skip

@@ -84,6 +84,26 @@ def test_queue_order_delivery_and_counters(store):
     assert store.study("1.2.1")[0]["last_activity_at"] == 1050.0
 
 
+def test_a_batch_delivered_at_once_counts_as_one_by_one_would(store):
+    store.insert_route("c", "1.2.1", "gpu-a", 10.0)
+    store.insert_route("c", "1.2.2", "gpu-a", 10.0)
+    a1, a2, a3 = (store.enqueue(item(f"spool/gpu-a/{n}.dcm")) for n in range(3))
+    b1 = store.enqueue(item("spool/gpu-a/b.dcm", study="1.2.2"))
+    d1 = store.enqueue(item("spool/pacs/d.dcm", target="pacs", kind=DESTINATION))
+    store.move_studies("gpu-a", "gpu-b", ["1.2.2"])  # b1 now reaches a worker its study left
+    gone, following = store.delivered_next([a1, a2, b1, d1, a1, 999_999], "gpu-a")
+    assert gone == [a1, a2, b1, d1]  # in the order given, once each; no such row: left out
+    assert [i.id for i in following] == [a3]
+    (one,), (two,) = store.study("1.2.1"), store.study("1.2.2")
+    assert (one["instances_delivered"], one["derived_delivered"], one["delivered_elsewhere"],
+            one["delivered_to"]) == (2, 1, 0, "gpu-a")  # fmt: skip
+    assert (two["instances_delivered"], two["delivered_elsewhere"], two["delivered_to"]) == (
+        1, 1, "gpu-a")  # fmt: skip
+    assert one["delivered_at"] > 1000.0 and one["last_activity_at"] > 1000.0
+    assert store.delivered_next([a1, b1], "gpu-a") == ([], following)  # counted already
+    assert store.study("1.2.1")[0]["instances_delivered"] == 2
+
+
 def test_failed_attempts_are_counted(store):
     store.insert_route("c", "1.2.1", "gpu-a", 10.0)
     row = store.enqueue(item("spool/gpu-a/x.dcm"))

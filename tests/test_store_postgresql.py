@@ -17,6 +17,7 @@ import pytest
 from wolfpacs.state import pgschema
 from wolfpacs.state.postgresql import DriverMissingError, PostgreSQLStore, dialect
 from wolfpacs.state.schema import SchemaError
+from wolfpacs.state.store import WORKER, QueueItem
 
 
 def psycopg() -> Any:
@@ -156,6 +157,40 @@ def test_a_server_out_of_reach_is_a_broken_store(postgres):
     assert not store.is_broken(psycopg().errors.UndefinedTable("a caller's bad query"))
 
 
+def test_a_batch_is_delivered_and_the_next_one_read_in_one_statement(postgres_url, monkeypatch):
+    """The store's one thread sends a statement per round trip to the server: the portable
+    delivery of a batch (BEGIN, a DELETE and an UPDATE per row, COMMIT, the next SELECT)
+    took 3 + 2 x rows; PostgreSQL's (wolfpacs.state.pgqueue) takes one."""
+    store = opened(postgres_url, node_id="node-a")
+    try:
+        store.insert_route("c", "1.2.1", "gpu-a", 10.0)
+        ids = [store.enqueue(QueueItem("gpu-a", WORKER, f"spool/{n}.dcm", "c", "1.2.1", "1.2",
+                                       "9.9", "1.2.840.10008.1.2.1", 10, 1000.0))
+               for n in range(4)]  # fmt: skip
+        sent: list[str] = []
+        connection = psycopg().Connection
+        execute, transaction = connection.execute, connection.transaction
+
+        def counted_execute(db: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            return execute(db, query, *args, **kwargs)
+
+        def counted_transaction(db: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append("BEGIN")  # and its COMMIT
+            return transaction(db, *args, **kwargs)
+
+        monkeypatch.setattr(connection, "execute", counted_execute)
+        monkeypatch.setattr(connection, "transaction", counted_transaction)
+        gone, following = store.delivered_next(ids[:3], "gpu-a")
+        assert gone == ids[:3] and [i.id for i in following] == ids[3:]
+        assert len(sent) == 1, sent
+        sent.clear()
+        assert store.delivered(ids[3]) and not store.delivered(ids[3])
+        assert len(sent) == 2, sent
+    finally:
+        store.close()
+
+
 def test_the_password_of_its_url_is_never_shown(postgres):
     url = postgres.url("wolfpacs_template").replace("wolfpacs@", "wolfpacs:s3cret@")
     store = opened(url)  # the test server trusts loopback: any password does
@@ -163,6 +198,7 @@ def test_the_password_of_its_url_is_never_shown(postgres):
         described = store.describe()
         assert "s3cret" not in str(described) and "s3cret" not in store.where
         assert described["url"].startswith("postgresql://wolfpacs:\u2026@127.0.0.1:")
+        assert described["psycopg"] == psycopg().pq.__impl__  # which implementation runs
     finally:
         store.close()
 

@@ -6,7 +6,9 @@ rows of ``self.node_id`` only, so that a row another node adopted is none
 of a late node's business. Its ``delivered``, ``remove_item``,
 ``retarget`` and ``failed_attempt`` say whether the row was still its own;
 only then is its file the caller's to remove or move. In the SQL both
-backends speak, as :mod:`wolfpacs.state.operations` is.
+backends speak, as :mod:`wolfpacs.state.operations` is; PostgreSQL says
+``delivered`` and ``delivered_next`` in one statement of its own
+(:mod:`wolfpacs.state.pgqueue`), with the same answers and guarantees.
 """
 
 from __future__ import annotations

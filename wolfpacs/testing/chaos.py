@@ -36,8 +36,9 @@ from typing import Any
 from pydicom import dcmread
 
 from wolfpacs.ops.control import ControlError
-from wolfpacs.testing.chaosrun import NAMES, NodeRun, Options
+from wolfpacs.testing.chaosoptions import Options
 from wolfpacs.testing.ledger import Ledger, Sent
+from wolfpacs.testing.noderun import NAMES, NodeRun
 from wolfpacs.testing.peers import (
     SimulatedPACS,
     SimulatedWorker,
