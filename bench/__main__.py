@@ -20,6 +20,8 @@ ratios:
   per instance (``inspect store``) and the statements it sent the server
   per instance (pg_stat_statements: each one round trip), beside the SQLite
   node's operations;
+- wolfpacs-8-p1, -p2: wolfpacs-8, ``processes = 1`` and 2, workers storescp
+  --fork (several senders each); a node's CPU: its processes' summed;
 - orthanc: storescu -> Orthanc (Lua OnStoredInstance: SendToModality,
   Delete) -> storescp, if Debian's orthanc is installed.
 
@@ -197,15 +199,16 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
                        for part, port in zip(parts, ports, strict=True)]  # fmt: skip
             return timed(lambda: storescu_all(streams))
 
-    def wolfpacs_8(store: str = "sqlite") -> Run:
+    def wolfpacs_8(store: str = "sqlite", processes: int = 1, fork: bool = False) -> Run:
         parts = halves(data)
-        with harness.node(root / "node", workers=CONCURRENT_WORKERS,
-                          clients=CONCURRENT_CLIENTS, store=store) as node:  # fmt: skip
+        with harness.node(root / "node", workers=CONCURRENT_WORKERS, clients=CONCURRENT_CLIENTS,
+                          store=store, processes=processes, fork=fork) as node:  # fmt: skip
             streams = [(part, node.outside, node.client_aes[i % CONCURRENT_CLIENTS], "HOSPITAL")
                        for i, part in enumerate(parts)]  # fmt: skip
             send = lambda: storescu_all(streams)  # noqa: E731
-            if databases is None or store == "sqlite":
-                return timed(send, node.worker_dirs, n, pid=node.pid, probe=node.store_counts)
+            if databases is None or store == "sqlite":  # (inspect store: one process's counts)
+                probe = node.store_counts if processes == 1 else None
+                return timed(send, node.worker_dirs, n, pid=node.pid, probe=probe)
             return on_postgresql(databases, node, store, lambda **probe: timed(
                 send, node.worker_dirs, n, pid=node.pid, **probe))  # fmt: skip
 
@@ -238,13 +241,12 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
         ),
         Scenario("return", "worker storescu -> inside port (fsync) -> storescp", return_path),
         Scenario("direct-8", "8 x storescu -> 8 x storescp", direct_8, baseline="direct-8"),
-        Scenario(
-            "wolfpacs-8",
-            "8 x storescu -> WolfPACS (fsync) -> 4 x storescp",
-            wolfpacs_8,
-            baseline="direct-8",
-        ),
-    ]
+        Scenario("wolfpacs-8", "8 x storescu -> WolfPACS (fsync) -> 4 x storescp", wolfpacs_8,
+                 baseline="direct-8"),
+        *(Scenario(f"wolfpacs-8-p{p}", f"8 x storescu -> WolfPACS (fsync, processes = {p}) -> "
+                   "4 x storescp --fork", lambda p=p: wolfpacs_8(processes=p, fork=True),
+                   baseline="direct-8") for p in (1, 2)),
+    ]  # fmt: skip
     if databases is not None:
         found += [
             Scenario("wolfpacs-pg", "storescu -> WolfPACS (fsync, PostgreSQL) -> storescp",

@@ -33,11 +33,18 @@ ENV = {**os.environ, "TCP_NODELAY": "1"}
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def storescp(directory: Path, ae_title: str, port: int) -> subprocess.Popen[bytes]:
-    """DCMTK ``storescp`` writing what it receives into ``directory``; returns once it listens."""
+def storescp(
+    directory: Path, ae_title: str, port: int, fork: bool = False
+) -> subprocess.Popen[bytes]:
+    """DCMTK ``storescp`` writing what it receives into ``directory``; returns once it listens.
+
+    ``fork``: a process per association, so that it serves several at once (a worker that
+    several senders deliver to: a node's processes); else one association at a time.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [str(DCMTK / "storescp"), "-aet", ae_title, "-od", str(directory), "+xa", str(port)],
+        [str(DCMTK / "storescp"), "-aet", ae_title, "-od", str(directory), "+xa",
+         *(["--fork"] if fork else []), str(port)],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -50,8 +57,9 @@ def storescp(directory: Path, ae_title: str, port: int) -> subprocess.Popen[byte
 
 
 @contextlib.contextmanager
-def storescps(peers: Sequence[tuple[Path, str]]) -> Iterator[list[int]]:
-    """A storescp for each (directory, AE title), on free ports (yielded in that order).
+def storescps(peers: Sequence[tuple[Path, str]], fork: bool = False) -> Iterator[list[int]]:
+    """A storescp for each (directory, AE title), on free ports (yielded in that order);
+    ``fork``: see :func:`storescp`.
 
     Stopped, and their directories removed, after.
     """
@@ -59,7 +67,7 @@ def storescps(peers: Sequence[tuple[Path, str]]) -> Iterator[list[int]]:
     try:
         ports = [free_port() for _ in peers]
         for (directory, ae_title), port in zip(peers, ports, strict=True):
-            procs.append(storescp(directory, ae_title, port))
+            procs.append(storescp(directory, ae_title, port, fork))
         yield ports
     finally:
         for proc in procs:
@@ -114,18 +122,49 @@ def wait_files(directories: Sequence[Path], count: int, timeout: float = 600) ->
         time.sleep(0.001)
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (a node of several processes: its supervisor's children)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += parents.get(found[-1], [])
+    return found
+
+
+def wait_files_exist(paths: Sequence[Path], timeout: float = 60) -> None:
+    """Until every one of ``paths`` exists."""
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{[str(p) for p in paths]} did not all appear")
+        time.sleep(0.01)
+
+
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set size so far, in MB (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The peak resident set sizes so far (VmHWM) of the process and its descendants, in MB."""
+    total = 0.0
+    for one in family(pid):
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process (all its threads) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    """User + system CPU seconds the process and its descendants (all their threads) have
+    used so far (a child that ended and was waited for counts in its parent's)."""
+    total = 0.0
+    for one in family(pid):
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(v) for v in fields[11:15]) / _TICKS  # utime stime cutime cstime
+    return total
 
 
 def machine_cpu_seconds() -> float:
@@ -187,6 +226,8 @@ def node(
     routes: Sequence[str] = (),
     http: bool = False,
     rules: int = 0,
+    processes: int = 1,
+    fork: bool = False,
     store: str = "sqlite",
 ) -> Iterator[Node]:
     """``wolfpacs run`` with ``workers`` storescp workers in one pool and ``clients`` clients.
@@ -198,18 +239,20 @@ def node(
     ``rules``: each client has this many rules, only the last of which
     matches the bench's CT series (see :func:`_rules`). ``store``: ``[node]
     store``, ``sqlite`` (in its data_dir) or a PostgreSQL URL (``routes``
-    are SQLite's only).
+    are SQLite's only). ``processes``: ``[node] processes`` (the node is up
+    once every process has its control socket); ``fork``: workers that serve
+    several associations at once (:func:`storescp`).
     Stopped with SIGTERM and cleaned up after.
     """
     root.mkdir(parents=True, exist_ok=True)
     dirs = [root / f"worker{i}" for i in range(workers)]
     peers = [(d, f"WORKER{i}") for i, d in enumerate(dirs)]
-    with storescps([*peers, *([(root / "pacs", "PACS")] if destination else [])]) as ports:
+    with storescps([*peers, *([(root / "pacs", "PACS")] if destination else [])], fork) as ports:
         pacs_port = ports[workers] if destination else free_port()
         outside, inside, http_port = free_port(), free_port(), free_port() if http else 0
         config = _write_config(root, durability, clients, (outside, inside, pacs_port),
                                ports[:workers], http_port=http_port, rules=rules,
-                               store=store)  # fmt: skip
+                               store=store, processes=processes)  # fmt: skip
         data = root / "node"
         if routes:
             write_routes(data, routes, "w0", "bench0")
@@ -220,6 +263,8 @@ def node(
         try:
             for port in (outside, inside, *([http_port] if http_port else [])):
                 wait_port(port)
+            each = range(1, processes + 1) if processes > 1 else ()
+            wait_files_exist([data / "processes" / str(n) / "control.sock" for n in each])
             yield Node(outside, inside, config, data, dirs, root / "pacs", process,
                        [f"BENCH{i}" for i in range(clients)], http_port)  # fmt: skip
         finally:
@@ -231,6 +276,7 @@ def node(
 def _write_config(
     root: Path, durability: str, clients: int, node_ports: tuple[int, int, int],
     worker_ports: list[int], *, http_port: int = 0, rules: int = 0, store: str = "sqlite",
+    processes: int = 1,
 ) -> Path:  # fmt: skip
     """The node's TOML: clients BENCH<i> and workers WORKER<i> in pool ``p``, destination PACS.
 
@@ -240,7 +286,7 @@ def _write_config(
     lines = [
         "[node]", 'bind = "127.0.0.1"', f"outside_port = {outside}", f"inside_port = {inside}",
         f'data_dir = "{root / "node"}"', f'durability = "{durability}"', "echo_interval = 0",
-        f"http_port = {http_port}", f'store = "{store}"', "",
+        f"http_port = {http_port}", f'store = "{store}"', f"processes = {processes}", "",
         "[[destinations]]", 'name = "pacs"', 'host = "127.0.0.1"', f"port = {pacs_port}",
         'ae_title = "PACS"', "",
     ]  # fmt: skip

@@ -104,3 +104,19 @@ def test_several_nodes_without_a_shared_store_is_refused_with_a_reason():
     assert result.returncode == 2
     assert "several nodes share a PostgreSQL store" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_node_of_two_processes_loses_nothing_through_process_and_node_kills(tmp_path):
+    report = tmp_path / "ledger.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "wolfpacs", "chaos", "--processes", "2", "--instances", "300",
+         "--studies", "10", "--faults", "10", "--kills", "1", "--duration", "30",
+         "--lease-seconds", "2", "--seed", "20", "--report", str(report)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    ledger = json.loads(report.read_text())
+    assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
+    assert ledger["acknowledged"] == 300 and ledger["delivered"] == 300
+    assert ledger["process_kills"] >= 1 and ledger["node_kills"] == 1
+    assert "through one node of 2 processes" in result.stdout and "CLEAN" in result.stdout

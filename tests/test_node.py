@@ -63,6 +63,22 @@ def test_a_sender_keeps_one_association_while_it_has_work(world):
     assert sorted(wk.associations for wk in w.workers) == [0, 1]
 
 
+def test_a_sender_releases_its_association_idle_release_after_its_last_batch(world):
+    # A worker may serve one association at a time (DCMTK's storescp): a sender that kept an
+    # idle one would starve every other sender of it (another node's, another process's).
+    w = world(idle_release=0.2)
+    for worker in w.workers:
+        worker.stop()
+    assert w.send(w.study("s", series=1, per_series=3)) == [0] * 3  # queued, in one batch
+    for worker in w.workers:
+        worker.start()
+    wait_until(lambda: w.delivered() == 3, timeout=20)
+    for name in ("sender:gpu-1", "sender:gpu-2"):
+        sender = w.actor(name).proxy()
+        wait_until(lambda s=sender: not s.inspect().get()["association_open"], timeout=5,
+                   what=f"{name} to release its association")  # fmt: skip
+
+
 def test_c_echo_finds_a_worker_down_and_new_studies_avoid_it(world):
     w = world(echo_interval=0.1)
     w.workers[0].stop()  # gpu-1: its sender's next C-ECHO fails

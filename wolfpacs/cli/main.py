@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
-import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from wolfpacs import __version__
 from wolfpacs.cli import configfile, ctl, shell
 from wolfpacs.cli.demo import demo
 from wolfpacs.cli.options import add_connection_options, add_log_options
-from wolfpacs.node.tree import Node
+from wolfpacs.cli.signals import stop_on_signals
+from wolfpacs.cli.supervise import supervise
+from wolfpacs.node.processes import CHILD_SHUTDOWN, child_config, stop_with_parent
+from wolfpacs.node.tree import DataDirInUseError, Node
 from wolfpacs.ops import logs
 from wolfpacs.ops.operations import Operations
 from wolfpacs.ops.starting import Starting
@@ -52,6 +56,12 @@ def parser() -> argparse.ArgumentParser:
     verbs = top.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="run a node (foreground; SIGTERM stops it cleanly)")
     run.add_argument("--config", required=True, help="the node's TOML file")
+    # A child of the process supervisor ([node] processes > 1): which one, its private HTTP
+    # port, the node's id, its pid (wolfpacs.node.processes.child_argv). Not for people.
+    run.add_argument("--process", type=int, default=0, help=argparse.SUPPRESS)
+    run.add_argument("--process-http", type=int, default=0, help=argparse.SUPPRESS)
+    run.add_argument("--process-node", default="", help=argparse.SUPPRESS)
+    run.add_argument("--process-supervisor", type=int, default=0, help=argparse.SUPPRESS)
     add_log_options(run)
     demo = verbs.add_parser("demo", help="a self-contained round trip on loopback")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
@@ -95,6 +105,10 @@ def parser() -> argparse.ArgumentParser:
         "--lease-seconds", type=float, default=3.0,
         help="with several nodes: how soon a killed node's queue is adopted",
     )  # fmt: skip
+    chaos_parser.add_argument(
+        "--processes", type=int, default=1,
+        help="[node] processes of each node; > 1: single processes are killed with kill -9 too",
+    )  # fmt: skip
     add_log_options(chaos_parser, level="warning")
     # Listed here for the help; main() hands ctl's words to ctl.main before argparse sees them.
     ctl_parser = verbs.add_parser(
@@ -107,28 +121,50 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def run(config_path: str) -> int:
+def run(
+    config_path: str, process: int = 0, process_http: int = 0, process_node: str = "",
+    supervisor: int = 0,
+) -> int:  # fmt: skip
     """Run a node until SIGTERM or SIGINT; 0 after a clean stop, 1 if the tree gave up.
 
     2 before it starts: a config error, a state database of a newer WolfPACS, or
     a PostgreSQL store without psycopg installed (each says what to do, and none
     goes away by starting again). A PostgreSQL that cannot be reached yet is
     waited for (a log line every few seconds, 503 on the HTTP port), until
-    SIGTERM (then 0).
+    SIGTERM (then 0). With ``[node] processes`` > 1, the process supervisor
+    (:mod:`wolfpacs.cli.supervise`); ``process`` (from 1): one of its
+    children, which stops when its supervisor (pid ``supervisor``) is gone.
     """
+    parent = supervisor or os.getppid()  # (given: it may have died before this look)
+    if process:  # SIGTERM when its supervisor dies (handled as a service manager's)
+        stop_with_parent()
+        if os.getppid() != parent:  # it died before the kernel was asked: nothing to do
+            logger.error("the process supervisor is gone: not starting")
+            return 1
     config = configfile.load_or_say(config_path)
     if config is None:
         return EXIT_CONFIG
-    node = Node(config, operations=Operations)
+    if process:
+        named = dataclasses.replace(config, node=dataclasses.replace(
+            config.node, node_id=process_node))  # fmt: skip
+        config = child_config(named, process, process_http)
+    elif config.node.processes > 1:
+        try:
+            return supervise(config_path, config)
+        except (SchemaError, DriverMissingError) as exc:
+            print(f"wolfpacs: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    node = Node(config, operations=Operations, process=process)
     if config.node.audit_log:
         logs.add_audit(node.spool.root / config.node.audit_log)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         if not _wait_for_store(node, stop):
             return 0  # stopped while it waited: nothing had started
-        node.start()
+        if process:
+            _start_process(node, stop)
+        else:
+            node.start()
     except (SchemaError, DriverMissingError) as exc:
         print(f"wolfpacs: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -137,6 +173,9 @@ def run(config_path: str) -> int:
         return 1
     while not stop.is_set() and not node.exited.is_set():
         stop.wait(0.5)  # wakes for signals too: a handler only runs between waits
+        if process and os.getppid() != parent:  # its supervisor was killed: no orphans
+            logger.error("the process supervisor is gone: stopping")
+            break
     if node.exited.is_set():
         if node.fatal is not None:  # its lease was lost: another node has its queue
             logger.critical("stopped: %s", node.fatal)
@@ -147,6 +186,29 @@ def run(config_path: str) -> int:
     clean = node.stop(timeout=60)
     logger.info("stopped%s", "" if clean else " (some actors did not end in time)")
     return 0
+
+
+def _start_process(node: Node, stop: threading.Event) -> None:
+    """Start a child of the process supervisor once its queues are free.
+
+    The process of the same index under a supervisor that was killed
+    (``kill -9``) is an orphan that finishes what it had in flight and stops
+    by itself (see :func:`run`); its successor waits for its lock, up to
+    :data:`~wolfpacs.node.processes.CHILD_SHUTDOWN`, rather than failing at
+    once (its supervisor would count each failure as a death, and give up).
+    """
+    deadline, said = time.monotonic() + CHILD_SHUTDOWN, False
+    while True:
+        try:
+            node.start()
+            return
+        except DataDirInUseError as exc:
+            if time.monotonic() > deadline or stop.is_set():
+                raise
+            if not said:
+                logger.warning("waiting for the process before this one to stop: %s", exc)
+                said = True
+            stop.wait(0.2)  # (a flock is waited on without a deadline, or not at all)
 
 
 def _wait_for_store(node: Node, stop: threading.Event) -> bool:
@@ -173,7 +235,7 @@ def _wait_for_store(node: Node, stop: threading.Event) -> bool:
 def _chaos_options(args: argparse.Namespace) -> chaos.Options:
     fields = ("instances", "studies", "clients", "workers", "seed", "faults", "kills", "size",
               "duration", "data_dir", "power_cut", "durability", "nodes", "store",
-              "store_restart", "lease_seconds")  # fmt: skip
+              "store_restart", "lease_seconds", "processes")  # fmt: skip
     return chaos.Options(**{name: getattr(args, name) for name in fields})
 
 
@@ -189,7 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         logs.setup(getattr(args, "log_level", "warning"), getattr(args, "log_format", "text"))
         verbs = {
-            "run": lambda: run(args.config),
+            "run": lambda: run(
+                args.config,
+                args.process,
+                args.process_http,
+                args.process_node,
+                args.process_supervisor,
+            ),
             "demo": lambda: demo(keep=args.keep),
             "config": lambda: (
                 configfile.print_example()

@@ -21,6 +21,7 @@ from typing import Any
 from wolfpacs.config.environment import from_environment
 from wolfpacs.config.model import (
     DURABILITY_MODES,
+    MAX_PROCESSES,
     POSTGRESQL_SCHEMES,
     SECTIONS,
     SQLITE,
@@ -191,7 +192,7 @@ class _Checker:
                 values[f.name] = self.ae_title(value, path)
             elif f.name in ("outside_port", "inside_port"):
                 values[f.name] = self.port(value, path)
-            elif f.name == "http_port":
+            elif f.name in ("http_port", "control_port"):
                 values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)
             elif f.name == "data_dir":
                 values[f.name] = Path(self.text(value, path))
@@ -204,6 +205,10 @@ class _Checker:
             elif f.name == "node_id":  # it names a directory of a shared spool: plain
                 if not valid_node_id(values.setdefault(f.name, self.text(value, path))):
                     raise self.fail(path, "must be 1-63 letters, digits, '.', '_' or '-'")
+            elif f.name == "processes":  # or "auto": one per core (MAX_PROCESSES at most)
+                auto = value == "auto" and min(os.cpu_count() or 1, MAX_PROCESSES)
+                values[f.name] = auto or self.number(value, path, integer=True, minimum=1,
+                                                     maximum=MAX_PROCESSES)  # fmt: skip
             elif f.name == "lease_seconds":
                 values[f.name] = float(self.number(value, path, minimum=1))
             elif f.name in ("bind", "http_bind"):
@@ -214,8 +219,6 @@ class _Checker:
                 values[f.name] = self.file(value, path)
             elif isinstance(default, bool):
                 values[f.name] = self.flag(value, path)
-            elif f.name == "control_port":
-                values[f.name] = self.number(value, path, integer=True, minimum=0, maximum=65535)
             elif f.name in ("spool_max_bytes", "min_free_bytes"):
                 values[f.name] = self.number(value, path, integer=True, minimum=0)
             elif isinstance(default, int) and not isinstance(default, bool):
@@ -228,9 +231,8 @@ class _Checker:
     def node_together(self, values: dict[str, Any]) -> None:
         """What ``[node]``'s keys must be together (each alone is checked already)."""
         defaults = NodeConfig()
-        if values.get("outside_port", defaults.outside_port) == values.get(
-            "inside_port", defaults.inside_port
-        ):
+        ports = [values.get(k, getattr(defaults, k)) for k in ("outside_port", "inside_port")]
+        if ports[0] == ports[1]:
             raise self.fail(("node", "inside_port"), "must differ from outside_port")
         tls_ports = values.get("tls_outside") or values.get("tls_inside")
         if tls_ports and not (values.get("tls_cert") and values.get("tls_key")):
@@ -238,9 +240,7 @@ class _Checker:
         if tls_ports and values.get("tls_require_client_cert", True) and not values.get("tls_ca"):
             raise self.fail(("node", "tls_ca"), "checking clients' certificates needs tls_ca")
         if values.get("control_port") and len(values.get("control_token", "")) < 16:
-            raise self.fail(
-                ("node", "control_token"), "control_port needs a token of 16+ characters"
-            )
+            raise self.fail(("node", "control_token"), "control_port needs a 16+ character token")
         for key in ("http_token", "metrics_token"):
             if key in values and len(values[key]) < 16:
                 raise self.fail(("node", key), "must be 16+ characters")

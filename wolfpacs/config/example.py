@@ -36,6 +36,8 @@ NODE_NOTES = {
     "node adopts a dead node's queue; false: a dead node's queue waits for its return",
     "lease_seconds": "a node that has not renewed its lease this long is dead (renewed every "
     "third of it)",
+    "processes": 'OS processes of this node, sharing its ports and store; "auto": one per '
+    'core; 1: one process, as always (see "Processes and nodes" in the README)',
     "study_idle_timeout": "seconds without an instance before a study stops counting as open",
     "http_port": "metrics, health, status page (env WOLFPACS_HTTP_PORT); 0: off",
     "http_bind": "loopback only, by default",

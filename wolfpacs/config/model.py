@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "CALLING_AE", "DISCARD", "DURABILITY_MODES", "MOVE", "POSTGRESQL_SCHEMES", "RULE_ACTIONS",
-    "SECTIONS", "SQLITE", "TLS_SUBJECT_KEYS", "Client", "Condition", "Config", "ConfigError",
-    "Destination", "Entry", "NodeConfig", "Pool", "Rule", "Worker", "valid_node_id",
+    "CALLING_AE", "DISCARD", "DURABILITY_MODES", "MAX_PROCESSES", "MOVE", "POSTGRESQL_SCHEMES",
+    "RULE_ACTIONS", "SECTIONS", "SQLITE", "TLS_SUBJECT_KEYS", "Client", "Condition", "Config",
+    "ConfigError", "Destination", "Entry", "NodeConfig", "Pool", "Rule", "Worker", "valid_node_id",
 ]  # fmt: skip
 
 DURABILITY_MODES = ("fsync", "os")
+MAX_PROCESSES = 64  # [node] processes: more is a typo, not a machine
 SQLITE = "sqlite"  # [node] store: state.sqlite3 in data_dir (the default)
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")  # ...or a libpq URL of a PostgreSQL
 # What a tls_subject may name, and the names Python's ssl gives those attributes.
@@ -69,6 +70,7 @@ class NodeConfig:
     spool_dir: str = ""  # the queues; "": data_dir/spool. Relative to the config file
     shared_spool: bool = False  # spool_dir is on storage every node mounts: adopt dead nodes
     lease_seconds: float = 10.0  # a node that has not renewed its lease this long is dead
+    processes: int = 1  # OS processes of the node ("auto" in the file: one per core)
     study_idle_timeout: float = 600.0
     http_port: int = 9111  # metrics, health, status page; 0: off
     http_bind: str = "127.0.0.1"

@@ -109,7 +109,9 @@ class LeaseActor(SupervisedActor):
     """Registered as ``lease``: renews the node's lease, adopts dead nodes' queues.
 
     ``lease`` is the node's, registered already (its epoch taken); ``adopt``:
-    whether to adopt (``shared_spool``); ``on_lost(why)`` stops the node
+    whether to adopt (``shared_spool``, or a process of a node of several);
+    ``family``: adopt only that node and its processes (see ``adopt_expired``);
+    ``on_lost(why)`` stops the node
     (called once, from this actor's thread, when the epoch is found gone).
     It publishes ``nodes()`` on the board at each tick (:data:`NODES`).
     """
@@ -121,6 +123,7 @@ class LeaseActor(SupervisedActor):
         lease: Lease,
         *,
         adopt: bool,
+        family: str = "",
         on_lost: Callable[[str], None],
         board: Board | None = None,
     ) -> None:
@@ -129,6 +132,7 @@ class LeaseActor(SupervisedActor):
         self.store = store
         self.lease = lease
         self.adopt = adopt
+        self.family = family
         self.on_lost = on_lost
         self.board = board or Board()
         self.renewals = 0
@@ -189,7 +193,7 @@ class LeaseActor(SupervisedActor):
         self.on_lost(why)
 
     def _adopt(self) -> None:
-        for taken in self.store.adopt_expired(self.lease.epoch):
+        for taken in self.store.adopt_expired(self.lease.epoch, self.family):
             logger.warning(
                 "node %s: adopted the queue of node %s, whose lease expired: %d queued "
                 "instances for %s", self.lease.node_id, taken["node_id"], taken["rows"],

@@ -67,7 +67,11 @@ class Listener(SupervisedActor):
         node = self.config.node
         tls = node.tls_outside if self.side == OUTSIDE else node.tls_inside
         context = server_tls(node) if tls else None
-        self.server = socket.create_server((node.bind, self.port), backlog=128)
+        # A node of several processes: each binds the port too, and the kernel spreads
+        # the connections among them (SO_REUSEPORT; only processes of one user may share).
+        self.server = socket.create_server(
+            (node.bind, self.port), backlog=128, reuse_port=node.processes > 1
+        )
         self.start_thread(self._accept, self.server, self.gate, context,
                           name=f"listener-{self.side}")  # fmt: skip
         logger.info("%s port listening on %s:%d", self.side, node.bind, self.port)

@@ -1,22 +1,19 @@
 """A sender: delivers one target's queue (a worker or a destination) over one association.
 
-It keeps an association open while it has work and releases it after
-``idle_release`` seconds without; it sends each spooled file as it is
-(chunked, never decoded), in queue order; it deletes a file only after the
-peer answered success or warning. A peer that is down, refuses, or answers
-"out of resources" is retried with capped exponential backoff; a peer that
-refuses an instance for good (its SOP class or transfer syntax is not
-accepted, or a failure status that says "never") sends it to ``dead/``.
+It keeps an association open while it has work and releases it after ``idle_release`` seconds
+without; it sends each spooled file as it is (chunked, never decoded), in queue order; it deletes a
+file only after the peer answered success or warning. A peer that is down, refuses, or answers "out
+of resources" is retried with capped exponential backoff; one that refuses an instance for good (a
+SOP class or transfer syntax not accepted, a failure that says "never") sends it to ``dead/``.
 
-How soon a peer that comes back gets its queue does not depend on how long it
-was away: while a peer that could not be reached is in backoff, the sender
-probes it with a C-ECHO every ``probe_interval`` seconds, and the first answer
-ends the backoff (a peer that answered "out of resources" is reachable: only
-its backoff brings the next attempt, so a busy peer is not pressed harder).
-:data:`~wolfpacs.node.messages.RETRY_NOW` (the ``retry`` and ``resume`` verbs)
-ends any backoff at once. When idle it checks the peer with a C-ECHO at its start, then every
-``echo_interval``, and every ``probe_interval`` while the peer is down. An unavailable
-store is waited for, never crashed on (:mod:`wolfpacs.node.storewait`).
+How soon a peer that comes back gets its queue does not depend on how long it was away: while a
+peer that could not be reached is in backoff, the sender probes it with a C-ECHO every
+``probe_interval`` seconds, and the first answer ends the backoff (a peer that answered "out of
+resources" is reachable: only its backoff brings the next attempt, so a busy peer is not pressed
+harder). :data:`~wolfpacs.node.messages.RETRY_NOW` (``retry``, ``resume``) ends any backoff at
+once. Idle, it C-ECHOes the peer at its start, every ``echo_interval``, every ``probe_interval``
+while the peer is down. An unavailable store is waited for, never crashed on
+(:mod:`wolfpacs.node.storewait`).
 """
 
 from __future__ import annotations
@@ -209,12 +206,7 @@ class Sender(SupervisedActor):
         self.store_wait.answered()
         self.queued_hint = len(items)
         if not items:
-            if self.assoc is not None and not self._idle_check:
-                # One timer per idle period, never cancelled: a timer per empty queue
-                # would cost a thread per instance on a steady stream.
-                self._idle_check = True
-                self.send_after(self.node.idle_release, _IDLE)
-            return
+            return self._idle_soon()
         done: list[int] = []
         try:
             for item in items:
@@ -233,6 +225,14 @@ class Sender(SupervisedActor):
             # the next batch on the next turn, after whatever else is in the inbox. Else a
             # receiver's WAKE comes with the next instance queued.
             self.actor_ref.tell(WAKE)
+        else:  # the queue is empty: release if nothing comes (a worker may serve one at a time)
+            self._idle_soon()
+
+    def _idle_soon(self) -> None:
+        """Release the association after ``idle_release`` s without work (one timer a period)."""
+        if self.assoc is not None and not self._idle_check:
+            self._idle_check = True
+            self.send_after(self.node.idle_release, _IDLE)
 
     def _hand_over(self) -> None:
         """Pass queued instances of studies moved to another worker on to that worker.

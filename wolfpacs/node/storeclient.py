@@ -229,8 +229,8 @@ class StoreClient:
     def renew_lease(self, epoch: int, lease_seconds: float) -> bool:
         return self._ask(Store.renew_lease, epoch, lease_seconds)
 
-    def adopt_expired(self, epoch: int) -> list[dict[str, Any]]:
-        return self._ask(Store.adopt_expired, epoch)
+    def adopt_expired(self, epoch: int, family: str = "") -> list[dict[str, Any]]:
+        return self._ask(Store.adopt_expired, epoch, family)
 
     def nodes(self) -> list[dict[str, Any]]:
         return self._ask(Store.nodes)

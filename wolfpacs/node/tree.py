@@ -120,7 +120,10 @@ class Node:
     """
 
     def __init__(
-        self, config: Config, operations: Callable[[Node], Operations] | None = None
+        self,
+        config: Config,
+        operations: Callable[[Node], Operations] | None = None,
+        process: int = 0,
     ) -> None:
         self.config = config
         self.live = LiveConfig(config)
@@ -129,13 +132,21 @@ class Node:
         node = config.node
         durable = node.durability == "fsync"
         self.node_id = node_identity(node.data_dir, node.node_id, durable)
+        # A process of a node of several (node.processes): its config is child_config's.
+        self.process = process
+        shared = node.shared_spool or bool(process)  # siblings share the disk
         self.spool = Spool(
             node.data_dir, durable, node.spool_max_bytes, node.min_free_bytes,
             on_dead=self.metrics.dead_letter, spool_dir=node.spool_path,
-            node=self.node_id if node.shared_spool else "",
+            node=self.node_id if shared else "", process=str(process) if process else "",
         )  # fmt: skip
         # The node's lease in the store (node.lease): its epoch is taken at each start.
-        self.lease = Lease(self.node_id, node.lease_seconds, fencing=node.shared_spool)
+        self.lease = Lease(self.node_id, node.lease_seconds, fencing=shared)
+        # What its lease actor adopts: with a shared spool, any dead node's queue; else its
+        # family's on this disk: a process's siblings' (child_config's ids), and the queue of
+        # this node before [node] processes changed (of its processes, or of it as one).
+        family = self.node_id.rpartition(".")[0] if process else self.node_id
+        self.family = "" if node.shared_spool else family
         self.fatal: str | None = None  # why the node stopped itself (its lease was lost)
         self.db_path = self.spool.root / STATE_DB
         self.store = StoreClient(self.registry)
@@ -219,7 +230,8 @@ class Node:
                     reg,
                     store,
                     self.lease,
-                    adopt=self.config.node.shared_spool,
+                    adopt=True,
+                    family=self.family,
                     on_lost=self._fenced,
                     board=metrics.board,
                 ),
@@ -261,9 +273,10 @@ class Node:
         self.spool.prepare()
         store = self.backend()
         store.open()
-        try:
+        node = self.config.node
+        try:  # registered shared only if other nodes may adopt it (its siblings always may)
             asked_at = time.monotonic()
-            epoch = store.register_node(self.lease.lease_seconds, self.spool.shared)
+            epoch = store.register_node(self.lease.lease_seconds, node.shared_spool)
             self.lease.renewed(epoch, asked_at)
             logger.info("node %s registered: epoch %d, lease %g s%s", self.node_id,
                         self.lease.epoch, self.lease.lease_seconds,

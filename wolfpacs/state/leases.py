@@ -120,7 +120,7 @@ class NodeLeases(Database):
             ).rowcount
         return renewed == 1
 
-    def adopt_expired(self, epoch: int) -> list[dict[str, Any]]:
+    def adopt_expired(self, epoch: int, family: str = "") -> list[dict[str, Any]]:
         """Make this node the owner of the queues of nodes whose lease expired; what it took.
 
         Each adopted node: ``node_id``, its new ``epoch`` (the fence), ``rows``
@@ -128,8 +128,11 @@ class NodeLeases(Database):
         senders must be woken. Nothing if ``epoch`` is no longer this node's,
         or its own lease has lapsed. Only nodes registered with a shared
         spool are adopted, and only a node with a shared spool should adopt:
-        the rows' files stay where their node wrote them. One transaction
-        (synced): the fence and the rows together.
+        the rows' files stay where their node wrote them. ``family``: adopt
+        only the node of that id and its processes (``<family>.<n>``), shared
+        spool or not: they share a disk (the processes of one node adopt each
+        other's queues, and those of the node before ``[node] processes``
+        changed). One transaction (synced): the fence and the rows together.
         """
         adopted: list[dict[str, Any]] = []
         with self._transaction() as db:
@@ -142,9 +145,10 @@ class NodeLeases(Database):
                 return []
             dead = db.execute(
                 f"SELECT node_id FROM nodes n WHERE node_id <> ? AND expires_at < {self.NOW} "
-                "AND shared_spool = 1 AND (adopted_by IS NULL OR EXISTS (SELECT 1 FROM queue q "
+                "AND (? = '' AND shared_spool = 1 OR node_id = ? OR substr(node_id, 1, ?) = ?) "
+                "AND (adopted_by IS NULL OR EXISTS (SELECT 1 FROM queue q "
                 f"WHERE q.owner = n.node_id)) ORDER BY node_id {self.LOCK_FREE_ROW}",
-                (self.node_id,),
+                (self.node_id, family, family, len(family) + 1, f"{family}."),
             ).fetchall()
             for (node_id,) in dead:
                 fenced = db.execute(

@@ -6,6 +6,7 @@ Layout under ``data_dir``::
                           and recycled-* files, delivered and kept to be written over
     spool/<target>/       one file per queued instance, <client>+<SOPInstanceUID>.<random>.dcm
     dead/                 <time>-<name>.dcm with <time>-<name>.json saying why
+    processes/<n>/        a node of several processes: each one's incoming/ (and control socket)
 
 The queues may be elsewhere (``[node] spool_dir``, default ``data_dir/spool``).
 With ``shared_spool`` (storage every node mounts) a node queues under
@@ -47,16 +48,11 @@ from wolfpacs.state.lockfile import DataDirInUseError, take
 from wolfpacs.state.recycle import RECYCLE_FILES, RECYCLED, Recycler
 from wolfpacs.state.sync import GroupSync, fsync_path
 
-__all__ = [
-    "RECYCLED",
-    "RECYCLE_FILES",
-    "DataDirInUseError",
-    "Spool",
-    "SpoolFullError",
-    "owner_of",
-]
+__all__ = ["PROCESSES", "RECYCLED", "RECYCLE_FILES", "DataDirInUseError", "Spool",
+           "SpoolFullError", "owner_of"]  # fmt: skip
 
 SPOOL = "spool/"  # a queue row's path begins so: it stands for spool_dir
+PROCESSES = "processes"  # data_dir/processes/<n>/: what is a node's process's own
 
 
 class SpoolFullError(OSError):
@@ -107,7 +103,9 @@ class Spool:
     which survives a crash of the process but not of the machine.
     ``spool_dir``: where the queues are (default ``data_dir/spool``);
     ``node``: with a shared spool, the node's id, whose subdirectory of
-    ``spool_dir`` holds its queues (see the module).
+    ``spool_dir`` holds its queues (see the module). ``process``: one process of a
+    node of several, sharing data_dir: it receives into processes/<process>/incoming/
+    and leaves data_dir's lock to its process supervisor (it locks its queues only).
 
     Errors: every method raises ``OSError`` as the OS gave it (``ENOSPC``...);
     callers turn that into a DICOM status or a retry.
@@ -123,6 +121,7 @@ class Spool:
         *,
         spool_dir: Path | None = None,
         node: str = "",
+        process: str = "",
     ) -> None:
         self.root = Path(data_dir).resolve()
         self.spool_dir = Path(spool_dir).resolve() if spool_dir else self.root / "spool"
@@ -134,7 +133,9 @@ class Spool:
         self._bytes_lock = threading.Lock()
         self.queued_bytes = 0  # what the files under spool/ take; counted at prepare()
         self.on_dead = on_dead or (lambda _kind: None)  # told of each dead letter, by kind
-        self.incoming = self.root / "incoming"
+        self.process = process
+        own = self.root / PROCESSES / process if process else self.root
+        self.incoming = own / "incoming"
         self.queues = self.spool_dir / node if node else self.spool_dir  # this node's own
         # Recycle delivered files only where no other node reads them, on data_dir's disk.
         self.recycles = not self.shared and self.spool_dir.is_relative_to(self.root)
@@ -151,7 +152,8 @@ class Spool:
         Raises:
             DataDirInUseError: another process holds it (its pid is in the message).
         """
-        self._lock_fd = take(self.root, f"{self.root} is in use by another WolfPACS node")
+        if not self.process:  # a process's data_dir is locked by its process supervisor
+            self._lock_fd = take(self.root, f"{self.root} is in use by another WolfPACS node")
         if self.shared:  # and its queues in the shared spool: one process per node_id
             try:
                 self._node_lock_fd = take(

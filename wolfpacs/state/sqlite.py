@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ENQUEUE", "SQLiteStore"]
 
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # primary result codes: another connection holds the lock
+
 
 class SQLiteStore(SQLStore):
     """The store on SQLite. Not thread-safe: one thread uses it (the store actor's).
@@ -50,6 +52,10 @@ class SQLiteStore(SQLStore):
     actor crashes to reopen it.
     """
 
+    # Seconds a transaction waits for another connection's write lock (the processes of a
+    # node share the file): a busy database waits, then says so; it is not a broken one.
+    BUSY_TIMEOUT = 30.0
+
     def __init__(self, path: Path, durable: bool = True, node_id: str = "") -> None:
         self.path = Path(path)
         self.node_id = node_id
@@ -64,7 +70,7 @@ class SQLiteStore(SQLStore):
             sqlite3.Error: the file cannot be opened as a database.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=self.BUSY_TIMEOUT)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         try:
@@ -80,7 +86,10 @@ class SQLiteStore(SQLStore):
             self._db = None
 
     def is_broken(self, exc: BaseException) -> bool:
-        # A broken file or connection is; a bad query (a caller's bug) is the caller's.
+        # A broken file or connection is; a bad query (a caller's bug) is the caller's; so is
+        # a lock another process held past BUSY_TIMEOUT (reopening would not make it go).
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED):
+            return False
         return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
             exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
                   sqlite3.InterfaceError)

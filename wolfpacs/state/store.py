@@ -309,9 +309,10 @@ class Store(Protocol):
         """Extend this node's lease if ``epoch`` is still its own; False: it was adopted."""
         ...
 
-    def adopt_expired(self, epoch: int) -> list[dict[str, Any]]:
-        """Take the queues of nodes whose lease expired; each: ``node_id``, ``epoch``,
-        ``rows``, ``targets``. Nothing if ``epoch`` is not this node's, or its lease lapsed."""
+    def adopt_expired(self, epoch: int, family: str = "") -> list[dict[str, Any]]:
+        """Take the queues of nodes whose lease expired (only ``family`` and its processes
+        ``<family>.<n>``, if given); each: ``node_id``, ``epoch``, ``rows``, ``targets``. Nothing if
+        ``epoch`` is not this node's, or its lease lapsed."""
         ...
 
     def nodes(self) -> list[dict[str, Any]]:

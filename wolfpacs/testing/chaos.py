@@ -30,13 +30,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 
 from wolfpacs.ops.control import ControlError
+from wolfpacs.testing.chaosoptions import Options
 from wolfpacs.testing.ledger import Ledger, Sent
 from wolfpacs.testing.noderun import NAMES, NodeRun
 from wolfpacs.testing.peers import (
@@ -59,37 +59,6 @@ CRASHABLE = [
 PEER_FAULTS = ["down", "status", "abort", "stall"]
 BATCH = 8  # instances a hospital sends per association
 DRAIN_TIMEOUT = 180.0  # seconds the queues get to empty once the faults end
-
-
-@dataclass(frozen=True)
-class Options:
-    instances: int = 300
-    studies: int = 10
-    clients: int = 2
-    workers: int = 3
-    seed: int = 1
-    duration: float = 60.0  # seconds of faults; sending may go on a little longer
-    faults: int = 10
-    kills: int = 1
-    size: int = 32  # rows = columns of each image
-    data_dir: Path | None = None  # the node's; default: in the run's directory
-    power_cut: Path | None = None  # a LazyFS FIFO: each kill -9 also drops every unsynced write
-    durability: str = "fsync"
-    nodes: int = 1
-    store: str = "sqlite"  # or a postgresql:// URL, which several nodes need (and share)
-    store_restart: str | None = None  # a shell command that restarts the store's server: a fault
-    lease_seconds: float = 3.0  # with several nodes: a killed node's queue is adopted after it
-
-    def check(self) -> None:
-        """Raises ValueError for options that cannot run together."""
-        if self.nodes < 1:
-            raise ValueError("--nodes must be at least 1")
-        if self.nodes > 1 and not self.store.startswith("postgresql"):
-            raise ValueError("several nodes share a PostgreSQL store: give --store postgresql://…")
-        if self.nodes > 1 and (self.data_dir is not None or self.power_cut is not None):
-            raise ValueError("--data-dir and --power-cut are for a run of one node")
-        if self.store_restart and not self.store.startswith("postgresql"):
-            raise ValueError("--store-restart restarts a PostgreSQL server: give --store too")
 
 
 def _matching(names: list[str], choice: str) -> list[str]:
@@ -142,8 +111,9 @@ class Chaos:
         if self.options.store != "sqlite":
             lines.append(f'store = "{self.options.store}"')
         if self.spool_dir is not None:
-            lines += [f'node_id = "{node.name}"', f'spool_dir = "{self.spool_dir}"',
-                      "shared_spool = true",
+            lines += [f'spool_dir = "{self.spool_dir}"', "shared_spool = true"]
+        if self.spool_dir is not None or self.options.processes > 1:  # siblings adopt too
+            lines += [f'node_id = "{node.name}"', f"processes = {self.options.processes}",
                       f"lease_seconds = {self.options.lease_seconds}"]  # fmt: skip
         lines.append("")
         for i, pacs in enumerate(self.pacs):
@@ -187,6 +157,22 @@ class Chaos:
         if len(self.nodes) > 1:
             time.sleep(self.rng.uniform(0.0, 2 * self.options.lease_seconds))
         node.start()
+
+    def kill_process(self) -> None:
+        """``kill -9`` one process of a node (``ctl kill process:<n>``): its supervisor starts
+        it again, or a sibling adopts its queue first."""
+        node = self.rng.choice(self.nodes)
+        client = node.control(timeout=10, reconnect=5)
+        try:
+            running = [p["id"] for p in client.call("tree")["children"] if p.get("alive")]
+            if running:
+                client.call("kill", actor=self.rng.choice(running))
+                self.ledger.process_kills += 1
+                logger.info("chaos: killed a process of %s", node.name)
+        except ControlError as exc:  # the node itself is between lives: no process to kill
+            logger.info("chaos: no process killed: %s", exc)
+        finally:
+            client.close()
 
     def restart_store(self) -> None:
         """Restart the database server (``store_restart``): every node loses its connections."""
@@ -248,6 +234,9 @@ class Chaos:
         if self.options.store_restart:  # at least one restart of the database
             events.append((self.rng.uniform(0.2, 0.7) * span, "store"))
             kinds.append("store")
+        if self.options.processes > 1:  # at least one kill -9 of a node's process
+            events.append((self.rng.uniform(0.1, 0.7) * span, "process"))
+            kinds += ["process"] * 2
         events += [(self.rng.uniform(0.05, 0.8) * span, self.rng.choice(kinds))
                    for _ in range(max(self.options.faults - len(events), 0))]  # fmt: skip
         return sorted(events)
@@ -258,6 +247,8 @@ class Chaos:
                 self.kill_node()
         elif fault == "store":
             self.restart_store()
+        elif fault == "process":
+            self.kill_process()
         elif fault == "crash":
             self.crash()  # without the lock: it waits for a node between lives to be back
         elif fault == "spool":  # every worker away: the queue grows to the spool's limit
@@ -448,8 +439,8 @@ class Chaos:
              for i, p in enumerate(self.pacs)},
             dead,
         )  # fmt: skip
-        for key in ("restarts", "node_kills", "power_cuts", "node_exits", "faults", "crashes",
-                    "store_restarts"):  # fmt: skip
+        for key in ("restarts", "node_kills", "process_kills", "power_cuts", "node_exits",
+                    "faults", "crashes", "store_restarts"):  # fmt: skip
             setattr(result, key, getattr(ledger, key))
         result.adoptions = sum(  # as the adopters' logs say (node.lease)
             node.log.read_text(errors="replace").count("adopted the queue of node")
@@ -472,6 +463,8 @@ def main(options: Options, keep: bool = False, report: Path | None = None) -> in
         return 2
     chaos = Chaos(options)
     nodes = f"{options.nodes} nodes on a shared store" if options.nodes > 1 else "one node"
+    if options.processes > 1:
+        nodes += f" of {options.processes} processes"
     print(f"chaos: {options.instances} instances in {options.studies} studies from "
           f"{options.clients} hospitals to {options.workers} workers through {nodes}; "
           f"{options.faults} faults, {options.kills} kill -9"

@@ -53,6 +53,7 @@ class Ledger:
     restarts: dict[str, int] = field(default_factory=dict)
     crashes: int = 0
     node_kills: int = 0
+    process_kills: int = 0  # kill -9 of one process of a node of several ([node] processes)
     power_cuts: int = 0
     node_exits: int = 0
     store_restarts: int = 0  # of the database server several nodes share
@@ -159,6 +160,7 @@ class Ledger:
             ("faults injected", self.faults),
             ("  actor crashes among them", self.crashes),
             ("kill -9 of a node", self.node_kills),
+            ("kill -9 of one process of a node", self.process_kills),
             ("  with a power cut (LazyFS)", self.power_cuts),
             ("node exits by escalation", self.node_exits),
             ("restarts of the database server", self.store_restarts),
