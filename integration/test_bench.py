@@ -25,7 +25,7 @@ def test_the_benchmark_runs_every_scenario_and_writes_its_results(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((tmp_path / "smoke.json").read_text())
     expected = {"direct", "wolfpacs-os", "wolfpacs-fsync", "wolfpacs-rules", "return",
-                "direct-8", "wolfpacs-8"}  # fmt: skip
+                "direct-8", "wolfpacs-8", "wolfpacs-8-p1", "wolfpacs-8-p2"}  # fmt: skip
     if shutil.which("Orthanc") or Path("/usr/sbin/Orthanc").exists():
         expected.add("orthanc")
     elif os.environ.get("CI", "").lower() == "true":  # elsewhere the bench runs without it
