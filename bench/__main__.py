@@ -20,6 +20,10 @@ ratios:
   per instance (``inspect store``) and the statements it sent the server
   per instance (pg_stat_statements: each one round trip), beside the SQLite
   node's operations;
+- wolfpacs-pg-pair-8: wolfpacs-pg-8 through haproxy (the shipped config,
+  on loopback) to two nodes on one database and one shared spool, their
+  four workers storescp --fork (bench/pair.py), if haproxy is installed;
+  the nodes' CPU and store operations summed;
 - wolfpacs-8-p1, -p2: wolfpacs-8, ``processes = 1`` and 2, workers storescp
   --fork (several senders each); a node's CPU: its processes' summed;
 - orthanc: storescu -> Orthanc (Lua OnStoredInstance: SendToModality,
@@ -47,7 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,26 +60,17 @@ from pydicom import dcmread
 
 from bench import harness
 from bench.harness import storescps, storescu, storescu_all, wait_files
+from bench.pair import Pair, pair
+from bench.pair import available as haproxy_available
 from bench.postgres import Databases
 from bench.postgres import available as postgresql_available
 from bench.report import chart, markdown, report, targets
+from bench.timing import Run, timed
 from wolfpacs.dicom import acse
 from wolfpacs.testing.synthetic import write_study
 
 RESULTS = Path(__file__).parent / "results"
 CONCURRENT_CLIENTS, CONCURRENT_WORKERS = 8, 4
-
-
-@dataclass
-class Run:
-    seconds: float
-    peak_rss_mb: float | None = None
-    cpu_s: float | None = None
-    machine_cpu_s: float | None = None  # of every process and the kernel, while timed
-    # what a probe counted meanwhile (its store's operations, statements sent to PostgreSQL,
-    # the database server's CPU seconds), by name
-    counts: dict[str, float] = field(default_factory=dict)
-    statements: dict[str, int] = field(default_factory=dict)  # PostgreSQL's, by text
 
 
 @dataclass
@@ -105,35 +100,8 @@ def generate(root: Path, studies: int, per_study: int, size: int) -> Data:
     return Data([f for g in groups for f in g], groups, uids)
 
 
-def timed(
-    send: Callable[[], object], directories: Sequence[Path] = (), count: int = 0,
-    pid: int | None = None, probe: Callable[[], dict[str, float]] | None = None,
-) -> Run:  # fmt: skip
-    """Time ``send``, then until ``directories`` hold ``count`` files.
-
-    The run has the whole machine's CPU seconds meanwhile (every process and
-    the kernel) and, given a ``pid`` (the node's, Orthanc's), its CPU and peak RSS;
-    given a ``probe`` (counters by name, read before and after, untimed), their growth.
-    """
-    before = probe() if probe else {}
-    cpu = harness.cpu_seconds(pid) if pid else 0.0
-    machine = harness.machine_cpu_seconds()
-    started = time.perf_counter()
-    send()
-    if directories:
-        wait_files(directories, count)
-    run = Run(time.perf_counter() - started,
-              machine_cpu_s=harness.machine_cpu_seconds() - machine)  # fmt: skip
-    if pid:
-        run.peak_rss_mb, run.cpu_s = harness.peak_rss_mb(pid), harness.cpu_seconds(pid) - cpu
-    if probe:
-        after = probe()
-        run.counts = {name: after[name] - before.get(name, 0.0) for name in after}
-    return run
-
-
 def on_postgresql(
-    databases: Databases, node: harness.Node, url: str, run: Callable[..., Run]
+    databases: Databases, node: harness.Node | Pair, url: str, run: Callable[..., Run]
 ) -> Run:
     """``run(probe=...)`` on a node whose store is the database of ``url``, counting its store's
     operations, the statements the server ran for it and the server's CPU; and, by text,
@@ -158,6 +126,21 @@ def halves(data: Data) -> list[list[Path]]:
         middle = len(group) // 2
         parts += [group[:middle], group[middle:]]
     return parts
+
+
+def wolfpacs_pg_pair_8(data: Data, root: Path, databases: Databases) -> Run:
+    """wolfpacs-pg-8 through haproxy to two nodes on one database (bench/pair.py)."""
+    url = databases.new()
+    try:
+        with pair(root / "pair", url, workers=CONCURRENT_WORKERS,
+                  clients=CONCURRENT_CLIENTS) as both:  # fmt: skip
+            streams = [(part, both.outside, both.client_aes[i % CONCURRENT_CLIENTS], "HOSPITAL")
+                       for i, part in enumerate(halves(data))]  # fmt: skip
+            send = lambda: storescu_all(streams)  # noqa: E731
+            return on_postgresql(databases, both, url, lambda **probe: timed(
+                send, both.worker_dirs, len(data.files), pid=both.pids, **probe))  # fmt: skip
+    finally:
+        databases.drop(url)
 
 
 def scenarios(data: Data, root: Path, databases: Databases | None = None) -> list[Scenario]:
@@ -254,6 +237,11 @@ def scenarios(data: Data, root: Path, databases: Databases | None = None) -> lis
             Scenario("wolfpacs-pg-8", "8 x storescu -> WolfPACS (fsync, PostgreSQL) -> "
                      "4 x storescp", wolfpacs_pg_8, baseline="direct-8"),
         ]  # fmt: skip
+        if haproxy_available():
+            found.append(Scenario("wolfpacs-pg-pair-8", "8 x storescu -> haproxy -> 2 WolfPACS "
+                                  "(fsync, one PostgreSQL) -> 4 x storescp --fork",
+                                  lambda: wolfpacs_pg_pair_8(data, root, databases),
+                                  baseline="direct-8"))  # fmt: skip
     if Path(harness.ORTHANC).exists():
         found.append(Scenario("orthanc", "storescu -> Orthanc (Lua forward) -> storescp", orthanc))
     return found
@@ -455,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             for scenario in found:
                 os.sync()  # untimed: no run pays for the writeback of the one before
                 scenario.runs.append(scenario.run())
-                print(f"  run {run + 1} {scenario.name:15s} {scenario.runs[-1].seconds:6.2f} s",
+                print(f"  run {run + 1} {scenario.name:18s} {scenario.runs[-1].seconds:6.2f} s",
                       flush=True)  # fmt: skip
         results: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d"),

@@ -106,6 +106,7 @@ def markdown(results: dict[str, Any]) -> str:
                      for name, s in results["scenarios"].items()
                      if s["machine_cpu_ms_per_instance"] is not None))  # fmt: skip
     lines += [f"- {line}" for line in round_trips(results)]
+    lines += [f"- {line}" for line in [pair(results)] if line]
     if "fsync_limit" in results:
         limit = results["fsync_limit"]
         lines.append(f"- fsync limit: direct + {limit['fsync_ms_per_instance']:.2f} ms (one "
@@ -152,18 +153,41 @@ def round_trips(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def pair(results: dict[str, Any]) -> str | None:
+    """Two nodes behind haproxy (wolfpacs-pg-pair-8) against one PostgreSQL node: their
+    throughputs, both nodes' CPU per instance summed, and each node's share of the work."""
+    s = results["scenarios"]
+    two = s.get("wolfpacs-pg-pair-8")
+    if two is None:
+        return None
+    line = f"two nodes behind haproxy: {two['ratio']:.2f} x {two['baseline']}"
+    one = s.get("wolfpacs-pg-8")
+    if one is not None:
+        line += f", {one['median_s'] / two['median_s']:.2f} x one PostgreSQL node (wolfpacs-pg-8)"
+    if two["node_cpu_ms_per_instance"] is not None:
+        line += f"; the two nodes' CPU {two['node_cpu_ms_per_instance']:.2f} ms per instance"
+        if one is not None and one["node_cpu_ms_per_instance"] is not None:
+            line += f" (one node: {one['node_cpu_ms_per_instance']:.2f} ms)"
+    a, b = (two.get(f"{n}_store_operations_per_instance", 0.0) for n in ("node-a", "node-b"))
+    if a + b > 0:
+        line += f"; store operations node-a {a / (a + b):.0%}, node-b {b / (a + b):.0%}"
+    return line
+
+
 def report(results: dict[str, Any]) -> None:
-    print(f"\n{'scenario':15s} {'median':>8s} {'inst/s':>8s} {'MB/s':>7s} {'ratio':>6s} "
+    print(f"\n{'scenario':18s} {'median':>8s} {'inst/s':>8s} {'MB/s':>7s} {'ratio':>6s} "
           f"{'RSS MB':>7s} {'CPU s/GB':>8s} {'machine ms/inst':>15s}")  # fmt: skip
     for name, s in results["scenarios"].items():
         rss = f"{s['peak_rss_mb']:7.0f}" if s["peak_rss_mb"] else "      -"
         cpu = f"{s['cpu_s_per_gb']:8.1f}" if s["cpu_s_per_gb"] is not None else "       -"
         machine = (f"{s['machine_cpu_ms_per_instance']:6.2f} ({s['machine_busy']:4.0%})"
                    if s["machine_cpu_ms_per_instance"] is not None else "")  # fmt: skip
-        print(f"{name:15s} {s['median_s']:7.2f}s {s['instances_per_s']:8.0f} "
+        print(f"{name:18s} {s['median_s']:7.2f}s {s['instances_per_s']:8.0f} "
               f"{s['mb_per_s']:7.0f} {s['ratio']:5.2f}x {rss} {cpu} {machine:>15s}")  # fmt: skip
     for line in round_trips(results):
         print(line)
+    if pair(results):
+        print(pair(results))
     limit = results.get("fsync_limit")
     if limit:
         print(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.pair import available as haproxy_available
 from bench.postgres import available as postgresql_available
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,13 +25,17 @@ def test_the_benchmark_runs_every_scenario_and_writes_its_results(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((tmp_path / "smoke.json").read_text())
     expected = {"direct", "wolfpacs-os", "wolfpacs-fsync", "wolfpacs-rules", "return",
-                "direct-8", "wolfpacs-8"}  # fmt: skip
+                "direct-8", "wolfpacs-8", "wolfpacs-8-p1", "wolfpacs-8-p2"}  # fmt: skip
     if shutil.which("Orthanc") or Path("/usr/sbin/Orthanc").exists():
         expected.add("orthanc")
     elif os.environ.get("CI", "").lower() == "true":  # elsewhere the bench runs without it
         pytest.fail("Orthanc is missing (apt-get install -y orthanc), and CI=true")
     if postgresql_available():
         expected |= {"wolfpacs-pg", "wolfpacs-pg-8"}
+        if haproxy_available():  # two nodes behind haproxy, on one PostgreSQL
+            expected.add("wolfpacs-pg-pair-8")
+        elif os.environ.get("CI", "").lower() == "true":
+            pytest.fail("haproxy is missing (.ci/run installs it), and CI=true")
     elif os.environ.get("CI", "").lower() == "true":
         pytest.fail("PostgreSQL or psycopg is missing (.ci/run installs both), and CI=true")
     assert set(results["scenarios"]) == expected
@@ -49,6 +54,11 @@ def test_the_benchmark_runs_every_scenario_and_writes_its_results(tmp_path):
             assert results["scenarios"][name]["server_cpu_ms_per_instance"] > 0, name
         assert "PostgreSQL node >= 0.8 x SQLite node (8 clients)" in results["targets"]
         assert "statements (round trips) to PostgreSQL" in done.stdout
+    if "wolfpacs-pg-pair-8" in expected:  # both nodes took associations through haproxy
+        two = results["scenarios"]["wolfpacs-pg-pair-8"]
+        for node_id in ("node-a", "node-b"):
+            assert two[f"{node_id}_store_operations_per_instance"] > 0, node_id
+        assert "two nodes behind haproxy" in done.stdout
     assert "met" in done.stdout or "MISS" in done.stdout
     try:
         import matplotlib  # noqa: F401
