@@ -125,16 +125,17 @@ def test_a_power_cut_with_a_full_queue(lazyfs, durability):
     chaos.write_config(spool_max=0)
     for pacs in chaos.pacs:
         pacs.start()
+    (node,) = chaos.nodes  # a run of one node
     try:
-        chaos.start_node()
-        acked = send_files(files, chaos.outside, "HOSP0_SECRET", calling_ae="HOSPITAL0")
+        node.start()
+        acked = send_files(files, node.outside, "HOSP0_SECRET", calling_ae="HOSPITAL0")
         assert acked == [0] * len(files)  # acknowledged while no worker is there: queued
         chaos.kill_node()  # kill -9, the power cut, and a new start
         for worker in chaos.workers:
             worker.start()
         chaos.settle()
     finally:
-        chaos.stop_node()
+        node.stop()
         for peer in (*chaos.workers, *chaos.pacs):
             peer.stop()
     ledger = chaos.count({0: files}, {0: files}, chaos.ledger)
