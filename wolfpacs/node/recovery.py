@@ -17,7 +17,10 @@ from wolfpacs.state.spool import owner_of
 from wolfpacs.state.store import DESTINATION, WORKER, QueueItem
 
 if TYPE_CHECKING:
+    import os
+
     from wolfpacs.config.model import Config
+    from wolfpacs.dicom.peek import RoutingTags
     from wolfpacs.state.spool import Spool
     from wolfpacs.state.store import Store
 
@@ -114,11 +117,7 @@ def requeue(spool: Spool, store: Store, target: str, kind: str, before: float) -
             tags = peek(path)
         except (OSError, PeekError):  # delivered meanwhile, or unreadable: recover() sees to it
             continue
-        store.enqueue(QueueItem(
-            target, kind, rel, owner, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
-            tags.transfer_syntax, stat.st_size, stat.st_mtime,
-            pool=pool_by_route(store, owner, tags.study_uid, target, kind),
-        ))  # fmt: skip
+        enqueue_file(store, rel, target=target, kind=kind, owner=owner, tags=tags, stat=stat)
         requeued += 1
     if requeued:
         logger.warning("%d queue rows of %s re-created from their files after a store outage",
@@ -171,13 +170,22 @@ def _adopt(spool: Spool, store: Store, rel: str, kinds: dict[str, str], live: Co
                           "sop_instance_uid": tags.sop_instance_uid},
                    kind="owner_unknown")  # fmt: skip
         return
-    stat = path.stat()
-    store.enqueue(QueueItem(
-        target, kinds[target], rel, owner, tags.study_uid, tags.sop_class_uid,
-        tags.sop_instance_uid, tags.transfer_syntax, stat.st_size, stat.st_mtime,
-        pool=pool_by_route(store, owner, tags.study_uid, target, kinds[target]),
-    ))  # fmt: skip
+    enqueue_file(store, rel, target=target, kind=kinds[target], owner=owner, tags=tags,
+                 stat=path.stat())  # fmt: skip
     logger.warning("queue row of %s re-created from the file (lost in a power cut?)", rel)
+
+
+def enqueue_file(
+    store: Store, rel: str, *, target: str, kind: str, owner: str, tags: RoutingTags,
+    stat: os.stat_result,
+) -> None:  # fmt: skip
+    """A queue row again for the spool file ``rel`` of ``owner``'s instance (its ``tags``, as
+    peeked), in the pool of its study's route: what recovery and ``requeue`` both make."""
+    store.enqueue(QueueItem(
+        target, kind, rel, owner, tags.study_uid, tags.sop_class_uid, tags.sop_instance_uid,
+        tags.transfer_syntax, stat.st_size, stat.st_mtime,
+        pool=pool_by_route(store, owner, tags.study_uid, target, kind),
+    ))  # fmt: skip
 
 
 def pool_by_route(store: Store, client: str, study_uid: str, target: str, kind: str) -> str:
