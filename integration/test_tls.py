@@ -1,4 +1,4 @@
-"""DICOM TLS on the outside port and to workers, against DCMTK's storescu +tls / storescp +tls.
+"""DICOM TLS on both ports and to workers, against DCMTK's storescu +tls / storescp +tls.
 
 Certificates are made here with openssl: a test CA, and certificates it
 signs for the node, two hospitals and the workers (the worker's names
@@ -15,11 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from integration.peers import ENV, NodeProcess, acknowledged, tool, wait_port
 from tests.conftest import need_program, wait_until
 from wolfpacs.testing.peers import free_port
-from wolfpacs.testing.synthetic import write_study
+from wolfpacs.testing.synthetic import derived_instance, write, write_study
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -47,11 +49,12 @@ def pki(tmp_path) -> Path:
 
 
 def storescu_tls(
-    pki: Path, who: str, port: int, files: list[Path], called: str = "SECRET"
-) -> subprocess.CompletedProcess[str]:
+    pki: Path, who: str, port: int, files: list[Path], *, called: str = "SECRET",
+    calling: str = "HOSPITAL",
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
     return subprocess.run(
         [tool("storescu"), "-v", "-xe", "+tls", str(pki / f"{who}.key"), str(pki / f"{who}.crt"),
-         "+cf", str(pki / "ca.crt"), "-aet", "HOSPITAL", "-aec", called,
+         "+cf", str(pki / "ca.crt"), "-aet", calling, "-aec", called,
          "127.0.0.1", str(port), *map(str, files)],
         env=ENV, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -66,7 +69,10 @@ def storescp_tls(pki: Path, who: str, ae_title: str, port: int, into: Path) -> s
     )  # fmt: skip
 
 
-def node_config(pki: Path, outside: int, inside: int, workers: str, clients: str) -> str:
+def node_config(
+    pki: Path, outside: int, inside: int, *, workers: str, clients: str, node: str = ""
+) -> str:
+    """The node's config; ``node``: more ``[node]`` keys, one per line."""
     return f"""
         [node]
         bind = "127.0.0.1"
@@ -80,6 +86,7 @@ def node_config(pki: Path, outside: int, inside: int, workers: str, clients: str
         tls_key = "{pki / "node.key"}"
         tls_ca = "{pki / "ca.crt"}"
         tls_outside = true
+        {node}
 
         [[destinations]]
         name = "pacs"
@@ -138,6 +145,100 @@ def test_tls_from_a_pinned_hospital_and_to_the_worker(pki, tmp_path):
             assert node.stop() == 0
         worker.terminate()
         worker.wait(10)
+
+
+def test_a_worker_sends_results_over_tls_on_the_inside_port_with_its_own_certificate_only(
+    pki, tmp_path
+):
+    outside, inside, worker_port = free_port(), free_port(), free_port()
+    worker = storescp_tls(pki, "worker", "GPU_A", worker_port, tmp_path / "worker")
+    tls_inside = "tls_inside = true"
+    node = NodeProcess(tmp_path, node_config(pki, outside, inside, node=tls_inside, clients="""
+        [[clients]]
+        name = "hospital"
+        ae_title = "SECRET"
+        destination = "pacs"
+        pool = "p"
+        """, workers=f"""
+        [[workers]]
+        name = "gpu-a"
+        host = "127.0.0.1"
+        port = {worker_port}
+        ae_title = "GPU_A"
+        pool = "p"
+        tls = true
+        tls_subject = "CN=worker"
+        """))  # fmt: skip
+    try:
+        wait_port(worker_port)
+        node.start(outside, inside)
+        files = write_study(tmp_path / "s", series=1, per_series=2)
+        sent = storescu_tls(pki, "hospital", outside, files)
+        assert len(acknowledged(sent.stdout + sent.stderr)) == 2, sent.stdout + sent.stderr
+        wait_until(lambda: received(tmp_path / "worker") == 2, timeout=30)
+        source = dcmread(files[0], stop_before_pixels=True)
+        result = write(derived_instance(source, generate_uid(), 1), tmp_path / "result.dcm")
+        # the worker's result over TLS, with its own (pinned) certificate: taken for its study
+        back = storescu_tls(pki, "worker", inside, [result], called="WOLFPACS", calling="GPU_A")
+        assert len(acknowledged(back.stdout + back.stderr)) == 1, back.stdout + back.stderr
+        # the same CA's certificate of another: not the worker pinned, so no association
+        other = storescu_tls(pki, "hospital", inside, [result], called="WOLFPACS", calling="GPU_A")
+        assert other.returncode != 0 and not acknowledged(other.stdout + other.stderr)
+        assert "its TLS certificate is not worker gpu-a's (the one pinned)" in node.logs()
+        plain = subprocess.run(
+            [tool("echoscu"), "-aet", "GPU_A", "-aec", "WOLFPACS", "127.0.0.1", str(inside)],
+            env=ENV, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert plain.returncode != 0  # no TLS, no association
+    finally:
+        if node.proc is not None:
+            assert node.stop() == 0
+        worker.terminate()
+        worker.wait(10)
+
+
+def test_with_client_certificates_optional_a_pinned_hospital_still_gets_in_with_its_own(
+    pki, tmp_path
+):
+    """Before the fix the node did not even ask for a certificate when they were optional, so a
+    pinned hospital, certificate or not, was always refused."""
+    outside, inside = free_port(), free_port()
+    node = NodeProcess(tmp_path, node_config(
+        pki, outside, inside, node="tls_require_client_cert = false", workers="", clients="""
+        [[clients]]
+        name = "pinned"
+        ae_title = "SECRET"
+        destination = "pacs"
+        tls_subject = "CN=hospital"
+
+        [[clients]]
+        name = "open"
+        ae_title = "SECRET2"
+        destination = "pacs"
+        """))  # fmt: skip
+
+    def echo(called: str, *tls: str) -> bool:
+        answer = subprocess.run(
+            [tool("echoscu"), *tls, "+cf", str(pki / "ca.crt"), "-aet", "HOSPITAL", "-aec",
+             called, "127.0.0.1", str(outside)],
+            env=ENV, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return answer.returncode == 0
+
+    def own(who: str) -> tuple[str, ...]:
+        return ("+tls", str(pki / f"{who}.key"), str(pki / f"{who}.crt"))
+
+    try:
+        node.start(outside, inside)
+        assert echo("SECRET", *own("hospital"))  # asked for, shown, pinned: in
+        assert not echo("SECRET", "+tla")  # pinned, nothing shown
+        assert not echo("SECRET", *own("hospital2"))  # the same CA's, not the one pinned
+        assert echo("SECRET2", "+tla")  # not pinned: none needed
+        assert echo("SECRET2", *own("hospital2"))
+        assert not echo("SECRET2", *own("stranger"))  # shown, but our CA did not sign it
+    finally:
+        if node.proc is not None:
+            assert node.stop() == 0
 
 
 def test_a_workers_certificate_must_name_its_host_unless_told_otherwise(pki, tmp_path):

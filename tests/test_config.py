@@ -235,6 +235,19 @@ def test_a_certificate_pin_needs_a_tls_port(tmp_path):
     assert failed.endswith("set [node] tls_inside")
 
 
+def test_a_certificate_pin_needs_tls_ca_even_when_client_certificates_are_optional(tmp_path):
+    node = 'data_dir = "data"\ntls_outside = true\ntls_cert = "n.crt"\ntls_key = "n.key"\n'
+    text = GOOD.replace('data_dir = "data"\n', node + "tls_require_client_cert = false\n", 1)
+    for name in ("n.crt", "n.key"):  # only that they exist is checked here
+        (tmp_path / name).write_text("")
+    load(write(tmp_path, text), env={})  # optional certificates, nothing pinned: no CA needed
+    pinned = text.replace(
+        'pool = "stroke"\n\n[[workers]]', 'pool = "stroke"\ntls_subject = "CN=h"\n\n[[workers]]', 1
+    )
+    failed = str(error(tmp_path, pinned))
+    assert "clients[0].tls_subject: a pinned certificate is checked on [node] tls_ca" in failed
+
+
 # -- the example, and typos -----------------------------------------------------------------
 
 

@@ -4,7 +4,9 @@ Documentation     Hospitals send over DICOM TLS; a hospital pinned to its certif
 ...               CA. The node reaches worker lung-a over TLS and checks that its certificate
 ...               names its host. The outside port speaks TLS 1.2 and 1.3 and no older version,
 ...               and wants a certificate of every hospital unless told not to (a pinned hospital
-...               needs one all the same). (The inside port over TLS: integration/test_tls.py.)
+...               needs one all the same); going out to a worker the node, too, speaks TLS 1.2 and
+...               1.3 and no older version. With TLS on the inside port a worker sends its results
+...               over TLS with its own certificate, and nothing else gets in there.
 Library           WolfPACS.py
 Suite Setup       Start the hospital network    tls_outside=true
 Suite Teardown    Stop everything
@@ -54,6 +56,7 @@ The outside port speaks TLS 1.2 and 1.3, and refuses TLS 1.1 and 1.0
 
 A hospital without a certificate is refused, unless client certificates are not required
     [Tags]    UR-043
+    [Documentation]    A pinned hospital needs its certificate all the same, and gets in with it.
     ${statuses}=    Hospital gothenburg sends a CT study over TLS without a certificate
     Should Be Empty    ${statuses}
     Restart WolfPACS with client certificates not required
@@ -65,3 +68,37 @@ A hospital without a certificate is refused, unless client certificates are not 
     Should Be Empty    ${statuses}
     ${log}=    Node log
     Should Contain    ${log}    its TLS certificate is not client stockholm's
+    ${statuses}=    Hospital stockholm sends a CT study over TLS with the certificate of stockholm
+    Should Be Equal    ${statuses}    ${{["0x0000", "0x0000"]}}
+
+The node speaks TLS 1.2 and 1.3 to a worker, and no older version
+    [Tags]    UR-051
+    Worker lung-a goes down
+    ${study}=    Hospital stockholm sends a CT series "Chest 2mm" over TLS
+    FOR    ${version}    IN    1.2    1.3
+        ${answer}=    The node's TLS handshake with worker lung-a when it speaks only TLS ${version}
+        Should Be Equal    ${answer}    accepted TLSv${version}
+    END
+    FOR    ${version}    IN    1.1    1.0
+        ${answer}=    The node's TLS handshake with worker lung-a when it speaks only TLS ${version}
+        Should Be Equal    ${answer}    refused
+    END
+    Worker lung-a comes back
+    The series "Chest 2mm" of study ${study} arrives whole at one worker of pool lung
+
+A worker sends its results over TLS on the inside port, with its own certificate and nothing else
+    [Tags]    UR-060
+    Restart WolfPACS with TLS on the inside port and worker lung-a pinned
+    ${study}=    Hospital stockholm sends a CT series "Lung 1mm" over TLS
+    The series "Lung 1mm" of study ${study} arrives whole at one worker of pool lung
+    ${status}=    Worker lung-a sends a result for study ${study} over TLS with the certificate of lung-a
+    Should Be Equal    ${status}    0x0000
+    The result arrives at the PACS of stockholm and at no other
+    ${status}=    Worker lung-a sends a result for study ${study} over TLS with the certificate of gothenburg
+    Should Start With    ${status}    no answer
+    ${log}=    Node log
+    Should Contain    ${log}    its TLS certificate is not worker lung-a's
+    ${status}=    Worker lung-a sends a result for study ${study} over TLS with the certificate of stranger
+    Should Start With    ${status}    no answer
+    ${status}=    Worker lung-a sends a result for study ${study}
+    Should Start With    ${status}    no answer

@@ -36,22 +36,21 @@ from hospital_network import (
     PROPOSE,
     WORKERS,
     Peer,
-    ae,
     poll,
 )
 from pki import TLS
+from processes import Processes
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from robot.api.deco import keyword, library
 from statuses import Statuses
 
 from wolfpacs.testing.peers import dataset_digest
-from wolfpacs.testing.synthetic import SYNTAXES, ct_instance, derived_instance, write
+from wolfpacs.testing.synthetic import SYNTAXES, write
 
 
 @library(scope="SUITE", auto_keywords=False)
-class WolfPACS(Conformance, Statuses, TLS):
+class WolfPACS(Conformance, Statuses, TLS, Processes):
     """What hospitals, AI workers and the operator do in the network, as Robot keywords."""
 
     @keyword("Hospital ${hospital} sends a CT study of ${count} instances")
@@ -336,17 +335,7 @@ class WolfPACS(Conformance, Statuses, TLS):
     @keyword("Worker ${worker} sends a result for study ${study}")
     def send_result(self, worker: str, study: str) -> str:
         """A derived instance of ``study`` to the inside port; the status answered."""
-        assert self.root is not None
-        source: Dataset
-        if study in self.sources:
-            source = dcmread(self.sources[study], stop_before_pixels=True)
-        else:  # a study no hospital sent
-            source = ct_instance(study, generate_uid(), 1)
-        ds = derived_instance(source, generate_uid(), 1)
-        path = write(ds, self.root / "results" / f"{ds.SOPInstanceUID}.dcm")
-        self.last_result = str(ds.SOPInstanceUID)
-        statuses = self.storescu([path], self.ports["inside"], "WOLFPACS", ae(worker), "-xe")
-        return statuses[0] if statuses else "no answer:\n" + self.last_output[-2000:]
+        return self.result(worker, study)
 
     @keyword("The result arrives at the PACS of ${hospital} and at no other")
     def result_home(self, hospital: str) -> None:

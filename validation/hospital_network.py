@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 from robot.api.deco import keyword
 
 from wolfpacs.testing.peers import free_port, wait_port
 from wolfpacs.testing.synthetic import STORESCU_PROPOSES as PROPOSE
-from wolfpacs.testing.synthetic import ct_instance, write
+from wolfpacs.testing.synthetic import ct_instance, derived_instance, write
 
 REPO = Path(__file__).resolve().parent.parent
 DCMTK = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
@@ -155,6 +156,7 @@ class Network:
         self.held_open: list[Any] = []
         self.last_output = ""
         self.last_study = ""  # the study the last keyword that makes one made
+        self.last_result = ""  # the SOPInstanceUID of the last result a worker sent
 
     # -- the network ------------------------------------------------------------------------
 
@@ -219,6 +221,8 @@ class Network:
             ]
             if w.tls:
                 lines += ["tls = true", f"tls_check_hostname = {self.lung_check_hostname}"]
+            if name in self.pins:  # on the inside port, with tls_inside
+                lines.append(f'tls_subject = "{self.pins[name]}"')
         pools = {"stockholm": "stroke", "gothenburg": "stroke", "uppsala": "mammo"}
         for hospital, (secret, calling) in HOSPITALS.items():
             lines += [
@@ -311,9 +315,12 @@ class Network:
         for assoc in self.held_open:
             assoc.release()
         self.held_open.clear()
-        if self.node is not None:
-            self.kill_wolfpacs() if self.node.poll() is None else None
-            self.node = None
+        if self.node is not None and self.node.poll() is None:
+            if self.options.get("processes", "1") == "1":
+                self.kill_wolfpacs()
+            else:  # kill -9 would leave its processes to stop by themselves, after we return
+                self.stop_wolfpacs()
+        self.node = None
         for peer in self.peers.values():
             peer.stop()
         self.peers.clear()
@@ -411,6 +418,22 @@ class Network:
             if s != "0x0000"
         )
         self.sources.setdefault(study, files[0])
+
+    def result(self, worker: str, study: str, *options: str) -> str:
+        """A derived instance of ``study`` sent by ``worker`` to the inside port with storescu
+        ``options`` (TLS); the status answered, or "no answer" and what storescu said."""
+        assert self.root is not None
+        source: Dataset
+        if study in self.sources:
+            source = dcmread(self.sources[study], stop_before_pixels=True)
+        else:  # a study no hospital sent
+            source = ct_instance(study, generate_uid(), 1)
+        ds = derived_instance(source, generate_uid(), 1)
+        path = write(ds, self.root / "results" / f"{ds.SOPInstanceUID}.dcm")
+        self.last_result = str(ds.SOPInstanceUID)
+        called, calling = "WOLFPACS", ae(worker)
+        statuses = self.storescu([path], self.ports["inside"], called, calling, "-xe", *options)
+        return statuses[0] if statuses else "no answer:\n" + self.last_output[-2000:]
 
     @keyword("HTTP GET")
     def http_get(self, path: str) -> tuple[int, str]:

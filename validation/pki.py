@@ -11,9 +11,15 @@ from __future__ import annotations
 import re
 import subprocess
 
-from hospital_network import HOSPITALS, Network
+from hospital_network import HOSPITALS, Network, poll
 from pydicom.uid import generate_uid
 from robot.api.deco import keyword
+
+from wolfpacs.testing.peers import wait_port
+
+# openssl's flag for each TLS version; its -brief server names the version so
+OPENSSL_VERSION_FLAG = {"1.0": "-tls1", "1.1": "-tls1_1", "1.2": "-tls1_2", "1.3": "-tls1_3"}
+SPOKEN = {"1.0": "TLSv1", "1.1": "TLSv1.1", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
 
 class TLS(Network):
@@ -83,7 +89,7 @@ class TLS(Network):
         The client's own security level is lowered to 0: OpenSSL 3 would otherwise not even
         offer TLS 1.0 or 1.1, and the refusal would be the client's, not the node's.
         """
-        flag = {"1.0": "-tls1", "1.1": "-tls1_1", "1.2": "-tls1_2", "1.3": "-tls1_3"}[version]
+        flag = OPENSSL_VERSION_FLAG[version]
         pki = self.pki
         result = subprocess.run(
             ["openssl", "s_client", "-connect", f"127.0.0.1:{self.ports['outside']}", flag,
@@ -133,3 +139,65 @@ class TLS(Network):
         statuses = self.send_tls(hospital, hospital, description)
         assert statuses == ["0x0000", "0x0000"], f"{statuses}\n{self.last_output[-2000:]}"
         return self.last_study
+
+    @keyword("The node's TLS handshake with worker lung-a when it speaks only TLS ${version}")
+    def worker_handshake(self, version: str) -> str:
+        """Worker lung-a's storescp replaced, on its port, by ``openssl s_server`` limited to one
+        TLS version (lung-a's certificate; security level 0, so that 1.0 and 1.1 are on offer),
+        until the node, delivering lung-a's queue, tries it: "accepted TLSv1.x" if the handshake
+        completed, "refused" if the server found none of its versions in the node's hello and
+        then completed a handshake in that version with ``openssl s_client`` (so the refusal was
+        the node's), else what the server said. Leaves lung-a down: "Worker lung-a comes back".
+
+        Lung-a must have something queued, or the node never connects.
+        """
+        worker = self.peers["lung-a"]
+        worker.stop()
+        flag, pki = OPENSSL_VERSION_FLAG[version], self.pki
+        assert self.root is not None
+        log = self.root / f"s_server-{version}.log"
+        with open(log, "wb") as out:
+            server = subprocess.Popen(
+                ["openssl", "s_server", "-brief", "-accept", f"127.0.0.1:{worker.port}", flag,
+                 "-cipher", "DEFAULT@SECLEVEL=0", "-cert", str(pki / "lung-a.crt"),
+                 "-key", str(pki / "lung-a.key")],
+                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            wait_port(worker.port)
+
+            def said() -> str:
+                text = log.read_text(errors="replace")
+                return text if "Protocol version:" in text or "unsupported protocol" in text else ""
+
+            text = poll(said, f"the node's TLS handshake with lung-a speaking TLS {version}")
+            spoken = re.search(r"^Protocol version: (\S+)$", text, re.MULTILINE)
+            if spoken:
+                return f"accepted {spoken.group(1)}"
+            subprocess.run(
+                ["openssl", "s_client", "-connect", f"127.0.0.1:{worker.port}", flag,
+                 "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", str(pki / "ca.crt")],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+            )  # fmt: skip
+            text = log.read_text(errors="replace")
+            if f"Protocol version: {SPOKEN[version]}\n" in text:
+                return "refused"
+            return text
+        finally:
+            server.terminate()
+            server.wait(10)
+
+    @keyword("Restart WolfPACS with TLS on the inside port and worker lung-a pinned")
+    def tls_inside(self) -> None:
+        """``tls_inside = true``; lung-a pinned to its own certificate's subject."""
+        self.options["tls_inside"] = "true"
+        self.pins["lung-a"] = "CN=lung-a-ct"
+        self.restart_wolfpacs()
+
+    @keyword(
+        "Worker ${worker} sends a result for study ${study} over TLS with the certificate of ${who}"
+    )
+    def send_result_tls(self, worker: str, study: str, who: str) -> str:
+        """A derived instance of ``study`` to the inside port over TLS, presenting ``who``'s
+        certificate; the status answered, or "no answer" and what storescu said."""
+        return self.result(worker, study, *self.tls_args(who))

@@ -133,17 +133,13 @@ class _Checker:
         )
         pools = self.routing.pools(self.array(data, "pools"))
         self.cross_check(destinations, clients, workers, pools)
-        self.tls_check(node, destinations, workers, clients)
-        return Config(node, destinations, clients, workers, self.source, pools)
+        config = Config(node, destinations, clients, workers, self.source, pools)
+        self.tls_check(config)
+        return config
 
-    def tls_check(
-        self,
-        node: NodeConfig,
-        destinations: tuple[Destination, ...],
-        workers: tuple[Worker, ...],
-        clients: tuple[Client, ...],
-    ) -> None:
-        for section, items in _targets(destinations, workers):
+    def tls_check(self, config: Config) -> None:
+        node, workers, clients = config.node, config.workers, config.clients
+        for section, items in _targets(config.destinations, workers):
             for i, item in enumerate(items):
                 if item.tls and not (node.tls_ca and node.tls_cert and node.tls_key):
                     why = "TLS to a peer needs [node] tls_cert, tls_key and tls_ca"
@@ -155,9 +151,14 @@ class _Checker:
         for section, peers, tls_port, port_key in pinned:
             for i, peer in enumerate(peers):
                 key = "tls_subject" if peer.tls_subject else "tls_fingerprint"
-                if (peer.tls_subject or peer.tls_fingerprint) and not tls_port:
+                if not (peer.tls_subject or peer.tls_fingerprint):
+                    continue
+                if not tls_port:
                     why = f"a certificate is pinned only on a TLS port: set [node] {port_key}"
                     raise self.fail((section, i, key), why)
+                if not node.tls_ca:  # a pin is held to a certificate the CA vouched for
+                    raise self.fail((section, i, key), "a pinned certificate is checked on "
+                                    "[node] tls_ca: set it")  # fmt: skip
 
     def array(self, data: dict[str, Any], name: str) -> list[dict[str, Any]]:
         value = data.get(name, [])
@@ -482,7 +483,7 @@ def validate(config: Config) -> None:
     """
     checker = _Checker(config.source, "")
     checker.cross_check(config.destinations, config.clients, config.workers, config.pools)
-    checker.tls_check(config.node, config.destinations, config.workers, config.clients)
+    checker.tls_check(config)
 
 
 def _targets(

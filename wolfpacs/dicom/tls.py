@@ -5,6 +5,10 @@ and check the peer's on the operator's own CA (``tls_ca``). A certificate
 that chains to that CA proves only that the CA signed it: a client or
 worker may also be pinned to its own (:func:`pinned_to`), so that one
 hospital's certificate cannot open another's association.
+
+TLS 1.2 is the oldest version either side speaks (PS3.15 annex B's BCP 195
+profiles), set here rather than left to the platform's OpenSSL
+configuration, which may allow older ones.
 """
 
 from __future__ import annotations
@@ -25,10 +29,22 @@ Certificate = tuple[dict[str, Any], bytes]
 
 
 def server_tls(node: NodeConfig) -> ssl.SSLContext:
-    """The listeners' TLS: the node's certificate; clients' checked on tls_ca if required."""
+    """The listeners' TLS: the node's certificate; clients' checked on tls_ca.
+
+    A client must present a certificate unless ``tls_require_client_cert`` is
+    false; even then one is asked for and, if presented, checked on
+    ``tls_ca`` (a handshake with a certificate the CA did not sign fails), so
+    that a client pinned to its certificate gets in with it.
+    """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=node.tls_ca or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(node.tls_cert, node.tls_key)
-    context.verify_mode = ssl.CERT_REQUIRED if node.tls_require_client_cert else ssl.CERT_NONE
+    if node.tls_require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+    elif node.tls_ca:  # asked for, checked if shown: a pinned client can still show its own
+        context.verify_mode = ssl.CERT_OPTIONAL
+    else:
+        context.verify_mode = ssl.CERT_NONE
     return context
 
 
@@ -41,6 +57,7 @@ def client_tls(node: NodeConfig, check_hostname: bool = True) -> ssl.SSLContext:
     """
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=node.tls_ca)
     context.check_hostname = check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(node.tls_cert, node.tls_key)
     return context
 
