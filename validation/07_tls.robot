@@ -102,3 +102,12 @@ A worker sends its results over TLS on the inside port, with its own certificate
     Should Start With    ${status}    no answer
     ${status}=    Worker lung-a sends a result for study ${study}
     Should Start With    ${status}    no answer
+
+A result goes home to the hospital's PACS over TLS
+    [Tags]    UR-051
+    The PACS of stockholm speaks only TLS
+    ${study}=    Hospital stockholm sends a CT series "Lung 3mm" over TLS
+    The series "Lung 3mm" of study ${study} arrives whole at one worker of pool lung
+    ${status}=    Worker lung-a sends a result for study ${study} over TLS with the certificate of lung-a
+    Should Be Equal    ${status}    0x0000
+    The result arrives at the PACS of stockholm and at no other

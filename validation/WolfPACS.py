@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import Conformance
+from controls import Controls
 from hospital_network import (
     DCMTK,
     ENV,
@@ -50,7 +51,7 @@ from wolfpacs.testing.synthetic import SYNTAXES, write
 
 
 @library(scope="SUITE", auto_keywords=False)
-class WolfPACS(Conformance, Statuses, TLS, Processes):
+class WolfPACS(Conformance, Controls, Statuses, TLS, Processes):
     """What hospitals, AI workers and the operator do in the network, as Robot keywords."""
 
     @keyword("Hospital ${hospital} sends a CT study of ${count} instances")

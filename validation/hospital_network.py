@@ -208,6 +208,8 @@ class Network:
                 f"port = {pacs.port}",
                 f'ae_title = "{pacs.ae_title}"',
             ]
+            if pacs.tls:  # its certificate names 127.0.0.1
+                lines.append("tls = true")
         for name, pool in WORKERS.items():
             w = self.peers[name]
             lines += [

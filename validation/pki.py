@@ -201,3 +201,13 @@ class TLS(Network):
         """A derived instance of ``study`` to the inside port over TLS, presenting ``who``'s
         certificate; the status answered, or "no answer" and what storescu said."""
         return self.result(worker, study, *self.tls_args(who))
+
+    @keyword("The PACS of ${hospital} speaks only TLS")
+    def pacs_tls(self, hospital: str) -> None:
+        """The hospital's PACS (storescp) started again with TLS only (its certificate: the
+        hospital's own, which names 127.0.0.1); the node restarted with ``tls = true`` for it."""
+        pacs = self.peers[f"{hospital}-pacs"]
+        pacs.stop()
+        pacs.tls = self.tls_args(hospital)
+        pacs.start()
+        self.restart_wolfpacs()
