@@ -3,6 +3,7 @@ process of a node: its config, its spool, its siblings' adoption, ``[node] proce
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -225,6 +226,46 @@ def test_metrics_of_the_processes_add_up_by_name_and_labels():
     assert "wolfpacs_queued 7" in summed
 
 
+def test_a_gauge_of_the_whole_node_is_not_counted_once_per_process():
+    # Before: every gauge was added up, so with two processes a worker's state read 2, the free
+    # disk twice the disk, and a large byte count came out rounded to six digits (1.23457e+11).
+    def exposition(free: int, queued: int, oldest: float) -> str:
+        return (
+            "# TYPE wolfpacs_worker_state gauge\n"
+            'wolfpacs_worker_state{worker="gpu-a",state="active"} 1.0\n'
+            "# TYPE wolfpacs_disk_free_bytes gauge\n"
+            f"wolfpacs_disk_free_bytes {free}.0\n"
+            "# TYPE wolfpacs_queue_instances gauge\n"
+            f'wolfpacs_queue_instances{{target="gpu-a",kind="worker"}} {queued}.0\n'
+            "# TYPE wolfpacs_queue_oldest_seconds gauge\n"
+            f'wolfpacs_queue_oldest_seconds{{target="gpu-a",kind="worker"}} {oldest}\n'
+            "# TYPE wolfpacs_bytes counter\n"
+            'wolfpacs_bytes_total{side="outside"} 123456789011.0\n'
+        )
+
+    summed = add_up([exposition(123456789012, 3, 2.5), exposition(123456789010, 4, 7.25)])
+    lines = summed.splitlines()
+    assert 'wolfpacs_worker_state{worker="gpu-a",state="active"} 1' in lines
+    assert "wolfpacs_disk_free_bytes 123456789012" in lines  # the largest, in full
+    assert 'wolfpacs_queue_instances{target="gpu-a",kind="worker"} 7' in lines  # each its own
+    assert 'wolfpacs_queue_oldest_seconds{target="gpu-a",kind="worker"} 7.25' in lines
+    assert 'wolfpacs_bytes_total{side="outside"} 246913578022' in lines
+
+
+def test_each_process_may_queue_its_share_of_spool_max_bytes(tmp_path):
+    # Before: every process enforced the whole limit, so the node could queue N times it.
+    text = tmp_path / "wolfpacs.toml"
+    text.write_text(f'[node]\ndata_dir = "{tmp_path}"\nnode_id = "n"\nprocesses = 3\n'
+                    "spool_max_bytes = 1000\n")  # fmt: skip
+    config = load(text, env={})
+    shares = [child_config(config, i, 0).node.spool_max_bytes for i in (1, 2, 3)]
+    assert shares == [333, 333, 333] and sum(shares) <= 1000
+    unlimited = dataclasses.replace(
+        config, node=dataclasses.replace(config.node, spool_max_bytes=0)
+    )
+    assert child_config(unlimited, 1, 0).node.spool_max_bytes == 0  # 0: no limit, still
+
+
 def test_a_sqlite_file_another_process_holds_is_busy_not_broken(tmp_path, monkeypatch):
     # The processes of a node share state.sqlite3: a write lock held past the busy timeout is
     # an error for that one call, not a reason to reopen the file (it failed: "broken").
@@ -262,8 +303,9 @@ def test_a_child_gets_sigterm_when_its_supervisor_is_killed(tmp_path):
         wait_until(up.exists, timeout=30, what="the child up")
         parent.kill()  # kill -9: no forwarding, no goodbye
         parent.wait(10)
-        wait_until(mark.exists, timeout=10, what="the orphan's SIGTERM")
-        assert mark.read_text() == "term"
+        # the file exists from its open(), its text only once written: wait for the text
+        wait_until(lambda: mark.exists() and mark.read_text() == "term", timeout=10,
+                   what="the orphan's SIGTERM")  # fmt: skip
     finally:
         parent.kill()
 

@@ -98,15 +98,20 @@ def child_config(config: Config, index: int, http_port: int) -> Config:
     loopback at ``http_port`` (both private: the supervisor serves the
     node's own and forwards, :mod:`wolfpacs.ops.front`); no TCP control.
     ``shared_spool`` is kept as configured: it says whether *other nodes*
-    may adopt the children's queues (the siblings always may).
+    may adopt the children's queues (the siblings always may). Each child
+    may queue its share of ``spool_max_bytes`` (1/N of it, at least a byte:
+    0 is no limit), so that the node never holds more than the limit; a
+    child whose share is full answers 0xA700 while a sibling may have room.
     """
     node = config.node
     if not node.node_id:
         raise ValueError("a child process needs the node's node_id (the supervisor sets it)")
+    share = max(node.spool_max_bytes // node.processes, 1) if node.spool_max_bytes else 0
     child = dataclasses.replace(
         node, node_id=process_id(node.node_id, index),
         control_socket=f"{PROCESSES}/{index}/control.sock", control_port=0,
         http_bind="127.0.0.1", http_port=http_port, audit_log=node.audit_log,
+        spool_max_bytes=share,
     )  # fmt: skip
     return dataclasses.replace(config, node=child)
 

@@ -4,12 +4,11 @@ Each child serves its own on a private loopback port
 (:func:`wolfpacs.node.processes.child_config`); the supervisor serves the
 node's ``[node] http_port``:
 
-- ``/metrics``: every running child's samples, added up where name and
-  labels are the same (counters and gauges alike: a child's queued bytes
-  add; a gauge that is the same everywhere, such as a worker's state, adds
-  up to N times its value, so read those per child), plus the supervisor's
-  own ``wolfpacs_processes{state}`` and
-  ``wolfpacs_process_restarts_total``;
+- ``/metrics``: every running child's samples, one per name and labels
+  (:func:`add_up`: counters and a child's queue and spool add up; a gauge
+  that says the same of the node everywhere, such as a worker's state, is
+  its largest value), plus the supervisor's own
+  ``wolfpacs_processes{state}`` and ``wolfpacs_process_restarts_total``;
 - ``/healthz``: 200 while the supervisor is within its restart intensity,
   with each process's state;
 - ``/readyz``: 200 while at least one child answers its ``/readyz`` with 200;
@@ -30,6 +29,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.utils import floatToGoString
+
 from wolfpacs.ops.access import Access, decide, metrics_allowed
 
 if TYPE_CHECKING:
@@ -41,17 +42,33 @@ __all__ = ["FrontWeb", "add_up"]
 logger = logging.getLogger(__name__)
 
 CHILD_TIMEOUT = 10.0  # seconds a child's page may take
+# The gauges of what each process holds of its own: the node's is their sum.
+ADDITIVE = frozenset({
+    "wolfpacs_queue_instances", "wolfpacs_queue_bytes", "wolfpacs_spool_bytes",
+    "wolfpacs_spool_max_bytes",  # each process's share (child_config)
+})  # fmt: skip
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*(?:\{.*\})?)\s+(\S+)$")
 
 
 def add_up(expositions: list[str]) -> str:
-    """Prometheus text expositions added up: one sample per name and labels, the sum."""
+    """Prometheus text expositions as one: a sample per name and labels.
+
+    Counters, histograms and untyped samples add up, and so do the gauges of
+    what each process holds of its own (:data:`ADDITIVE`); any other gauge
+    says the same of the node in every process (a worker's state, the free
+    disk, the nodes sharing the store) and is its largest value, not N times
+    it. Values are written in full (``1e+11`` would round a byte count).
+    """
     comments: dict[str, None] = {}
+    types: dict[str, str] = {}
     order: dict[str, float] = {}
     for text in expositions:
         for line in text.splitlines():
             if line.startswith("#"):
                 comments.setdefault(line, None)
+                parts = line.split()
+                if len(parts) >= 4 and parts[1] == "TYPE":
+                    types[parts[2]] = parts[3]
                 continue
             found = _SAMPLE.match(line.strip())
             if found is None:
@@ -60,10 +77,17 @@ def add_up(expositions: list[str]) -> str:
                 value = float(found.group(2))
             except ValueError:
                 continue
-            order[found.group(1)] = order.get(found.group(1), 0.0) + value
+            key = found.group(1)
+            name = key.split("{", 1)[0]
+            if key not in order:
+                order[key] = value
+            elif types.get(name) == "gauge" and name not in ADDITIVE:
+                order[key] = max(order[key], value)
+            else:
+                order[key] += value
     by_name: dict[str, list[str]] = {}
     for key, value in order.items():
-        by_name.setdefault(key.split("{", 1)[0], []).append(f"{key} {value:g}")
+        by_name.setdefault(key.split("{", 1)[0], []).append(f"{key} {_number(value)}")
     lines = []
     for comment in comments:  # "# HELP name ..." then "# TYPE name ...", then its samples
         lines.append(comment)
@@ -75,6 +99,13 @@ def add_up(expositions: list[str]) -> str:
     for samples in by_name.values():
         lines += samples
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """A sample's value in full: ``7``, ``123456789012``, ``0.25``, ``+Inf``."""
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return floatToGoString(value)
 
 
 class FrontWeb:
