@@ -22,14 +22,13 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import re
 import threading
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-
-from prometheus_client.utils import floatToGoString
 
 from wolfpacs.ops.access import Access, decide, metrics_allowed
 
@@ -103,9 +102,11 @@ def add_up(expositions: list[str]) -> str:
 
 def _number(value: float) -> str:
     """A sample's value in full: ``7``, ``123456789012``, ``0.25``, ``+Inf``."""
+    if math.isnan(value) or math.isinf(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
     if value.is_integer() and abs(value) < 2**53:
         return str(int(value))
-    return floatToGoString(value)
+    return repr(value)  # the shortest text that reads back as the same float
 
 
 class FrontWeb:
