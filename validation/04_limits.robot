@@ -27,9 +27,12 @@ A full spool is answered 0xA700 until the queues drain
     ${statuses}=    Hospital gothenburg sends a CT series "HEAD" of 20 instances in study ${study}
     Should Contain    ${statuses}    0x0000
     Should Contain    ${statuses}    0xA700
+    Nothing refused is kept: not in the spool, not in dead/, not at a worker
     Worker gpu-a comes back
     Worker gpu-b comes back
     Wait until ctl    not r    queues
+    The series "HEAD" of study ${study} arrives whole at one worker of pool stroke
+    Nothing refused is kept: not in the spool, not in dead/, not at a worker
     ${statuses}=    Hospital gothenburg sends a CT series "AGAIN" of 2 instances in study ${study}
     Should Be Equal    ${statuses}    ${{["0x0000", "0x0000"]}}
     [Teardown]    Run Keywords    Worker gpu-a comes back    AND    Worker gpu-b comes back

@@ -4,8 +4,13 @@ Documentation     The hospital's IT and the AI vendor see what the node does: me
 ...               audit log. The lung pool tracks results here (result_timeout = 1 s).
 Library           WolfPACS.py
 Library           OperatingSystem
+Library           String
 Suite Setup       Start the hospital network    lung_result_timeout=1
 Suite Teardown    Stop everything
+
+*** Variables ***
+${PAGE_TOKEN}       page-token-of-32-characters-0001
+${METRICS_TOKEN}    metrics-token-of-32-characters-2
 
 *** Test Cases ***
 Prometheus sees instances in per hospital and out per worker
@@ -89,13 +94,44 @@ A pool with no reachable worker still accepts studies and the node stays ready
     Worker lung-a comes back
     The series "Lung 1mm" of study ${study} arrives whole at one worker of pool lung
 
-The image's health check asks the node's /healthz
+The image runs the node as the unprivileged user wolfpacs and its health check asks /healthz
     [Tags]    UR-046
     ${docker}=    Get File    ${CURDIR}/../Dockerfile
-    Should Contain    ${docker}    --uid 10001
+    ${users}=    Get Regexp Matches    ${docker}    (?m)^USER\\s+(\\S+)\\s*$    1
+    Should Be Equal    ${users}[-1]    wolfpacs    the image runs as the last USER of the Dockerfile
+    Should Match Regexp    ${docker}    useradd [^\\n]*--uid 10001 [^\\n]* wolfpacs\\b
     Should Contain    ${docker}    VOLUME /data
     Should Contain    ${docker}    EXPOSE 11112 11113 9111
     Should Contain    ${docker}    wolfpacs.healthcheck
     ${config}=    Config file
     ${code}    ${out}    ${err}=    Run healthcheck    ${config}
     Should Be Equal As Integers    ${code}    0    ${err}
+
+With tokens set, the page, the JSON views and the metrics need them; health stays open
+    [Documentation]    All on loopback (where, without a token, the page is open to all): the
+    ...    403 away from loopback is not tried here (integration/test_status_page.py).
+    [Tags]    UR-039
+    Restart WolfPACS with    http_token=${PAGE_TOKEN}    metrics_token=${METRICS_TOKEN}
+    FOR    ${path}    IN    /    /api/workers
+        ${status}    ${body}=    HTTP GET    ${path}
+        Should Be Equal As Integers    ${status}    401    ${path} without the token
+        ${status}    ${body}=    HTTP GET    ${path}    token=${METRICS_TOKEN}
+        Should Be Equal As Integers    ${status}    401    ${path} with the metrics token
+        ${status}    ${body}=    HTTP GET    ${path}    token=${PAGE_TOKEN}
+        Should Be Equal As Integers    ${status}    200    ${path} with the token
+        Should Contain    ${body}    gpu-a
+    END
+    ${status}    ${body}=    HTTP GET    /metrics
+    Should Be Equal As Integers    ${status}    401
+    ${status}    ${body}=    HTTP GET    /metrics    token=${PAGE_TOKEN}
+    Should Be Equal As Integers    ${status}    401    /metrics with the page's token
+    ${status}    ${body}=    HTTP GET    /metrics    token=${METRICS_TOKEN}
+    Should Be Equal As Integers    ${status}    200
+    Should Contain    ${body}    wolfpacs_instances_total
+    FOR    ${path}    IN    /healthz    /readyz
+        ${status}    ${body}=    HTTP GET    ${path}
+        Should Be Equal As Integers    ${status}    200    ${path} is open
+    END
+    ${log}=    Node log
+    Should Not Contain    ${log}    ${PAGE_TOKEN}
+    [Teardown]    Restart WolfPACS with    http_token=    metrics_token=

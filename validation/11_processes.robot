@@ -22,6 +22,9 @@ The node of two processes is one node to monitoring and to the operator
     Hospital gothenburg can echo
 
 Associations spread over both processes, each study lands whole on one worker and its result goes home
+    [Documentation]    Each study is two series on two associations, and the studies go on until
+    ...    one study's two associations were taken by the two processes: its second series
+    ...    must follow the first to its worker though another process routed the first.
     [Tags]    UR-058    UR-053
     Worker gpu-a goes down
     Worker gpu-b goes down

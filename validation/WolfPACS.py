@@ -30,6 +30,7 @@ from conformance import Conformance
 from controls import Controls
 from hospital_network import (
     DCMTK,
+    DEADLINE,
     ENV,
     HOSPITALS,
     NAMES,
@@ -255,14 +256,19 @@ class WolfPACS(Conformance, Controls, Statuses, TLS, Processes):
     def series_arrives(self, description: str, study: str, pool: str) -> str:
         return self.arrive(study, self.studies[study][description], pool)
 
-    def arrive(self, study: str, sops: list[str], pool: str) -> str:
+    @keyword("Within ${s} s the study ${study} arrives whole at exactly one worker of pool ${pool}")
+    def arrives_soon(self, s: str, study: str, pool: str) -> str:
+        sops = [u for sops in self.studies[study].values() for u in sops]
+        return self.arrive(study, sops, pool, float(s))
+
+    def arrive(self, study: str, sops: list[str], pool: str, timeout: float = DEADLINE) -> str:
         assert sops, "nothing of it was acknowledged"
 
         def all_there() -> dict[str, int] | None:
             h = self.holders(study, sops)
             return h if sum(h.values()) >= len(sops) else None
 
-        held = poll(all_there, f"{len(sops)} instances of {study} at the workers")
+        held = poll(all_there, f"{len(sops)} instances of {study} at the workers", timeout)
         assert len(held) == 1, f"the instances are at several workers: {held}"
         worker = next(iter(held))
         assert WORKERS[worker] == pool, f"{worker} is in pool {WORKERS[worker]}, not {pool}"
@@ -314,6 +320,22 @@ class WolfPACS(Conformance, Controls, Statuses, TLS, Processes):
             db.execute(f"PRAGMA user_version = {int(version)}")
         db.close()
         return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    @keyword("The study ${study} was last active ${days} days ago")
+    def age_study(self, study: str, days: str) -> None:
+        """With the node stopped: every route of ``study`` last active ``days`` ago, in the
+        state database (``studies.last_activity_at``), as if it had been idle that long."""
+        import sqlite3
+        import time
+
+        assert self.node is None, "the state database is the node's while it runs"
+        with sqlite3.connect(self.data / "state.sqlite3") as db:
+            at = time.time() - float(days) * 86400
+            aged = db.execute(
+                "UPDATE studies SET last_activity_at = ? WHERE study_uid = ?", (at, study)
+            ).rowcount
+        db.close()
+        assert aged, f"no route of {study} in the state database"
 
     @keyword("SHA-256 of the state database")
     def state_digest(self) -> str:
@@ -421,7 +443,13 @@ class WolfPACS(Conformance, Controls, Statuses, TLS, Processes):
 
     @keyword("Metric")
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one series of ``/metrics`` (0 if absent)."""
+        """The value of one series of ``/metrics``; the series must be there."""
+        value = self.series(name, **labels)
+        assert value is not None, f"no series {name}{labels} in /metrics"
+        return value
+
+    def series(self, name: str, **labels: str) -> float | None:
+        """The value of one series of ``/metrics``, or None if it is absent."""
         status, body = self.http_get("/metrics")
         assert status == 200, body
         for line in body.splitlines():
@@ -430,11 +458,12 @@ class WolfPACS(Conformance, Controls, Statuses, TLS, Processes):
             series, _, value = line.rpartition(" ")
             if all(f'{k}="{v}"' in series for k, v in labels.items()):
                 return float(value)
-        return 0.0
+        return None
 
     @keyword("Wait until metric")
     def wait_metric(self, name: str, value: str, **labels: str) -> None:
-        poll(lambda: self.metric(name, **labels) == float(value), f"{name}{labels} == {value}")
+        """Until the series is there with ``value`` (an absent series is not 0)."""
+        poll(lambda: self.series(name, **labels) == float(value), f"{name}{labels} == {value}")
 
     @keyword("Wait until ctl")
     def wait_ctl(self, check: str, *words: str) -> Any:

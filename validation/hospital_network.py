@@ -304,6 +304,16 @@ class Network:
         assert code == 0, f"SIGTERM should end the node with 0, not {code}"
         self.start_wolfpacs(**env)
 
+    @keyword("Restart WolfPACS with")
+    def restart_with(self, **node_options: str) -> None:
+        """Restart with these ``[node]`` keys changed (an empty value: the key left out)."""
+        for key, value in node_options.items():
+            if value:
+                self.options[key] = value
+            else:
+                self.options.pop(key, None)
+        self.restart_wolfpacs()
+
     @keyword("Kill WolfPACS with signal 9")
     def kill_wolfpacs(self) -> None:
         assert self.node is not None
@@ -438,11 +448,15 @@ class Network:
         return statuses[0] if statuses else "no answer:\n" + self.last_output[-2000:]
 
     @keyword("HTTP GET")
-    def http_get(self, path: str) -> tuple[int, str]:
-        """Status and body of ``GET path`` on the node's HTTP port."""
+    def http_get(self, path: str, token: str = "") -> tuple[int, str]:
+        """Status and body of ``GET path`` on the node's HTTP port (``Authorization: Bearer
+        token`` with a token)."""
         url = f"http://127.0.0.1:{self.ports['http']}{path}"
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(url, timeout=10) as answer:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=auth), timeout=10
+            ) as answer:
                 return answer.status, answer.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()

@@ -15,7 +15,7 @@ from hospital_network import Network, poll
 from pydicom.uid import generate_uid
 from robot.api.deco import keyword
 
-MAX_STUDIES = 16  # all on one process: 1 in 2**15 with two processes (the kernel's hash)
+MAX_STUDIES = 16  # no study split over two processes: 1 in 2**16 with two (the kernel's hash)
 
 
 class Processes(Network):
@@ -43,20 +43,32 @@ class Processes(Network):
 
     @keyword("Hospital ${hospital} sends studies until every process of the node holds some")
     def spread(self, hospital: str) -> list[str]:
-        """New studies of two instances, one association each, while the workers are down, until
-        ``ctl nodes`` shows every process holding queued instances; the studies (at most
-        ``MAX_STUDIES``: which process takes an association is the kernel's choice)."""
+        """New studies, each two series of two instances on two associations, while the workers
+        are down, until ``ctl nodes`` shows every process holding queued instances and the two
+        associations of one study at least were taken by two processes (which process takes an
+        association is the kernel's choice: at most ``MAX_STUDIES`` studies); the studies."""
         count = len(self.processes())
-        studies = []
+        studies, split = [], False
+        before = self.queued_by_process()
         for _ in range(MAX_STUDIES):
-            study = str(generate_uid())
-            files = self.write_series(study, 2)
-            self.expect_acknowledged(hospital, study, "HEAD", files)
+            study, took = str(generate_uid()), set()
+            for description in ("HEAD", "NECK"):
+                files = self.write_series(study, 2, description=description)
+                self.expect_acknowledged(hospital, study, description, files)
+                after = self.queued_by_process()
+                took |= {n for n, queued in after.items() if queued > before.get(n, 0)}
+                before = after
             studies.append(study)
-            holding = [n for n in self.ctl("nodes") if "." in n["node_id"] and n["queued"]]
-            if len(holding) == count:
+            split = split or len(took) > 1
+            if split and len(before) == count and all(before.values()):
                 return studies
-        raise AssertionError(f"{MAX_STUDIES} associations, and not every process took one")
+        raise AssertionError(
+            f"{MAX_STUDIES} studies, and not every process took one, or none was split"
+        )
+
+    def queued_by_process(self) -> dict[str, int]:
+        """Each process's node id → the instances it holds queued (``ctl nodes``)."""
+        return {n["node_id"]: n["queued"] for n in self.ctl("nodes") if "." in n["node_id"]}
 
     def expect_acknowledged(self, hospital: str, study: str, description: str, files: Any) -> None:
         raise NotImplementedError  # the hospitals' keyword, in WolfPACS.py

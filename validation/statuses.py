@@ -14,6 +14,7 @@ as it holds it (:meth:`Statuses.lock_state`).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import struct
 from pathlib import Path
@@ -163,12 +164,20 @@ class Statuses(Network):
     @keyword("Nothing refused is kept: not in the spool, not in dead/, not at a worker")
     def nothing_refused_kept(self) -> None:
         """No instance answered a failure status so far (on the outside port) is queued, in
-        ``dead/`` or delivered. Queued and dead files carry their SOPInstanceUID in their
-        names; the spool is looked at first, so that one delivered meanwhile is at its worker."""
+        ``dead/``, left in ``incoming/`` or delivered. Queued and dead files carry their
+        SOPInstanceUID in their names, files in ``incoming/`` (named at random) in their
+        bytes; the spool is looked at first, so that one delivered meanwhile is at its
+        worker."""
         assert self.refused, "no instance was refused: nothing to look for"
         names = [p.name for d in ("spool", "dead") for p in (self.data / d).rglob("*")]
         kept = {uid for uid in self.refused if any(uid in name for name in names)}
         assert not kept, f"refused, yet kept in the spool or dead/: {sorted(kept)}"
+        arriving = [*self.data.glob("incoming/*"), *self.data.glob("processes/*/incoming/*")]
+        for path in arriving:
+            with contextlib.suppress(OSError):  # taken meanwhile
+                data = path.read_bytes()
+                left = {uid for uid in self.refused if uid.encode() in data}
+                assert not left, f"refused, yet left in {path.name}: {sorted(left)}"
         for name in WORKERS:
             delivered = self.refused & set(self.peers[name].held())
             assert not delivered, f"refused, yet delivered to {name}: {sorted(delivered)}"
