@@ -19,6 +19,9 @@ The node of two processes is one node to monitoring and to the operator
     ${status}    ${body}=    HTTP GET    /readyz
     Should Be Equal As Integers    ${status}    200
     Wait until metric    wolfpacs_processes    2    state=running
+    # a gauge of the whole node counts once, however many processes report it
+    Wait until metric    wolfpacs_worker_state    1    worker=gpu-a    state=active
+    Wait until metric    wolfpacs_pool_workers    2    pool=stroke
     Hospital gothenburg can echo
 
 Associations spread over both processes, each study lands whole on one worker and its result goes home
