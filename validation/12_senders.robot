@@ -44,7 +44,7 @@ Any other failure puts the instance in dead/ at once, with its status
 
 Success and warnings are delivered, once
     [Tags]    UR-061
-    FOR    ${status}    IN    0x0000    0xB000    0xB007    0xB006
+    FOR    ${status}    IN    0x0000    0xB000    0xB007    0xB006    0x0107
         Worker lung-a is replaced by one that answers ${status}
         ${sop}=    Hospital stockholm sends one instance to pool lung
         Worker lung-a holds ${sop}
@@ -80,3 +80,13 @@ Private attributes and a Specific Character Set pass through unchanged
     Worker lung-a is replaced by one that answers 0x0000
     Hospital stockholm sends an instance in ISO_IR 100 with private attributes to pool lung
     Worker lung-a holds the dataset sent, byte for byte
+
+A private SOP class is forwarded as it came, and the node proposes a worker only that and Verification
+    [Tags]    UR-048
+    ${rows}=    Statement table    3.1 SOP classes
+    ${private}=    Evaluate    next(r["uid"] for r in $rows if r["sop class"].startswith("private"))
+    ${allowed}=    Create List    ${private}    1.2.840.10008.1.1
+    Worker lung-a is replaced by one that answers 0x0000
+    ${sop}=    Hospital stockholm sends one instance to pool lung    sop_class=${private}
+    Worker lung-a holds ${sop}
+    The node proposed to worker lung-a only ${allowed}

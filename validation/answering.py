@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hospital_network import WORKERS, Network, ae, poll
+from hospital_network import HOSPITALS, WORKERS, Network, ae, poll
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from robot.api.deco import keyword
@@ -39,6 +39,7 @@ class Heard:
     stores: list[tuple[float, str, int]] = field(default_factory=list)  # (t, SOP, status)
     echoes: list[float] = field(default_factory=list)
     calls: list[tuple[str, int]] = field(default_factory=list)  # (calling AE, max length)
+    proposed: set[str] = field(default_factory=set)  # every SOP class the node proposed
     connections: int = 0
     longest_pdu: int = 0  # the longest P-DATA-TF PDU's length field
     datasets: dict[str, str] = field(default_factory=dict)  # SOP → SHA-256 of its dataset
@@ -89,8 +90,10 @@ class ScriptedWorker:
     def on_request(self, event: Any) -> None:
         requestor = event.assoc.requestor  # its primitive: the A-ASSOCIATE-RQ as received
         calling = str(requestor.primitive.calling_ae_title).strip()
+        proposed = {str(cx.abstract_syntax) for cx in requestor.requested_contexts}
         with self.lock:
             self.heard.calls.append((calling, requestor.maximum_length))
+            self.heard.proposed |= proposed
 
     def on_pdu(self, event: Any) -> None:
         from pynetdicom.pdu import P_DATA_TF
@@ -114,7 +117,7 @@ class ScriptedWorker:
         with self.lock:
             status = self.script.pop(0) if len(self.script) > 1 else self.script[0]
             self.heard.stores.append((time.monotonic(), sop, status))
-            if status == 0x0000 or 0xB000 <= status <= 0xBFFF:
+            if status in (0x0000, 0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
                 self.heard.datasets[sop] = digest
         return status
 
@@ -172,7 +175,9 @@ class Answering(Network):
         poll(lambda: worker.heard.connections >= int(count), f"{count} connections to {name}")
 
     @keyword("Hospital ${hospital} sends one instance to pool lung")
-    def send_to_lung(self, hospital: str, rows: str = "64", latin1_private: bool = False) -> str:
+    def send_to_lung(
+        self, hospital: str, rows: str = "64", latin1_private: bool = False, sop_class: str = ""
+    ) -> str:
         """One CT instance of a new study whose series goes to pool lung (a stockholm rule:
         SeriesDescription CHEST); acknowledged. Its SOPInstanceUID. ``latin1_private``: its
         text in ISO_IR 100 (Specific Character Set), with a private block of its maker."""
@@ -180,6 +185,8 @@ class Answering(Network):
         ds = ct_instance(str(generate_uid()), str(generate_uid()), 1,
                          rows=int(rows), columns=int(rows))  # fmt: skip
         ds.SeriesDescription = "CHEST"
+        if sop_class:
+            ds.SOPClassUID = sop_class
         if latin1_private:
             ds.SpecificCharacterSet = "ISO_IR 100"
             ds.PatientName = "Åström^Björn"
@@ -187,11 +194,30 @@ class Answering(Network):
             block = ds.private_block(0x0029, "WOLF VALIDATION", create=True)
             block.add_new(0x10, "LO", "privat värde")
             block.add_new(0x11, "OB", bytes(range(256)))
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         path = write(ds, self.root / "sent" / "scripted" / f"{ds.SOPInstanceUID}.dcm")
-        statuses = self.hospital_sends(hospital, [path], "1.2.840.10008.1.2.1")
+        if sop_class:  # storescu refuses a SOP class it does not know: pynetdicom sends it
+            statuses = [self.pynetdicom_sends(hospital, path, sop_class)]
+        else:
+            statuses = self.hospital_sends(hospital, [path], "1.2.840.10008.1.2.1")
         assert statuses == ["0x0000"], f"{statuses}\n{self.last_output[-2000:]}"
         self.last_sent = path
         return str(ds.SOPInstanceUID)
+
+    def pynetdicom_sends(self, hospital: str, path: Path, sop_class: str) -> str:
+        """``path`` (Explicit VR LE) sent by pynetdicom as ``hospital``; the status answered."""
+        from pynetdicom import AE
+
+        secret, calling = HOSPITALS[hospital]
+        peer = AE(ae_title=calling)
+        peer.add_requested_context(sop_class, ["1.2.840.10008.1.2.1"])
+        assoc = peer.associate("127.0.0.1", self.ports["outside"], ae_title=secret)
+        assert assoc.is_established, "the hospital's association was not established"
+        try:
+            answer = assoc.send_c_store(path)
+            return f"0x{answer.Status:04X}" if "Status" in answer else "no answer"
+        finally:
+            assoc.release()
 
     @keyword(
         "Hospital ${hospital} sends an instance in ISO_IR 100 with private attributes to pool lung"
@@ -277,6 +303,11 @@ class Answering(Network):
         length received (its A-ASSOCIATE-RQ)."""
         calls = set(self.scripted_worker(name).heard.calls)
         assert calls == {(calling, int(length))}, f"the node's requests said {calls}"
+
+    @keyword("The node proposed to worker ${name} only ${sop_classes}")
+    def proposed_only(self, name: str, sop_classes: list[str]) -> None:
+        proposed = self.scripted_worker(name).heard.proposed
+        assert proposed and proposed <= set(sop_classes), f"the node proposed {sorted(proposed)}"
 
     @keyword("No PDU sent to worker ${name} was longer than ${length}")
     def pdus_within(self, name: str, length: str) -> None:
