@@ -65,15 +65,18 @@ A worker that rejects the node's associations is tried for as long as it takes, 
     No dead letter for ${sop}
     The queues are empty
 
-The node calls a worker by its AE title with the maximum length of the statement, and sends no PDU longer than the worker's
+The node calls a worker by its AE title with the maximum length of the statement, and sends no PDU longer than the worker's, nor than 1 MiB to one that announces none
     [Tags]    UR-049
     ${rows}=    Statement table    3.3 Limits and timeouts
     ${limits}=    Evaluate    {r["key"]: r["default"] for r in $rows}
-    Worker lung-a is replaced by one that answers 0x0000    max_pdu=16384
-    ${sop}=    Hospital stockholm sends one instance to pool lung    rows=256
-    Worker lung-a holds ${sop}
-    Worker lung-a was called by ${limits}[ae_title] announcing ${limits}[max_pdu]
-    No PDU sent to worker lung-a was longer than 16384
+    FOR    ${announced}    ${longest}    ${rows}    IN    16384    16384    256    0    1048576    1024
+        Worker lung-a is replaced by one that answers 0x0000    max_pdu=${announced}
+        ${sop}=    Hospital stockholm sends one instance to pool lung    rows=${rows}
+        Worker lung-a holds ${sop}
+        Worker lung-a was called by ${limits}[ae_title] announcing ${limits}[max_pdu]
+        No PDU sent to worker lung-a was longer than ${longest}
+        Worker lung-a is itself again
+    END
 
 Private attributes and a Specific Character Set pass through unchanged
     [Tags]    UR-019
