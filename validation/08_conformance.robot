@@ -23,15 +23,17 @@ Every transfer syntax of the statement is accepted for storage on both ports
         The inside port accepts ${CT} in ${uid} when proposed
     END
 
-Verification is accepted in exactly the transfer syntaxes the statement lists for it
+Verification is accepted in exactly the transfer syntaxes the statement lists for it, on both ports
     [Tags]    UR-048
     ${rows}=    Statement table    4. Transfer syntaxes
     FOR    ${row}    IN    @{rows}
         ${uid}=    Set Variable    ${row}[uid]
-        IF    "${row}[verification]" == "yes"
-            The outside port accepts ${VERIFICATION} in ${uid} when proposed
-        ELSE
-            The outside port refuses ${VERIFICATION} in ${uid}
+        FOR    ${side}    IN    outside    inside
+            IF    "${row}[verification]" == "yes"
+                The ${side} port accepts ${VERIFICATION} in ${uid} when proposed
+            ELSE
+                The ${side} port refuses ${VERIFICATION} in ${uid}
+            END
         END
     END
 
