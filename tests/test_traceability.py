@@ -137,3 +137,11 @@ def test_a_pytest_file_that_is_gone_is_caught(trace, copy):
     assert any(
         "integration/test_gone.py, which does not exist" in p for p in run(trace, copy).problems
     )
+
+
+def test_a_row_of_statuses_received_naming_a_test_that_is_gone_is_caught(trace, copy):
+    assert not run(trace, copy).problems
+    replace(copy / "statement.md", '"Success and warnings are delivered, once"', '"Delivered"')
+    assert any("names 'Delivered', no test" in p for p in run(trace, copy).problems)
+    replace(copy / "statement.md", '"Delivered"', "the tests")
+    assert any("names no Robot test" in p for p in run(trace, copy).problems)

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from answering import Answering
 from conformance import Conformance
 from controls import Controls
 from hospital_network import (
@@ -52,7 +53,7 @@ from wolfpacs.testing.synthetic import SYNTAXES, write
 
 
 @library(scope="SUITE", auto_keywords=False)
-class WolfPACS(Conformance, Controls, Statuses, TLS, Processes):
+class WolfPACS(Conformance, Controls, Statuses, TLS, Processes, Answering):
     """What hospitals, AI workers and the operator do in the network, as Robot keywords."""
 
     @keyword("Hospital ${hospital} sends a CT study of ${count} instances")

@@ -327,6 +327,7 @@ class Network:
         for assoc in self.held_open:
             assoc.release()
         self.held_open.clear()
+        self.stop_scripted_peers()
         if self.node is not None and self.node.poll() is None:
             if self.options.get("processes", "1") == "1":
                 self.kill_wolfpacs()
@@ -339,6 +340,9 @@ class Network:
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
+
+    def stop_scripted_peers(self) -> None:
+        """Hook: stop the in-process peers a test put in the place of real ones (answering)."""
 
     @keyword("Node log")
     def node_log(self) -> str:

@@ -12,7 +12,9 @@ README's headings, and fails (exit 1, each problem on a line) when
   is carried as a tag (``0xC004``) by no Robot test, or by tests of other suites than its row's
   "validated by" names; or its row says it is "not provoked by the validation: see
   ``FILE::TEST``" and that pytest test does not exist, or a Robot test carries it all the same;
-- a test carries a status tag that is no status of the statement, or never names that status.
+- a test carries a status tag that is no status of the statement, or never names that status;
+- a row of the statement's section 3.5 (status codes received) names no Robot test ("its
+  name" in quotes), or names one that does not exist.
 
 Either way it writes the matrix (requirement, README section, Robot tests with their last
 result from ``DIR/output.xml`` when Robot has run, the pytest that completes the proof; then each
@@ -35,6 +37,8 @@ STATUS = re.compile(r"^0x[0-9a-fA-F]{4}$")
 STATUSES = "3.4 Status codes sent (C-STORE SCP)"  # the statement's heading of its table
 NOT_PROVOKED = re.compile(r"not provoked by the validation: see `?([\w/.-]+\.py)::(\w+)`?")
 SUITE = re.compile(r"validation/[\w.-]+\.robot")
+RECEIVED = "3.5 Status codes received (C-STORE SCU)"  # its table: each row names its tests
+QUOTED = re.compile(r'"([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,31 @@ def statement_statuses(path: Path) -> list[StatusRow]:
     return rows
 
 
+def statement_rows(path: Path, heading: str) -> list[list[str]]:
+    """The cells of each row of the table under ``heading`` of ``path`` (header included)."""
+    rows, current = [], ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            current = line.lstrip("#").strip()
+        elif current == heading and line.startswith("|") and not set(line) <= set("|-: "):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def check_received(trace: Trace, statement: Path, tests: dict[str, RobotTest]) -> None:
+    """Each row of section 3.5 names, in quotes in its last cell, Robot tests that exist."""
+    rows = statement_rows(statement, RECEIVED)[1:]
+    if not rows:
+        trace.problems.append(f"{statement}: no table under '{RECEIVED}'")
+    for row in rows:
+        named = QUOTED.findall(row[-1])
+        if not named:
+            trace.problems.append(f"{RECEIVED}: the row '{row[0]}' names no Robot test")
+        for name in named:
+            if not any(full.endswith("." + name) for full in tests):
+                trace.problems.append(f"{RECEIVED}: the row '{row[0]}' names '{name}', no test")
+
+
 def robot_tests(suites: Path) -> dict[str, RobotTest]:
     """Every Robot test under ``suites`` (parsed, not run): full name → its tags, suite, body."""
     import json
@@ -185,6 +214,7 @@ def check(
     tested = {u for urs in trace.tests.values() for u in urs}
     trace.problems.extend(f"{i}: no Robot test is tagged with it" for i in ids if i not in tested)
     check_statuses(trace, statement, tests, root)
+    check_received(trace, statement, tests)
     return trace
 
 

@@ -32,7 +32,11 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation,
 )
-from pynetdicom.presentation import PresentationContext, negotiate_unrestricted
+from pynetdicom.presentation import (
+    PresentationContext,
+    negotiate_as_acceptor,
+    negotiate_unrestricted,
+)
 
 from wolfpacs.dicom.association import Association, Context
 from wolfpacs.dicom.errors import PeerAbortedError, ProtocolError, RejectedError
@@ -87,8 +91,19 @@ def _peer_max_pdu(user_information: list[Any]) -> int:
     return 0
 
 
+def _not_storage(uid: object) -> bool:
+    """Whether ``uid`` is a SOP class of the standard that stores nothing (Worklist, Storage
+    Commitment, MPPS...). pynetdicom's unrestricted negotiation takes for storage every UID
+    its own ``sop_class`` module does not name, and that module spells some otherwise (Modality
+    Worklist): so they are told apart by pydicom's dictionary, by their names."""
+    known = UID(str(uid))
+    name = known.name if known.type == "SOP Class" else ""  # the UID itself if unknown
+    return name not in ("", str(uid)) and ("Storage" not in name or "Commitment" in name)
+
+
 def _accept_contexts(primitive: A_ASSOCIATE, max_pdu: int) -> tuple[bytes, dict[int, Context]]:
-    """The A-ASSOCIATE-AC for a request, and the contexts it accepts."""
+    """The A-ASSOCIATE-AC for a request, and the contexts it accepts: Verification, and every
+    storage-like SOP class (private and unknown ones too), no other SOP class."""
     roles = {
         item.sop_class_uid: (item.scu_role, item.scp_role)
         for item in primitive.user_information or []
@@ -97,9 +112,15 @@ def _accept_contexts(primitive: A_ASSOCIATE, max_pdu: int) -> tuple[bytes, dict[
     verification = PresentationContext()
     verification.abstract_syntax = VERIFICATION
     verification.transfer_syntax = _syntaxes(UNCOMPRESSED)
+    proposed = primitive.presentation_context_definition_list
+    others = [cx for cx in proposed if _not_storage(cx.abstract_syntax)]
     results, role_items = negotiate_unrestricted(
-        primitive.presentation_context_definition_list, [verification], roles
+        [cx for cx in proposed if cx not in others], [verification], roles
     )
+    if others:  # refused but Verification, as pynetdicom does with the SOP classes it names
+        more, more_roles = negotiate_as_acceptor(others, [verification], roles)
+        results = sorted([*results, *more], key=_id)
+        role_items = [*role_items, *more_roles]
     ac = A_ASSOCIATE()
     ac.application_context_name = APPLICATION_CONTEXT
     ac.calling_ae_title = primitive.calling_ae_title

@@ -15,7 +15,7 @@ __all__ = ["Answer", "Outcome", "Status", "classify", "response"]
 
 class Status:
     SUCCESS = 0x0000
-    OUT_OF_RESOURCES = 0xA700  # the spool could not take it (disk full, I/O error)
+    OUT_OF_RESOURCES = 0xA700  # spool_max_bytes queued, disk below min_free_bytes, or I/O error
     NO_WORKER = 0xA701  # no active worker in the client's pool
     BUSY = 0xA702  # a part of the node restarts or stops, or its store is unavailable
     NO_POOL = 0xA703  # no rule of the client matched the series, and it has no default pool
