@@ -21,6 +21,15 @@ A worker out of resources gets the instance again after a doubling backoff, is n
     No dead letter for ${sop}
     The queues are empty
 
+A worker that took an instance but could not answer gets it again: at least once, never zero
+    [Tags]    UR-065
+    Worker lung-a is replaced by one that answers abort-after-taking then 0x0000
+    ${sop}=    Hospital stockholm sends one instance to pool lung
+    ${times}=    Worker lung-a is sent ${sop} 2 times
+    Worker lung-a took 2 identical copies of the dataset sent
+    No dead letter for ${sop}
+    The queues are empty
+
 Each status to send again, answered max_attempts times, puts the instance in dead/ with that status
     [Tags]    UR-064
     FOR    ${status}    IN    0xA700    0xA7FF    0x0110    0x0213

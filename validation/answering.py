@@ -29,6 +29,7 @@ from wolfpacs.testing.peers import configure_pynetdicom, set_nodelay
 from wolfpacs.testing.synthetic import ct_instance, write
 
 VERIFICATION = "1.2.840.10008.1.1"
+TAKE_AND_ABORT = -1  # a script's "abort-after-taking": keep the instance, abort before answering
 UNCOMPRESSED = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"]
 
 
@@ -43,6 +44,7 @@ class Heard:
     connections: int = 0
     longest_pdu: int = 0  # the longest P-DATA-TF PDU's length field
     datasets: dict[str, str] = field(default_factory=dict)  # SOP → SHA-256 of its dataset
+    copies: dict[str, list[str]] = field(default_factory=dict)  # SOP → each copy taken's SHA
 
 
 class ScriptedWorker:
@@ -117,13 +119,21 @@ class ScriptedWorker:
         with self.lock:
             status = self.script.pop(0) if len(self.script) > 1 else self.script[0]
             self.heard.stores.append((time.monotonic(), sop, status))
-            if status in (0x0000, 0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
+            taken = status == TAKE_AND_ABORT
+            if taken or status in (0x0000, 0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
                 self.heard.datasets[sop] = digest
+                self.heard.copies.setdefault(sop, []).append(digest)
+        if taken:  # kept, and the association aborted before the answer: the node cannot know
+            threading.Thread(target=event.assoc.abort, daemon=True).start()
+            poll(lambda: event.assoc.is_aborted, "the association aborted", timeout=10)
+            return 0x0000  # never sent: the association is gone
         return status
 
 
 def parse_status(text: str) -> int:
-    return int(text, 16)
+    """``0xA700``; or ``abort-after-taking``: the instance kept, the association aborted
+    before the answer."""
+    return TAKE_AND_ABORT if text == "abort-after-taking" else int(text, 16)
 
 
 class Answering(Network):
@@ -273,6 +283,21 @@ class Answering(Network):
             fp.seek(132 + meta.get("FileMetaInformationGroupLength", 0) + 12)
             sent = hashlib.sha256(fp.read()).hexdigest()
         assert self.scripted_worker(name).heard.datasets[sop] == sent, "the dataset changed"
+
+    @keyword("Worker ${name} took ${count} identical copies of the dataset sent")
+    def copies(self, name: str, count: str) -> None:
+        """Each copy of the last instance sent that ``name`` kept is the dataset sent."""
+        path = self.last_sent
+        sop = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        with open(path, "rb") as fp:
+            meta = dcmread(fp, stop_before_pixels=True).file_meta
+            fp.seek(132 + meta.get("FileMetaInformationGroupLength", 0) + 12)
+            sent = hashlib.sha256(fp.read()).hexdigest()
+        worker = self.scripted_worker(name)
+        poll(lambda: len(worker.heard.copies.get(sop, [])) >= int(count), f"{count} copies")
+        with worker.lock:
+            taken = list(worker.heard.copies[sop])
+        assert taken == [sent] * int(count), f"copies {taken}, sent {sent}"
 
     @keyword("No dead letter for ${sop}")
     def no_dead(self, sop: str) -> None:
