@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from tests.conftest import wait_until
 from tests.test_store import item
 
@@ -172,3 +174,22 @@ def test_a_node_whose_spool_is_its_own_is_never_adopted_its_queue_waits(stores):
     assert b.adopt_expired(epoch_b) == []
     seen = by_id(b)["a"]
     assert seen["queued"] == 1 and seen["adopted_by"] is None and seen["shared_spool"] is False
+
+
+def test_a_dead_node_that_owns_nothing_can_be_forgotten_and_no_other(stores):
+    a, b = node(stores, "a"), node(stores, "b")
+    a.register_node(SHORT)
+    row = a.enqueue(item("spool/a/w1/1.dcm", target="w1"))
+    epoch_b = b.register_node(LONG)
+    for refused, why in (("b", "is alive"), ("nobody", "no node 'nobody'")):
+        with pytest.raises(ValueError, match=why):
+            b.forget_node(refused)
+    wait_until(lambda: dead(b, "a"), timeout=5, what="a's lease to expire")
+    with pytest.raises(ValueError, match="still owns 1 queued instances"):
+        b.forget_node("a")  # its queue would have no one to deliver it
+    assert set(by_id(b)) == {"a", "b"}  # refused: nothing changed
+    a.remove_item(row)  # delivered, say, by a itself before it went
+    assert b.forget_node("a") == {"forgot": "a"}
+    assert set(by_id(b)) == {"b"}
+    assert b.renew_lease(epoch_b, LONG)  # the others' leases go on
+    assert a.register_node(LONG) == 1  # started again after all: it registers afresh

@@ -22,7 +22,7 @@ METRIC = re.compile(r"\bwolfpacs_[a-z0-9_]+")
 ALERTED = {
     "WolfPACSDown", "WolfPACSPoolUnreachable", "WolfPACSQueueStale", "WolfPACSDeadLetters",
     "WolfPACSRestartLoop", "WolfPACSSpoolNearLimit", "WolfPACSDiskNearMinFree",
-    "WolfPACSResultsOverdue",
+    "WolfPACSResultsOverdue", "WolfPACSNodeDead",
 }  # fmt: skip
 
 

@@ -56,3 +56,17 @@ The node watches the store for other nodes' changes, and a change made here is n
     Should Be Equal As Integers    ${watcher}[state][applied]    0    its own change, already applied
     ${state}=    Worker state of gpu-b
     Should Be Equal    ${state}    drained
+
+A node taken out of service is forgotten, never one alive or one that still owns a queue
+    [Tags]    UR-057
+    Start the hospital network    node_id=node-old    lease_seconds=1
+    Restart WolfPACS with    node_id=node-new
+    Wait until ctl    [n for n in r if n["node_id"] == "node-old" and n["state"] == "dead"]    nodes
+    Wait until metric    wolfpacs_nodes    1    state=dead
+    ${code}    ${out}    ${err}=    Run ctl    forget-node    node-new
+    Should Be Equal As Integers    ${code}    1
+    Should Contain    ${err}    alive
+    Ctl    forget-node    node-old
+    ${nodes}=    Ctl    nodes
+    Should Be Equal    ${{[n["node_id"] for n in $nodes]}}    ${{["node-new"]}}
+    Wait until metric    wolfpacs_nodes    0    state=dead

@@ -84,7 +84,7 @@ def _verb_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         "retry": "target",
         "kill": "actor", "remove-client": "name", "remove-worker": "name",
         "remove-destination": "name", "rules": "client", "add-rule": "client",
-        "remove-rule": "client",
+        "remove-rule": "client", "forget-node": "name",
     }  # fmt: skip
     for verb, help_text in VERBS.items():
         p = each[verb] = verbs.add_parser(verb, help=help_text, description=help_text)

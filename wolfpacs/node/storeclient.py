@@ -232,6 +232,9 @@ class StoreClient:
     def adopt_expired(self, epoch: int, family: str = "") -> list[dict[str, Any]]:
         return self._ask(Store.adopt_expired, epoch, family)
 
+    def forget_node(self, node_id: str) -> dict[str, Any]:
+        return self._ask(Store.forget_node, node_id)
+
     def nodes(self) -> list[dict[str, Any]]:
         return self._ask(Store.nodes)
 

@@ -150,6 +150,11 @@ class Admin:
         me = self.lease.node_id if self.lease is not None else None
         return [{**node, "this": node["node_id"] == me} for node in self.store.nodes()]
 
+    def forget_node(self, name: str) -> dict[str, Any]:
+        """A dead node that owns nothing, taken out of service: no longer listed by ``nodes``
+        nor counted in ``wolfpacs_nodes{state="dead"}`` (see ``Store.forget_node``)."""
+        return self.store.forget_node(name)
+
     def inspect(self, actor: str) -> dict[str, Any]:
         ref = self._actor(actor)
         state = self._ask(ref, describe=actor in ("wolfpacs", "senders", "receivers"))

@@ -54,6 +54,8 @@ VERBS = {
     "names": "actors, workers, clients, destinations, pools (for completion)",
     "nodes": "the nodes sharing this store: alive or dead (their lease), last heartbeat, queued,"
     " whose queue each adopted",
+    "forget-node": "a dead node taken out of service, owning no queue, is no longer listed:"
+    " forget-node NODE_ID",
 }
 
 

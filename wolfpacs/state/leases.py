@@ -23,6 +23,8 @@ read and change its own rows only (:mod:`wolfpacs.state.operations`).
   two adopters racing on one dead node, one gets it; the other skips it.
   An adopter locks its own row first and adopts nothing if its own epoch
   moved or its own lease lapsed: two nodes cannot adopt each other.
+- :meth:`NodeLeases.forget_node`, by the operator: a dead node that owns
+  nothing, taken out of service, is no longer listed (nor alerted on).
 
 The fence: a late node (paused, cut off, then back) whose rows were adopted
 finds none of them: ``next_items`` does not list them, and ``delivered``,
@@ -168,6 +170,38 @@ class NodeLeases(Database):
                     "targets": [target for target, _ in targets],
                 })  # fmt: skip
         return adopted
+
+    def forget_node(self, node_id: str) -> dict[str, Any]:
+        """Forget ``node_id``, a node taken out of service: it is no longer listed, nor
+        counted dead. ``{"forgot": node_id}``.
+
+        Raises ``ValueError`` (nothing changed) for a node the store does not
+        know, one whose lease still runs, and one that still owns queue rows
+        (they would have no one to deliver them: start it again, or let a
+        node with a shared spool adopt them). A node later started with that
+        id registers afresh; so forget only a node that is gone for good.
+        """
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT expires_at > {self.NOW} FROM nodes WHERE node_id = ? {self.LOCK_ROW}",
+                (node_id,),
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"no node {node_id!r} shares this store")
+            if row[0]:
+                raise ValueError(f"node {node_id} is alive (its lease runs): stop it, and "
+                                 "forget it once its lease has expired")  # fmt: skip
+            owned = int(db.execute(
+                "SELECT COUNT(*) FROM queue WHERE owner = ?", (node_id,)
+            ).fetchone()[0])  # fmt: skip
+            if owned:
+                raise ValueError(
+                    f"node {node_id} still owns {owned} queued instances: start it again to "
+                    "deliver them, or let a node with a shared spool adopt them"
+                )
+            db.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,))
+        logger.info("node %s forgotten: taken out of service", node_id)
+        return {"forgot": node_id}
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node that ever registered, by id, as the database's clock sees it now.

@@ -315,6 +315,11 @@ class Store(Protocol):
         ``epoch`` is not this node's, or its lease lapsed."""
         ...
 
+    def forget_node(self, node_id: str) -> dict[str, Any]:
+        """Forget a dead node that owns no queue rows; raises ``ValueError`` (the reason) for
+        one unknown, alive, or still owning rows."""
+        ...
+
     def nodes(self) -> list[dict[str, Any]]:
         """Every node: ``node_id``, ``state`` (alive|dead), ``epoch``, ``started_at``,
         ``last_heartbeat``, ``expires_at``, ``shared_spool``, ``queued``, ``adopted_by``,
