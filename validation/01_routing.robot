@@ -133,6 +133,17 @@ Strangers are rejected with the matching reason
     ${answer}=    Echo from stranger to the inside port with called WOLFPACS and calling INTRUDER
     Should Contain    ${answer}    Calling AE Title Not Recognized
 
+A hospital is let in only from the addresses its allow list names
+    [Tags]    UR-013
+    [Documentation]    127.0.0.2 stands in for another host.
+    Restart WolfPACS with hospital malmo allowed only from 127.0.0.2/32
+    ${answer}=    Hospital malmo echoes from address 127.0.0.2
+    Should Be Equal    ${answer}    ok
+    ${answer}=    Hospital malmo echoes from address 127.0.0.1
+    Should Be Equal    ${answer}    rejected: result 1, source 1, reason 1
+    ${log}=    Node log
+    Should Contain    ${log}    address 127.0.0.1 is not in client malmo's allow list
+
 Both ports answer C-ECHO
     [Tags]    UR-020
     Hospital stockholm can echo

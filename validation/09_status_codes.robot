@@ -45,13 +45,18 @@ A dataset that cannot be parsed is refused 0xC001, nothing of it kept, and the a
     Nothing refused is kept: not in the spool, not in dead/, not at a worker
 
 While the state database does not answer, a hospital is told 0xA702 to send again, and nothing is half kept
-    [Tags]    UR-049    UR-056    0xA702
+    [Tags]    UR-049    UR-056    UR-038    0xA702
     [Teardown]    The other program lets go of the state database
     ${study}=    A new study UID
     Another program holds the write lock of the state database
     ${statuses}=    Hospital stockholm sends a CT series "HEAD" of 1 instances in study ${study}
     Should Be Equal    ${statuses}    ${{["0xA702"]}}
+    ${status}    ${body}=    HTTP GET    /readyz
+    Should Be Equal As Integers    ${status}    503    not ready: a load balancer sends elsewhere
+    Should Contain    ${body}    the store takes no write
     The other program lets go of the state database
+    ${status}    ${body}=    HTTP GET    /readyz
+    Should Be Equal As Integers    ${status}    200
     Nothing refused is kept: not in the spool, not in dead/, not at a worker
     ${statuses}=    Hospital stockholm sends a CT series "HEAD" of 1 instances in study ${study}
     Should Be Equal    ${statuses}    ${{["0x0000"]}}

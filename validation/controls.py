@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from hospital_network import NODE_ENV, Network, poll
+from hospital_network import HOSPITALS, NODE_ENV, Network, poll
 from robot.api.deco import keyword
 
 from wolfpacs.testing.peers import free_port
@@ -42,6 +42,32 @@ class Controls(Network):
             cwd=self.root, capture_output=True, text=True, timeout=60, env=NODE_ENV,
         )  # fmt: skip
         return result.returncode, result.stdout, result.stderr
+
+    @keyword("Restart WolfPACS with hospital ${hospital} allowed only from ${network}")
+    def allow_only(self, hospital: str, network: str) -> None:
+        self.allowed[hospital] = network
+        self.restart_wolfpacs()
+
+    @keyword("Hospital ${hospital} echoes from address ${address}")
+    def echo_from(self, hospital: str, address: str) -> str:
+        """A C-ECHO by pynetdicom bound to ``address`` (127.x stands in for another host) with
+        the hospital's AE titles: "ok", or the A-ASSOCIATE-RJ's result, source and reason."""
+        from pynetdicom import AE
+
+        secret, calling = HOSPITALS[hospital]
+        peer = AE(ae_title=calling)
+        peer.add_requested_context("1.2.840.10008.1.1")
+        assoc = peer.associate("127.0.0.1", self.ports["outside"], ae_title=secret,
+                               bind_address=(address, 0))  # fmt: skip
+        if assoc.is_established:
+            status = assoc.send_c_echo()
+            assoc.release()
+            return "ok" if status and status.Status == 0 else f"echo answered {status}"
+        if assoc.is_rejected:
+            rj = assoc.acceptor.primitive
+            said = f"result {rj.result}, source {rj.result_source}, reason {rj.diagnostic}"
+            return f"rejected: {said}"
+        return "no association"
 
     @keyword("Crash ${actor} until the node gives up")
     def crash_until_given_up(self, actor: str) -> int:

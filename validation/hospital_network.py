@@ -173,6 +173,7 @@ class Network:
         # not a [node] key: the lung pool's result_timeout (0: results not tracked)
         self.lung_timeout = self.options.pop("lung_result_timeout", "0")
         self.pins: dict[str, str] = {}
+        self.allowed: dict[str, str] = {}  # hospital → the one network it may come from
         self.lung_check_hostname = "true"
         if self.options.pop("tls_outside", "false") == "true":
             self.make_pki()
@@ -233,7 +234,7 @@ class Network:
                 f'name = "{hospital}"',
                 f'ae_title = "{secret}"',
                 f'calling_ae_titles = ["{calling}"]',
-                'allow = ["127.0.0.0/8"]',
+                f'allow = ["{self.allowed.get(hospital, "127.0.0.0/8")}"]',
                 f'destination = "{hospital}-pacs"',
             ]
             if hospital in pools:
