@@ -145,3 +145,30 @@ def test_a_row_of_statuses_received_naming_a_test_that_is_gone_is_caught(trace, 
     assert any("names 'Delivered', no test" in p for p in run(trace, copy).problems)
     replace(copy / "statement.md", '"Delivered"', "the tests")
     assert any("names no Robot test" in p for p in run(trace, copy).problems)
+
+
+def test_the_matrix_shows_how_the_completing_pytest_files_fared(trace, tmp_path):
+    (tmp_path / "pytest-default.xml").write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="integration.test_tls" name="test_a"/>'
+        '<testcase classname="integration.test_tls.TestPins" name="test_b"/>'
+        '<testcase classname="tests.test_store" name="test_c"><failure message="x"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    (tmp_path / "pytest-powerloss.xml").write_text(
+        '<testsuites><testsuite name="pytest"><testcase classname="integration.test_powerloss" '
+        'name="test_d"><skipped message="lazyfs is not installed"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    outcomes = trace.pytest_results(tmp_path)
+    assert outcomes == {
+        "integration/test_tls.py": "2 passed",
+        "tests/test_store.py": "1 failed",
+        "integration/test_powerloss.py": "1 skipped (lazyfs is not installed)",
+    }
+    result = trace.check(ROOT / "docs/requirements.md", ROOT / "README.md", ROOT / "validation")
+    shown = trace.matrix(result, {}, outcomes)
+    assert "integration/test_powerloss.py (1 skipped (lazyfs is not installed))" in shown
+    assert "integration/test_chaos.py (not run)" in shown  # named, but in no JUnit file
+    assert trace.pytest_results(tmp_path / "nowhere") is None  # pytest not run: names only
+    assert "integration/test_chaos.py |" in trace.matrix(result, {}, None)

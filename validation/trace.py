@@ -17,7 +17,8 @@ README's headings, and fails (exit 1, each problem on a line) when
   name" in quotes), or names one that does not exist.
 
 Either way it writes the matrix (requirement, README section, Robot tests with their last
-result from ``DIR/output.xml`` when Robot has run, the pytest that completes the proof; then each
+result from ``DIR/output.xml`` when Robot has run, the pytest that completes the proof with its
+outcome from ``DIR/pytest-*.xml`` (JUnit) when pytest has run; then each
 status code and the tests that provoke it) as Markdown to ``DIR/traceability.md``, next to
 Robot's report.html and log.html.
 """
@@ -182,6 +183,42 @@ def last_results(output: Path) -> dict[str, str]:
     return {test.full_name: test.status for test in result.suite.all_tests}
 
 
+def pytest_results(results: Path) -> dict[str, str] | None:
+    """Each pytest file's outcome from the JUnit XML files ``results/pytest-*.xml`` (``.ci/run``
+    writes one per pytest run): ``integration/test_powerloss.py`` → ``3 passed`` or ``3
+    skipped (lazyfs is not installed...)``; None if there are no such files (pytest not run)."""
+    import xml.etree.ElementTree as ET
+
+    files = sorted(results.glob("pytest-*.xml"))
+    if not files:
+        return None
+    counts: dict[str, dict[str, int]] = {}
+    skipped_why: dict[str, str] = {}
+    for junit in files:
+        for case in ET.parse(junit).iter("testcase"):
+            module = str(case.get("classname", ""))
+            parts = module.split(".")
+            # "integration.test_tls" or "integration.test_tls.TestClass": the file's path
+            depth = next((i for i, part in enumerate(parts) if part.startswith("test_")), -1)
+            path = "/".join(parts[: depth + 1]) + ".py"
+            outcome = "passed"
+            for child in case:
+                if child.tag in ("failure", "error"):
+                    outcome = "failed"
+                elif child.tag == "skipped":
+                    outcome = "skipped"
+                    skipped_why.setdefault(path, str(child.get("message", ""))[:80])
+            tally = counts.setdefault(path, {})
+            tally[outcome] = tally.get(outcome, 0) + 1
+    shown = {}
+    for path, tally in counts.items():
+        said = ", ".join(f"{n} {o}" for o, n in sorted(tally.items()))
+        if tally.get("skipped"):
+            said += f" ({skipped_why[path]})"
+        shown[path] = said
+    return shown
+
+
 def check(
     requirements_md: Path,
     readme: Path,
@@ -250,8 +287,9 @@ def check_statuses(trace: Trace, statement: Path, tests: dict[str, RobotTest], r
                                   f"statement, by {sorted(suites)} say the tags")  # fmt: skip
 
 
-def matrix(trace: Trace, results: dict[str, str]) -> str:
-    """The traceability matrix as Markdown."""
+def matrix(trace: Trace, results: dict[str, str], pytest: dict[str, str] | None = None) -> str:
+    """The traceability matrix as Markdown; ``pytest``: the completing tests' outcomes by file
+    (:func:`pytest_results`), if pytest has run."""
     lines = [
         "# Traceability matrix",
         "",
@@ -265,6 +303,12 @@ def matrix(trace: Trace, results: dict[str, str]) -> str:
             )
             if results
             else "Robot has not run (no output.xml)."
+        )
+        + (
+            " The pytest tests that complete a proof: their outcomes by file, from the JUnit "
+            "files pytest-*.xml beside this matrix (a file skipped says why)."
+            if pytest is not None
+            else " pytest has not run here (no pytest-*.xml): the last column names files only."
         ),
         "",
         "| requirement | README section | Robot tests (last result) | completed by (pytest) |",
@@ -273,8 +317,10 @@ def matrix(trace: Trace, results: dict[str, str]) -> str:
     for r in trace.requirements:
         tests = [n for n, urs in trace.tests.items() if r.id in urs]
         shown = "<br>".join(f"{n} ({results.get(n, 'not run')})" for n in tests) or "**NONE**"
-        pytest = ", ".join(r.pytest) or "-"
-        lines.append(f"| **{r.id}** {r.text} | {r.section} | {shown} | {pytest} |")
+        completing = ", ".join(
+            f"{f} ({pytest.get(f, 'not run')})" if pytest is not None else f for f in r.pytest
+        )
+        lines.append(f"| **{r.id}** {r.text} | {r.section} | {shown} | {completing or '-'} |")
     lines += [
         "",
         f"## Status codes sent (docs/conformance-statement.md, {STATUSES.split(' ', 1)[0]})",
@@ -303,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     trace = check(ROOT / "docs" / "requirements.md", ROOT / "README.md", ROOT / "validation")
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / "traceability.md"
-    out.write_text(matrix(trace, last_results(args.results / "output.xml")), encoding="utf-8")
+    robot, pytest = last_results(args.results / "output.xml"), pytest_results(args.results)
+    out.write_text(matrix(trace, robot, pytest), encoding="utf-8")
     for problem in trace.problems:
         print(f"trace: {problem}", file=sys.stderr)
     print(
