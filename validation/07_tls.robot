@@ -78,6 +78,7 @@ The node speaks TLS 1.2 and 1.3 to a worker, and no older version
     FOR    ${version}    IN    1.2    1.3
         ${answer}=    The node's TLS handshake with worker lung-a when it speaks only TLS ${version}
         Should Be Equal    ${answer}    accepted TLSv${version}
+        The node offered no weak cipher suite
     END
     FOR    ${version}    IN    1.1    1.0
         ${answer}=    The node's TLS handshake with worker lung-a when it speaks only TLS ${version}

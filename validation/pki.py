@@ -172,6 +172,8 @@ class TLS(Network):
 
             text = poll(said, f"the node's TLS handshake with lung-a speaking TLS {version}")
             spoken = re.search(r"^Protocol version: (\S+)$", text, re.MULTILINE)
+            offered = re.search(r"^Client cipher list: (\S+)$", text, re.MULTILINE)
+            self.offered_ciphers = offered.group(1).split(":") if offered else []
             if spoken:
                 return f"accepted {spoken.group(1)}"
             subprocess.run(
@@ -211,3 +213,13 @@ class TLS(Network):
         pacs.tls = self.tls_args(hospital)
         pacs.start()
         self.restart_wolfpacs()
+
+    @keyword("The node offered no weak cipher suite")
+    def no_weak_cipher(self) -> None:
+        """The cipher suites of the node's last hello to a worker (as ``s_server`` listed them)
+        include none without encryption or authentication, none with RC4, DES or 3DES, MD5 or
+        an export key (the statement: OpenSSL's default suites)."""
+        offered = getattr(self, "offered_ciphers", [])
+        assert offered, "no hello of the node seen"
+        weak = re.compile(r"NULL|ADH|AECDH|anon|RC4|DES|MD5|EXP", re.IGNORECASE)
+        assert not [c for c in offered if weak.search(c)], f"weak suites offered: {offered}"
