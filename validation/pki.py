@@ -103,6 +103,24 @@ class TLS(Network):
             return f"accepted {spoken.group(1)}"
         return said
 
+    @keyword("The outside port's TLS 1.2 handshake with a hospital that offers only ${ciphers}")
+    def weak_handshake(self, ciphers: str) -> str:
+        """``openssl s_client`` in TLS 1.2 offering only ``ciphers`` (OpenSSL's words, e.g.
+        ``eNULL:!aNULL``, the suites without encryption but with a certificate, which a node
+        that asks for clients' certificates could agree to; its security level lowered to 0 so
+        that it does offer them), with gothenburg's certificate: "session with SUITE" if the
+        node agreed to one, else "no session"."""
+        pki = self.pki
+        result = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.ports['outside']}", "-tls1_2",
+             "-cipher", f"{ciphers}:@SECLEVEL=0", "-cert", str(pki / "gothenburg.crt"),
+             "-key", str(pki / "gothenburg.key"), "-CAfile", str(pki / "ca.crt")],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        agreed = re.search(r"Cipher is (\S+)", result.stdout + result.stderr)
+        suite = agreed.group(1) if agreed else "(NONE)"
+        return "no session" if suite == "(NONE)" else f"session with {suite}"
+
     @keyword("Hospital ${hospital} sends a CT study over TLS without a certificate")
     def send_anonymous(self, hospital: str) -> list[str]:
         """Two instances of a new study by ``storescu +tla`` (TLS, the node's certificate
