@@ -98,6 +98,18 @@ def node_config(
         """
 
 
+def stop_all(node: NodeProcess, *workers: subprocess.Popen) -> None:
+    """The workers stopped whatever the node's stop says (a node that failed to start must not
+    leave them running); then the node's SIGTERM exit code checked."""
+    try:
+        code = node.stop() if node.proc is not None else 0
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(10)
+    assert code == 0
+
+
 def received(directory: Path) -> int:
     return len(list(directory.iterdir()))
 
@@ -141,10 +153,7 @@ def test_tls_from_a_pinned_hospital_and_to_the_worker(pki, tmp_path):
         )  # fmt: skip
         assert plain.returncode != 0  # no TLS, no association
     finally:
-        if node.proc is not None:
-            assert node.stop() == 0
-        worker.terminate()
-        worker.wait(10)
+        stop_all(node, worker)
 
 
 def test_a_worker_sends_results_over_tls_on_the_inside_port_with_its_own_certificate_only(
@@ -191,10 +200,7 @@ def test_a_worker_sends_results_over_tls_on_the_inside_port_with_its_own_certifi
         )  # fmt: skip
         assert plain.returncode != 0  # no TLS, no association
     finally:
-        if node.proc is not None:
-            assert node.stop() == 0
-        worker.terminate()
-        worker.wait(10)
+        stop_all(node, worker)
 
 
 def test_with_client_certificates_optional_a_pinned_hospital_still_gets_in_with_its_own(
@@ -237,8 +243,7 @@ def test_with_client_certificates_optional_a_pinned_hospital_still_gets_in_with_
         assert echo("SECRET2", *own("hospital2"))
         assert not echo("SECRET2", *own("stranger"))  # shown, but our CA did not sign it
     finally:
-        if node.proc is not None:
-            assert node.stop() == 0
+        stop_all(node)
 
 
 def test_a_workers_certificate_must_name_its_host_unless_told_otherwise(pki, tmp_path):
@@ -297,11 +302,7 @@ def test_a_workers_certificate_must_name_its_host_unless_told_otherwise(pki, tmp
         assert "IP address mismatch" in down["last_error"], down
         assert down["queued"] == 1 and received(tmp_path / "strict") == 0  # kept, not sent
     finally:
-        if node.proc is not None:
-            assert node.stop() == 0
-        for worker in (strict, lax):
-            worker.terminate()
-            worker.wait(10)
+        stop_all(node, strict, lax)
 
 
 def test_tls_settings_that_cannot_work_are_config_errors(tmp_path):
