@@ -17,48 +17,12 @@ import pytest
 ARTIFACTS = Path(__file__).parent / "artifacts"  # kept by CI
 
 
-def test_a_short_chaos_run_loses_nothing(tmp_path):
+def _chaos(tmp_path, *args: str, timeout: float, keep: str | None = None) -> tuple[dict, str]:
+    """``wolfpacs chaos ARGS``, which must end with exit 0; its ledger and what it printed
+    (kept as a CI artefact, integration/artifacts/KEEP.txt and .json, if ``keep`` names one)."""
     report = tmp_path / "ledger.json"
     result = subprocess.run(
-        [sys.executable, "-m", "wolfpacs", "chaos", "--instances", "300", "--studies", "10",
-         "--faults", "10", "--kills", "1", "--duration", "30", "--seed", "7",
-         "--report", str(report)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    ledger = json.loads(report.read_text())
-    assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
-    assert ledger["acknowledged"] == 300 and ledger["delivered"] == 300
-    assert ledger["node_kills"] == 1 and ledger["faults"] == 10
-    assert "CLEAN" in result.stdout
-
-
-@pytest.mark.chaos_long
-def test_a_long_chaos_run_with_several_kills_loses_nothing(tmp_path):
-    report = tmp_path / "ledger.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "wolfpacs", "chaos", "--instances", "2000", "--studies", "40",
-         "--clients", "3", "--workers", "4", "--faults", "60", "--kills", "3",
-         "--duration", "90", "--seed", "2026", "--report", str(report)],
-        capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    ledger = json.loads(report.read_text())
-    assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
-    assert ledger["acknowledged"] == 2000 and ledger["delivered"] == 2000
-    assert ledger["node_kills"] == 3 and ledger["unexplained_dead"] == 0
-
-
-def _two_nodes(
-    tmp_path, postgres, url, *args: str, timeout: float, keep: str | None = None
-) -> tuple[dict, str]:
-    """A chaos run of two nodes on ``url``; its ledger and what it printed (kept as a CI
-    artefact, integration/artifacts/KEEP.txt and .json, if ``keep`` names one)."""
-    report = tmp_path / "ledger.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "wolfpacs", "chaos", "--nodes", "2", "--store", url,
-         "--store-restart", postgres.restart_command(), "--lease-seconds", "2",
-         "--report", str(report), *args],
+        [sys.executable, "-m", "wolfpacs", "chaos", "--report", str(report), *args],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     if keep is not None:
@@ -68,6 +32,38 @@ def _two_nodes(
             (ARTIFACTS / f"{keep}.json").write_text(report.read_text())
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return json.loads(report.read_text()), result.stdout
+
+
+def test_a_short_chaos_run_loses_nothing(tmp_path):
+    ledger, out = _chaos(
+        tmp_path, "--instances", "300", "--studies", "10", "--faults", "10", "--kills", "1",
+        "--duration", "30", "--seed", "7", timeout=600,
+    )  # fmt: skip
+    assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
+    assert ledger["acknowledged"] == 300 and ledger["delivered"] == 300
+    assert ledger["node_kills"] == 1 and ledger["faults"] == 10
+    assert "CLEAN" in out
+
+
+@pytest.mark.chaos_long
+def test_a_long_chaos_run_with_several_kills_loses_nothing(tmp_path):
+    ledger, _ = _chaos(
+        tmp_path, "--instances", "2000", "--studies", "40", "--clients", "3", "--workers", "4",
+        "--faults", "60", "--kills", "3", "--duration", "90", "--seed", "2026", timeout=1200,
+    )  # fmt: skip
+    assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
+    assert ledger["acknowledged"] == 2000 and ledger["delivered"] == 2000
+    assert ledger["node_kills"] == 3 and ledger["unexplained_dead"] == 0
+
+
+def _two_nodes(
+    tmp_path, postgres, url, *args: str, timeout: float, keep: str | None = None
+) -> tuple[dict, str]:
+    """A chaos run of two nodes on ``url`` (see :func:`_chaos`)."""
+    return _chaos(
+        tmp_path, "--nodes", "2", "--store", url, "--store-restart", postgres.restart_command(),
+        "--lease-seconds", "2", *args, timeout=timeout, keep=keep,
+    )  # fmt: skip
 
 
 def test_two_nodes_on_postgresql_lose_nothing_through_kills_and_a_database_restart(
@@ -107,16 +103,11 @@ def test_several_nodes_without_a_shared_store_is_refused_with_a_reason():
 
 
 def test_a_node_of_two_processes_loses_nothing_through_process_and_node_kills(tmp_path):
-    report = tmp_path / "ledger.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "wolfpacs", "chaos", "--processes", "2", "--instances", "300",
-         "--studies", "10", "--faults", "10", "--kills", "1", "--duration", "30",
-         "--lease-seconds", "2", "--seed", "20", "--report", str(report)],
-        capture_output=True, text=True, timeout=600,
+    ledger, out = _chaos(
+        tmp_path, "--processes", "2", "--instances", "300", "--studies", "10", "--faults", "10",
+        "--kills", "1", "--duration", "30", "--lease-seconds", "2", "--seed", "20", timeout=600,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    ledger = json.loads(report.read_text())
     assert ledger["clean"] and ledger["lost"] == 0 and ledger["misrouted"] == 0
     assert ledger["acknowledged"] == 300 and ledger["delivered"] == 300
     assert ledger["process_kills"] >= 1 and ledger["node_kills"] == 1
-    assert "through one node of 2 processes" in result.stdout and "CLEAN" in result.stdout
+    assert "through one node of 2 processes" in out and "CLEAN" in out
