@@ -98,6 +98,15 @@ def node_config(
         """
 
 
+def echoes(port: int, calling: str, called: str, *tls: str) -> bool:
+    """Whether DCMTK's ``echoscu`` (with ``tls``, its TLS options, if any) gets an answer."""
+    answer = subprocess.run(
+        [tool("echoscu"), *tls, "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
+        env=ENV, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return answer.returncode == 0
+
+
 def stop_all(node: NodeProcess, *workers: subprocess.Popen) -> None:
     """The workers stopped whatever the node's stop says (a node that failed to start must not
     leave them running); then the node's SIGTERM exit code checked."""
@@ -147,11 +156,7 @@ def test_tls_from_a_pinned_hospital_and_to_the_worker(pki, tmp_path):
         assert "its TLS certificate is not client hospital's (the one pinned)" in node.logs()
         stranger = storescu_tls(pki, "stranger", outside, files[:1])
         assert stranger.returncode != 0 and not acknowledged(stranger.stdout + stranger.stderr)
-        plain = subprocess.run(
-            [tool("echoscu"), "-aet", "HOSPITAL", "-aec", "SECRET", "127.0.0.1", str(outside)],
-            env=ENV, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert plain.returncode != 0  # no TLS, no association
+        assert not echoes(outside, "HOSPITAL", "SECRET")  # no TLS, no association
     finally:
         stop_all(node, worker)
 
@@ -194,11 +199,7 @@ def test_a_worker_sends_results_over_tls_on_the_inside_port_with_its_own_certifi
         other = storescu_tls(pki, "hospital", inside, [result], called="WOLFPACS", calling="GPU_A")
         assert other.returncode != 0 and not acknowledged(other.stdout + other.stderr)
         assert "its TLS certificate is not worker gpu-a's (the one pinned)" in node.logs()
-        plain = subprocess.run(
-            [tool("echoscu"), "-aet", "GPU_A", "-aec", "WOLFPACS", "127.0.0.1", str(inside)],
-            env=ENV, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert plain.returncode != 0  # no TLS, no association
+        assert not echoes(inside, "GPU_A", "WOLFPACS")  # no TLS, no association
     finally:
         stop_all(node, worker)
 
@@ -224,12 +225,7 @@ def test_with_client_certificates_optional_a_pinned_hospital_still_gets_in_with_
         """))  # fmt: skip
 
     def echo(called: str, *tls: str) -> bool:
-        answer = subprocess.run(
-            [tool("echoscu"), *tls, "+cf", str(pki / "ca.crt"), "-aet", "HOSPITAL", "-aec",
-             called, "127.0.0.1", str(outside)],
-            env=ENV, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        return answer.returncode == 0
+        return echoes(outside, "HOSPITAL", called, *tls, "+cf", str(pki / "ca.crt"))
 
     def own(who: str) -> tuple[str, ...]:
         return ("+tls", str(pki / f"{who}.key"), str(pki / f"{who}.crt"))
